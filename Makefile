@@ -1,0 +1,60 @@
+# LLM Session Gateway: `make run` starts it, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard proto/llm/v1/*.proto)
+PROTOC = $(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=.
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format typecheck protos protos-check bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime ## Start the echo model server and the gateway on 127.0.0.1:8000 (PORT overrides)
+	$(PY) manage.py rundev
+
+test: $(VENV)/.dev ## Install what the tests need and run the whole suite (real Redis, PostgreSQL when present)
+	scripts/test.sh
+
+lint: $(VENV)/.dev ## ruff (lint and format check), mypy, and stale-stub check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+	$(MAKE) --no-print-directory protos-check
+
+format: $(VENV)/.dev ## Format the code with ruff
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: $(VENV)/.dev ## mypy with the Django stubs
+	$(VENV)/bin/mypy .
+
+protos: $(VENV)/.dev ## Regenerate the gRPC stubs from proto/
+	$(PROTOC) $(PROTOS)
+
+protos-check: $(VENV)/.dev ## Fail when the committed gRPC stubs are stale
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  mkdir -p "$$tmp/proto" && cp -r proto/llm "$$tmp/proto/" && \
+	  find "$$tmp/proto" -name '*_pb2*' -delete && \
+	  (cd "$$tmp" && $(abspath $(PY)) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)) && \
+	  for f in $$(cd "$$tmp" && find proto -name '*_pb2*'); do \
+	    cmp -s "$$tmp/$$f" "$$f" || { echo "stale: $$f (run make protos)"; exit 1; }; \
+	  done && echo "gRPC stubs are current"
+
+bench: $(VENV)/.dev ## Measure the gateway's added latency and throughput (prints figures)
+	$(PY) bench/turn_overhead.py
+
+clean: ## Remove the virtualenv and local state
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

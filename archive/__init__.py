@@ -1,0 +1,1 @@
+"""Archived sessions: the Blob and filesystem archive stores, retention and erasure (to come)."""

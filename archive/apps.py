@@ -1,0 +1,8 @@
+"""Django app config for the session archive."""
+
+from django.apps import AppConfig
+
+
+class ArchiveConfig(AppConfig):
+    name = "archive"
+    verbose_name = "Session archive"

@@ -1,0 +1,226 @@
+"""Settings shared by every environment. Each value comes from an environment variable
+listed in `.env.example`, with a safe development default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+env = environ.Env()
+
+# -- Django ---------------------------------------------------------------------
+
+SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-for-any-shared-deployment")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+
+INSTALLED_APPS = [
+    # daphne first: `manage.py runserver` then serves the ASGI app, WebSockets included.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "core",
+    "llm_backend",
+    "sessions_app",
+    "archive",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# REDIS_URL selects Redis for the active sessions and Django's cache; unset, both stay in-process.
+REDIS_URL = env("REDIS_URL", default="")
+REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="gw")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STORAGES = {
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Largest request body any endpoint accepts; larger ones get 413 payload_too_large.
+MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+
+# -- REST API -------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["core.auth.drf.BearerAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["core.auth.drf.ChatScopes"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "core.drf.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LLM Session Gateway API",
+    "DESCRIPTION": (
+        "Sessions with any AI model, kept by the gateway. Authenticate with an OIDC bearer token "
+        "(scopes `chat.read`, `chat.write`). Errors are RFC 9457 problem details with a `code`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# -- Authentication -------------------------------------------------------------
+
+# The OIDC provider whose tokens are accepted (Azure AD B2C or any other). Empty: none.
+JWT_ISSUER = env("JWT_ISSUER", default="")
+JWT_JWKS_URL = env("JWT_JWKS_URL", default="")
+JWT_AUDIENCE = env.list("JWT_AUDIENCE", default=["llm-gateway"])
+JWT_ALGORITHMS = env.list("JWT_ALGORITHMS", default=["RS256", "ES256"])
+JWT_SUBJECT_CLAIM = env("JWT_SUBJECT_CLAIM", default="sub")
+JWT_SCOPE_CLAIMS = env.list("JWT_SCOPE_CLAIMS", default=["scp", "scope"])
+JWT_LEEWAY_SECONDS = env.int("JWT_LEEWAY_SECONDS", default=30)
+JWT_JWKS_CACHE_SECONDS = env.int("JWT_JWKS_CACHE_SECONDS", default=300)
+
+# Keys the owner pseudonym derived from (iss, sub); changing it orphans every session.
+OWNER_PSEUDONYM_SECRET = env("OWNER_PSEUDONYM_SECRET", default="dev-only-owner-pseudonym-secret")
+
+# Development mode: the gateway issues and trusts its own tokens (`manage.py mint_dev_token`).
+DEV_MODE = env.bool("DEV_MODE", default=False)
+DEV_TOKEN_ISSUER = env("DEV_TOKEN_ISSUER", default="urn:llm-gateway:dev")
+DEV_SIGNING_KEY_PATH = env("DEV_SIGNING_KEY_PATH", default=str(BASE_DIR / "var" / "dev-signing-key.pem"))
+
+# -- Sessions -------------------------------------------------------------------
+
+DEFAULT_MODEL = env("DEFAULT_MODEL", default="echo")
+# Models clients may ask for; empty: any model the backend serves.
+ALLOWED_MODELS = env.list("ALLOWED_MODELS", default=[])
+
+SESSION_LIMITS = {
+    "MAX_CONTENT_CHARS": env.int("SESSION_MAX_CONTENT_CHARS", default=32_000),
+    "MAX_SYSTEM_PROMPT_CHARS": env.int("SESSION_MAX_SYSTEM_PROMPT_CHARS", default=16_000),
+    "MAX_METADATA_BYTES": env.int("SESSION_MAX_METADATA_BYTES", default=4_096),
+    "MAX_MESSAGES_PER_SESSION": env.int("SESSION_MAX_MESSAGES", default=1_000),
+    "MAX_SESSIONS_PER_OWNER": env.int("SESSION_MAX_PER_OWNER", default=1_000),
+    "MAX_OUTPUT_TOKENS": env.int("SESSION_MAX_OUTPUT_TOKENS", default=8_192),
+    "CONTEXT_MAX_CHARS": env.int("CONTEXT_MAX_CHARS", default=64_000),
+    "CONTEXT_MAX_MESSAGES": env.int("CONTEXT_MAX_MESSAGES", default=200),
+    # Longer than any backend deadline, so a live turn never loses its lock.
+    "TURN_LOCK_SECONDS": env.float("TURN_LOCK_SECONDS", default=330.0),
+}
+
+# Safety-net TTL on every Redis key of a session, refreshed on each turn.
+SESSION_TTL_SECONDS = env.int("SESSION_TTL_SECONDS", default=30 * 86400)
+
+if REDIS_URL:
+    ACTIVE_SESSION_STORE = {
+        "CLASS": "sessions_app.stores.redis.RedisSessionStore",
+        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, "ttl_seconds": SESSION_TTL_SECONDS},
+    }
+else:
+    ACTIVE_SESSION_STORE = {"CLASS": "sessions_app.stores.memory.InMemorySessionStore", "OPTIONS": {}}
+
+# -- Model servers --------------------------------------------------------------
+
+BACKEND_TARGET = env("BACKEND_TARGET", default="127.0.0.1:50051")
+CHAT_BACKEND = {
+    "CLASS": "llm_backend.grpc_client.GrpcChatBackend",
+    "OPTIONS": {
+        "target": BACKEND_TARGET,
+        "tls": env.bool("BACKEND_TLS", default=False),
+        "timeout": env.float("BACKEND_TIMEOUT_SECONDS", default=120.0),
+        "stream_timeout": env.float("BACKEND_STREAM_TIMEOUT_SECONDS", default=300.0),
+        "max_attempts": env.int("BACKEND_MAX_ATTEMPTS", default=3),
+    },
+}
+
+# The reference model server (`manage.py serve_backend`).
+MODEL_SERVER_BIND = env("MODEL_SERVER_BIND", default="127.0.0.1:50051")
+MODEL_SERVER_ADAPTER = env("MODEL_SERVER_ADAPTER", default="echo")
+MODEL_SERVER_ADAPTERS = {
+    "echo": {
+        "CLASS": "llm_backend.echo.EchoChatBackend",
+        "OPTIONS": {"token_delay": env.float("ECHO_TOKEN_DELAY_SECONDS", default=0.0)},
+    },
+    "openai": {
+        "CLASS": "llm_backend.openai_compat.OpenAICompatibleBackend",
+        "OPTIONS": {
+            "base_url": env("OPENAI_BASE_URL", default="http://127.0.0.1:11434/v1"),
+            "api_key": env("OPENAI_API_KEY", default=""),
+            "model": env("OPENAI_MODEL", default=""),
+            "timeout": env.float("OPENAI_TIMEOUT_SECONDS", default=120.0),
+        },
+    },
+}
+
+# -- Logging --------------------------------------------------------------------
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"handlers": ["console"], "level": level},
+    }
+
+
+LOGGING = logging_config(env("LOG_LEVEL", default="INFO"))

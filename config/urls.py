@@ -1,0 +1,21 @@
+"""Root URLs served by Django (the turn endpoint is routed ahead of Django in config/asgi.py)."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from core import views as core_views
+
+urlpatterns = [
+    path("healthz", core_views.healthz, name="healthz"),
+    path("dev/jwks.json", core_views.dev_jwks, name="dev-jwks"),
+    path("api/v1/", include("sessions_app.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(urlconf="config.schema_urls"), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "core.views.bad_request"
+handler403 = "core.views.permission_denied"
+handler404 = "core.views.not_found"
+handler500 = "core.views.server_error"

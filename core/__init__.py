@@ -1,0 +1,1 @@
+"""Shared kernel: results, errors, authentication and HTTP plumbing every app may use."""

@@ -1,0 +1,51 @@
+"""The one mapping from errors to RFC 9457 problem details, for HTTP bodies and stream frames."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from core.errors import GatewayError
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:llm-gateway:problem:"
+
+logger = logging.getLogger(__name__)
+
+
+def problem_type(code: str) -> str:
+    return TYPE_PREFIX + code
+
+
+def problem_from_error(error: GatewayError, *, instance: str | None = None) -> dict[str, Any]:
+    """The problem object for an expected error; never carries internal messages."""
+    body: dict[str, Any] = {
+        "type": problem_type(error.code),
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(error.extra)
+    return body
+
+
+def problem_for_exception(exc: BaseException, *, instance: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Problem body and headers for any exception; unexpected ones become an opaque 500."""
+    if isinstance(exc, GatewayError):
+        return problem_from_error(exc, instance=instance), exc.headers
+    logger.error("unhandled_error", exc_info=exc)
+    return problem_from_error(GatewayError(), instance=instance), {}
+
+
+def problem_json(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body)
+
+
+def error_frame(error: GatewayError) -> dict[str, Any]:
+    """The error frame for WebSocket and SSE streams: the same code and detail as HTTP."""
+    return {"type": "error", "code": error.code, "status": error.status, "detail": error.detail}

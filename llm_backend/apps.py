@@ -1,0 +1,8 @@
+"""Django app config for the model-server integration."""
+
+from django.apps import AppConfig
+
+
+class LlmBackendConfig(AppConfig):
+    name = "llm_backend"
+    verbose_name = "Model backends"

@@ -1,0 +1,127 @@
+"""The gateway's `ChatBackend` adapter: one long-lived `grpc.aio` channel to a model server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc import aio
+
+from llm_backend import codec
+from llm_backend.errors import BackendError
+from llm_backend.ports import ChatRequest, Completion, StreamEnd, StreamEvent
+from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
+
+SERVICE_NAME = "llm.v1.ChatBackendService"
+
+
+def service_config(*, max_attempts: int, initial_backoff: float, max_backoff: float) -> str:
+    """Retries for transient failures, declared once for the channel.
+
+    gRPC only retries a call before the server has sent anything back, so a
+    stream is never retried after its first delta.
+    """
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": SERVICE_NAME}],
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": f"{initial_backoff}s",
+                        "maxBackoff": f"{max_backoff}s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+class GrpcChatBackend:
+    """`ChatBackend` over gRPC: one long-lived channel per process (per event loop, as
+    `grpc.aio` channels belong to the loop that made them)."""
+
+    def __init__(
+        self,
+        *,
+        target: str,
+        timeout: float = 60.0,
+        stream_timeout: float = 600.0,
+        tls: bool = False,
+        max_attempts: int = 3,
+        initial_backoff: float = 0.05,
+        max_backoff: float = 1.0,
+    ) -> None:
+        options = [
+            ("grpc.enable_retries", 1),
+            (
+                "grpc.service_config",
+                service_config(max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff),
+            ),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ]
+        self._target = target
+        self._tls = tls
+        self._options = options
+        self._timeout = timeout
+        self._stream_timeout = stream_timeout
+        self._channels: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[aio.Channel, pb_grpc.ChatBackendServiceStub]
+        ] = weakref.WeakKeyDictionary()
+
+    @property
+    def _stub(self) -> pb_grpc.ChatBackendServiceStub:
+        loop = asyncio.get_running_loop()
+        entry = self._channels.get(loop)
+        if entry is None:
+            if self._tls:
+                channel = aio.secure_channel(self._target, grpc.ssl_channel_credentials(), options=self._options)
+            else:
+                channel = aio.insecure_channel(self._target, options=self._options)
+            entry = self._channels[loop] = (channel, pb_grpc.ChatBackendServiceStub(channel))
+        return entry[1]
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        try:
+            response = await self._stub.Complete(
+                codec.request_to_pb(request), timeout=self._timeout, metadata=_metadata(request)
+            )
+        except aio.AioRpcError as exc:
+            raise codec.error_from_status(exc.code()) from exc
+        return codec.completion_from_pb(response)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        call = self._stub.StreamComplete(
+            codec.request_to_pb(request), timeout=self._stream_timeout, metadata=_metadata(request)
+        )
+        ended = False
+        try:
+            async for message in call:
+                event = codec.event_from_pb(message)
+                yield event
+                if isinstance(event, StreamEnd):
+                    ended = True
+                    return
+        except aio.AioRpcError as exc:
+            raise codec.error_from_status(exc.code()) from exc
+        finally:
+            # The consumer stopped early (client gone, cancelled): stop the model too.
+            if not ended:
+                call.cancel()
+        raise BackendError("The model server ended the stream without a final message.")
+
+    async def close(self) -> None:
+        entry = self._channels.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[0].close(grace=None)
+
+
+def _metadata(request: ChatRequest) -> tuple[tuple[str, str], ...]:
+    return (("x-request-id", request.request_id),) if request.request_id else ()

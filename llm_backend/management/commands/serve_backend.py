@@ -1,0 +1,62 @@
+"""Run the reference model server: the gRPC contract over the echo or an OpenAI-compatible model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from core.adapters import build_adapter
+from llm_backend.ports import ChatBackend
+from llm_backend.server import start_server
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Serve a model over the gateway's gRPC contract (llm.v1.ChatBackendService) with gRPC health."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--adapter",
+            choices=sorted(settings.MODEL_SERVER_ADAPTERS),
+            default=settings.MODEL_SERVER_ADAPTER,
+            help="Which model answers (default from MODEL_SERVER_ADAPTER).",
+        )
+        parser.add_argument(
+            "--bind", default=settings.MODEL_SERVER_BIND, help="host:port to listen on (default MODEL_SERVER_BIND)."
+        )
+        parser.add_argument(
+            "--token-delay", type=float, default=None, help="echo only: seconds between streamed words."
+        )
+
+    def handle(self, *args: Any, adapter: str, bind: str, token_delay: float | None, **options: Any) -> None:
+        spec: dict[str, Any] = dict(settings.MODEL_SERVER_ADAPTERS[adapter])
+        if token_delay is not None:
+            if adapter != "echo":
+                raise CommandError("--token-delay applies to the echo adapter only.")
+            if token_delay < 0:
+                raise CommandError("--token-delay must not be negative.")
+            spec["OPTIONS"] = {**dict(spec.get("OPTIONS", {})), "token_delay": token_delay}
+        try:
+            asyncio.run(self._serve(build_adapter(spec), bind, adapter))
+        except OSError as exc:
+            raise CommandError(str(exc)) from exc
+
+    async def _serve(self, backend: ChatBackend, bind: str, adapter: str) -> None:
+        server, port = await start_server(backend, bind)
+        host = bind.rsplit(":", 1)[0]
+        self.stdout.write(f"model server ({adapter}) listening on {host}:{port}")
+        self.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        # Let calls in flight finish for a moment, then close.
+        await server.stop(grace=5)
+        await backend.close()

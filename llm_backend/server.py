@@ -1,0 +1,78 @@
+"""The reference model server: exposes any `ChatBackend` over the gRPC contract, with health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+
+from llm_backend import codec
+from llm_backend.errors import BackendError
+from llm_backend.grpc_client import SERVICE_NAME
+from llm_backend.ports import ChatBackend
+from proto.llm.v1 import chat_backend_pb2 as pb
+from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+
+class ChatBackendServicer(pb_grpc.ChatBackendServiceServicer):
+    """Translates gRPC calls to a `ChatBackend` and its typed errors back to status codes.
+
+    Logs carry the request id, sizes and outcome, never message content.
+    """
+
+    def __init__(self, backend: ChatBackend) -> None:
+        self._backend = backend
+
+    async def Complete(
+        self, request: pb.CompleteRequest, context: aio.ServicerContext[pb.CompleteRequest, pb.CompleteResponse]
+    ) -> pb.CompleteResponse:
+        try:
+            completion = await self._backend.complete(codec.request_from_pb(request))
+        except BackendError as exc:
+            await self._abort(context, request, exc)
+            raise  # abort raises; this keeps type checkers honest
+        logger.info(
+            "complete request_id=%s messages=%d output_tokens=%d",
+            request.request_id,
+            len(request.messages),
+            completion.usage.output_tokens,
+        )
+        return codec.completion_to_pb(completion)
+
+    async def StreamComplete(
+        self, request: pb.CompleteRequest, context: aio.ServicerContext[pb.CompleteRequest, pb.StreamCompleteResponse]
+    ) -> AsyncIterator[pb.StreamCompleteResponse]:
+        try:
+            async for event in self._backend.stream(codec.request_from_pb(request)):
+                yield codec.event_to_pb(event)
+        except BackendError as exc:
+            await self._abort(context, request, exc)
+        logger.info("stream request_id=%s messages=%d done", request.request_id, len(request.messages))
+
+    async def _abort(
+        self, context: aio.ServicerContext[Any, Any], request: pb.CompleteRequest, exc: BackendError
+    ) -> None:
+        code = codec.status_for_error(exc)
+        logger.warning("request_id=%s failed code=%s", request.request_id, code.name)
+        await context.abort(code, exc.detail)
+
+
+async def start_server(backend: ChatBackend, bind: str) -> tuple[aio.Server, int]:
+    """Start serving `backend` on `bind` ("host:port", port 0 picks one); returns the server and its port."""
+    server = aio.server()
+    pb_grpc.add_ChatBackendServiceServicer_to_server(ChatBackendServicer(backend), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port(bind)
+    if port == 0:
+        raise OSError(f"cannot bind the model server to {bind}")
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, port

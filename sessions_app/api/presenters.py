@@ -1,0 +1,51 @@
+"""The JSON shapes of sessions and messages, shared by the DRF views and the turn consumer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sessions_app.domain import ChatMessage, ChatSession, SessionPage, TokenUsage, Transcript, TurnOutcome
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def usage(value: TokenUsage) -> dict[str, int]:
+    return {"input_tokens": value.input_tokens, "output_tokens": value.output_tokens}
+
+
+def message(value: ChatMessage) -> dict[str, Any]:
+    return {"id": value.id, "role": value.role.value, "content": value.content, "created_at": iso(value.created_at)}
+
+
+def session(value: ChatSession) -> dict[str, Any]:
+    return {
+        "id": value.id,
+        "status": value.status.value,
+        "model": value.model,
+        "system_prompt": value.system_prompt,
+        "created_at": iso(value.created_at),
+        "last_activity_at": iso(value.last_activity_at),
+        "message_count": value.message_count,
+        "usage": usage(value.usage),
+        "metadata": dict(value.metadata),
+    }
+
+
+def transcript(value: Transcript) -> dict[str, Any]:
+    return {**session(value.session), "messages": [message(m) for m in value.messages]}
+
+
+def page(value: SessionPage) -> dict[str, Any]:
+    return {"results": [session(s) for s in value.sessions], "next": value.next_cursor}
+
+
+def turn(value: TurnOutcome) -> dict[str, Any]:
+    return {
+        "user_message": message(value.user_message),
+        "message": message(value.message),
+        "usage": usage(value.usage),
+        "finish_reason": value.finish_reason.value,
+    }

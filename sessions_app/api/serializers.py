@@ -1,0 +1,100 @@
+"""DRF serializers: input validation for the CRUD views, and the documented response shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+MAX_METADATA_DEPTH = 4
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+class StrictCharField(serializers.CharField):
+    """A string field that refuses numbers and booleans instead of turning them into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class SessionCreateSerializer(serializers.Serializer):
+    model = StrictCharField(required=False, max_length=200, help_text="Defaults to the gateway's default model.")
+    system_prompt = StrictCharField(required=False, allow_blank=True, trim_whitespace=False, default="")
+    metadata = serializers.JSONField(required=False, default=dict, help_text="Your own JSON object, stored as given.")
+
+    def validate_metadata(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        if _depth(value) > MAX_METADATA_DEPTH:
+            raise serializers.ValidationError(f"Must nest at most {MAX_METADATA_DEPTH} levels deep.")
+        return value
+
+
+class SessionListQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
+    cursor = serializers.CharField(required=False, max_length=200)
+
+
+class UsageSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+
+
+class MessageSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    role = serializers.ChoiceField(choices=["user", "assistant"])
+    content = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class SessionSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["active", "ended"])
+    model = serializers.CharField()
+    system_prompt = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    last_activity_at = serializers.DateTimeField()
+    message_count = serializers.IntegerField()
+    usage = UsageSerializer()
+    metadata = serializers.JSONField()
+
+
+class SessionDetailSerializer(SessionSerializer):
+    messages = MessageSerializer(many=True)
+
+
+class SessionPageSerializer(serializers.Serializer):
+    results = SessionSerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="Pass as `cursor` for the next page; null on the last.")
+
+
+class TurnRequestSerializer(serializers.Serializer):
+    content = serializers.CharField(trim_whitespace=False)
+    max_tokens = serializers.IntegerField(required=False, min_value=1)
+    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
+    stop = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=4)
+
+
+class TurnResponseSerializer(serializers.Serializer):
+    user_message = MessageSerializer()
+    message = MessageSerializer()
+    usage = UsageSerializer()
+    finish_reason = serializers.ChoiceField(choices=["stop", "length", "content_filter"])
+
+
+class ProblemSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    instance = serializers.CharField(required=False)

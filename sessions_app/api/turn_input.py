@@ -1,0 +1,70 @@
+"""Parsing and validating the body of `POST .../messages` without DRF (it is the hot path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from core.errors import InvalidRequest
+from llm_backend.ports import GenerationParams
+
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInput:
+    content: str
+    params: GenerationParams
+    stream: bool
+
+
+def parse_turn(body: bytes) -> TurnInput:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("The request body is not valid JSON.") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    content = data.get("content")
+    if not isinstance(content, str):
+        raise _field("content", "is required and must be a string")
+    return TurnInput(content=content, params=_params(data), stream=_stream(data))
+
+
+def _params(data: dict[str, Any]) -> GenerationParams:
+    max_tokens = data.get("max_tokens")
+    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+        raise _field("max_tokens", "must be a positive integer")
+    temperature = data.get("temperature")
+    if temperature is not None and (type(temperature) not in (int, float) or not 0 <= temperature <= 2):
+        raise _field("temperature", "must be a number from 0 to 2")
+    stop = data.get("stop", [])
+    if isinstance(stop, str):
+        stop = [stop]
+    if (
+        not isinstance(stop, list)
+        or len(stop) > MAX_STOP_SEQUENCES
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in stop)
+    ):
+        raise _field(
+            "stop", f"must be up to {MAX_STOP_SEQUENCES} non-empty strings of at most {MAX_STOP_LENGTH} characters"
+        )
+    return GenerationParams(
+        max_tokens=max_tokens,
+        temperature=float(temperature) if temperature is not None else None,
+        stop=tuple(stop),
+    )
+
+
+def _stream(data: dict[str, Any]) -> bool:
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _field("stream", "must be true or false")
+    return stream
+
+
+def _field(name: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{name}: {message}.", extra={"errors": [{"field": name, "message": message}]})

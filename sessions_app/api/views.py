@@ -1,0 +1,117 @@
+"""DRF views for session CRUD; each validates input, calls one service method, shapes output."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import async_to_sync
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.auth.drf import ChatScopes
+from core.auth.principal import Principal
+from core.result import Result, unwrap
+from sessions_app.api import presenters
+from sessions_app.api.serializers import (
+    ProblemSerializer,
+    SessionCreateSerializer,
+    SessionDetailSerializer,
+    SessionListQuerySerializer,
+    SessionPageSerializer,
+    SessionSerializer,
+)
+from sessions_app.domain import is_session_id
+from sessions_app.errors import SessionNotFound
+from sessions_app.wiring import get_session_manager
+
+T = TypeVar("T")
+
+PROBLEM = OpenApiResponse(ProblemSerializer, description="An RFC 9457 problem (application/problem+json).")
+COMMON_ERRORS = {400: PROBLEM, 401: PROBLEM, 403: PROBLEM, 503: PROBLEM}
+SESSION_ERRORS = {**COMMON_ERRORS, 404: PROBLEM}
+
+
+def call(method: Callable[..., Awaitable[Result[T, Any]]], /, **kwargs: Any) -> T:
+    """Run an async service method from a sync view (on the server's event loop under ASGI)."""
+    return unwrap(async_to_sync(method)(**kwargs))
+
+
+def owner_of(request: Request) -> str:
+    principal = request.user
+    assert isinstance(principal, Principal)  # ChatScopes let no one else through
+    return principal.owner
+
+
+def checked_id(session_id: str) -> str:
+    if not is_session_id(session_id):
+        raise SessionNotFound()
+    return session_id
+
+
+class SessionCollectionView(APIView):
+    permission_classes = [ChatScopes]
+
+    @extend_schema(
+        operation_id="sessions_list",
+        parameters=[SessionListQuerySerializer],
+        responses={200: SessionPageSerializer, **COMMON_ERRORS},
+        summary="List your sessions, newest first",
+    )
+    def get(self, request: Request) -> Response:
+        query = SessionListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page = call(get_session_manager().session_list, owner=owner_of(request), **query.validated_data)
+        return Response(presenters.page(page))
+
+    @extend_schema(
+        operation_id="sessions_create",
+        request=SessionCreateSerializer,
+        responses={201: SessionSerializer, **COMMON_ERRORS, 409: PROBLEM, 413: PROBLEM},
+        summary="Start a session",
+    )
+    def post(self, request: Request) -> Response:
+        data = SessionCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = call(get_session_manager().session_create, owner=owner_of(request), **data.validated_data)
+        location = request.build_absolute_uri(reverse("session-detail", kwargs={"session_id": session.id}))
+        return Response(presenters.session(session), status=201, headers={"Location": location})
+
+
+class SessionDetailView(APIView):
+    permission_classes = [ChatScopes]
+
+    @extend_schema(
+        operation_id="sessions_retrieve",
+        responses={200: SessionDetailSerializer, **SESSION_ERRORS},
+        summary="A session with its messages",
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        transcript = call(get_session_manager().session_get, owner=owner_of(request), session_id=checked_id(session_id))
+        return Response(presenters.transcript(transcript))
+
+    @extend_schema(
+        operation_id="sessions_destroy",
+        responses={204: None, **SESSION_ERRORS},
+        summary="Erase a session and all its messages",
+    )
+    def delete(self, request: Request, session_id: str) -> Response:
+        call(get_session_manager().session_delete, owner=owner_of(request), session_id=checked_id(session_id))
+        return Response(status=204)
+
+
+class SessionEndView(APIView):
+    permission_classes = [ChatScopes]
+
+    @extend_schema(
+        operation_id="sessions_end",
+        request=None,
+        responses={200: SessionSerializer, **SESSION_ERRORS, 409: PROBLEM},
+        summary="End a session; it takes no more messages",
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        session = call(get_session_manager().session_end, owner=owner_of(request), session_id=checked_id(session_id))
+        return Response(presenters.session(session))

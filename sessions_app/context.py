@@ -1,0 +1,41 @@
+"""Building the context a stateless model sees for one turn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llm_backend.ports import ContextMessage, Role
+from sessions_app.domain import ChatMessage
+
+
+def build_context(
+    *,
+    system_prompt: str,
+    history: Sequence[ChatMessage],
+    new_content: str,
+    max_chars: int,
+    max_messages: int,
+) -> list[ContextMessage]:
+    """The system prompt, then as many of the newest messages as fit, then the new message.
+
+    The system prompt and the new message always go; older messages fill what
+    is left of `max_chars` and `max_messages`, newest first. The kept history
+    starts at a user message so the model never sees an answer without its
+    question.
+    """
+    budget = max_chars - len(system_prompt) - len(new_content)
+    room = max_messages - 1
+    kept: list[ChatMessage] = []
+    for message in reversed(history):
+        if room <= 0 or len(message.content) > budget:
+            break
+        kept.append(message)
+        budget -= len(message.content)
+        room -= 1
+    kept.reverse()
+    while kept and kept[0].role != Role.USER:
+        kept.pop(0)
+    context = [ContextMessage(Role.SYSTEM, system_prompt)] if system_prompt else []
+    context += [ContextMessage(m.role, m.content) for m in kept]
+    context.append(ContextMessage(Role.USER, new_content))
+    return context

@@ -1,0 +1,83 @@
+"""The chat-session domain: frozen data objects that cross every boundary of this app."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from llm_backend.ports import FinishReason, Role, TokenUsage
+
+__all__ = [
+    "ChatMessage",
+    "ChatSession",
+    "FinishReason",
+    "Role",
+    "SessionPage",
+    "SessionStatus",
+    "TokenUsage",
+    "Transcript",
+    "TurnOutcome",
+    "is_session_id",
+]
+
+
+_SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_session_id(value: str) -> bool:
+    """Session ids are lowercase UUIDs; anything else names no session."""
+    return _SESSION_ID.fullmatch(value) is not None
+
+
+class SessionStatus(StrEnum):
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    id: str
+    role: Role
+    content: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSession:
+    """A session's metadata; its messages travel separately in a `Transcript`."""
+
+    id: str
+    owner: str
+    status: SessionStatus
+    model: str
+    system_prompt: str
+    metadata: Mapping[str, Any]
+    created_at: datetime
+    last_activity_at: datetime
+    message_count: int = 0
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    session: ChatSession
+    messages: tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    sessions: tuple[ChatSession, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    session: ChatSession
+    user_message: ChatMessage
+    message: ChatMessage
+    usage: TokenUsage
+    finish_reason: FinishReason

@@ -1,0 +1,49 @@
+"""Errors of the session domain, each with its public code and HTTP status."""
+
+from __future__ import annotations
+
+from core.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+
+
+class SessionNotFound(NotFound):
+    """Also what another owner's session looks like: its existence is never revealed."""
+
+    code = "session_not_found"
+    title = "Session not found"
+    default_detail = "No such session."
+
+
+class SessionNotActive(GatewayError):
+    code = "session_not_active"
+    status = 409
+    title = "Session not active"
+    default_detail = "The session has ended and takes no more messages."
+
+
+class TurnInProgress(GatewayError):
+    code = "turn_in_progress"
+    status = 409
+    title = "Turn in progress"
+    default_detail = "The session is already answering a message; wait for it to finish."
+
+
+class MessageLimitReached(GatewayError):
+    code = "message_limit_reached"
+    status = 409
+    title = "Message limit reached"
+    default_detail = "The session holds the most messages allowed; start a new session."
+
+
+class SessionLimitReached(GatewayError):
+    code = "session_limit_reached"
+    status = 409
+    title = "Session limit reached"
+    default_detail = "You hold the most sessions allowed; end or delete one first."
+
+
+class ContentTooLarge(PayloadTooLarge):
+    default_detail = "The content is longer than allowed."
+
+
+class ModelNotAllowed(InvalidRequest):
+    default_detail = "The requested model is not offered by this gateway."

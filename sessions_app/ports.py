@@ -1,0 +1,86 @@
+"""The `ActiveSessionStore` port: where active sessions live between turns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from core.result import Result
+from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, TokenUsage, Transcript
+from sessions_app.errors import SessionLimitReached, SessionNotActive, SessionNotFound, TurnInProgress
+
+SessionLookupError = SessionNotFound | SessionNotActive | TurnInProgress
+
+
+class ActiveSessionStore(Protocol):
+    """Active sessions: metadata, ordered messages, an owner index and an activity index.
+
+    Every method that names a session takes its `owner`; a session owned by
+    someone else answers exactly as a missing one does (`SessionNotFound`).
+    Implementations raise `core.errors.StoreUnavailable` when their backing
+    service cannot be reached; other failures are returned as `Err`.
+    """
+
+    async def create(self, session: ChatSession, *, max_sessions_per_owner: int) -> Result[None, SessionLimitReached]:
+        """Store a new session unless its owner already holds `max_sessions_per_owner`."""
+        ...
+
+    async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
+        """The session with all its messages, oldest first."""
+        ...
+
+    async def begin_turn(
+        self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
+    ) -> Result[Transcript, SessionLookupError]:
+        """Lock the session for one turn and return it with its newest `history_limit` messages.
+
+        Fails with `TurnInProgress` while another turn holds the lock and with
+        `SessionNotActive` unless the session is active. The lock expires by
+        itself after `lock_seconds`, so a crashed turn cannot hold it forever.
+        """
+        ...
+
+    async def append_turn(
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        token: str,
+        messages: Sequence[ChatMessage],
+        usage: TokenUsage,
+        at: datetime,
+    ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
+        """Atomically append `messages`, add `usage`, mark activity at `at` and release the lock.
+
+        Appends nothing unless `token` still holds the turn lock: a session
+        deleted meanwhile is `SessionNotFound`, a lock that expired and was
+        taken by another turn is `TurnInProgress`.
+        """
+        ...
+
+    async def release_turn(self, session_id: str, *, token: str) -> None:
+        """Release the turn lock if `token` still holds it; appends nothing."""
+        ...
+
+    async def set_status(
+        self, session_id: str, *, owner: str, status: SessionStatus, at: datetime
+    ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
+        """Change the status, refusing while a turn holds the lock."""
+        ...
+
+    async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
+        """The owner's sessions, newest first, `limit` at a time; `cursor` continues a page."""
+        ...
+
+    async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
+        """Ids of sessions whose last activity is older than `before`, oldest first."""
+        ...
+
+    async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
+        """Remove the session and every message of it; a turn in flight then stores nothing."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

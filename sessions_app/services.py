@@ -1,0 +1,215 @@
+"""`SessionManager`, the application service behind every session view and consumer."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from core.errors import InvalidRequest, PayloadTooLarge
+from core.result import returns_result, unwrap
+from llm_backend.ports import ChatBackend, ChatRequest, GenerationParams
+from sessions_app.context import build_context
+from sessions_app.domain import (
+    ChatMessage,
+    ChatSession,
+    Role,
+    SessionPage,
+    SessionStatus,
+    Transcript,
+    TurnOutcome,
+)
+from sessions_app.errors import ContentTooLarge, MessageLimitReached, ModelNotAllowed
+from sessions_app.ports import ActiveSessionStore
+from sessions_app.stores.encoding import from_ms
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """The operator's limits; every one is a setting."""
+
+    default_model: str = "echo"
+    allowed_models: frozenset[str] = frozenset()  # empty: any model
+    max_content_chars: int = 32_000
+    max_system_prompt_chars: int = 16_000
+    max_metadata_bytes: int = 4_096
+    max_messages_per_session: int = 1_000
+    max_sessions_per_owner: int = 1_000
+    max_output_tokens: int = 8_192
+    context_max_chars: int = 64_000
+    context_max_messages: int = 200
+    turn_lock_seconds: float = 330.0
+
+
+def now_ms() -> datetime:
+    """Now, at the millisecond precision the stores keep, so every read agrees with every write."""
+    return from_ms(time.time_ns() // 1_000_000)
+
+
+def new_message_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class SessionManager:
+    """Creates sessions, runs turns and retires sessions, on any store and backend."""
+
+    def __init__(
+        self,
+        *,
+        store: ActiveSessionStore,
+        backend: ChatBackend,
+        policy: SessionPolicy,
+        clock: Callable[[], datetime] = now_ms,
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._policy = policy
+        self._clock = clock
+
+    @property
+    def policy(self) -> SessionPolicy:
+        return self._policy
+
+    # -- writes -------------------------------------------------------------
+
+    @returns_result
+    async def session_create(
+        self,
+        *,
+        owner: str,
+        model: str | None = None,
+        system_prompt: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ChatSession:
+        policy = self._policy
+        model = model or policy.default_model
+        if policy.allowed_models and model not in policy.allowed_models:
+            raise ModelNotAllowed(
+                f"Model '{model[:100]}' is not offered; choose one of: {', '.join(sorted(policy.allowed_models))}."
+            )
+        if len(system_prompt) > policy.max_system_prompt_chars:
+            raise ContentTooLarge(f"The system prompt is longer than {policy.max_system_prompt_chars} characters.")
+        metadata = dict(metadata or {})
+        if len(orjson.dumps(metadata)) > policy.max_metadata_bytes:
+            raise PayloadTooLarge(f"The metadata is larger than {policy.max_metadata_bytes} bytes.")
+        now = self._clock()
+        session = ChatSession(
+            id=str(uuid.uuid4()),
+            owner=owner,
+            status=SessionStatus.ACTIVE,
+            model=model,
+            system_prompt=system_prompt,
+            metadata=metadata,
+            created_at=now,
+            last_activity_at=now,
+        )
+        unwrap(await self._store.create(session, max_sessions_per_owner=policy.max_sessions_per_owner))
+        return session
+
+    @returns_result
+    async def turn_send(
+        self,
+        *,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None = None,
+        request_id: str = "",
+    ) -> TurnOutcome:
+        """One turn: lock and load, ask the model, store question and answer together.
+
+        Nothing is stored unless the answer is: a failed or cancelled turn
+        releases its lock and leaves the session as it was, so the client can
+        simply retry.
+        """
+        params = params or GenerationParams()
+        self._check_turn_input(content, params)
+        received_at = self._clock()
+        token = secrets.token_urlsafe(16)
+        transcript = unwrap(
+            await self._store.begin_turn(
+                session_id,
+                owner=owner,
+                token=token,
+                lock_seconds=self._policy.turn_lock_seconds,
+                history_limit=self._policy.context_max_messages,
+            )
+        )
+        session = transcript.session
+        try:
+            if session.message_count + 2 > self._policy.max_messages_per_session:
+                raise MessageLimitReached()
+            context = build_context(
+                system_prompt=session.system_prompt,
+                history=transcript.messages,
+                new_content=content,
+                max_chars=self._policy.context_max_chars,
+                max_messages=self._policy.context_max_messages,
+            )
+            completion = await self._backend.complete(
+                ChatRequest(model=session.model, messages=context, params=params, request_id=request_id)
+            )
+        except BaseException:
+            await self._store.release_turn(session_id, token=token)
+            raise
+        answered_at = self._clock()
+        user_message = ChatMessage(new_message_id(), Role.USER, content, received_at)
+        reply = ChatMessage(new_message_id(), Role.ASSISTANT, completion.content, answered_at)
+        updated = unwrap(
+            await self._store.append_turn(
+                session_id,
+                owner=owner,
+                token=token,
+                messages=(user_message, reply),
+                usage=completion.usage,
+                at=answered_at,
+            )
+        )
+        return TurnOutcome(
+            session=updated,
+            user_message=user_message,
+            message=reply,
+            usage=completion.usage,
+            finish_reason=completion.finish_reason,
+        )
+
+    @returns_result
+    async def session_end(self, *, owner: str, session_id: str) -> ChatSession:
+        """End the session; ending an ended session again is harmless."""
+        return unwrap(
+            await self._store.set_status(session_id, owner=owner, status=SessionStatus.ENDED, at=self._clock())
+        )
+
+    @returns_result
+    async def session_delete(self, *, owner: str, session_id: str) -> None:
+        unwrap(await self._store.delete(session_id, owner=owner))
+
+    # -- reads --------------------------------------------------------------
+
+    @returns_result
+    async def session_get(self, *, owner: str, session_id: str) -> Transcript:
+        return unwrap(await self._store.load(session_id, owner=owner))
+
+    @returns_result
+    async def session_list(self, *, owner: str, limit: int, cursor: str | None = None) -> SessionPage:
+        return await self._store.list_by_owner(owner, limit=limit, cursor=cursor)
+
+    # -- rules --------------------------------------------------------------
+
+    def _check_turn_input(self, content: str, params: GenerationParams) -> None:
+        if not content.strip():
+            raise InvalidRequest("content: must not be empty.")
+        if len(content) > self._policy.max_content_chars:
+            raise ContentTooLarge(f"The content is longer than {self._policy.max_content_chars} characters.")
+        if params.max_tokens is not None and not 1 <= params.max_tokens <= self._policy.max_output_tokens:
+            raise InvalidRequest(f"max_tokens: must be between 1 and {self._policy.max_output_tokens}.")
+
+    async def close(self) -> None:
+        await self._store.close()
+        await self._backend.close()

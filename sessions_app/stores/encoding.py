@@ -1,0 +1,59 @@
+"""Compact encodings shared by the stores: messages, timestamps, owner-index members and cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime
+
+import orjson
+
+from core.errors import InvalidRequest
+from sessions_app.domain import ChatMessage, Role
+
+# One letter per role keeps a stored message close to the size of its content.
+_ROLE_CODE = {Role.USER: "u", Role.ASSISTANT: "a", Role.SYSTEM: "s"}
+_CODE_ROLE = {v: k for k, v in _ROLE_CODE.items()}
+_MEMBER = re.compile(r"^\d{13}:[0-9a-f-]{36}$")
+
+
+def to_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def from_ms(ms: int | str | bytes) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+
+
+def encode_message(message: ChatMessage) -> bytes:
+    return orjson.dumps([message.id, _ROLE_CODE[message.role], to_ms(message.created_at), message.content])
+
+
+def decode_message(raw: bytes | str) -> ChatMessage:
+    message_id, role, ms, content = orjson.loads(raw)
+    return ChatMessage(id=message_id, role=_CODE_ROLE[role], content=content, created_at=from_ms(ms))
+
+
+def index_member(session_id: str, created_at: datetime) -> str:
+    """Owner-index member: sorts by creation time, ties broken by id."""
+    return f"{to_ms(created_at):013d}:{session_id}"
+
+
+def member_session_id(member: str) -> str:
+    return member.partition(":")[2]
+
+
+def encode_cursor(member: str) -> str:
+    return base64.urlsafe_b64encode(member.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The owner-index member a cursor points after; a tampered cursor is a 400."""
+    try:
+        member = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("The cursor is not valid.") from exc
+    if not _MEMBER.match(member):
+        raise InvalidRequest("The cursor is not valid.")
+    return member

@@ -1,0 +1,141 @@
+"""In-process `ActiveSessionStore`: the embedded default for one process, and the unit tests' store.
+
+All methods run without awaiting inside, so on one event loop each call is
+atomic just as a Redis script is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from core.result import Err, Ok, Result
+from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, TokenUsage, Transcript
+from sessions_app.errors import SessionLimitReached, SessionNotActive, SessionNotFound, TurnInProgress
+from sessions_app.ports import SessionLookupError
+from sessions_app.stores.encoding import decode_cursor, encode_cursor, index_member
+
+
+@dataclass
+class _Entry:
+    session: ChatSession
+    messages: list[ChatMessage] = field(default_factory=list)
+    lock_token: str | None = None
+    lock_expires: float = 0.0
+
+    def locked(self) -> bool:
+        return self.lock_token is not None and time.monotonic() < self.lock_expires
+
+
+class InMemorySessionStore:
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._by_owner: dict[str, dict[str, str]] = {}  # owner -> {index member: session id}
+
+    def _owned(self, session_id: str, owner: str) -> _Entry | None:
+        entry = self._entries.get(session_id)
+        return entry if entry is not None and entry.session.owner == owner else None
+
+    async def create(self, session: ChatSession, *, max_sessions_per_owner: int) -> Result[None, SessionLimitReached]:
+        owned = self._by_owner.setdefault(session.owner, {})
+        if len(owned) >= max_sessions_per_owner:
+            return Err(SessionLimitReached())
+        owned[index_member(session.id, session.created_at)] = session.id
+        self._entries[session.id] = _Entry(session=session)
+        return Ok(None)
+
+    async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
+        entry = self._owned(session_id, owner)
+        if entry is None:
+            return Err(SessionNotFound())
+        return Ok(Transcript(entry.session, tuple(entry.messages)))
+
+    async def begin_turn(
+        self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
+    ) -> Result[Transcript, SessionLookupError]:
+        entry = self._owned(session_id, owner)
+        if entry is None:
+            return Err(SessionNotFound())
+        if entry.session.status != SessionStatus.ACTIVE:
+            return Err(SessionNotActive())
+        if entry.locked():
+            return Err(TurnInProgress())
+        entry.lock_token, entry.lock_expires = token, time.monotonic() + lock_seconds
+        history = entry.messages[-history_limit:] if history_limit > 0 else []
+        return Ok(Transcript(entry.session, tuple(history)))
+
+    async def append_turn(
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        token: str,
+        messages: Sequence[ChatMessage],
+        usage: TokenUsage,
+        at: datetime,
+    ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
+        entry = self._owned(session_id, owner)
+        if entry is None:
+            return Err(SessionNotFound())
+        if entry.lock_token != token or not entry.locked():
+            return Err(TurnInProgress("The turn lost its lock before its reply was stored."))
+        entry.messages.extend(messages)
+        old = entry.session
+        entry.session = dataclasses.replace(
+            old,
+            last_activity_at=at,
+            message_count=old.message_count + len(messages),
+            usage=TokenUsage(
+                input_tokens=old.usage.input_tokens + usage.input_tokens,
+                output_tokens=old.usage.output_tokens + usage.output_tokens,
+            ),
+        )
+        entry.lock_token = None
+        return Ok(entry.session)
+
+    async def release_turn(self, session_id: str, *, token: str) -> None:
+        entry = self._entries.get(session_id)
+        if entry is not None and entry.lock_token == token:
+            entry.lock_token = None
+
+    async def set_status(
+        self, session_id: str, *, owner: str, status: SessionStatus, at: datetime
+    ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
+        entry = self._owned(session_id, owner)
+        if entry is None:
+            return Err(SessionNotFound())
+        if entry.locked():
+            return Err(TurnInProgress())
+        entry.session = dataclasses.replace(entry.session, status=status, last_activity_at=at)
+        return Ok(entry.session)
+
+    async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
+        after = decode_cursor(cursor) if cursor else None
+        members = sorted(self._by_owner.get(owner, {}), reverse=True)
+        if after is not None:
+            members = [m for m in members if m < after]
+        page = members[:limit]
+        owned = self._by_owner.get(owner, {})
+        sessions = tuple(self._entries[owned[m]].session for m in page)
+        more = len(members) > limit
+        return SessionPage(sessions=sessions, next_cursor=encode_cursor(page[-1]) if more and page else None)
+
+    async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
+        idle = sorted(
+            (e.session.last_activity_at, sid) for sid, e in self._entries.items() if e.session.last_activity_at < before
+        )
+        return [sid for _, sid in idle[:limit]]
+
+    async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
+        entry = self._owned(session_id, owner)
+        if entry is None:
+            return Err(SessionNotFound())
+        del self._entries[session_id]
+        self._by_owner[owner].pop(index_member(session_id, entry.session.created_at), None)
+        return Ok(None)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,344 @@
+"""Redis `ActiveSessionStore`: one hash tag per session, so it also runs on Redis Cluster.
+
+Keys (prefix `P`):
+  P:s:{id}:m   hash: metadata (owner, status, model, prompt, counters, times)
+  P:s:{id}:l   list: messages, oldest first, compactly encoded
+  P:s:{id}:t   string: the turn lock's token, with a PX expiry
+  P:o:{owner}:i  sorted set (lexicographic): the owner's sessions by creation
+  P:{activity}   sorted set: session id by last activity (ms), for the archiver
+A turn costs two round trips: one script loads and locks, one pipeline appends,
+releases the lock and touches the indexes. Every session key carries a TTL
+refreshed on each turn, a safety net far longer than the archiver's threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar, cast
+
+import orjson
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+
+from core.errors import StoreUnavailable
+from core.result import Err, Ok, Result
+from llm_backend.ports import TokenUsage
+from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript
+from sessions_app.errors import SessionLimitReached, SessionNotActive, SessionNotFound, TurnInProgress
+from sessions_app.ports import SessionLookupError
+from sessions_app.stores import redis_scripts as lua
+from sessions_app.stores.encoding import (
+    decode_cursor,
+    decode_message,
+    encode_cursor,
+    encode_message,
+    from_ms,
+    index_member,
+    member_session_id,
+    to_ms,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _store_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Redis that stays unreachable after the client's retries is a 503, not a 500."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError) as exc:
+            raise StoreUnavailable() from exc
+
+    return wrapper
+
+
+class RedisSessionStore:
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str = "gw",
+        ttl_seconds: int = 30 * 86400,
+        socket_timeout: float = 5.0,
+        retries: int = 3,
+    ) -> None:
+        self._url = url
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+        self._socket_timeout = socket_timeout
+        self._retries = retries
+        # redis.asyncio connections belong to the loop that opened them.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = weakref.WeakKeyDictionary()
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _connection(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        connection = self._clients.get(loop)
+        if connection is None:
+            client = Redis.from_url(
+                self._url,
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=self._socket_timeout,
+                health_check_interval=30,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), self._retries),
+            )
+            connection = self._clients[loop] = _Connection(client)
+        return connection
+
+    def _client(self) -> Redis:
+        return self._connection().client
+
+    def _session_keys(self, session_id: str) -> list[str]:
+        base = f"{self._prefix}:s:{{{session_id}}}"
+        return [f"{base}:m", f"{base}:l", f"{base}:t"]
+
+    def _owner_key(self, owner: str) -> str:
+        return f"{self._prefix}:o:{{{owner}}}:i"
+
+    def _activity_key(self) -> str:
+        return f"{self._prefix}:{{activity}}"
+
+    async def _script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script by SHA (redis-py loads it again if the server lost it)."""
+        connection = self._connection()
+        script = connection.scripts.get(source)
+        if script is None:
+            script = connection.scripts[source] = connection.client.register_script(source)
+        return await script(keys=list(keys), args=list(args))
+
+    async def _pipeline_with_script(
+        self, source: str, keys: Sequence[str], args: Sequence[Any], extra: Callable[[Any], None]
+    ) -> Any:
+        """EVALSHA plus `extra` commands in one round trip, loading the script if Redis lost it.
+
+        (redis-py's own script support in pipelines asks SCRIPT EXISTS first:
+        one more round trip on every turn.)
+        """
+        client = self._client()
+        sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        for attempt in range(2):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(sha, len(keys), *keys, *args)
+            extra(pipe)
+            results = await pipe.execute(raise_on_error=False)
+            if isinstance(results[0], redis_errors.NoScriptError) and attempt == 0:
+                await client.script_load(source)
+                continue
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results[0]
+        raise AssertionError("unreachable")
+
+    def _session_from(self, session_id: str, meta: Sequence[Any]) -> ChatSession:
+        owner, status, model, prompt, metadata, created, last, count, tin, tout = meta
+        return ChatSession(
+            id=session_id,
+            owner=owner.decode(),
+            status=SessionStatus(status.decode()),
+            model=model.decode(),
+            system_prompt=prompt.decode(),
+            metadata=orjson.loads(metadata),
+            created_at=from_ms(created),
+            last_activity_at=from_ms(last),
+            message_count=int(count),
+            usage=TokenUsage(input_tokens=int(tin), output_tokens=int(tout)),
+        )
+
+    # -- the port -------------------------------------------------------------
+
+    @_store_errors
+    async def create(self, session: ChatSession, *, max_sessions_per_owner: int) -> Result[None, SessionLimitReached]:
+        member = index_member(session.id, session.created_at)
+        owner_key = self._owner_key(session.owner)
+        reserved = await self._script(lua.RESERVE_SLOT, [owner_key], [max_sessions_per_owner, member, self._ttl])
+        if not reserved and await self._prune_owner_index(session.owner):
+            reserved = await self._script(lua.RESERVE_SLOT, [owner_key], [max_sessions_per_owner, member, self._ttl])
+        if not reserved:
+            return Err(SessionLimitReached())
+        meta_key = self._session_keys(session.id)[0]
+        ms = to_ms(session.created_at)
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.hset(
+                meta_key,
+                mapping={
+                    "o": session.owner,
+                    "s": session.status.value,
+                    "md": session.model,
+                    "sp": session.system_prompt,
+                    "mt": orjson.dumps(dict(session.metadata)),
+                    "ca": ms,
+                    "la": to_ms(session.last_activity_at),
+                    "n": 0,
+                    "ti": 0,
+                    "to": 0,
+                },
+            )
+            pipe.expire(meta_key, self._ttl)
+            pipe.zadd(self._activity_key(), {session.id: to_ms(session.last_activity_at)})
+            await pipe.execute()
+        except BaseException:
+            await self._client().zrem(owner_key, member)
+            raise
+        return Ok(None)
+
+    async def _prune_owner_index(self, owner: str) -> bool:
+        """Drop index entries whose session is gone (expired or lost); True if any were."""
+        owner_key = self._owner_key(owner)
+        members = [m.decode() for m in cast(list[bytes], await self._client().zrange(owner_key, 0, -1))]
+        pipe = self._client().pipeline(transaction=False)
+        for member in members:
+            pipe.exists(self._session_keys(member_session_id(member))[0])
+        gone = [m for m, exists in zip(members, await pipe.execute(), strict=True) if not exists]
+        if gone:
+            await self._client().zrem(owner_key, *gone)
+        return bool(gone)
+
+    @_store_errors
+    async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
+        meta_key, messages_key, _ = self._session_keys(session_id)
+        pipe = self._client().pipeline(transaction=True)
+        pipe.hmget(meta_key, lua.META_FIELDS)
+        pipe.lrange(messages_key, 0, -1)
+        meta, raw_messages = await pipe.execute()
+        if meta[0] is None or meta[0].decode() != owner:
+            return Err(SessionNotFound())
+        return Ok(Transcript(self._session_from(session_id, meta), tuple(map(decode_message, raw_messages))))
+
+    @_store_errors
+    async def begin_turn(
+        self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
+    ) -> Result[Transcript, SessionLookupError]:
+        reply = await self._script(
+            lua.BEGIN_TURN,
+            self._session_keys(session_id),
+            [owner, token, int(lock_seconds * 1000), history_limit],
+        )
+        match reply[0]:
+            case b"ok":
+                session = self._session_from(session_id, reply[1])
+                return Ok(Transcript(session, tuple(map(decode_message, reply[2]))))
+            case b"not_active":
+                return Err(SessionNotActive())
+            case b"busy":
+                return Err(TurnInProgress())
+        return Err(SessionNotFound())
+
+    @_store_errors
+    async def append_turn(
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        token: str,
+        messages: Sequence[ChatMessage],
+        usage: TokenUsage,
+        at: datetime,
+    ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
+        at_ms = to_ms(at)
+
+        def touch_indexes(pipe: Any) -> None:
+            pipe.zadd(self._activity_key(), {session_id: at_ms}, xx=True)
+            pipe.expire(self._owner_key(owner), self._ttl)
+
+        reply = await self._pipeline_with_script(
+            lua.APPEND_TURN,
+            self._session_keys(session_id),
+            [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(encode_message, messages)],
+            touch_indexes,
+        )
+        match reply[0]:
+            case b"ok":
+                return Ok(self._session_from(session_id, reply[1]))
+            case b"lost":
+                return Err(TurnInProgress("The turn lost its lock before its reply was stored."))
+        return Err(SessionNotFound())
+
+    @_store_errors
+    async def release_turn(self, session_id: str, *, token: str) -> None:
+        await self._script(lua.RELEASE_TURN, [self._session_keys(session_id)[2]], [token])
+
+    @_store_errors
+    async def set_status(
+        self, session_id: str, *, owner: str, status: SessionStatus, at: datetime
+    ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
+        meta_key, _, lock_key = self._session_keys(session_id)
+        at_ms = to_ms(at)
+
+        def touch_indexes(pipe: Any) -> None:
+            pipe.zadd(self._activity_key(), {session_id: at_ms}, xx=True)
+
+        reply = await self._pipeline_with_script(
+            lua.SET_STATUS, [meta_key, lock_key], [owner, status.value, at_ms], touch_indexes
+        )
+        match reply[0]:
+            case b"ok":
+                return Ok(self._session_from(session_id, reply[1]))
+            case b"busy":
+                return Err(TurnInProgress())
+        return Err(SessionNotFound())
+
+    @_store_errors
+    async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
+        owner_key = self._owner_key(owner)
+        start = "(" + decode_cursor(cursor) if cursor else "+"
+        raw = await self._client().zrange(owner_key, start, "-", desc=True, bylex=True, offset=0, num=limit + 1)
+        members = [m.decode() for m in cast(list[bytes], raw)]
+        page, more = members[:limit], len(members) > limit
+        pipe = self._client().pipeline(transaction=False)
+        for member in page:
+            pipe.hmget(self._session_keys(member_session_id(member))[0], lua.META_FIELDS)
+        metas = await pipe.execute() if page else []
+        sessions, gone = [], []
+        for member, meta in zip(page, metas, strict=True):
+            # An owner-index entry may outlive its session (TTL safety net); skip and tidy it.
+            if meta[0] is None or meta[0].decode() != owner:
+                gone.append(member)
+            else:
+                sessions.append(self._session_from(member_session_id(member), meta))
+        if gone:
+            await self._client().zrem(owner_key, *gone)
+        return SessionPage(sessions=tuple(sessions), next_cursor=encode_cursor(page[-1]) if more else None)
+
+    @_store_errors
+    async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
+        ids = await self._client().zrange(
+            self._activity_key(), "-inf", f"({to_ms(before)}", byscore=True, offset=0, num=limit
+        )
+        return [i.decode() for i in cast(list[bytes], ids)]
+
+    @_store_errors
+    async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
+        created = await self._script(lua.DELETE, self._session_keys(session_id), [owner])
+        if created is None:
+            return Err(SessionNotFound())
+        pipe = self._client().pipeline(transaction=False)
+        pipe.zrem(self._owner_key(owner), index_member(session_id, from_ms(created)))
+        pipe.zrem(self._activity_key(), session_id)
+        await pipe.execute()
+        return Ok(None)
+
+    async def close(self) -> None:
+        connection = self._clients.pop(asyncio.get_running_loop(), None)
+        if connection is not None:
+            await connection.client.aclose()
+
+
+@dataclass
+class _Connection:
+    client: Redis
+    scripts: dict[str, AsyncScript] = field(default_factory=dict)

@@ -1,0 +1,65 @@
+"""Lua scripts that make each multi-key step on one session atomic (all keys share a hash tag)."""
+
+META_FIELDS = ("o", "s", "md", "sp", "mt", "ca", "la", "n", "ti", "to")
+_HMGET_META = "redis.call('HMGET', KEYS[1], 'o', 's', 'md', 'sp', 'mt', 'ca', 'la', 'n', 'ti', 'to')"
+
+# KEYS: meta, messages, lock. ARGV: owner, token, lock_ms, history_limit.
+BEGIN_TURN = f"""
+local meta = {_HMGET_META}
+if meta[1] ~= ARGV[1] then return {{'not_found'}} end
+if meta[2] ~= 'active' then return {{'not_active'}} end
+if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {{'busy'}} end
+local limit = tonumber(ARGV[4])
+local messages = {{}}
+if limit > 0 then messages = redis.call('LRANGE', KEYS[2], -limit, -1) end
+return {{'ok', meta, messages}}
+"""
+
+# KEYS: meta, messages, lock. ARGV: token, ttl_seconds, at_ms, input_tokens, output_tokens, message...
+# A retry after a lost reply finds its own last message already there and succeeds again.
+APPEND_TURN = f"""
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {{'not_found'}} end
+  if redis.call('LINDEX', KEYS[2], -1) == ARGV[#ARGV] then return {{'ok', {_HMGET_META}}} end
+  return {{'lost'}}
+end
+for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[1], 'la', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 5)
+redis.call('HINCRBY', KEYS[1], 'ti', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'to', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
+return {{'ok', {_HMGET_META}}}
+"""
+
+# KEYS: lock. ARGV: token.
+RELEASE_TURN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: meta, lock. ARGV: owner, status, at_ms.
+SET_STATUS = f"""
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return {{'not_found'}} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {{'busy'}} end
+redis.call('HSET', KEYS[1], 's', ARGV[2], 'la', ARGV[3])
+return {{'ok', {_HMGET_META}}}
+"""
+
+# KEYS: owner index. ARGV: limit, member, ttl_seconds.
+RESERVE_SLOT = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 0, ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: meta, messages, lock. ARGV: owner. Returns the creation time (ms) of what it deleted.
+DELETE = """
+local meta = redis.call('HMGET', KEYS[1], 'o', 'ca')
+if meta[1] ~= ARGV[1] then return false end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return meta[2]
+"""

@@ -1,0 +1,49 @@
+"""The process's `SessionManager`, its store and policy chosen once from settings."""
+
+from __future__ import annotations
+
+import functools
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from core.adapters import build_adapter
+from llm_backend.wiring import get_chat_backend
+from sessions_app.ports import ActiveSessionStore
+from sessions_app.services import SessionManager, SessionPolicy
+
+
+def policy_from_settings() -> SessionPolicy:
+    limits = settings.SESSION_LIMITS
+    return SessionPolicy(
+        default_model=settings.DEFAULT_MODEL,
+        allowed_models=frozenset(settings.ALLOWED_MODELS),
+        max_content_chars=limits["MAX_CONTENT_CHARS"],
+        max_system_prompt_chars=limits["MAX_SYSTEM_PROMPT_CHARS"],
+        max_metadata_bytes=limits["MAX_METADATA_BYTES"],
+        max_messages_per_session=limits["MAX_MESSAGES_PER_SESSION"],
+        max_sessions_per_owner=limits["MAX_SESSIONS_PER_OWNER"],
+        max_output_tokens=limits["MAX_OUTPUT_TOKENS"],
+        context_max_chars=limits["CONTEXT_MAX_CHARS"],
+        context_max_messages=limits["CONTEXT_MAX_MESSAGES"],
+        turn_lock_seconds=limits["TURN_LOCK_SECONDS"],
+    )
+
+
+@functools.cache
+def get_session_store() -> ActiveSessionStore:
+    store: ActiveSessionStore = build_adapter(settings.ACTIVE_SESSION_STORE)
+    return store
+
+
+@functools.cache
+def get_session_manager() -> SessionManager:
+    return SessionManager(store=get_session_store(), backend=get_chat_backend(), policy=policy_from_settings())
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: object) -> None:
+    if setting in {"ACTIVE_SESSION_STORE", "CHAT_BACKEND", "SESSION_LIMITS", "DEFAULT_MODEL", "ALLOWED_MODELS"}:
+        get_session_store.cache_clear()
+        get_session_manager.cache_clear()

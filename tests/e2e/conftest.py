@@ -1,0 +1,166 @@
+"""End-to-end fixtures: the reference model server and the gateway as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from core.auth import devkeys
+from tests.support import TestIssuer, free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> Process:
+    handle = log.open("wb")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    return Process(proc, log)
+
+
+@dataclass
+class Gateway:
+    base_url: str
+    process: Process
+    env: dict[str, str]
+    key_path: Path
+
+    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def dev_token(self, sub: str = "dev-user", scope: str = "chat.read chat.write") -> str:
+        key = devkeys.load_or_create_key(self.key_path)
+        return devkeys.mint(
+            key, issuer="urn:llm-gateway:dev", audience="llm-gateway", subject=sub, scopes=scope, ttl=300
+        )
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "REDIS_", "JWT_", "DEV_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The reference model server (echo), a little slow per word so turns can overlap."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("model") / "model.log"
+    process = spawn(
+        [sys.executable, "manage.py", "serve_backend", "--bind", f"127.0.0.1:{port}", "--token-delay", "0.002"],
+        base_env(),
+        log,
+    )
+    try:
+        wait_for_port(port, proc=process.proc)
+    except (RuntimeError, TimeoutError):
+        process.stop()
+        pytest.fail(f"model server did not start:\n{process.output()}")
+    yield f"127.0.0.1:{port}"
+    process.stop()
+
+
+StartGateway = Callable[..., Gateway]
+
+
+@pytest.fixture(scope="session")
+def start_gateway(
+    tmp_path_factory: pytest.TempPathFactory, issuer: TestIssuer, redis_url: str
+) -> Iterator[StartGateway]:
+    """Start gateways (uvicorn, config.settings.local) sharing one Redis key prefix; all stop at the end."""
+    started: list[Gateway] = []
+    prefix = f"gwtest:e2e:{uuid.uuid4().hex[:10]}"
+    workdir = tmp_path_factory.mktemp("gateway")
+
+    def start(backend_target: str, **overrides: str) -> Gateway:
+        port = free_port()
+        env = base_env() | {
+            "DJANGO_SETTINGS_MODULE": "config.settings.local",
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": prefix,
+            "BACKEND_TARGET": backend_target,
+            "BACKEND_MAX_ATTEMPTS": "2",
+            "JWT_ISSUER": issuer.issuer,
+            "JWT_JWKS_URL": issuer.jwks_url,
+            "JWT_AUDIENCE": "llm-gateway",
+            "DEV_SIGNING_KEY_PATH": str(workdir / "dev-key.pem"),
+            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "MAX_REQUEST_BYTES": "65536",
+            "SESSION_MAX_CONTENT_CHARS": "8000",
+            "ALLOWED_MODELS": "echo,echo-large",
+            "LOG_LEVEL": "WARNING",
+            **overrides,
+        }
+        process = spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+            ],
+            env,
+            workdir / f"gateway-{port}.log",
+        )
+        gateway = Gateway(f"http://127.0.0.1:{port}", process, env, workdir / "dev-key.pem")
+        started.append(gateway)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.proc.poll() is not None:
+                pytest.fail(f"gateway exited:\n{process.output()}")
+            try:
+                if httpx.get(f"{gateway.base_url}/healthz", timeout=1).status_code == 200:
+                    return gateway
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pytest.fail(f"gateway did not become healthy:\n{process.output()}")
+
+    yield start
+    for gateway in started:
+        gateway.process.stop()
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def gateway(start_gateway: StartGateway, model_server: str) -> Gateway:
+    return start_gateway(model_server)

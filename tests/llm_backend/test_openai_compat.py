@@ -1,0 +1,147 @@
+"""The OpenAI-compatible bridge against a real HTTP server on loopback speaking that protocol."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from llm_backend.errors import BackendError, BackendRejected, BackendUnavailable
+from llm_backend.openai_compat import OpenAICompatibleBackend
+from llm_backend.ports import ChatRequest, ContextMessage, Delta, FinishReason, GenerationParams, Role, StreamEnd
+from tests.support import free_port
+
+REQUEST = ChatRequest(
+    model="client-model",
+    messages=[ContextMessage(Role.SYSTEM, "be brief"), ContextMessage(Role.USER, "capital of France?")],
+    params=GenerationParams(max_tokens=16, temperature=0.0, stop=("\n\n",)),
+)
+
+
+class Upstream:
+    """Answers like an OpenAI-compatible server; `status` forces an error status."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.status = 200
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                upstream.bodies.append(body)
+                upstream.headers.append(dict(self.headers))
+                if self.path != "/v1/chat/completions" or upstream.status != 200:
+                    self.send_response(upstream.status if upstream.status != 200 else 404)
+                    self.end_headers()
+                    self.wfile.write(b'{"error": {"message": "nope"}}')
+                    return
+                self.send_response(200)
+                if body["stream"]:
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for piece in ("Paris", " is", " the capital."):
+                        chunk = {
+                            "model": "upstream-1",
+                            "choices": [{"delta": {"content": piece}, "finish_reason": None}],
+                        }
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    final = {"model": "upstream-1", "choices": [{"delta": {}, "finish_reason": "length"}]}
+                    usage = {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}}
+                    self.wfile.write(
+                        f"data: {json.dumps(final)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode()
+                    )
+                else:
+                    payload = {
+                        "model": "upstream-1",
+                        "choices": [{"message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 12, "completion_tokens": 2},
+                    }
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(json.dumps(payload).encode())
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    server = Upstream()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+async def test_complete_maps_the_request_and_asks_the_upstream_not_to_store(upstream: Upstream) -> None:
+    backend = OpenAICompatibleBackend(base_url=upstream.base_url, api_key="sk-test")
+
+    completion = await backend.complete(REQUEST)
+
+    assert completion.content == "Paris."
+    assert completion.finish_reason == FinishReason.STOP
+    assert (completion.usage.input_tokens, completion.usage.output_tokens) == (12, 2)
+    body = upstream.bodies[0]
+    assert body["store"] is False and body["stream"] is False
+    assert body["model"] == "client-model"
+    assert body["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "capital of France?"},
+    ]
+    assert (body["max_tokens"], body["temperature"], body["stop"]) == (16, 0.0, ["\n\n"])
+    assert upstream.headers[0]["Authorization"] == "Bearer sk-test"
+    await backend.close()
+
+
+async def test_stream_relays_deltas_usage_and_finish_reason(upstream: Upstream) -> None:
+    backend = OpenAICompatibleBackend(base_url=upstream.base_url, model="configured-model")
+
+    events = [e async for e in backend.stream(REQUEST)]
+
+    assert [e.content for e in events if isinstance(e, Delta)] == ["Paris", " is", " the capital."]
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.finish_reason == FinishReason.LENGTH
+    assert (end.usage.input_tokens, end.usage.output_tokens) == (12, 3)
+    assert upstream.bodies[0]["model"] == "configured-model"
+    assert upstream.bodies[0]["store"] is False and upstream.bodies[0]["stream_options"] == {"include_usage": True}
+    await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, BackendRejected), (404, BackendRejected), (429, BackendUnavailable), (500, BackendError)],
+)
+async def test_upstream_error_statuses_map_to_typed_errors(upstream: Upstream, status: int, error: type) -> None:
+    upstream.status = status
+    backend = OpenAICompatibleBackend(base_url=upstream.base_url)
+
+    with pytest.raises(error) as caught:
+        await backend.complete(REQUEST)
+    with pytest.raises(error):
+        _ = [e async for e in backend.stream(REQUEST)]
+
+    assert type(caught.value) is error
+    await backend.close()
+
+
+async def test_an_unreachable_upstream_is_backend_unavailable() -> None:
+    backend = OpenAICompatibleBackend(base_url=f"http://127.0.0.1:{free_port()}/v1")
+
+    with pytest.raises(BackendUnavailable):
+        await backend.complete(REQUEST)
+    await backend.close()

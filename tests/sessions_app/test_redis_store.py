@@ -1,0 +1,140 @@
+"""What only the Redis adapter promises: cluster-safe keys, TTL safety nets, recovery, atomicity."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+import redis
+
+from core.errors import StoreUnavailable
+from core.result import Err, Ok
+from llm_backend.grpc_client import GrpcChatBackend
+from llm_backend.ports import TokenUsage
+from sessions_app.domain import Role
+from sessions_app.errors import TurnInProgress
+from sessions_app.services import SessionManager, SessionPolicy
+from sessions_app.stores.redis import RedisSessionStore
+from tests.factories import BASE_TIME, make_session, make_turn
+from tests.support import free_port
+
+
+def keys_of(redis_url: str, prefix: str) -> dict[str, int]:
+    """Every key under `prefix` with its TTL in seconds."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return {key: client.ttl(key) for key in client.scan_iter(match=f"{prefix}:*")}
+    finally:
+        client.close()
+
+
+async def test_a_sessions_keys_share_one_hash_tag_and_carry_a_ttl(
+    redis_store: RedisSessionStore, redis_url: str, redis_prefix: str
+) -> None:
+    session = make_session()
+    await redis_store.create(session, max_sessions_per_owner=10)
+    await redis_store.begin_turn(session.id, owner="o_alice", token="t", lock_seconds=30, history_limit=10)
+    await redis_store.append_turn(
+        session.id, owner="o_alice", token="t", messages=make_turn(1), usage=TokenUsage(), at=BASE_TIME
+    )
+
+    keys = keys_of(redis_url, redis_prefix)
+    session_keys = [k for k in keys if session.id in k and ":s:" in k]
+    assert len(session_keys) == 2  # metadata and messages; the lock is gone
+    assert {re.search(r"\{(.*?)\}", k).group(1) for k in session_keys} == {session.id}  # type: ignore[union-attr]
+    for key, ttl in keys.items():
+        if "{activity}" not in key:
+            assert 0 < ttl <= 3600, key
+
+
+async def test_a_lost_script_cache_is_reloaded(redis_store: RedisSessionStore, redis_url: str) -> None:
+    session = make_session()
+    await redis_store.create(session, max_sessions_per_owner=10)
+    await redis_store.begin_turn(session.id, owner="o_alice", token="t", lock_seconds=30, history_limit=10)
+    redis.Redis.from_url(redis_url).script_flush()  # as after a Redis restart
+
+    result = await redis_store.append_turn(
+        session.id, owner="o_alice", token="t", messages=make_turn(1), usage=TokenUsage(1, 1), at=BASE_TIME
+    )
+
+    assert isinstance(result, Ok) and result.value.message_count == 2
+
+
+async def test_a_replayed_append_after_a_lost_reply_is_not_applied_twice(redis_store: RedisSessionStore) -> None:
+    session = make_session()
+    await redis_store.create(session, max_sessions_per_owner=10)
+    await redis_store.begin_turn(session.id, owner="o_alice", token="t", lock_seconds=30, history_limit=10)
+    turn = make_turn(1)
+
+    first = await redis_store.append_turn(
+        session.id, owner="o_alice", token="t", messages=turn, usage=TokenUsage(1, 1), at=BASE_TIME
+    )
+    replay = await redis_store.append_turn(
+        session.id, owner="o_alice", token="t", messages=turn, usage=TokenUsage(1, 1), at=BASE_TIME
+    )
+
+    assert isinstance(first, Ok) and isinstance(replay, Ok)
+    loaded = await redis_store.load(session.id, owner="o_alice")
+    assert isinstance(loaded, Ok) and len(loaded.value.messages) == 2
+
+
+async def test_index_entries_of_vanished_sessions_do_not_count_against_the_cap(
+    redis_store: RedisSessionStore, redis_url: str, redis_prefix: str
+) -> None:
+    gone, new = make_session(minutes=0), make_session(minutes=1)
+    await redis_store.create(gone, max_sessions_per_owner=1)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(f"{redis_prefix}:s:{{{gone.id}}}:m")  # as if its TTL ran out
+
+    assert await redis_store.create(new, max_sessions_per_owner=1) == Ok(None)
+    page = await redis_store.list_by_owner("o_alice", limit=10, cursor=None)
+    assert [s.id for s in page.sessions] == [new.id]
+
+
+async def test_unreachable_redis_is_store_unavailable() -> None:
+    store = RedisSessionStore(url=f"redis://127.0.0.1:{free_port()}/0", prefix="gwtest:down", retries=1)
+    with pytest.raises(StoreUnavailable):
+        await store.create(make_session(), max_sessions_per_owner=10)
+    await store.close()
+
+
+async def test_concurrent_turns_never_lose_or_interleave_messages(
+    redis_store: RedisSessionStore, echo_server: str
+) -> None:
+    """Many clients hammer one session through the real service, Redis and gRPC server.
+
+    Exactly one turn runs at a time; every accepted turn stores its question
+    directly followed by its own answer; refused turns store nothing.
+    """
+    backend = GrpcChatBackend(target=echo_server, timeout=10)
+    manager = SessionManager(store=redis_store, backend=backend, policy=SessionPolicy(max_messages_per_session=10_000))
+    created = await manager.session_create(owner="o_alice")
+    assert isinstance(created, Ok)
+    session_id = created.value.id
+    accepted: list[str] = []
+    refused = 0
+
+    async def client(n: int) -> None:
+        nonlocal refused
+        for i in range(15):
+            result = await manager.turn_send(owner="o_alice", session_id=session_id, content=f"client {n} says {i}")
+            if isinstance(result, Ok):
+                accepted.append(result.value.user_message.content)
+            else:
+                assert isinstance(result, Err) and isinstance(result.error, TurnInProgress)
+                refused += 1
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(client(n) for n in range(8)))
+    await backend.close()
+
+    loaded = await redis_store.load(session_id, owner="o_alice")
+    assert isinstance(loaded, Ok)
+    messages = loaded.value.messages
+    assert len(messages) == 2 * len(accepted) == loaded.value.session.message_count
+    assert refused > 0 and accepted
+    for question, answer in zip(messages[::2], messages[1::2], strict=True):
+        assert question.role == Role.USER and answer.role == Role.ASSISTANT
+        assert answer.content == f"Echo: {question.content}"
+    assert sorted(m.content for m in messages[::2]) == sorted(accepted)

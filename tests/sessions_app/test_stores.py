@@ -1,0 +1,249 @@
+"""The `ActiveSessionStore` contract, run against the in-memory and the Redis adapter alike."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from core.errors import InvalidRequest
+from core.result import Err, Ok
+from llm_backend.ports import TokenUsage
+from sessions_app.domain import SessionStatus
+from sessions_app.errors import SessionLimitReached, SessionNotActive, SessionNotFound, TurnInProgress
+from sessions_app.ports import ActiveSessionStore
+from tests.factories import BASE_TIME, make_session, make_turn
+
+LIMIT = 100
+
+
+async def begin(store: ActiveSessionStore, session_id: str, owner: str = "o_alice", token: str = "t1", **kw):  # type: ignore[no-untyped-def]
+    return await store.begin_turn(
+        session_id,
+        owner=owner,
+        token=token,
+        lock_seconds=kw.get("lock_seconds", 30),
+        history_limit=kw.get("history", 50),
+    )
+
+
+async def run_turn(store: ActiveSessionStore, session_id: str, n: int, owner: str = "o_alice") -> None:
+    assert isinstance(await begin(store, session_id, owner, token=f"t{n}"), Ok)
+    result = await store.append_turn(
+        session_id, owner=owner, token=f"t{n}", messages=make_turn(n), usage=TokenUsage(3, 5), at=BASE_TIME
+    )
+    assert isinstance(result, Ok)
+
+
+async def test_create_then_load_returns_the_session_without_messages(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    assert await any_store.create(session, max_sessions_per_owner=LIMIT) == Ok(None)
+
+    loaded = await any_store.load(session.id, owner="o_alice")
+
+    assert isinstance(loaded, Ok)
+    assert loaded.value.session == session
+    assert loaded.value.messages == ()
+
+
+async def test_another_owner_sees_nothing(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+
+    assert isinstance(await any_store.load(session.id, owner="o_mallory"), Err)
+    assert isinstance((await begin(any_store, session.id, owner="o_mallory")).error, SessionNotFound)  # type: ignore[union-attr]
+    assert isinstance(await any_store.delete(session.id, owner="o_mallory"), Err)
+    assert isinstance(await any_store.load(session.id, owner="o_alice"), Ok)
+
+
+async def test_turn_appends_both_messages_in_order_and_adds_usage(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+
+    await run_turn(any_store, session.id, 1)
+    await run_turn(any_store, session.id, 2)
+
+    loaded = await any_store.load(session.id, owner="o_alice")
+    assert isinstance(loaded, Ok)
+    assert [m.content for m in loaded.value.messages] == ["question 1", "answer 1", "question 2", "answer 2"]
+    assert loaded.value.session.message_count == 4
+    assert loaded.value.session.usage == TokenUsage(6, 10)
+
+
+async def test_stored_message_round_trips_exactly(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    question, answer = make_turn(1)
+    answer = answer.__class__(
+        id=answer.id, role=answer.role, content='line "one"\nline two ✓', created_at=answer.created_at
+    )
+    await begin(any_store, session.id)
+
+    await any_store.append_turn(
+        session.id, owner="o_alice", token="t1", messages=(question, answer), usage=TokenUsage(), at=BASE_TIME
+    )
+
+    loaded = await any_store.load(session.id, owner="o_alice")
+    assert isinstance(loaded, Ok)
+    assert loaded.value.messages == (question, answer)
+
+
+async def test_a_second_turn_is_refused_while_one_holds_the_lock(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+
+    assert isinstance(await begin(any_store, session.id, token="a"), Ok)
+    second = await begin(any_store, session.id, token="b")
+
+    assert isinstance(second, Err) and isinstance(second.error, TurnInProgress)
+
+
+async def test_release_frees_the_lock_and_stores_nothing(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await begin(any_store, session.id, token="a")
+
+    await any_store.release_turn(session.id, token="a")
+
+    assert isinstance(await begin(any_store, session.id, token="b"), Ok)
+    loaded = await any_store.load(session.id, owner="o_alice")
+    assert isinstance(loaded, Ok) and loaded.value.messages == ()
+
+
+async def test_release_with_a_foreign_token_keeps_the_lock(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await begin(any_store, session.id, token="a")
+
+    await any_store.release_turn(session.id, token="not-a")
+
+    assert isinstance(await begin(any_store, session.id, token="b"), Err)
+
+
+async def test_a_lock_expires_by_itself(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await begin(any_store, session.id, token="crashed", lock_seconds=0.2)
+
+    await asyncio.sleep(0.35)
+
+    assert isinstance(await begin(any_store, session.id, token="next"), Ok)
+
+
+async def test_append_without_the_lock_stores_nothing(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await begin(any_store, session.id, token="current")
+
+    result = await any_store.append_turn(
+        session.id, owner="o_alice", token="stale", messages=make_turn(1), usage=TokenUsage(1, 1), at=BASE_TIME
+    )
+
+    assert isinstance(result, Err) and isinstance(result.error, TurnInProgress)
+    loaded = await any_store.load(session.id, owner="o_alice")
+    assert isinstance(loaded, Ok) and loaded.value.messages == () and loaded.value.session.usage == TokenUsage()
+
+
+async def test_append_after_delete_is_not_found_and_stores_nothing(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await begin(any_store, session.id, token="t")
+    await any_store.delete(session.id, owner="o_alice")
+
+    result = await any_store.append_turn(
+        session.id, owner="o_alice", token="t", messages=make_turn(1), usage=TokenUsage(), at=BASE_TIME
+    )
+
+    assert isinstance(result, Err) and isinstance(result.error, SessionNotFound)
+    assert isinstance(await any_store.load(session.id, owner="o_alice"), Err)
+
+
+async def test_history_limit_returns_the_newest_messages(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    for n in range(1, 4):
+        await run_turn(any_store, session.id, n)
+
+    result = await begin(any_store, session.id, token="x", history=3)
+
+    assert isinstance(result, Ok)
+    assert [m.content for m in result.value.messages] == ["answer 2", "question 3", "answer 3"]
+    assert result.value.session.message_count == 6
+
+
+async def test_ended_session_takes_no_turn_and_end_waits_for_a_running_turn(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await begin(any_store, session.id, token="running")
+
+    refused = await any_store.set_status(session.id, owner="o_alice", status=SessionStatus.ENDED, at=BASE_TIME)
+    assert isinstance(refused, Err) and isinstance(refused.error, TurnInProgress)
+
+    await any_store.release_turn(session.id, token="running")
+    ended = await any_store.set_status(session.id, owner="o_alice", status=SessionStatus.ENDED, at=BASE_TIME)
+    assert isinstance(ended, Ok) and ended.value.status == SessionStatus.ENDED
+
+    result = await begin(any_store, session.id, token="late")
+    assert isinstance(result, Err) and isinstance(result.error, SessionNotActive)
+
+
+async def test_list_by_owner_pages_newest_first_without_gaps_or_repeats(any_store: ActiveSessionStore) -> None:
+    mine = [make_session(minutes=i) for i in range(7)]
+    for session in mine:
+        await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await any_store.create(make_session(owner="o_bob"), max_sessions_per_owner=LIMIT)
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = await any_store.list_by_owner("o_alice", limit=3, cursor=cursor)
+        seen += [s.id for s in page.sessions]
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+
+    assert seen == [s.id for s in reversed(mine)]
+    assert pages == 3
+
+
+async def test_list_by_owner_rejects_a_tampered_cursor(any_store: ActiveSessionStore) -> None:
+    with pytest.raises(InvalidRequest):
+        await any_store.list_by_owner("o_alice", limit=3, cursor="not-a-cursor")
+
+
+async def test_sessions_per_owner_are_capped_and_freed_by_delete(any_store: ActiveSessionStore) -> None:
+    first, second, third = (make_session(minutes=i) for i in range(3))
+    assert await any_store.create(first, max_sessions_per_owner=2) == Ok(None)
+    assert await any_store.create(second, max_sessions_per_owner=2) == Ok(None)
+
+    refused = await any_store.create(third, max_sessions_per_owner=2)
+    assert isinstance(refused, Err) and isinstance(refused.error, SessionLimitReached)
+    assert isinstance(await any_store.load(third.id, owner="o_alice"), Err)
+    assert await any_store.create(make_session(owner="o_bob"), max_sessions_per_owner=2) == Ok(None)
+
+    await any_store.delete(first.id, owner="o_alice")
+    assert await any_store.create(third, max_sessions_per_owner=2) == Ok(None)
+
+
+async def test_list_idle_finds_sessions_quiet_since_before_a_time(any_store: ActiveSessionStore) -> None:
+    old = make_session(minutes=0)
+    recent = make_session(minutes=60)
+    for session in (old, recent):
+        await any_store.create(session, max_sessions_per_owner=LIMIT)
+
+    assert await any_store.list_idle(before=BASE_TIME + timedelta(minutes=30), limit=10) == [old.id]
+    assert set(await any_store.list_idle(before=BASE_TIME + timedelta(hours=2), limit=10)) == {old.id, recent.id}
+
+
+async def test_delete_removes_the_session_everywhere(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await run_turn(any_store, session.id, 1)
+
+    assert await any_store.delete(session.id, owner="o_alice") == Ok(None)
+
+    assert isinstance(await any_store.load(session.id, owner="o_alice"), Err)
+    assert (await any_store.list_by_owner("o_alice", limit=10, cursor=None)).sessions == ()
+    assert await any_store.list_idle(before=BASE_TIME + timedelta(days=1), limit=10) == []
+    assert isinstance(await any_store.delete(session.id, owner="o_alice"), Err)

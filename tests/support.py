@@ -1,0 +1,136 @@
+"""Helpers shared by the tests: free ports, a real OIDC-like JWKS server, token minting."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestIssuer:
+    """A stand-in OIDC provider: RSA and EC signing keys and a JWKS endpoint on loopback."""
+
+    __test__ = False
+
+    def __init__(self, issuer: str = "https://login.example.test/tenant/v2.0/") -> None:
+        self.issuer = issuer
+        self.rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec_key = ec.generate_private_key(ec.SECP256R1())
+        self.rsa_kid = "rsa-" + uuid.uuid4().hex[:8]
+        self.ec_kid = "ec-" + uuid.uuid4().hex[:8]
+        self.published: list[dict[str, Any]] = [self._jwk_rsa(), self._jwk_ec()]
+        self.jwks_requests = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    def _jwk_rsa(self) -> dict[str, Any]:
+        jwk = json.loads(RSAAlgorithm.to_jwk(self.rsa_key.public_key()))
+        return {**jwk, "kid": self.rsa_kid, "use": "sig", "alg": "RS256"}
+
+    def _jwk_ec(self) -> dict[str, Any]:
+        jwk = json.loads(ECAlgorithm.to_jwk(self.ec_key.public_key()))
+        return {**jwk, "kid": self.ec_kid, "use": "sig", "alg": "ES256"}
+
+    def rotate_rsa(self) -> None:
+        """Publish a new RSA key under a new kid, as a provider's key rotation does."""
+        self.rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.rsa_kid = "rsa-" + uuid.uuid4().hex[:8]
+        self.published = [self._jwk_rsa(), self._jwk_ec()]
+
+    @property
+    def jwks_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/keys"
+
+    def start(self) -> TestIssuer:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                issuer.jwks_requests += 1
+                body = json.dumps({"keys": issuer.published}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def token(
+        self,
+        *,
+        sub: str = "alice",
+        scope: str | list[str] = "chat.read chat.write",
+        scope_claim: str = "scp",
+        audience: str = "llm-gateway",
+        issuer: str | None = None,
+        ttl: int = 300,
+        nbf_offset: int = 0,
+        alg: str = "RS256",
+        key: Any = None,
+        kid: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": issuer or self.issuer,
+            "aud": audience,
+            "sub": sub,
+            scope_claim: scope,
+            "iat": now,
+            "nbf": now + nbf_offset,
+            "exp": now + ttl,
+            **(extra or {}),
+        }
+        if key is None:
+            key = self.rsa_key if alg[:2] in ("RS", "PS") else self.ec_key
+        if kid is None:
+            kid = self.rsa_kid if alg[:2] in ("RS", "PS") else self.ec_kid
+        return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
+
+
+def unsigned_token(claims: dict[str, Any], kid: str) -> str:
+    """A token with `alg: none`, which must never be accepted."""
+    import base64
+
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{b64(claims)}."
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
