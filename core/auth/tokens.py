@@ -18,6 +18,11 @@ from core.errors import AuthUnavailable, Unauthenticated
 # Asymmetric algorithms only: `none` and HMAC (which would let a public key sign) are refused.
 ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384"})
 MAX_TOKEN_LENGTH = 16 * 1024
+# Validating a JWT costs a few hundred microseconds (parsing plus an ECDSA or RSA
+# check); a client sends the same token for many requests, so validated tokens
+# are remembered until they expire, for at most this long.
+VERIFIED_CACHE_SECONDS = 300
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class KeySource(Protocol):
@@ -113,20 +118,44 @@ class TokenVerifier:
         self._subject_claim = subject_claim
         self._scope_claims = tuple(scope_claims)
         self._leeway = leeway
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
         """Validate `token`; may block fetching an issuer's keys."""
+        principal = self._remembered(token)
+        if principal is not None:
+            return principal
         issuer, kid, alg = self._route(token)
         key = self._issuers[issuer].cached_key(kid) or self._issuers[issuer].key(kid)
-        return self._validate(token, key, issuer, alg)
+        return self._remember(token, self._validate(token, key, issuer, alg))
 
     async def averify(self, token: str) -> Principal:
         """Validate `token` without blocking the event loop on a key fetch."""
+        principal = self._remembered(token)
+        if principal is not None:
+            return principal
         issuer, kid, alg = self._route(token)
         key = self._issuers[issuer].cached_key(kid)
         if key is None:
             key = await asyncio.to_thread(self._issuers[issuer].key, kid)
-        return self._validate(token, key, issuer, alg)
+        return self._remember(token, self._validate(token, key, issuer, alg))
+
+    def _remembered(self, token: str) -> Principal | None:
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        if time.time() >= entry[1]:
+            self._verified.pop(token, None)
+            return None
+        return entry[0]
+
+    def _remember(self, token: str, principal: Principal) -> Principal:
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            # Drop the oldest entry (dicts keep insertion order).
+            self._verified.pop(next(iter(self._verified)), None)
+        until = min(principal.expires_at + self._leeway, time.time() + VERIFIED_CACHE_SECONDS)
+        self._verified[token] = (principal, until)
+        return principal
 
     def _route(self, token: str) -> tuple[str, str, str]:
         if len(token) > MAX_TOKEN_LENGTH:

@@ -70,18 +70,16 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
         except ValueError:
             return 0
 
-    async def send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        await self.send_response(
-            status, orjson.dumps(body), headers=_encode_headers({"Content-Type": "application/json", **(headers or {})})
-        )
+    async def send_json(
+        self, status: int, body: Any, headers: dict[str, str] | None = None, content_type: str = "application/json"
+    ) -> None:
+        payload = orjson.dumps(body)
+        all_headers = {"Content-Type": content_type, "Content-Length": str(len(payload)), **(headers or {})}
+        await self.send_response(status, payload, headers=_encode_headers(all_headers))
 
     async def send_problem(self, exc: BaseException) -> None:
         body, headers = problem_for_exception(exc, instance=self.scope.get("path"))
-        await self.send_response(
-            body["status"],
-            orjson.dumps(body),
-            headers=_encode_headers({"Content-Type": PROBLEM_CONTENT_TYPE, **headers}),
-        )
+        await self.send_json(body["status"], body, headers, content_type=PROBLEM_CONTENT_TYPE)
 
 
 class TurnConsumer(HttpEdgeConsumer):

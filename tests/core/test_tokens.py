@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -202,3 +203,26 @@ def test_symmetric_or_none_algorithms_cannot_be_configured() -> None:
     for algorithms in (["HS256"], ["none"], ["RS256", "HS512"]):
         with pytest.raises(ValueError, match="not allowed"):
             TokenVerifier(issuers={}, audience="a", algorithms=algorithms, pseudonym_secret=b"s")
+
+
+def test_a_remembered_token_still_expires(fresh_issuer: TestIssuer) -> None:
+    verifier = verifier_for(fresh_issuer)
+    token = fresh_issuer.token(ttl=1)
+    verifier.verify(token)
+
+    time.sleep(1.2)
+
+    assert "expired" in rejection(verifier, token)
+
+
+def test_a_remembered_token_is_validated_only_once(fresh_issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = verifier_for(fresh_issuer)
+    token = fresh_issuer.token()
+    first = verifier.verify(token)
+
+    def must_not_run(*args: object) -> None:
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(verifier, "_validate", must_not_run)
+
+    assert verifier.verify(token) == first
