@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -108,7 +108,9 @@ class RawHttp:
             self.writer.close()
 
 
-async def drive(concurrency: int, seconds: float, make_worker: Callable[[int], Awaitable[Callable[[], Awaitable[bool]]]]) -> tuple[list[float], int, float]:
+async def drive(
+    concurrency: int, seconds: float, make_worker: Callable[[int], Awaitable[Callable[[], Awaitable[bool]]]]
+) -> tuple[list[float], int, float]:
     workers = [await make_worker(i) for i in range(concurrency)]
     latencies: list[float] = []
     errors = 0
@@ -133,7 +135,7 @@ def history_context(turns: int) -> list[ContextMessage]:
     context = [ContextMessage(Role.SYSTEM, SYSTEM_PROMPT)]
     for _ in range(turns):
         context += [ContextMessage(Role.USER, QUESTION), ContextMessage(Role.ASSISTANT, f"Echo: {QUESTION}")]
-    return context + [ContextMessage(Role.USER, QUESTION)]
+    return [*context, ContextMessage(Role.USER, QUESTION)]
 
 
 async def bench_direct(target: str, concurrency: int, seconds: float) -> Stats:
@@ -159,6 +161,7 @@ async def bench_direct(target: str, concurrency: int, seconds: float) -> Stats:
 async def bench_gateway(label: str, port: int, token: str, concurrency: int, seconds: float) -> Stats:
     connections: list[RawHttp] = []
     body = orjson.dumps({"content": QUESTION})
+    creating = [0.0]  # time spent creating sessions inside the timed window
 
     async def make_worker(i: int) -> Callable[[], Awaitable[bool]]:
         http = RawHttp(port, token)
@@ -166,7 +169,9 @@ async def bench_gateway(label: str, port: int, token: str, concurrency: int, sec
         state = {"session": "", "count": 0}
 
         async def new_session() -> None:
-            status, data = await http.request("POST", "/api/v1/sessions", orjson.dumps({"system_prompt": SYSTEM_PROMPT}))
+            status, data = await http.request(
+                "POST", "/api/v1/sessions", orjson.dumps({"system_prompt": SYSTEM_PROMPT})
+            )
             assert status == 201, data
             state["session"], state["count"] = orjson.loads(data)["id"], 0
 
@@ -176,19 +181,18 @@ async def bench_gateway(label: str, port: int, token: str, concurrency: int, sec
             if state["count"] >= TURNS_PER_SESSION:
                 started = time.perf_counter()
                 await new_session()  # not a turn: keep it out of the turn's time
-                nonlocal_shift[0] += time.perf_counter() - started
+                creating[0] += time.perf_counter() - started
             state["count"] = int(state["count"]) + 1
             status, _ = await http.request("POST", f"/api/v1/sessions/{state['session']}/messages", body)
             return status == 200
 
         return turn
 
-    nonlocal_shift = [0.0]
     latencies, errors, elapsed = await drive(concurrency, seconds, make_worker)
     for http in connections:
         http.close()
     # Session creation happened inside the timed window; take its time out of the rate.
-    return Stats(label, concurrency, latencies, max(elapsed - nonlocal_shift[0] / concurrency, 1e-9), errors)
+    return Stats(label, concurrency, latencies, max(elapsed - creating[0] / concurrency, 1e-9), errors)
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -197,8 +201,23 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 def gateway_command(server: str, port: int) -> list[str]:
     if server == "uvicorn":
-        return [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-                "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
     return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", "config.asgi:application"]
 
 
@@ -225,8 +244,14 @@ async def main() -> None:
         "SESSION_MAX_PER_OWNER": "1000000",
     }
     key = devkeys.load_or_create_key(workdir / "key.pem")
-    token = devkeys.mint(key, issuer="urn:llm-gateway:dev", audience="llm-gateway", subject="bench",
-                         scopes="chat.read chat.write", ttl=3600)
+    token = devkeys.mint(
+        key,
+        issuer="urn:llm-gateway:dev",
+        audience="llm-gateway",
+        subject="bench",
+        scopes="chat.read chat.write",
+        ttl=3600,
+    )
     model = start([sys.executable, "manage.py", "serve_backend", "--bind", f"127.0.0.1:{backend_port}"], env)
     children = [model]
     try:
@@ -251,8 +276,6 @@ async def main() -> None:
             if child.poll() is None:
                 child.terminate()
                 child.wait()
-        import redis
-
         client = redis.Redis.from_url(args.redis_url)
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         for start_index in range(0, len(keys), 1000):
