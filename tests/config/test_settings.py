@@ -92,3 +92,18 @@ def test_migrations_are_complete_and_the_local_admin_works() -> None:
 
     assert client.login(username="auditor", password="pw-for-tests")
     assert client.get("/admin/").status_code == 200
+
+
+def test_redis_url_also_backs_djangos_cache(redis_url: str, redis_prefix: str) -> None:
+    import redis
+
+    result = manage(
+        "shell",
+        "-c",
+        "from django.core.cache import cache; cache.set('probe', 'yes', 60); print(cache.get('probe'))",
+        env={"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix},
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "yes"
+    assert list(redis.Redis.from_url(redis_url).scan_iter(match=f"{redis_prefix}:cache:*"))

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llm_backend.echo import EchoChatBackend
 from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
@@ -189,3 +190,12 @@ async def test_a_server_that_comes_up_later_is_reached() -> None:
     assert completion.content.startswith("Echo:")
     await client.close()
     await server.stop(None)
+
+
+async def test_the_server_reports_serving_on_the_standard_health_service(echo_server: str) -> None:
+    async with grpc.aio.insecure_channel(echo_server) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        overall = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+        service = await stub.Check(health_pb2.HealthCheckRequest(service="llm.v1.ChatBackendService"), timeout=2)
+
+    assert overall.status == service.status == health_pb2.HealthCheckResponse.SERVING

@@ -333,3 +333,22 @@ async def test_dev_jwks_is_gone_when_development_mode_is_off(
 
     assert_problem(await client.get("/dev/jwks.json"), 404, "not_found")
     assert_problem(await client.get("/api/v1/sessions"), 401, "unauthenticated")
+
+
+async def test_an_unreachable_store_is_503_store_unavailable(
+    client: httpx.AsyncClient, api_settings: SettingsWrapper
+) -> None:
+    from tests.support import free_port
+
+    api_settings.ACTIVE_SESSION_STORE = {
+        "CLASS": "sessions_app.stores.redis.RedisSessionStore",
+        "OPTIONS": {"url": f"redis://127.0.0.1:{free_port()}/0", "retries": 1},
+    }
+
+    assert_problem(await client.post("/api/v1/sessions"), 503, "store_unavailable")
+    assert_problem(await client.get("/api/v1/sessions"), 503, "store_unavailable")
+    assert_problem(
+        await client.post("/api/v1/sessions/00000000-0000-4000-8000-000000000000/messages", json={"content": "x"}),
+        503,
+        "store_unavailable",
+    )
