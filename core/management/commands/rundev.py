@@ -35,7 +35,7 @@ class Command(BaseCommand):
     ) -> None:
         if not settings.DEV_MODE:
             raise CommandError("rundev needs development mode (DEV_MODE=1, the default of config.settings.local).")
-        Path(settings.BASE_DIR, "var").mkdir(exist_ok=True)
+        Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         children: list[subprocess.Popen[bytes]] = []
         try:
