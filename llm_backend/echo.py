@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from llm_backend.errors import BackendRejected
 from llm_backend.ports import ChatRequest, Completion, Delta, FinishReason, Role, StreamEnd, StreamEvent, TokenUsage
@@ -54,7 +54,7 @@ class EchoChatBackend:
             model=request.model or self._model,
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         pieces, reason = reply_for(request)
         for piece in pieces:
             if self._delay:

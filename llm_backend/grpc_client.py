@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import grpc
 from grpc import aio
 
 from llm_backend import codec
-from llm_backend.errors import BackendError
+from llm_backend.errors import BackendError, BackendTimeout
 from llm_backend.ports import ChatRequest, Completion, StreamEnd, StreamEvent
 from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
 
@@ -51,7 +51,9 @@ class GrpcChatBackend:
         *,
         target: str,
         timeout: float = 60.0,
-        stream_timeout: float = 600.0,
+        first_delta_timeout: float = 60.0,
+        silence_timeout: float = 30.0,
+        stream_timeout: float = 3600.0,
         tls: bool = False,
         max_attempts: int = 3,
         initial_backoff: float = 0.05,
@@ -71,6 +73,8 @@ class GrpcChatBackend:
         self._tls = tls
         self._options = options
         self._timeout = timeout
+        self._first_delta_timeout = first_delta_timeout
+        self._silence_timeout = silence_timeout
         self._stream_timeout = stream_timeout
         self._channels: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aio.Channel, pb_grpc.ChatBackendServiceStub]
@@ -97,13 +101,24 @@ class GrpcChatBackend:
             raise codec.error_from_status(exc.code()) from exc
         return codec.completion_from_pb(response)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Deadlines bound the wait for the first delta and each silence after it, not
+        the whole answer; `stream_timeout` only stops a runaway stream."""
         call = self._stub.StreamComplete(
             codec.request_to_pb(request), timeout=self._stream_timeout, metadata=_metadata(request)
         )
         ended = False
+        wait = self._first_delta_timeout
         try:
-            async for message in call:
+            while True:
+                try:
+                    async with asyncio.timeout(wait):
+                        message = await call.read()
+                except TimeoutError as exc:
+                    raise BackendTimeout() from exc
+                if message is aio.EOF:  # type: ignore[attr-defined]
+                    break
+                wait = self._silence_timeout
                 event = codec.event_from_pb(message)
                 yield event
                 if isinstance(event, StreamEnd):
@@ -112,7 +127,7 @@ class GrpcChatBackend:
         except aio.AioRpcError as exc:
             raise codec.error_from_status(exc.code()) from exc
         finally:
-            # The consumer stopped early (client gone, cancelled): stop the model too.
+            # Stopped early (client gone, cancelled, timed out): stop the model too.
             if not ended:
                 call.cancel()
         raise BackendError("The model server ended the stream without a final message.")

@@ -6,7 +6,7 @@ request asks the upstream not to store anything (`store: false`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -75,7 +75,7 @@ class OpenAICompatibleBackend:
             model=data.get("model") or self._model or request.model,
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         finish = FinishReason.STOP
         usage = TokenUsage()
         model = self._model or request.model

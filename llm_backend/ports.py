@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, TypeAlias
@@ -87,7 +87,7 @@ class ChatBackend(Protocol):
         """The whole answer to `request`."""
         ...
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         """The answer as `Delta`s in order, then exactly one `StreamEnd`.
 
         Closing the iterator early (the client went away) cancels the work

@@ -15,6 +15,7 @@ __all__ = [
     "ChatMessage",
     "ChatSession",
     "FinishReason",
+    "MessageStatus",
     "Role",
     "SessionPage",
     "SessionStatus",
@@ -38,12 +39,22 @@ class SessionStatus(StrEnum):
     ENDED = "ended"
 
 
+class MessageStatus(StrEnum):
+    """Whether a reply is whole. A streamed reply cut short is kept, marked, once any
+    of it reached the client."""
+
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"  # the client cancelled or went away
+    INCOMPLETE = "incomplete"  # the model server failed mid-stream
+
+
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     id: str
     role: Role
     content: str
     created_at: datetime
+    status: MessageStatus = MessageStatus.COMPLETE
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,4 +91,4 @@ class TurnOutcome:
     user_message: ChatMessage
     message: ChatMessage
     usage: TokenUsage
-    finish_reason: FinishReason
+    finish_reason: FinishReason | None  # None when the turn did not run to its end

@@ -26,6 +26,10 @@ class ActiveSessionStore(Protocol):
         """Store a new session unless its owner already holds `max_sessions_per_owner`."""
         ...
 
+    async def get(self, session_id: str, *, owner: str) -> Result[ChatSession, SessionNotFound]:
+        """The session's metadata, without its messages."""
+        ...
+
     async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
         """The session with all its messages, oldest first."""
         ...
@@ -57,6 +61,10 @@ class ActiveSessionStore(Protocol):
         deleted meanwhile is `SessionNotFound`, a lock that expired and was
         taken by another turn is `TurnInProgress`.
         """
+        ...
+
+    async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
+        """Keep a long turn's lock for another `lock_seconds`; False if `token` no longer holds it."""
         ...
 
     async def release_turn(self, session_id: str, *, token: str) -> None:

@@ -14,6 +14,7 @@ import orjson
 
 from core.errors import InvalidRequest, PayloadTooLarge
 from core.result import returns_result, unwrap
+from llm_backend.errors import BackendError
 from llm_backend.ports import ChatBackend, ChatRequest, GenerationParams
 from sessions_app.context import build_context
 from sessions_app.domain import (
@@ -28,6 +29,7 @@ from sessions_app.domain import (
 from sessions_app.errors import ContentTooLarge, MessageLimitReached, ModelNotAllowed
 from sessions_app.ports import ActiveSessionStore
 from sessions_app.stores.encoding import from_ms
+from sessions_app.turn_stream import OpenTurn, TurnStream
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,44 +130,20 @@ class SessionManager:
         releases its lock and leaves the session as it was, so the client can
         simply retry.
         """
-        params = params or GenerationParams()
-        self._check_turn_input(content, params)
-        received_at = self._clock()
-        token = secrets.token_urlsafe(16)
-        transcript = unwrap(
-            await self._store.begin_turn(
-                session_id,
-                owner=owner,
-                token=token,
-                lock_seconds=self._policy.turn_lock_seconds,
-                history_limit=self._policy.context_max_messages,
-            )
-        )
-        session = transcript.session
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id)
         try:
-            if session.message_count + 2 > self._policy.max_messages_per_session:
-                raise MessageLimitReached()
-            context = build_context(
-                system_prompt=session.system_prompt,
-                history=transcript.messages,
-                new_content=content,
-                max_chars=self._policy.context_max_chars,
-                max_messages=self._policy.context_max_messages,
-            )
-            completion = await self._backend.complete(
-                ChatRequest(model=session.model, messages=context, params=params, request_id=request_id)
-            )
+            completion = await self._backend.complete(request)
         except BaseException:
-            await self._store.release_turn(session_id, token=token)
+            await self._store.release_turn(session_id, token=turn.token)
             raise
         answered_at = self._clock()
-        user_message = ChatMessage(new_message_id(), Role.USER, content, received_at)
+        user_message = ChatMessage(new_message_id(), Role.USER, content, turn.received_at)
         reply = ChatMessage(new_message_id(), Role.ASSISTANT, completion.content, answered_at)
         updated = unwrap(
             await self._store.append_turn(
                 session_id,
                 owner=owner,
-                token=token,
+                token=turn.token,
                 messages=(user_message, reply),
                 usage=completion.usage,
                 at=answered_at,
@@ -180,6 +158,73 @@ class SessionManager:
         )
 
     @returns_result
+    async def turn_stream(
+        self,
+        *,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None = None,
+        request_id: str = "",
+    ) -> TurnStream:
+        """Start a streamed turn; returns once the model's first delta has arrived.
+
+        Failures up to then (not found, turn in progress, model server down)
+        come back as `Err` with nothing stored and the lock released; see
+        `TurnStream` for what a stream cut short keeps.
+        """
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id)
+        events = self._backend.stream(request)
+        try:
+            first = await anext(events, None)
+            if first is None:
+                raise BackendError("The model server ended the stream without answering.")
+        except BaseException:
+            await events.aclose()
+            await self._store.release_turn(session_id, token=turn.token)
+            raise
+        return TurnStream(
+            store=self._store,
+            turn=turn,
+            first=first,
+            events=events,
+            clock=self._clock,
+            new_id=new_message_id,
+            lock_seconds=self._policy.turn_lock_seconds,
+        )
+
+    async def _open_turn(
+        self, owner: str, session_id: str, content: str, params: GenerationParams | None, request_id: str
+    ) -> tuple[OpenTurn, ChatRequest]:
+        """Check the input, lock the session and build the model's request."""
+        params = params or GenerationParams()
+        self._check_turn_input(content, params)
+        received_at = self._clock()
+        token = secrets.token_urlsafe(16)
+        transcript = unwrap(
+            await self._store.begin_turn(
+                session_id,
+                owner=owner,
+                token=token,
+                lock_seconds=self._policy.turn_lock_seconds,
+                history_limit=self._policy.context_max_messages,
+            )
+        )
+        session = transcript.session
+        if session.message_count + 2 > self._policy.max_messages_per_session:
+            await self._store.release_turn(session_id, token=token)
+            raise MessageLimitReached()
+        context = build_context(
+            system_prompt=session.system_prompt,
+            history=transcript.messages,
+            new_content=content,
+            max_chars=self._policy.context_max_chars,
+            max_messages=self._policy.context_max_messages,
+        )
+        request = ChatRequest(model=session.model, messages=context, params=params, request_id=request_id)
+        return OpenTurn(session, owner, token, content, received_at), request
+
+    @returns_result
     async def session_end(self, *, owner: str, session_id: str) -> ChatSession:
         """End the session; ending an ended session again is harmless."""
         return unwrap(
@@ -191,6 +236,11 @@ class SessionManager:
         unwrap(await self._store.delete(session_id, owner=owner))
 
     # -- reads --------------------------------------------------------------
+
+    @returns_result
+    async def session_info(self, *, owner: str, session_id: str) -> ChatSession:
+        """The session's metadata, without messages."""
+        return unwrap(await self._store.get(session_id, owner=owner))
 
     @returns_result
     async def session_get(self, *, owner: str, session_id: str) -> Transcript:

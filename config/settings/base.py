@@ -167,6 +167,13 @@ SESSION_LIMITS = {
     "TURN_LOCK_SECONDS": env.float("TURN_LOCK_SECONDS", default=330.0),
 }
 
+# Streaming: at most this many replies streamed at once by one process (more: 503
+# too_many_streams), and an SSE comment this often while the model is silent.
+MAX_CONCURRENT_STREAMS = env.int("MAX_CONCURRENT_STREAMS", default=10_000)
+SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=10.0)
+# Browser origins allowed to open WebSockets; clients that send no Origin (not browsers) are allowed.
+WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
+
 # Safety-net TTL on every Redis key of a session, refreshed on each turn.
 SESSION_TTL_SECONDS = env.int("SESSION_TTL_SECONDS", default=30 * 86400)
 
@@ -187,7 +194,9 @@ CHAT_BACKEND = {
         "target": BACKEND_TARGET,
         "tls": env.bool("BACKEND_TLS", default=False),
         "timeout": env.float("BACKEND_TIMEOUT_SECONDS", default=120.0),
-        "stream_timeout": env.float("BACKEND_STREAM_TIMEOUT_SECONDS", default=300.0),
+        "first_delta_timeout": env.float("BACKEND_FIRST_DELTA_TIMEOUT_SECONDS", default=60.0),
+        "silence_timeout": env.float("BACKEND_SILENCE_TIMEOUT_SECONDS", default=30.0),
+        "stream_timeout": env.float("BACKEND_STREAM_MAX_SECONDS", default=3600.0),
         "max_attempts": env.int("BACKEND_MAX_ATTEMPTS", default=3),
     },
 }

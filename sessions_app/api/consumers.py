@@ -3,59 +3,82 @@
 It is the hot path, so it runs outside Django's request machinery (routed in
 `config/asgi.py` ahead of Django) and shares with the DRF views only what
 matters: the authentication function, the error mapping and the
-`SessionManager`.
+`SessionManager`. It answers JSON, or Server-Sent Events when the body says
+`"stream": true` or the client accepts only `text/event-stream`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from typing import Any
 
 import orjson
-from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
 from core.auth import authenticate_authorization, require_scope
-from core.auth.principal import WRITE_SCOPE
-from core.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from core.auth.principal import WRITE_SCOPE, Principal
+from core.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
 from core.problems import PROBLEM_CONTENT_TYPE, problem_for_exception
 from core.result import unwrap
 from sessions_app.api import presenters
-from sessions_app.api.turn_input import parse_turn
+from sessions_app.api.streaming import relay_turn, slots
+from sessions_app.api.turn_input import TurnInput, parse_turn
 from sessions_app.domain import is_session_id
 from sessions_app.errors import SessionNotFound
 from sessions_app.wiring import get_session_manager
 
+logger = logging.getLogger(__name__)
 JSON = b"application/json"
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
+]
 
 
 class HttpEdgeConsumer(AsyncHttpConsumer):
-    """An HTTP consumer with a bounded request body and problem+json errors."""
+    """An HTTP consumer with a bounded request body and problem+json errors.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._size = 0
-        self._max_body = settings.MAX_REQUEST_BYTES
+    It reads the body itself rather than through AsyncHttpConsumer's dispatch,
+    which handles one message at a time: a consumer that streams must keep
+    listening for the client leaving while it writes (see `client_gone`).
+    """
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels closes stale DB connections (a thread hop) before every
-        # message; these consumers never touch the database, so skip it.
-        handler = getattr(self, message["type"].replace(".", "_"), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.base_send = send
+        self.receive = receive
+        body = await self._read_body()
+        if body is not None:
+            await self.handle(body)
 
-    async def http_request(self, message: dict[str, Any]) -> None:
-        if self._size == 0 and self._declared_length() > self._max_body:
+    async def _read_body(self) -> bytes | None:
+        """The whole body, or None when it was refused (413 sent) or the client left."""
+        limit = settings.MAX_REQUEST_BYTES
+        if self._declared_length() > limit:
             await self.send_problem(PayloadTooLarge())
-            raise StopConsumer()
-        chunk = message.get("body", b"")
-        self._size += len(chunk)
-        if self._size > self._max_body:
-            await self.send_problem(PayloadTooLarge())
-            raise StopConsumer()
-        await super().http_request(message)
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self.send_problem(PayloadTooLarge())
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def client_gone(self) -> None:
+        """Returns when the client disconnects."""
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.scope["headers"]:
@@ -85,11 +108,15 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
 class TurnConsumer(HttpEdgeConsumer):
     async def handle(self, body: bytes) -> None:
         try:
-            await self._turn(body)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a problem response
+            principal, session_id, turn = await self._accept(body)
+            if self._wants_stream(turn):
+                await self._stream(principal, session_id, turn)
+            else:
+                await self._reply(principal, session_id, turn)
+        except Exception as exc:  # noqa: BLE001 - every failure before a response becomes a problem
             await self.send_problem(exc)
 
-    async def _turn(self, body: bytes) -> None:
+    async def _accept(self, body: bytes) -> tuple[Principal, str, TurnInput]:
         if self.scope["method"] != "POST":
             raise MethodNotAllowed(["POST"])
         principal = await authenticate_authorization(_decode(self.header(b"authorization")))
@@ -100,9 +127,15 @@ class TurnConsumer(HttpEdgeConsumer):
         content_type = (self.header(b"content-type") or b"").split(b";")[0].strip().lower()
         if content_type != JSON:
             raise UnsupportedMediaType()
-        turn = parse_turn(body)
-        if turn.stream:
-            raise InvalidRequest("stream: streaming replies are not available yet.")
+        return principal, session_id, parse_turn(body)
+
+    def _wants_stream(self, turn: TurnInput) -> bool:
+        if turn.stream is not None:
+            return turn.stream
+        accept = self.header(b"accept") or b""
+        return b"text/event-stream" in accept and b"application/json" not in accept
+
+    async def _reply(self, principal: Principal, session_id: str, turn: TurnInput) -> None:
         outcome = unwrap(
             await get_session_manager().turn_send(
                 owner=principal.owner,
@@ -114,10 +147,57 @@ class TurnConsumer(HttpEdgeConsumer):
         )
         await self.send_json(200, presenters.turn(outcome))
 
+    async def _stream(self, principal: Principal, session_id: str, turn: TurnInput) -> None:
+        with slots.slot():
+            stream = unwrap(
+                await get_session_manager().turn_stream(
+                    owner=principal.owner,
+                    session_id=session_id,
+                    content=turn.content,
+                    params=turn.params,
+                    request_id=uuid.uuid4().hex,
+                )
+            )
+            # From here on the answer is a 200 event stream; failures become `error` events.
+            await self.send_headers(status=200, headers=SSE_HEADERS)
+            self._last_write = asyncio.get_running_loop().time()
+            writer = asyncio.create_task(relay_turn(stream, self._send_event))
+            watcher = asyncio.create_task(self.client_gone())
+            heartbeat = asyncio.create_task(self._heartbeat())
+            try:
+                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                heartbeat.cancel()
+                watcher.cancel()
+                if not writer.done():
+                    writer.cancel()  # the client left: stop the model, keep what it saw
+                try:
+                    await writer
+                except asyncio.CancelledError:
+                    pass
+                except Exception as exc:
+                    logger.exception("stream relay failed session_id=%s", session_id)
+                    await self._send_event("error", problem_for_exception(exc)[0])
+            await self.send_body(b"", more_body=False)
+
+    async def _send_event(self, event: str, data: dict[str, Any]) -> None:
+        self._last_write = asyncio.get_running_loop().time()
+        await self.send_body(b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n", more_body=True)
+
+    async def _heartbeat(self) -> None:
+        """A comment line whenever the stream has been quiet for a while, so proxies keep it open."""
+        interval = settings.SSE_HEARTBEAT_SECONDS
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.0, self._last_write + interval - loop.time()))
+            if loop.time() - self._last_write >= interval:
+                self._last_write = loop.time()
+                await self.send_body(b": keep-alive\n\n", more_body=True)
+
 
 def _decode(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
 def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]

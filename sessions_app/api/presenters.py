@@ -17,7 +17,13 @@ def usage(value: TokenUsage) -> dict[str, int]:
 
 
 def message(value: ChatMessage) -> dict[str, Any]:
-    return {"id": value.id, "role": value.role.value, "content": value.content, "created_at": iso(value.created_at)}
+    return {
+        "id": value.id,
+        "role": value.role.value,
+        "content": value.content,
+        "created_at": iso(value.created_at),
+        "status": value.status.value,
+    }
 
 
 def session(value: ChatSession) -> dict[str, Any]:
@@ -47,5 +53,5 @@ def turn(value: TurnOutcome) -> dict[str, Any]:
         "user_message": message(value.user_message),
         "message": message(value.message),
         "usage": usage(value.usage),
-        "finish_reason": value.finish_reason.value,
+        "finish_reason": value.finish_reason.value if value.finish_reason else None,
     }

@@ -3,7 +3,13 @@
 from django.urls import re_path
 
 from sessions_app.api.consumers import TurnConsumer
+from sessions_app.api.websocket import SessionSocketConsumer, UnknownSocketConsumer
 
 http_urlpatterns = [
     re_path(r"^api/v1/sessions/(?P<session_id>[^/]+)/messages$", TurnConsumer.as_asgi()),
+]
+
+websocket_urlpatterns = [
+    re_path(r"^ws/v1/sessions/(?P<session_id>[^/]+)$", SessionSocketConsumer.as_asgi()),
+    re_path(r"", UnknownSocketConsumer.as_asgi()),
 ]

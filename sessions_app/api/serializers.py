@@ -54,6 +54,10 @@ class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["user", "assistant"])
     content = serializers.CharField()
     created_at = serializers.DateTimeField()
+    status = serializers.ChoiceField(
+        choices=["complete", "cancelled", "incomplete"],
+        help_text="`cancelled` or `incomplete` mark a streamed reply cut short after part of it was delivered.",
+    )
 
 
 class SessionSerializer(serializers.Serializer):

@@ -18,16 +18,25 @@ MAX_STOP_LENGTH = 64
 class TurnInput:
     content: str
     params: GenerationParams
-    stream: bool
+    stream: bool | None  # None: not said; the Accept header decides
 
 
-def parse_turn(body: bytes) -> TurnInput:
+def parse_turn(body: bytes | str) -> TurnInput:
+    """A turn from a request body (HTTP) or a `message` frame (WebSocket)."""
+    return turn_from_data(parse_object(body))
+
+
+def parse_object(body: bytes | str) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("The request body is not valid JSON.") from exc
+        raise InvalidRequest("The body is not valid JSON.") from exc
     if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+        raise InvalidRequest("The body must be a JSON object.")
+    return data
+
+
+def turn_from_data(data: dict[str, Any]) -> TurnInput:
     content = data.get("content")
     if not isinstance(content, str):
         raise _field("content", "is required and must be a string")
@@ -59,9 +68,9 @@ def _params(data: dict[str, Any]) -> GenerationParams:
     )
 
 
-def _stream(data: dict[str, Any]) -> bool:
-    stream = data.get("stream", False)
-    if not isinstance(stream, bool):
+def _stream(data: dict[str, Any]) -> bool | None:
+    stream = data.get("stream")
+    if stream is not None and not isinstance(stream, bool):
         raise _field("stream", "must be true or false")
     return stream
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import orjson
 
 from core.errors import InvalidRequest
-from sessions_app.domain import ChatMessage, Role
+from sessions_app.domain import ChatMessage, MessageStatus, Role
 
 # One letter per role keeps a stored message close to the size of its content.
 _ROLE_CODE = {Role.USER: "u", Role.ASSISTANT: "a", Role.SYSTEM: "s"}
@@ -27,12 +27,21 @@ def from_ms(ms: int | str | bytes) -> datetime:
 
 
 def encode_message(message: ChatMessage) -> bytes:
-    return orjson.dumps([message.id, _ROLE_CODE[message.role], to_ms(message.created_at), message.content])
+    fields: list[object] = [message.id, _ROLE_CODE[message.role], to_ms(message.created_at), message.content]
+    if message.status != MessageStatus.COMPLETE:
+        fields.append(message.status.value)  # only cut-short replies pay for a status
+    return orjson.dumps(fields)
 
 
 def decode_message(raw: bytes | str) -> ChatMessage:
-    message_id, role, ms, content = orjson.loads(raw)
-    return ChatMessage(id=message_id, role=_CODE_ROLE[role], content=content, created_at=from_ms(ms))
+    message_id, role, ms, content, *rest = orjson.loads(raw)
+    return ChatMessage(
+        id=message_id,
+        role=_CODE_ROLE[role],
+        content=content,
+        created_at=from_ms(ms),
+        status=MessageStatus(rest[0]) if rest else MessageStatus.COMPLETE,
+    )
 
 
 def index_member(session_id: str, created_at: datetime) -> str:

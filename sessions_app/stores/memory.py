@@ -47,6 +47,10 @@ class InMemorySessionStore:
         self._entries[session.id] = _Entry(session=session)
         return Ok(None)
 
+    async def get(self, session_id: str, *, owner: str) -> Result[ChatSession, SessionNotFound]:
+        entry = self._owned(session_id, owner)
+        return Ok(entry.session) if entry is not None else Err(SessionNotFound())
+
     async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
         entry = self._owned(session_id, owner)
         if entry is None:
@@ -95,6 +99,13 @@ class InMemorySessionStore:
         )
         entry.lock_token = None
         return Ok(entry.session)
+
+    async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
+        entry = self._entries.get(session_id)
+        if entry is None or entry.lock_token != token or not entry.locked():
+            return False
+        entry.lock_expires = time.monotonic() + lock_seconds
+        return True
 
     async def release_turn(self, session_id: str, *, token: str) -> None:
         entry = self._entries.get(session_id)

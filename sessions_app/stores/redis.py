@@ -209,6 +209,13 @@ class RedisSessionStore:
         return bool(gone)
 
     @_store_errors
+    async def get(self, session_id: str, *, owner: str) -> Result[ChatSession, SessionNotFound]:
+        meta = cast(list[bytes | None], await self._client().hmget(self._session_keys(session_id)[0], lua.META_FIELDS))
+        if meta[0] is None or meta[0].decode() != owner:
+            return Err(SessionNotFound())
+        return Ok(self._session_from(session_id, meta))
+
+    @_store_errors
     async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
         meta_key, messages_key, _ = self._session_keys(session_id)
         pipe = self._client().pipeline(transaction=True)
@@ -267,6 +274,13 @@ class RedisSessionStore:
             case b"lost":
                 return Err(TurnInProgress("The turn lost its lock before its reply was stored."))
         return Err(SessionNotFound())
+
+    @_store_errors
+    async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
+        extended = await self._script(
+            lua.EXTEND_TURN, [self._session_keys(session_id)[2]], [token, int(lock_seconds * 1000)]
+        )
+        return bool(extended)
 
     @_store_errors
     async def release_turn(self, session_id: str, *, token: str) -> None:

@@ -34,6 +34,12 @@ redis.call('DEL', KEYS[3])
 return {{'ok', {_HMGET_META}}}
 """
 
+# KEYS: lock. ARGV: token, lock_ms.
+EXTEND_TURN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 # KEYS: lock. ARGV: token.
 RELEASE_TURN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

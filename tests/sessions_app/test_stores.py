@@ -247,3 +247,26 @@ async def test_delete_removes_the_session_everywhere(any_store: ActiveSessionSto
     assert (await any_store.list_by_owner("o_alice", limit=10, cursor=None)).sessions == ()
     assert await any_store.list_idle(before=BASE_TIME + timedelta(days=1), limit=10) == []
     assert isinstance(await any_store.delete(session.id, owner="o_alice"), Err)
+
+
+async def test_get_returns_metadata_for_the_owner_only(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await run_turn(any_store, session.id, 1)
+
+    mine = await any_store.get(session.id, owner="o_alice")
+
+    assert isinstance(mine, Ok) and mine.value.message_count == 2 and mine.value.id == session.id
+    assert isinstance(await any_store.get(session.id, owner="o_bob"), Err)
+
+
+async def test_extending_a_turn_keeps_its_lock_past_the_first_expiry(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await begin(any_store, session.id, token="long", lock_seconds=0.3)
+
+    assert await any_store.extend_turn(session.id, token="long", lock_seconds=5) is True
+    await asyncio.sleep(0.45)
+
+    assert isinstance(await begin(any_store, session.id, token="other"), Err)
+    assert await any_store.extend_turn(session.id, token="other", lock_seconds=5) is False

@@ -1,0 +1,69 @@
+"""What the SSE and WebSocket edges share: the per-process stream cap and the relay of a turn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+
+from core.errors import GatewayError, ServiceUnavailable
+from core.problems import problem_for_exception
+from llm_backend.ports import Delta
+from sessions_app.api import presenters
+from sessions_app.turn_stream import TurnDone, TurnStream
+
+SendFrame = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class TooManyStreams(ServiceUnavailable):
+    code = "too_many_streams"
+    title = "Too many streams"
+    default_detail = "The gateway is streaming as many replies as it can; retry shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
+class StreamSlots:
+    """A per-process cap on concurrent streams, so an overload is a fast 503, not a slowdown
+    for everyone. One event loop per process: a plain counter is enough."""
+
+    def __init__(self) -> None:
+        self.open = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.open >= settings.MAX_CONCURRENT_STREAMS:
+            raise TooManyStreams()
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1
+
+
+slots = StreamSlots()
+
+
+async def relay_turn(stream: TurnStream, send_frame: SendFrame) -> None:
+    """Send each event of a running turn as a `delta`, `done` or `error` frame as it comes.
+
+    Stopping this coroutine (cancellation) stops the model and stores what was
+    sent, as `TurnStream` describes.
+    """
+    events: AsyncGenerator[Delta | TurnDone, None] = stream.events()
+    try:
+        async for event in events:
+            if isinstance(event, Delta):
+                await send_frame("delta", {"content": event.content})
+            else:
+                await send_frame("done", presenters.turn(event.outcome))
+    except GatewayError as exc:
+        body, _ = problem_for_exception(exc)
+        await send_frame("error", body)
+    finally:
+        # Runs the stream's own settling (the partial reply) even when we are cancelled.
+        await asyncio.shield(events.aclose())

@@ -1,0 +1,189 @@
+"""`/ws/v1/sessions/{id}`: a session's turns over one WebSocket, streamed, one at a time.
+
+Browsers cannot set headers on a WebSocket, so the bearer token comes as the
+subprotocol pair `bearer, <token>` (the server answers with `bearer`) or, as a
+last resort, an `access_token` query parameter. Before any content, a failed
+check closes the connection with:
+  4401  no token, or a token that is invalid or expired
+  4403  the token lacks the `chat.write` scope
+  4404  no such session (or another owner's)
+  1013  the session store cannot be reached; try again later
+
+Client frames: `{"type": "message", "content", "max_tokens"?, "temperature"?, "stop"?}`
+and `{"type": "cancel"}`. Server frames: `{"type": "delta", "content"}`, `{"type":
+"done", "message", "user_message", "usage", "finish_reason"}` (after a cancel:
+`finish_reason` "cancelled" and the partial reply, or nulls when nothing was kept),
+and `{"type": "error", "code", "status", "detail"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from core.auth import authenticate_authorization, require_scope
+from core.auth.principal import WRITE_SCOPE, Principal
+from core.errors import Forbidden, GatewayError, InvalidRequest, Unauthenticated
+from core.problems import problem_for_exception
+from core.result import Err, Ok
+from sessions_app.api import presenters
+from sessions_app.api.streaming import relay_turn, slots
+from sessions_app.api.turn_input import TurnInput, parse_object, turn_from_data
+from sessions_app.domain import is_session_id
+from sessions_app.errors import SessionNotFound, TurnInProgress
+from sessions_app.turn_stream import TurnStream
+from sessions_app.wiring import get_session_manager
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TRY_AGAIN_LATER = 1013
+SUBPROTOCOL = "bearer"
+
+
+class SessionSocketConsumer(AsyncWebsocketConsumer):
+    principal: Principal
+    session_id: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turn: asyncio.Task[None] | None = None
+        self._stream: TurnStream | None = None
+        self._done_sent = False
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # No database on this path: skip Channels' per-message stale-connection cleanup (a thread hop).
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # -- connecting -------------------------------------------------------------
+
+    async def connect(self) -> None:
+        token, offered = self._token()
+        # Accept first: a close code can only reach a client that is connected.
+        await self.accept(SUBPROTOCOL if offered else None)
+        try:
+            if token is None:
+                raise Unauthenticated("A bearer token is required.")
+            self.principal = await authenticate_authorization(f"Bearer {token}")
+            require_scope(self.principal, WRITE_SCOPE)
+        except Unauthenticated:
+            await self.close(CLOSE_UNAUTHENTICATED)
+            return
+        except Forbidden:
+            await self.close(CLOSE_FORBIDDEN)
+            return
+        self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        if not is_session_id(self.session_id):
+            await self.close(CLOSE_NOT_FOUND)
+            return
+        match await get_session_manager().session_info(owner=self.principal.owner, session_id=self.session_id):
+            case Err(SessionNotFound()):
+                await self.close(CLOSE_NOT_FOUND)
+            case Err():
+                await self.close(CLOSE_TRY_AGAIN_LATER)
+
+    def _token(self) -> tuple[str | None, bool]:
+        """The token, and whether it came as the `bearer` subprotocol."""
+        protocols = [p.strip() for p in self.scope.get("subprotocols", [])]
+        if SUBPROTOCOL in protocols:
+            index = protocols.index(SUBPROTOCOL)
+            if index + 1 < len(protocols):
+                return protocols[index + 1], True
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        tokens = query.get("access_token")
+        return (tokens[0] if tokens else None), False
+
+    async def disconnect(self, code: int) -> None:
+        await self._stop_turn()
+
+    # -- frames -------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            frame = parse_object(text_data if text_data is not None else bytes_data or b"")
+            kind = frame.get("type")
+            if kind == "message":
+                await self._start_turn(turn_from_data(frame))
+            elif kind == "cancel":
+                await self._cancel_turn()
+            else:
+                raise InvalidRequest("type: must be 'message' or 'cancel'.")
+        except GatewayError as exc:
+            await self._send_frame("error", problem_for_exception(exc)[0])
+
+    async def _start_turn(self, turn: TurnInput) -> None:
+        if self._turn is not None and not self._turn.done():
+            raise TurnInProgress("This connection is already streaming a reply; wait for it or cancel it.")
+        if self.principal.expires_at <= time.time():
+            await self._send_frame("error", problem_for_exception(Unauthenticated("The token has expired."))[0])
+            await self.close(CLOSE_UNAUTHENTICATED)
+            return
+        self._stream, self._done_sent = None, False
+        self._turn = asyncio.create_task(self._run_turn(turn))
+
+    async def _run_turn(self, turn: TurnInput) -> None:
+        try:
+            with slots.slot():
+                result = await get_session_manager().turn_stream(
+                    owner=self.principal.owner,
+                    session_id=self.session_id,
+                    content=turn.content,
+                    params=turn.params,
+                    request_id=uuid.uuid4().hex,
+                )
+                match result:
+                    case Err(error):
+                        await self._send_frame("error", problem_for_exception(error)[0])
+                    case Ok(stream):
+                        self._stream = stream
+                        await relay_turn(stream, self._send_frame)
+        except GatewayError as exc:
+            await self._send_frame("error", problem_for_exception(exc)[0])
+
+    async def _cancel_turn(self) -> None:
+        if self._turn is None or self._turn.done():
+            raise InvalidRequest("No reply is streaming; there is nothing to cancel.")
+        await self._stop_turn()
+        if not self._done_sent:
+            outcome = self._stream.outcome if self._stream else None
+            await self._send_frame(
+                "done",
+                {
+                    "message": presenters.message(outcome.message) if outcome else None,
+                    "user_message": presenters.message(outcome.user_message) if outcome else None,
+                    "usage": presenters.usage(outcome.usage) if outcome else {"input_tokens": 0, "output_tokens": 0},
+                    "finish_reason": "cancelled",
+                },
+            )
+
+    async def _stop_turn(self) -> None:
+        """Cancel the running turn and wait until what it keeps is stored."""
+        if self._turn is not None and not self._turn.done():
+            self._turn.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._turn
+
+    async def _send_frame(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "done":
+            self._done_sent = True
+        if kind == "error":
+            data = {"code": data["code"], "status": data["status"], "detail": data["detail"]}
+        await self.send(text_data=orjson.dumps({"type": kind, **data}).decode())
+
+
+class UnknownSocketConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: closed at once with 4404."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(CLOSE_NOT_FOUND)

@@ -1,0 +1,144 @@
+"""A streamed turn in flight: relays the model's deltas and stores what the client saw."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.errors import GatewayError
+from core.result import unwrap
+from llm_backend.errors import BackendError
+from llm_backend.ports import Delta, FinishReason, StreamEnd, StreamEvent
+from sessions_app.domain import ChatMessage, ChatSession, MessageStatus, Role, TokenUsage, TurnOutcome
+from sessions_app.ports import ActiveSessionStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDone:
+    """The last event of a streamed turn: what was stored."""
+
+    outcome: TurnOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTurn:
+    """A locked session and the turn about to run in it."""
+
+    session: ChatSession
+    owner: str
+    token: str
+    content: str
+    received_at: datetime
+
+
+class TurnStream:
+    """Iterate `events()` once: the reply's `Delta`s, then one `TurnDone`.
+
+    What the history keeps:
+    - the model finished: the user message and the whole reply;
+    - iteration stopped early (the client cancelled or went away) after at least
+      one delta was yielded: the user message and the partial reply, `cancelled`;
+    - the model server failed after at least one delta: the same, `incomplete`,
+      and the `BackendError` is raised to the caller;
+    - nothing was yielded: nothing, so the client can simply retry.
+    The turn lock is released in every case, and kept alive while deltas flow.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: ActiveSessionStore,
+        turn: OpenTurn,
+        first: StreamEvent,
+        events: AsyncGenerator[StreamEvent, None],
+        clock: Callable[[], datetime],
+        new_id: Callable[[], str],
+        lock_seconds: float,
+    ) -> None:
+        self._store = store
+        self._turn = turn
+        self._first = first
+        self._events = events
+        self._clock = clock
+        self._new_id = new_id
+        self._lock_seconds = lock_seconds
+        self._lock_renewed = time.monotonic()
+        self._settled = False
+        self.outcome: TurnOutcome | None = None
+
+    async def events(self) -> AsyncGenerator[Delta | TurnDone, None]:
+        pieces: list[str] = []
+        event: StreamEvent | None = self._first
+        try:
+            while True:
+                if event is None:
+                    raise BackendError("The model server ended the stream without a final message.")
+                if isinstance(event, StreamEnd):
+                    outcome = await self._store_reply(
+                        "".join(pieces), MessageStatus.COMPLETE, event.usage, event.finish_reason
+                    )
+                    yield TurnDone(outcome)
+                    return
+                pieces.append(event.content)
+                yield event
+                await self._keep_lock()
+                event = await anext(self._events, None)
+        except BackendError:
+            await self._settle_early(pieces, MessageStatus.INCOMPLETE)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            # Stop the model first, then keep what the client already has.
+            await self._events.aclose()
+            await asyncio.shield(self._settle_early(pieces, MessageStatus.CANCELLED))
+            raise
+        finally:
+            await self._events.aclose()
+
+    async def _keep_lock(self) -> None:
+        if time.monotonic() - self._lock_renewed > self._lock_seconds / 3:
+            self._lock_renewed = time.monotonic()
+            await self._store.extend_turn(
+                self._turn.session.id, token=self._turn.token, lock_seconds=self._lock_seconds
+            )
+
+    async def _settle_early(self, pieces: list[str], status: MessageStatus) -> None:
+        if self._settled:
+            return
+        try:
+            if pieces:
+                # Tokens actually produced are unknown without the final message; each delta
+                # is about one token, and input is not counted for a cut-short turn.
+                await self._store_reply("".join(pieces), status, TokenUsage(0, len(pieces)), None)
+            else:
+                self._settled = True
+                await self._store.release_turn(self._turn.session.id, token=self._turn.token)
+        except GatewayError:
+            # The store is down: the lock lapses by itself; nothing more can be kept.
+            logger.warning("could not settle a cut-short turn session_id=%s", self._turn.session.id)
+
+    async def _store_reply(
+        self, content: str, status: MessageStatus, usage: TokenUsage, finish_reason: FinishReason | None
+    ) -> TurnOutcome:
+        self._settled = True
+        turn = self._turn
+        answered_at = self._clock()
+        user_message = ChatMessage(self._new_id(), Role.USER, turn.content, turn.received_at)
+        reply = ChatMessage(self._new_id(), Role.ASSISTANT, content, answered_at, status)
+        result = await self._store.append_turn(
+            turn.session.id,
+            owner=turn.owner,
+            token=turn.token,
+            messages=(user_message, reply),
+            usage=usage,
+            at=answered_at,
+        )
+        self.outcome = TurnOutcome(
+            session=unwrap(result), user_message=user_message, message=reply, usage=usage, finish_reason=finish_reason
+        )
+        return self.outcome
