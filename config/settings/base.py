@@ -126,6 +126,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStatusEnum": ["active", "ended"],
+        "MessageStatusEnum": ["complete", "cancelled", "incomplete"],
+    },
 }
 
 # -- Authentication -------------------------------------------------------------
