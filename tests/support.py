@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -134,3 +135,71 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: Any = None) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port}")
+
+
+class ObservedModel:
+    """A slow echo model server in a background thread that records what happens to each stream.
+
+    A message containing `FAIL_AFTER_<n>` makes the stream fail after n deltas.
+    """
+
+    def __init__(self, token_delay: float = 0.05) -> None:
+        self.token_delay = token_delay
+        self.produced = 0
+        self.cancelled = threading.Event()
+        self.started = threading.Event()
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        self.produced = 0
+        self.cancelled.clear()
+        self.started.clear()
+
+    def start(self) -> ObservedModel:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        from llm_backend.echo import EchoChatBackend
+        from llm_backend.errors import BackendError
+        from llm_backend.server import start_server
+
+        observed = self
+
+        class Backend(EchoChatBackend):
+            async def stream(self, request):  # type: ignore[no-untyped-def]
+                observed.started.set()
+                text = request.messages[-1].content
+                fail_after = int(text.split("FAIL_AFTER_")[1].split()[0]) if "FAIL_AFTER_" in text else None
+                try:
+                    async for event in super().stream(request):
+                        if fail_after is not None and observed.produced >= fail_after:
+                            raise BackendError()
+                        observed.produced += 1
+                        yield event
+                except asyncio.CancelledError:
+                    observed.cancelled.set()
+                    raise
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server, self.port = await start_server(Backend(token_delay=self.token_delay), "127.0.0.1:0")
+        self._ready.set()
+        await self._stop.wait()
+        await server.stop(None)
