@@ -56,9 +56,9 @@ class EchoChatBackend:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         pieces, reason = reply_for(request)
-        for piece in pieces:
-            if self._delay:
-                await asyncio.sleep(self._delay)
+        for index, piece in enumerate(pieces):
+            if self._delay and index:
+                await asyncio.sleep(self._delay)  # paced like a model: the first word at once
             yield Delta(piece)
         yield StreamEnd(
             finish_reason=reason,

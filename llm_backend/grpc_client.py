@@ -6,6 +6,7 @@ import asyncio
 import json
 import weakref
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -65,7 +66,9 @@ class GrpcChatBackend:
                 "grpc.service_config",
                 service_config(max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff),
             ),
-            ("grpc.keepalive_time_ms", 30_000),
+            # Servers refuse pings more often than every 5 minutes by default (GOAWAY
+            # too_many_pings); silences within a stream have their own deadline.
+            ("grpc.keepalive_time_ms", 300_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ]
@@ -107,26 +110,30 @@ class GrpcChatBackend:
         call = self._stub.StreamComplete(
             codec.request_to_pb(request), timeout=self._stream_timeout, metadata=_metadata(request)
         )
+        watchdog = _SilenceWatchdog(call, self._first_delta_timeout)
         ended = False
-        wait = self._first_delta_timeout
         try:
             while True:
                 try:
-                    async with asyncio.timeout(wait):
-                        message = await call.read()
-                except TimeoutError as exc:
-                    raise BackendTimeout() from exc
+                    message = await call.read()
+                except asyncio.CancelledError:
+                    if watchdog.timed_out:
+                        raise BackendTimeout() from None
+                    raise
                 if message is aio.EOF:  # type: ignore[attr-defined]
                     break
-                wait = self._silence_timeout
+                watchdog.extend(self._silence_timeout)
                 event = codec.event_from_pb(message)
                 yield event
                 if isinstance(event, StreamEnd):
                     ended = True
                     return
         except aio.AioRpcError as exc:
+            if watchdog.timed_out:
+                raise BackendTimeout() from exc
             raise codec.error_from_status(exc.code()) from exc
         finally:
+            watchdog.stop()
             # Stopped early (client gone, cancelled, timed out): stop the model too.
             if not ended:
                 call.cancel()
@@ -136,6 +143,37 @@ class GrpcChatBackend:
         entry = self._channels.pop(asyncio.get_running_loop(), None)
         if entry is not None:
             await entry[0].close(grace=None)
+
+
+class _SilenceWatchdog:
+    """Cancels a call once it has been silent past its deadline.
+
+    One timer per stream rather than a timeout per message: a message only moves
+    the deadline, and the timer re-arms itself until a silence outlasts it.
+    """
+
+    def __init__(self, call: Any, wait: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._call = call
+        self._deadline = self._loop.time() + wait
+        self._handle = self._loop.call_at(self._deadline, self._check)
+        self.timed_out = False
+
+    def extend(self, wait: float) -> None:
+        self._deadline = self._loop.time() + wait
+        if self._deadline < self._handle.when():  # the allowance shrank: re-arm earlier
+            self._handle.cancel()
+            self._handle = self._loop.call_at(self._deadline, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+    def _check(self) -> None:
+        if self._loop.time() >= self._deadline:
+            self.timed_out = True
+            self._call.cancel()
+        else:
+            self._handle = self._loop.call_at(self._deadline, self._check)
 
 
 def _metadata(request: ChatRequest) -> tuple[tuple[str, str], ...]:

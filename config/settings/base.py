@@ -184,7 +184,12 @@ SESSION_TTL_SECONDS = env.int("SESSION_TTL_SECONDS", default=30 * 86400)
 if REDIS_URL:
     ACTIVE_SESSION_STORE = {
         "CLASS": "sessions_app.stores.redis.RedisSessionStore",
-        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, "ttl_seconds": SESSION_TTL_SECONDS},
+        "OPTIONS": {
+            "url": REDIS_URL,
+            "prefix": REDIS_KEY_PREFIX,
+            "ttl_seconds": SESSION_TTL_SECONDS,
+            "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=64),
+        },
     }
 else:
     ACTIVE_SESSION_STORE = {"CLASS": "sessions_app.stores.memory.InMemorySessionStore", "OPTIONS": {}}

@@ -38,7 +38,12 @@ CACHES = {
 }
 ACTIVE_SESSION_STORE = {
     "CLASS": "sessions_app.stores.redis.RedisSessionStore",
-    "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, "ttl_seconds": SESSION_TTL_SECONDS},
+    "OPTIONS": {
+        "url": REDIS_URL,
+        "prefix": REDIS_KEY_PREFIX,
+        "ttl_seconds": SESSION_TTL_SECONDS,
+        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=64),
+    },
 }
 
 # HTTPS is terminated by the ingress in front of the gateway.

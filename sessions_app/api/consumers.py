@@ -44,7 +44,7 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
 
     It reads the body itself rather than through AsyncHttpConsumer's dispatch,
     which handles one message at a time: a consumer that streams must keep
-    listening for the client leaving while it writes (see `client_gone`).
+    listening for the client leaving while it writes.
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -74,11 +74,6 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
-
-    async def client_gone(self) -> None:
-        """Returns when the client disconnects."""
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.scope["headers"]:
@@ -162,12 +157,10 @@ class TurnConsumer(HttpEdgeConsumer):
             await self.send_headers(status=200, headers=SSE_HEADERS)
             self._last_write = asyncio.get_running_loop().time()
             writer = asyncio.create_task(relay_turn(stream, self._send_event))
-            watcher = asyncio.create_task(self.client_gone())
-            heartbeat = asyncio.create_task(self._heartbeat())
+            watcher = asyncio.create_task(self._watch_client())
             try:
                 await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                heartbeat.cancel()
                 watcher.cancel()
                 if not writer.done():
                     writer.cancel()  # the client left: stop the model, keep what it saw
@@ -180,19 +173,27 @@ class TurnConsumer(HttpEdgeConsumer):
                     await self._send_event("error", problem_for_exception(exc)[0])
             await self.send_body(b"", more_body=False)
 
-    async def _send_event(self, event: str, data: dict[str, Any]) -> None:
-        self._last_write = asyncio.get_running_loop().time()
-        await self.send_body(b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n", more_body=True)
-
-    async def _heartbeat(self) -> None:
-        """A comment line whenever the stream has been quiet for a while, so proxies keep it open."""
+    async def _watch_client(self) -> None:
+        """Returns when the client disconnects; meanwhile sends a comment line whenever the
+        stream has been quiet for a while, so proxies keep it open."""
         interval = settings.SSE_HEARTBEAT_SECONDS
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(max(0.0, self._last_write + interval - loop.time()))
-            if loop.time() - self._last_write >= interval:
+            quiet_for = loop.time() - self._last_write
+            if quiet_for >= interval:
                 self._last_write = loop.time()
                 await self.send_body(b": keep-alive\n\n", more_body=True)
+                continue
+            try:
+                async with asyncio.timeout(interval - quiet_for):
+                    if (await self.receive())["type"] == "http.disconnect":
+                        return
+            except TimeoutError:
+                pass
+
+    async def _send_event(self, event: str, data: dict[str, Any]) -> None:
+        self._last_write = asyncio.get_running_loop().time()
+        await self.send_body(b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n", more_body=True)
 
 
 def _decode(value: bytes | None) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
@@ -47,6 +48,7 @@ from sessions_app.stores.encoding import (
     to_ms,
 )
 
+logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -59,6 +61,7 @@ def _store_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]
         try:
             return await method(*args, **kwargs)
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError) as exc:
+            logger.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
             raise StoreUnavailable() from exc
 
     return wrapper
@@ -73,12 +76,14 @@ class RedisSessionStore:
         ttl_seconds: int = 30 * 86400,
         socket_timeout: float = 5.0,
         retries: int = 3,
+        max_connections: int = 64,
     ) -> None:
         self._url = url
         self._prefix = prefix
         self._ttl = ttl_seconds
         self._socket_timeout = socket_timeout
         self._retries = retries
+        self._max_connections = max_connections
         # redis.asyncio connections belong to the loop that opened them.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = weakref.WeakKeyDictionary()
 
@@ -88,14 +93,18 @@ class RedisSessionStore:
         loop = asyncio.get_running_loop()
         connection = self._clients.get(loop)
         if connection is None:
-            client = Redis.from_url(
+            # A bounded pool: under a burst, commands wait briefly for a free connection
+            # instead of opening thousands (or failing with "Too many connections").
+            pool = BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=self._max_connections,
+                timeout=self._socket_timeout,
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=self._socket_timeout,
                 health_check_interval=30,
                 retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), self._retries),
             )
-            connection = self._clients[loop] = _Connection(client)
+            connection = self._clients[loop] = _Connection(Redis(connection_pool=pool))
         return connection
 
     def _client(self) -> Redis:

@@ -199,3 +199,34 @@ async def test_the_server_reports_serving_on_the_standard_health_service(echo_se
         service = await stub.Check(health_pb2.HealthCheckRequest(service="llm.v1.ChatBackendService"), timeout=2)
 
     assert overall.status == service.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_stream_times_out_on_a_slow_first_delta_or_a_long_silence() -> None:
+    server, port = await start_server(EchoChatBackend(token_delay=0.4), "127.0.0.1:0")
+    patient_first = GrpcChatBackend(target=f"127.0.0.1:{port}", first_delta_timeout=5, silence_timeout=0.15)
+    request = ChatRequest(model="echo", messages=[ContextMessage(Role.USER, "a b c")])
+
+    received: list[StreamEvent] = []
+
+    async def read() -> None:
+        async for event in patient_first.stream(request):
+            received.append(event)
+
+    with pytest.raises(BackendTimeout):
+        await read()
+
+    assert [e.content for e in received if isinstance(e, Delta)] == ["Echo: "]  # the first came at once
+    await patient_first.close()
+    await server.stop(None)
+
+
+async def test_a_long_answer_is_not_cut_off_while_deltas_keep_coming() -> None:
+    server, port = await start_server(EchoChatBackend(token_delay=0.05), "127.0.0.1:0")
+    client = GrpcChatBackend(target=f"127.0.0.1:{port}", first_delta_timeout=1, silence_timeout=0.3)
+    request = ChatRequest(model="echo", messages=[ContextMessage(Role.USER, " ".join(["w"] * 20))])  # about 1 s
+
+    events = [e async for e in client.stream(request)]
+
+    assert isinstance(events[-1], StreamEnd) and len(events) == 22
+    await client.close()
+    await server.stop(None)

@@ -1,0 +1,219 @@
+"""What the benchmarks share: starting the servers, a minimal HTTP/1.1 client, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+import django  # noqa: E402
+
+django.setup()
+
+import redis  # noqa: E402
+
+from core.auth import devkeys  # noqa: E402
+from tests.support import free_port, wait_for_port  # noqa: E402
+
+WORKDIR = ROOT / "var" / "bench"
+
+
+def raise_fd_limit() -> int:
+    """Allow as many sockets as the machine lets this process (children inherit it)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+@dataclass
+class Stack:
+    """The model server and gateways of one benchmark run, with their environment."""
+
+    env: dict[str, str]
+    backend_port: int
+    token: str
+    children: list[subprocess.Popen[bytes]]
+
+    def start_gateway(self, server: str = "uvicorn") -> tuple[int, subprocess.Popen[bytes]]:
+        port = free_port()
+        if server == "uvicorn":
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--ws",
+                "websockets",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--backlog",
+                "8192",
+            ]
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-v",
+                "0",
+                "config.asgi:application",
+            ]
+        log = (WORKDIR / f"gateway-{port}.log").open("wb")
+        child = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.children.append(child)
+        wait_for_port(port, proc=child)
+        return port, child
+
+
+@contextmanager
+def stack(*, redis_url: str, token_delay: float = 0.0, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Start the echo model server (and later gateways) against the real Redis; clean up after."""
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    prefix = f"gwbench:{uuid.uuid4().hex[:8]}"
+    backend_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")} | {
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "BACKEND_TARGET": f"127.0.0.1:{backend_port}",
+        "DEV_SIGNING_KEY_PATH": str(WORKDIR / "key.pem"),
+        "DATABASE_URL": f"sqlite:///{WORKDIR / 'db.sqlite3'}",
+        "LOG_LEVEL": "WARNING",
+        "SESSION_MAX_PER_OWNER": "1000000",
+        **(extra_env or {}),
+    }
+    key = devkeys.load_or_create_key(WORKDIR / "key.pem")
+    token = devkeys.mint(
+        key,
+        issuer="urn:llm-gateway:dev",
+        audience="llm-gateway",
+        subject="bench",
+        scopes="chat.read chat.write",
+        ttl=3600,
+    )
+    model = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "serve_backend",
+            "--bind",
+            f"127.0.0.1:{backend_port}",
+            "--token-delay",
+            str(token_delay),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run = Stack(env, backend_port, token, [model])
+    try:
+        wait_for_port(backend_port, proc=model)
+        yield run
+    finally:
+        for child in run.children:
+            if child.poll() is None:
+                child.terminate()
+                child.wait()
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection; just enough protocol for these benchmarks."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.port = port
+        self.auth = f"Bearer {token}".encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def send(self, method: str, path: str, body: bytes = b"") -> None:
+        await self.connect()
+        assert self.writer is not None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+        ).encode()
+        self.writer.write(head + b"Authorization: " + self.auth + b"\r\n\r\n" + body)
+
+    async def read_head(self) -> tuple[int, bool, int]:
+        """Status, whether the body is chunked, and its length otherwise."""
+        assert self.reader is not None
+        status = int((await self.reader.readline()).split()[1])
+        length, chunked = 0, False
+        while (line := await self.reader.readline()) != b"\r\n":
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+            elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        return status, chunked, length
+
+    async def read_chunk(self) -> bytes:
+        """The next chunk of a chunked body; b"" at its end."""
+        assert self.reader is not None
+        size = int((await self.reader.readline()).strip(), 16)
+        if size == 0:
+            await self.reader.readline()
+            return b""
+        data = await self.reader.readexactly(size)
+        await self.reader.readline()
+        return data
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        await self.send(method, path, body)
+        status, chunked, length = await self.read_head()
+        if not chunked:
+            assert self.reader is not None
+            return status, await self.reader.readexactly(length)
+        data = b""
+        while chunk := await self.read_chunk():
+            data += chunk
+        return status, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
