@@ -53,8 +53,9 @@ protos-check: $(VENV)/.dev ## Fail when the committed gRPC stubs are stale
 	    cmp -s "$$tmp/$$f" "$$f" || { echo "stale: $$f (run make protos)"; exit 1; }; \
 	  done && echo "gRPC stubs are current"
 
-bench: $(VENV)/.dev ## Measure the gateway's added latency and throughput (prints figures)
+bench: $(VENV)/.dev ## Measure the gateway's added latency, throughput and streams held (prints figures)
 	$(PY) bench/turn_overhead.py
+	$(PY) bench/stream_overhead.py
 
 clean: ## Remove the virtualenv and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
