@@ -86,6 +86,11 @@ class TurnRequestSerializer(serializers.Serializer):
     max_tokens = serializers.IntegerField(required=False, min_value=1)
     temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
     stop = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=4)
+    stream = serializers.BooleanField(
+        required=False,
+        help_text="Answer with Server-Sent Events (`delta`, then `done` or `error`). Unset: "
+        "streams when the Accept header asks only for text/event-stream.",
+    )
 
 
 class TurnResponseSerializer(serializers.Serializer):
