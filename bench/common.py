@@ -24,6 +24,7 @@ django.setup()
 import redis  # noqa: E402
 
 from core.auth import devkeys  # noqa: E402
+from core.serving import server_command  # noqa: E402
 from tests.support import free_port, wait_for_port  # noqa: E402
 
 WORKDIR = ROOT / "var" / "bench"
@@ -47,41 +48,7 @@ class Stack:
 
     def start_gateway(self, server: str = "uvicorn") -> tuple[int, subprocess.Popen[bytes]]:
         port = free_port()
-        if server == "uvicorn":
-            command = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--ws",
-                "websockets",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--backlog",
-                "8192",
-            ]
-        else:
-            command = [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-v",
-                "0",
-                "config.asgi:application",
-            ]
+        command = server_command(server, host="127.0.0.1", port=port)
         log = (WORKDIR / f"gateway-{port}.log").open("wb")
         child = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.children.append(child)

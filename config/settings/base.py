@@ -181,16 +181,21 @@ WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 # Safety-net TTL on every Redis key of a session, refreshed on each turn.
 SESSION_TTL_SECONDS = env.int("SESSION_TTL_SECONDS", default=30 * 86400)
 
-if REDIS_URL:
-    ACTIVE_SESSION_STORE = {
+
+def redis_session_store(url: str) -> dict[str, Any]:
+    return {
         "CLASS": "sessions_app.stores.redis.RedisSessionStore",
         "OPTIONS": {
-            "url": REDIS_URL,
+            "url": url,
             "prefix": REDIS_KEY_PREFIX,
             "ttl_seconds": SESSION_TTL_SECONDS,
             "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=64),
         },
     }
+
+
+if REDIS_URL:
+    ACTIVE_SESSION_STORE = redis_session_store(REDIS_URL)
 else:
     ACTIVE_SESSION_STORE = {"CLASS": "sessions_app.stores.memory.InMemorySessionStore", "OPTIONS": {}}
 

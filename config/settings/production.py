@@ -8,7 +8,7 @@ process at start-up with ImproperlyConfigured.
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import REDIS_KEY_PREFIX, SESSION_TTL_SECONDS, env, logging_config
+from config.settings.base import REDIS_KEY_PREFIX, env, logging_config, redis_session_store
 
 SECRET_KEY = env("SECRET_KEY")
 OWNER_PSEUDONYM_SECRET = env("OWNER_PSEUDONYM_SECRET")
@@ -36,15 +36,7 @@ CACHES = {
         "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
     }
 }
-ACTIVE_SESSION_STORE = {
-    "CLASS": "sessions_app.stores.redis.RedisSessionStore",
-    "OPTIONS": {
-        "url": REDIS_URL,
-        "prefix": REDIS_KEY_PREFIX,
-        "ttl_seconds": SESSION_TTL_SECONDS,
-        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=64),
-    },
-}
+ACTIVE_SESSION_STORE = redis_session_store(REDIS_URL)
 
 # HTTPS is terminated by the ingress in front of the gateway.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -37,7 +37,7 @@ class TurnEndpointSchema(APIView):
             "session has ended, 503 `backend_unavailable` / 504 `backend_timeout` when the model "
             "server fails (nothing is stored; retry).\n\n"
             "With `stream: true` (or `Accept: text/event-stream`) the 200 answer is "
-            "`text/event-stream`: `event: delta` with `data: {\"content\"}` per piece, then "
+            '`text/event-stream`: `event: delta` with `data: {"content"}` per piece, then '
             "`event: done` with the body documented here plus `finish_reason`, or `event: error` "
             "with a problem object. A client that disconnects cancels the model; the partial reply "
             "is kept with `status` `cancelled`. 503 `too_many_streams` when the process streams "

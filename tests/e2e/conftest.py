@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from core.auth import devkeys
+from core.serving import server_command
 from tests.support import TestIssuer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,21 +121,7 @@ def start_gateway(
             **overrides,
         }
         process = spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-            ],
+            server_command("uvicorn", host="127.0.0.1", port=port),
             env,
             workdir / f"gateway-{port}.log",
         )

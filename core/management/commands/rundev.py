@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.auth import devkeys
+from core.serving import server_command
 
 
 class Command(BaseCommand):
@@ -66,25 +67,7 @@ class Command(BaseCommand):
         return child
 
     def _start_gateway(self, server: str, host: str, port: int) -> subprocess.Popen[bytes]:
-        if server == "uvicorn":
-            command = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-            ]
-        else:
-            command = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "config.asgi:application"]
-        return subprocess.Popen(command, cwd=settings.BASE_DIR)
+        return subprocess.Popen(server_command(server, host=host, port=port), cwd=settings.BASE_DIR)
 
     def _wait_for_port(self, host: str, port: int, child: subprocess.Popen[bytes], timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

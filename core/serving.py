@@ -1,0 +1,19 @@
+"""How the gateway's ASGI application is served: one place for the server command lines."""
+
+from __future__ import annotations
+
+import sys
+
+APPLICATION = "config.asgi:application"
+
+
+def server_command(server: str, *, host: str, port: int) -> list[str]:
+    """The command that serves the gateway with `server` ("uvicorn", the fast one, or "daphne")."""
+    if server == "uvicorn":
+        return [
+            sys.executable, "-m", "uvicorn", APPLICATION, "--host", host, "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets", "--no-access-log", "--backlog", "8192",
+        ]  # fmt: skip
+    if server == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), APPLICATION]
+    raise ValueError(f"unknown server {server!r}")
