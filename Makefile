@@ -25,7 +25,11 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 run: $(VENV)/.runtime ## Start the echo model server and the gateway on 127.0.0.1:8000 (PORT overrides)
 	$(PY) manage.py rundev
 
-test: $(VENV)/.dev ## Install what the tests need and run the whole suite (real Redis, PostgreSQL when present)
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+test: $(VENV)/.dev node_modules/.installed ## Install what the tests need and run the whole suite (real Redis, Azurite; PostgreSQL when present)
 	scripts/test.sh
 
 lint: $(VENV)/.dev ## ruff (lint and format check), mypy, and stale-stub check
@@ -57,5 +61,5 @@ bench: $(VENV)/.dev ## Measure the gateway's added latency, throughput and strea
 	$(PY) bench/turn_overhead.py
 	$(PY) bench/stream_overhead.py
 
-clean: ## Remove the virtualenv and local state
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+clean: ## Remove the virtualenv, node_modules and local state
+	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache

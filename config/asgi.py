@@ -12,7 +12,7 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from core.lifespan import LifespanApp  # noqa: E402
+from config.lifespan import LifespanApp  # noqa: E402
 from core.websocket import BrowserOriginValidator  # noqa: E402
 from sessions_app.api.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("dev/jwks.json", core_views.dev_jwks, name="dev-jwks"),
     path("api/v1/", include("sessions_app.api.urls")),
+    path("api/v1/", include("archive.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(urlconf="config.schema_urls"), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),

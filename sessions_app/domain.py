@@ -36,7 +36,8 @@ def is_session_id(value: str) -> bool:
 
 class SessionStatus(StrEnum):
     ACTIVE = "active"
-    ENDED = "ended"
+    ENDED = "ended"  # takes no more messages; on its way to the archive
+    ARCHIVED = "archived"  # in cold storage; `resume` brings it back
 
 
 class MessageStatus(StrEnum):

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from core.errors import GatewayError
 from core.result import Result
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, TokenUsage, Transcript
 from sessions_app.errors import SessionLimitReached, SessionNotActive, SessionNotFound, TurnInProgress
@@ -77,6 +78,23 @@ class ActiveSessionStore(Protocol):
         """Change the status, refusing while a turn holds the lock."""
         ...
 
+    async def lock_for_archive(
+        self, session_id: str, *, token: str, lock_seconds: float
+    ) -> Result[Transcript, SessionNotFound | TurnInProgress]:
+        """Take the session's turn lock whatever its status or owner and return all of it,
+        so no turn can change it while it is copied to the archive."""
+        ...
+
+    async def delete_locked(self, session_id: str, *, token: str) -> bool:
+        """Remove the session if `token` still holds its lock; False (nothing removed) otherwise."""
+        ...
+
+    async def restore(
+        self, transcript: Transcript, *, max_sessions_per_owner: int
+    ) -> Result[bool, SessionLimitReached]:
+        """Put a whole session back (status and messages as given); Ok(False) if it is there already."""
+        ...
+
     async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
         """The owner's sessions, newest first, `limit` at a time; `cursor` continues a page."""
         ...
@@ -91,4 +109,32 @@ class ActiveSessionStore(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+class SessionArchive(Protocol):
+    """Cold storage for sessions that have left the active store (the archive app implements it)."""
+
+    async def archive(self, session_id: str, *, actor: str) -> Result[ChatSession, GatewayError]:
+        """Move the session from the active store into the archive; crash-safe and idempotent."""
+        ...
+
+    async def fetch(self, session_id: str, *, owner: str) -> Transcript | None:
+        """The archived session with its messages, or None if the owner has no such archive."""
+        ...
+
+    async def list_archived(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
+        """The owner's archived sessions, newest first."""
+        ...
+
+    async def is_archived(self, session_id: str, *, owner: str) -> bool:
+        """Whether the owner has this session in the archive (cheap: no download)."""
+        ...
+
+    async def restore(self, session_id: str, *, owner: str, actor: str) -> Result[ChatSession, GatewayError]:
+        """Bring an archived session back into the active store, active, with its whole history."""
+        ...
+
+    async def erase(self, session_id: str, *, owner: str, actor: str) -> bool:
+        """Delete the session's archived copy; False if there was none."""
         ...

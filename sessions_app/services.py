@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 
 from core.errors import InvalidRequest, PayloadTooLarge
-from core.result import returns_result, unwrap
+from core.result import Err, Ok, returns_result, unwrap
 from llm_backend.errors import BackendError
 from llm_backend.ports import ChatBackend, ChatRequest, GenerationParams
 from sessions_app.context import build_context
@@ -26,8 +27,15 @@ from sessions_app.domain import (
     Transcript,
     TurnOutcome,
 )
-from sessions_app.errors import ContentTooLarge, MessageLimitReached, ModelNotAllowed
-from sessions_app.ports import ActiveSessionStore
+from sessions_app.errors import (
+    ContentTooLarge,
+    MessageLimitReached,
+    ModelNotAllowed,
+    SessionNotActive,
+    SessionNotFound,
+)
+from sessions_app.ports import ActiveSessionStore, SessionArchive
+from sessions_app.recording import SessionEvent, SessionRecorder
 from sessions_app.stores.encoding import from_ms
 from sessions_app.turn_stream import OpenTurn, TurnStream
 
@@ -49,6 +57,13 @@ class SessionPolicy:
     turn_lock_seconds: float = 330.0
 
 
+logger = logging.getLogger(__name__)
+
+
+def owner_actor(owner: str) -> str:
+    return f"owner:{owner}"
+
+
 def now_ms() -> datetime:
     """Now, at the millisecond precision the stores keep, so every read agrees with every write."""
     return from_ms(time.time_ns() // 1_000_000)
@@ -67,11 +82,15 @@ class SessionManager:
         store: ActiveSessionStore,
         backend: ChatBackend,
         policy: SessionPolicy,
+        recorder: SessionRecorder,
+        archive: SessionArchive,
         clock: Callable[[], datetime] = now_ms,
     ) -> None:
         self._store = store
         self._backend = backend
         self._policy = policy
+        self._recorder = recorder
+        self._archive = archive
         self._clock = clock
 
     @property
@@ -112,6 +131,11 @@ class SessionManager:
             last_activity_at=now,
         )
         unwrap(await self._store.create(session, max_sessions_per_owner=policy.max_sessions_per_owner))
+        await self._recorder.record(
+            SessionEvent(
+                action="session.create", session_id=session.id, owner=owner, actor=owner_actor(owner), session=session
+            )
+        )
         return session
 
     @returns_result
@@ -201,15 +225,20 @@ class SessionManager:
         self._check_turn_input(content, params)
         received_at = self._clock()
         token = secrets.token_urlsafe(16)
-        transcript = unwrap(
-            await self._store.begin_turn(
-                session_id,
-                owner=owner,
-                token=token,
-                lock_seconds=self._policy.turn_lock_seconds,
-                history_limit=self._policy.context_max_messages,
-            )
+        begun = await self._store.begin_turn(
+            session_id,
+            owner=owner,
+            token=token,
+            lock_seconds=self._policy.turn_lock_seconds,
+            history_limit=self._policy.context_max_messages,
         )
+        if (
+            isinstance(begun, Err)
+            and isinstance(begun.error, SessionNotFound)
+            and await self._archive.is_archived(session_id, owner=owner)
+        ):
+            raise SessionNotActive("The session is archived; resume it to continue the conversation.")
+        transcript = unwrap(begun)
         session = transcript.session
         if session.message_count + 2 > self._policy.max_messages_per_session:
             await self._store.release_turn(session_id, token=token)
@@ -226,29 +255,97 @@ class SessionManager:
 
     @returns_result
     async def session_end(self, *, owner: str, session_id: str) -> ChatSession:
-        """End the session; ending an ended session again is harmless."""
-        return unwrap(
-            await self._store.set_status(session_id, owner=owner, status=SessionStatus.ENDED, at=self._clock())
+        """End the session and archive it at once. Should the archive be unreachable, the
+        session stays ended in the active store and the scheduler archives it later."""
+        match await self._store.set_status(session_id, owner=owner, status=SessionStatus.ENDED, at=self._clock()):
+            case Err(SessionNotFound()):
+                transcript = await self._archive.fetch(session_id, owner=owner)  # ended before
+                if transcript is None:
+                    raise SessionNotFound()
+                return transcript.session
+            case Err(refusal):
+                raise refusal
+            case Ok(ended):
+                pass
+        await self._recorder.record(
+            SessionEvent(
+                action="session.end", session_id=session_id, owner=owner, actor=owner_actor(owner), session=ended
+            )
         )
+        match await self._archive.archive(session_id, actor=owner_actor(owner)):
+            case Ok(archived):
+                return archived
+            case Err(failure):
+                logger.warning(
+                    "archiving ended session_id=%s failed (%s); the scheduler retries", session_id, failure.code
+                )
+                return ended
+
+    @returns_result
+    async def session_resume(self, *, owner: str, session_id: str) -> ChatSession:
+        """Make the session active again; an archived one comes back with its whole history."""
+        match await self._store.get(session_id, owner=owner):
+            case Ok(session) if session.status == SessionStatus.ACTIVE:
+                return session
+            case Ok(_):
+                resumed = unwrap(
+                    await self._store.set_status(session_id, owner=owner, status=SessionStatus.ACTIVE, at=self._clock())
+                )
+                await self._recorder.record(
+                    SessionEvent(
+                        action="session.resume",
+                        session_id=session_id,
+                        owner=owner,
+                        actor=owner_actor(owner),
+                        session=resumed,
+                    )
+                )
+                return resumed
+        return unwrap(await self._archive.restore(session_id, owner=owner, actor=owner_actor(owner)))
 
     @returns_result
     async def session_delete(self, *, owner: str, session_id: str) -> None:
-        unwrap(await self._store.delete(session_id, owner=owner))
+        """Erase the session everywhere: the active store, the archive and its record."""
+        in_store = isinstance(await self._store.delete(session_id, owner=owner), Ok)
+        in_archive = await self._archive.erase(session_id, owner=owner, actor=owner_actor(owner))
+        if not (in_store or in_archive):
+            raise SessionNotFound()
+        await self._recorder.record(
+            SessionEvent(action="session.delete", session_id=session_id, owner=owner, actor=owner_actor(owner))
+        )
 
     # -- reads --------------------------------------------------------------
 
     @returns_result
-    async def session_info(self, *, owner: str, session_id: str) -> ChatSession:
-        """The session's metadata, without messages."""
-        return unwrap(await self._store.get(session_id, owner=owner))
+    async def session_exists(self, *, owner: str, session_id: str) -> bool:
+        """Whether the owner has this session, active or archived."""
+        if isinstance(await self._store.get(session_id, owner=owner), Ok):
+            return True
+        return await self._archive.is_archived(session_id, owner=owner)
 
     @returns_result
     async def session_get(self, *, owner: str, session_id: str) -> Transcript:
-        return unwrap(await self._store.load(session_id, owner=owner))
+        """The session with its messages, from the active store or else the archive."""
+        match await self._store.load(session_id, owner=owner):
+            case Ok(transcript):
+                return transcript
+        archived = await self._archive.fetch(session_id, owner=owner)
+        if archived is None:
+            raise SessionNotFound()
+        return archived
 
     @returns_result
-    async def session_list(self, *, owner: str, limit: int, cursor: str | None = None) -> SessionPage:
-        return await self._store.list_by_owner(owner, limit=limit, cursor=cursor)
+    async def session_list(
+        self, *, owner: str, limit: int, cursor: str | None = None, status: SessionStatus | None = None
+    ) -> SessionPage:
+        """The owner's sessions, newest first: those in the active store, or the archived ones."""
+        if status == SessionStatus.ARCHIVED:
+            return await self._archive.list_archived(owner, limit=limit, cursor=cursor)
+        page = await self._store.list_by_owner(owner, limit=limit, cursor=cursor)
+        if status is None:
+            return page
+        # Filtered after paging: a page may come back short, the cursor still walks them all.
+        return SessionPage(tuple(s for s in page.sessions if s.status == status), page.next_cursor)
 
     # -- rules --------------------------------------------------------------
 

@@ -7,10 +7,12 @@ import functools
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
 from core.adapters import build_adapter
 from llm_backend.wiring import get_chat_backend
-from sessions_app.ports import ActiveSessionStore
+from sessions_app.ports import ActiveSessionStore, SessionArchive
+from sessions_app.recording import DatabaseRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 
 
@@ -39,11 +41,27 @@ def get_session_store() -> ActiveSessionStore:
 
 @functools.cache
 def get_session_manager() -> SessionManager:
-    return SessionManager(store=get_session_store(), backend=get_chat_backend(), policy=policy_from_settings())
+    # The archive app implements SessionArchive and builds on this app: named by a
+    # dotted path in settings, so this app never imports it.
+    archive: SessionArchive = import_string(settings.SESSION_ARCHIVE)()
+    return SessionManager(
+        store=get_session_store(),
+        backend=get_chat_backend(),
+        policy=policy_from_settings(),
+        recorder=DatabaseRecorder(),
+        archive=archive,
+    )
 
 
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: object) -> None:
-    if setting in {"ACTIVE_SESSION_STORE", "CHAT_BACKEND", "SESSION_LIMITS", "DEFAULT_MODEL", "ALLOWED_MODELS"}:
+    if setting.startswith("ARCHIVE_") or setting in {
+        "ACTIVE_SESSION_STORE",
+        "CHAT_BACKEND",
+        "SESSION_LIMITS",
+        "DEFAULT_MODEL",
+        "ALLOWED_MODELS",
+        "SESSION_ARCHIVE",
+    }:
         get_session_store.cache_clear()
         get_session_manager.cache_clear()

@@ -4,26 +4,56 @@ a stand-in OIDC issuer."""
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis
+from django.conf import settings
+from pytest_django.fixtures import Settings as SettingsWrapper
 
+from core.auth import devkeys
 from llm_backend.echo import EchoChatBackend
+from llm_backend.fake import FakeChatBackend
 from llm_backend.server import start_server
+from llm_backend.wiring import get_chat_backend
 from sessions_app.ports import ActiveSessionStore
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.stores.redis import RedisSessionStore
-from tests.support import TestIssuer
+from tests.support import Mint, TestIssuer, free_port, wait_for_port
 
 REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent
+# Azurite's published development account key: a fixed, public value, not a secret.
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # WhiteNoise warns when the static root is missing.
     Path(__file__).resolve().parent.parent.joinpath("var", "static").mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_thread_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Async ORM calls run in asgiref's worker threads, whose connections would keep the
+    PostgreSQL test database busy when pytest-django drops it: end them first."""
+    yield
+    from django.db import OperationalError, connection
+
+    if connection.vendor != "postgresql" or not connection.settings_dict["NAME"].startswith("test_"):
+        return
+    try:
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    except OperationalError:
+        pass  # nothing to end
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +103,81 @@ async def echo_server() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service (installed by `make test` from package.json); yields a connection string."""
+    binary = ROOT / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        pytest.fail("Azurite is not installed: run the tests with `make test` (it runs `npm ci`).")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(binary), "--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort", str(port),
+            "--silent", "--skipApiVersionCheck", "--loose",
+        ],
+        cwd=tmp_path_factory.mktemp("azurite"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, proc=proc)
+        yield (
+            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+        )
+    finally:
+        proc.kill()  # in-memory: nothing to flush
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
 def issuer() -> Iterator[TestIssuer]:
     test_issuer = TestIssuer().start()
     yield test_issuer
     test_issuer.stop()
+
+
+# -- the HTTP application in process -------------------------------------------------
+
+
+@pytest.fixture
+def api_settings(settings: SettingsWrapper, tmp_path: Path) -> SettingsWrapper:
+    settings.DEV_SIGNING_KEY_PATH = str(tmp_path / "key.pem")
+    settings.ACTIVE_SESSION_STORE = {"CLASS": "sessions_app.stores.memory.InMemorySessionStore"}
+    settings.CHAT_BACKEND = {"CLASS": "llm_backend.fake.FakeChatBackend"}
+    settings.ARCHIVE_STORE = {
+        "CLASS": "archive.stores.filesystem.FilesystemArchiveStore",
+        "OPTIONS": {"root": str(tmp_path / "archive")},
+    }
+    settings.ARCHIVE_DEV_KEK_PATH = str(tmp_path / "kek")
+    settings.MAX_REQUEST_BYTES = 4096
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    settings.SESSION_LIMITS = {**settings.SESSION_LIMITS, "MAX_MESSAGES_PER_SESSION": 4, "MAX_SESSIONS_PER_OWNER": 3}
+    return settings
+
+
+@pytest.fixture
+def mint(api_settings: SettingsWrapper) -> Mint:
+    def mint_token(sub: str = "alice", scope: str = "chat.read chat.write", ttl: int = 300) -> str:
+        key = devkeys.load_or_create_key(Path(settings.DEV_SIGNING_KEY_PATH))
+        return devkeys.mint(
+            key, issuer=settings.DEV_TOKEN_ISSUER, audience="llm-gateway", subject=sub, scopes=scope, ttl=ttl
+        )
+
+    return mint_token
+
+
+@pytest.fixture
+async def client(api_settings: SettingsWrapper, mint: Mint) -> AsyncIterator[httpx.AsyncClient]:
+    from config.asgi import application
+
+    transport = httpx.ASGITransport(app=application)
+    headers = {"Authorization": f"Bearer {mint()}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", headers=headers) as http:
+        yield http
+
+
+@pytest.fixture
+def backend(api_settings: SettingsWrapper) -> FakeChatBackend:
+    fake = get_chat_backend()
+    assert isinstance(fake, FakeChatBackend)
+    return fake

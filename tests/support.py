@@ -8,12 +8,15 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+Mint = Callable[..., str]  # mint(sub=, scope=, ttl=) -> a development token
 
 
 def free_port() -> int:

@@ -127,7 +127,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
-        "SessionStatusEnum": ["active", "ended"],
+        "SessionStatusEnum": ["active", "ended", "archived"],
         "MessageStatusEnum": ["complete", "cancelled", "incomplete"],
     },
 }
@@ -198,6 +198,45 @@ if REDIS_URL:
     ACTIVE_SESSION_STORE = redis_session_store(REDIS_URL)
 else:
     ACTIVE_SESSION_STORE = {"CLASS": "sessions_app.stores.memory.InMemorySessionStore", "OPTIONS": {}}
+
+# -- Archive -------------------------------------------------------------------
+
+# Azure Blob Storage when a connection string (Azurite, shared key) or an account URL
+# (DefaultAzureCredential) is set; otherwise a local directory.
+AZURE_STORAGE_CONNECTION_STRING = env("AZURE_STORAGE_CONNECTION_STRING", default="")
+AZURE_STORAGE_ACCOUNT_URL = env("AZURE_STORAGE_ACCOUNT_URL", default="")
+ARCHIVE_CONTAINER = env("ARCHIVE_CONTAINER", default="sessions")
+ARCHIVE_DIR = env("ARCHIVE_DIR", default=str(BASE_DIR / "var" / "archive"))
+if AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL:
+    ARCHIVE_STORE = {
+        "CLASS": "archive.stores.azure_blob.AzureBlobArchiveStore",
+        "OPTIONS": {
+            "container": ARCHIVE_CONTAINER,
+            "connection_string": AZURE_STORAGE_CONNECTION_STRING,
+            "account_url": AZURE_STORAGE_ACCOUNT_URL,
+        },
+    }
+else:
+    ARCHIVE_STORE = {"CLASS": "archive.stores.filesystem.FilesystemArchiveStore", "OPTIONS": {"root": ARCHIVE_DIR}}
+
+# Key-encryption keys wrapping the owners' data keys: "id:<base64 of 32 bytes>,...".
+# Rotate by adding a new one, making it active, and running `manage.py rotate_archive_keys`.
+ARCHIVE_KEKS = env("ARCHIVE_KEKS", default="")
+ARCHIVE_ACTIVE_KEK = env("ARCHIVE_ACTIVE_KEK", default="")
+# Development only (ARCHIVE_KEKS empty): a local key made on first use.
+ARCHIVE_DEV_KEK_PATH = env("ARCHIVE_DEV_KEK_PATH", default=str(BASE_DIR / "var" / "dev-archive-kek"))
+
+# Sessions idle this long are archived; archives older than the retention are purged.
+ARCHIVE_IDLE_SECONDS = env.int("ARCHIVE_IDLE_SECONDS", default=3600)
+ARCHIVE_RETENTION_DAYS = env.int("ARCHIVE_RETENTION_DAYS", default=90)
+ARCHIVE_LOCK_SECONDS = env.float("ARCHIVE_LOCK_SECONDS", default=120.0)
+SESSION_ARCHIVE = "archive.wiring.get_archive_service"
+
+# The scheduler (`manage.py run_scheduler`): how often it archives and purges. Without
+# Redis the sessions live inside the gateway process, so the gateway runs it itself.
+SCHEDULER_ARCHIVE_INTERVAL_SECONDS = env.float("SCHEDULER_ARCHIVE_INTERVAL_SECONDS", default=60.0)
+SCHEDULER_PURGE_INTERVAL_SECONDS = env.float("SCHEDULER_PURGE_INTERVAL_SECONDS", default=3600.0)
+SCHEDULER_EMBEDDED = env.bool("SCHEDULER_EMBEDDED", default=not REDIS_URL)
 
 # -- Model servers --------------------------------------------------------------
 

@@ -19,6 +19,9 @@ JWT_ISSUER = env("JWT_ISSUER")
 JWT_JWKS_URL = env("JWT_JWKS_URL")
 JWT_AUDIENCE = env.list("JWT_AUDIENCE")
 
+# Archives are encrypted under keys that only the environment holds.
+ARCHIVE_KEKS = env("ARCHIVE_KEKS")
+
 # Development tokens are never accepted in production, whatever the environment says.
 DEV_MODE = False
 DEBUG = False
@@ -37,6 +40,7 @@ CACHES = {
     }
 }
 ACTIVE_SESSION_STORE = redis_session_store(REDIS_URL)
+SCHEDULER_EMBEDDED = env.bool("SCHEDULER_EMBEDDED", default=False)  # run `manage.py run_scheduler`
 
 # HTTPS is terminated by the ingress in front of the gateway.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -42,6 +42,11 @@ class SessionCreateSerializer(serializers.Serializer):
 class SessionListQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
     cursor = serializers.CharField(required=False, max_length=200)
+    status = serializers.ChoiceField(
+        required=False,
+        choices=["active", "ended", "archived"],
+        help_text="`archived`: the sessions in the archive; otherwise those in the active store.",
+    )
 
 
 class UsageSerializer(serializers.Serializer):
@@ -62,7 +67,7 @@ class MessageSerializer(serializers.Serializer):
 
 class SessionSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=["active", "ended"])
+    status = serializers.ChoiceField(choices=["active", "ended", "archived"])
     model = serializers.CharField()
     system_prompt = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()

@@ -24,7 +24,7 @@ from sessions_app.api.serializers import (
     SessionPageSerializer,
     SessionSerializer,
 )
-from sessions_app.domain import is_session_id
+from sessions_app.domain import SessionStatus, is_session_id
 from sessions_app.errors import SessionNotFound
 from sessions_app.wiring import get_session_manager
 
@@ -64,7 +64,13 @@ class SessionCollectionView(APIView):
     def get(self, request: Request) -> Response:
         query = SessionListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        page = call(get_session_manager().session_list, owner=owner_of(request), **query.validated_data)
+        status = query.validated_data.pop("status", None)
+        page = call(
+            get_session_manager().session_list,
+            owner=owner_of(request),
+            status=SessionStatus(status) if status else None,
+            **query.validated_data,
+        )
         return Response(presenters.page(page))
 
     @extend_schema(
@@ -96,7 +102,7 @@ class SessionDetailView(APIView):
     @extend_schema(
         operation_id="sessions_destroy",
         responses={204: None, **SESSION_ERRORS},
-        summary="Erase a session and all its messages",
+        summary="Erase a session and all its messages, from the active store and the archive",
     )
     def delete(self, request: Request, session_id: str) -> Response:
         call(get_session_manager().session_delete, owner=owner_of(request), session_id=checked_id(session_id))
@@ -110,8 +116,24 @@ class SessionEndView(APIView):
         operation_id="sessions_end",
         request=None,
         responses={200: SessionSerializer, **SESSION_ERRORS, 409: PROBLEM},
-        summary="End a session; it takes no more messages",
+        summary="End a session and archive it",
+        description="The session takes no more messages and moves to the archive at once (`status` "
+        "`archived`); if the archive cannot be reached it stays `ended` and is archived later.",
     )
     def post(self, request: Request, session_id: str) -> Response:
         session = call(get_session_manager().session_end, owner=owner_of(request), session_id=checked_id(session_id))
+        return Response(presenters.session(session))
+
+
+class SessionResumeView(APIView):
+    permission_classes = [ChatScopes]
+
+    @extend_schema(
+        operation_id="sessions_resume",
+        request=None,
+        responses={200: SessionSerializer, **SESSION_ERRORS, 409: PROBLEM},
+        summary="Bring a session back from the archive, active, with its whole history",
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        session = call(get_session_manager().session_resume, owner=owner_of(request), session_id=checked_id(session_id))
         return Response(presenters.session(session))

@@ -37,7 +37,7 @@ from sessions_app.api import presenters
 from sessions_app.api.streaming import relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_object, turn_from_data
 from sessions_app.domain import is_session_id
-from sessions_app.errors import SessionNotFound, TurnInProgress
+from sessions_app.errors import TurnInProgress
 from sessions_app.turn_stream import TurnStream
 from sessions_app.wiring import get_session_manager
 
@@ -86,8 +86,8 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         if not is_session_id(self.session_id):
             await self.close(CLOSE_NOT_FOUND)
             return
-        match await get_session_manager().session_info(owner=self.principal.owner, session_id=self.session_id):
-            case Err(SessionNotFound()):
+        match await get_session_manager().session_exists(owner=self.principal.owner, session_id=self.session_id):
+            case Ok(False):
                 await self.close(CLOSE_NOT_FOUND)
             case Err():
                 await self.close(CLOSE_TRY_AGAIN_LATER)

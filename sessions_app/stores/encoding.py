@@ -6,6 +6,7 @@ import base64
 import binascii
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -26,15 +27,16 @@ def from_ms(ms: int | str | bytes) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
 
 
-def encode_message(message: ChatMessage) -> bytes:
+def message_fields(message: ChatMessage) -> list[object]:
+    """A message as a compact JSON array: [id, role letter, ms, content(, status)]."""
     fields: list[object] = [message.id, _ROLE_CODE[message.role], to_ms(message.created_at), message.content]
     if message.status != MessageStatus.COMPLETE:
         fields.append(message.status.value)  # only cut-short replies pay for a status
-    return orjson.dumps(fields)
+    return fields
 
 
-def decode_message(raw: bytes | str) -> ChatMessage:
-    message_id, role, ms, content, *rest = orjson.loads(raw)
+def message_from_fields(fields: list[Any]) -> ChatMessage:
+    message_id, role, ms, content, *rest = fields
     return ChatMessage(
         id=message_id,
         role=_CODE_ROLE[role],
@@ -42,6 +44,14 @@ def decode_message(raw: bytes | str) -> ChatMessage:
         created_at=from_ms(ms),
         status=MessageStatus(rest[0]) if rest else MessageStatus.COMPLETE,
     )
+
+
+def encode_message(message: ChatMessage) -> bytes:
+    return orjson.dumps(message_fields(message))
+
+
+def decode_message(raw: bytes | str) -> ChatMessage:
+    return message_from_fields(orjson.loads(raw))
 
 
 def index_member(session_id: str, created_at: datetime) -> str:

@@ -123,6 +123,37 @@ class InMemorySessionStore:
         entry.session = dataclasses.replace(entry.session, status=status, last_activity_at=at)
         return Ok(entry.session)
 
+    async def lock_for_archive(
+        self, session_id: str, *, token: str, lock_seconds: float
+    ) -> Result[Transcript, SessionNotFound | TurnInProgress]:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return Err(SessionNotFound())
+        if entry.locked():
+            return Err(TurnInProgress())
+        entry.lock_token, entry.lock_expires = token, time.monotonic() + lock_seconds
+        return Ok(Transcript(entry.session, tuple(entry.messages)))
+
+    async def delete_locked(self, session_id: str, *, token: str) -> bool:
+        entry = self._entries.get(session_id)
+        if entry is None or entry.lock_token != token or not entry.locked():
+            return False
+        await self.delete(session_id, owner=entry.session.owner)
+        return True
+
+    async def restore(
+        self, transcript: Transcript, *, max_sessions_per_owner: int
+    ) -> Result[bool, SessionLimitReached]:
+        session = transcript.session
+        if session.id in self._entries:
+            return Ok(False)
+        owned = self._by_owner.setdefault(session.owner, {})
+        if len(owned) >= max_sessions_per_owner:
+            return Err(SessionLimitReached())
+        owned[index_member(session.id, session.created_at)] = session.id
+        self._entries[session.id] = _Entry(session=session, messages=list(transcript.messages))
+        return Ok(True)
+
     async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
         after = decode_cursor(cursor) if cursor else None
         members = sorted(self._by_owner.get(owner, {}), reverse=True)

@@ -179,24 +179,9 @@ class RedisSessionStore:
         if not reserved:
             return Err(SessionLimitReached())
         meta_key = self._session_keys(session.id)[0]
-        ms = to_ms(session.created_at)
         try:
             pipe = self._client().pipeline(transaction=False)
-            pipe.hset(
-                meta_key,
-                mapping={
-                    "o": session.owner,
-                    "s": session.status.value,
-                    "md": session.model,
-                    "sp": session.system_prompt,
-                    "mt": orjson.dumps(dict(session.metadata)),
-                    "ca": ms,
-                    "la": to_ms(session.last_activity_at),
-                    "n": 0,
-                    "ti": 0,
-                    "to": 0,
-                },
-            )
+            pipe.hset(meta_key, mapping=_meta_fields(session))  # type: ignore[arg-type]
             pipe.expire(meta_key, self._ttl)
             pipe.zadd(self._activity_key(), {session.id: to_ms(session.last_activity_at)})
             await pipe.execute()
@@ -316,6 +301,54 @@ class RedisSessionStore:
         return Err(SessionNotFound())
 
     @_store_errors
+    async def lock_for_archive(
+        self, session_id: str, *, token: str, lock_seconds: float
+    ) -> Result[Transcript, SessionNotFound | TurnInProgress]:
+        reply = await self._script(
+            lua.LOCK_FOR_ARCHIVE, self._session_keys(session_id), [token, int(lock_seconds * 1000)]
+        )
+        match reply[0]:
+            case b"ok":
+                session = self._session_from(session_id, reply[1])
+                return Ok(Transcript(session, tuple(map(decode_message, reply[2]))))
+            case b"busy":
+                return Err(TurnInProgress())
+        return Err(SessionNotFound())
+
+    @_store_errors
+    async def delete_locked(self, session_id: str, *, token: str) -> bool:
+        deleted = await self._script(lua.DELETE_LOCKED, self._session_keys(session_id), [token])
+        if not deleted:
+            return False
+        owner, created = deleted
+        pipe = self._client().pipeline(transaction=False)
+        pipe.zrem(self._owner_key(owner.decode()), index_member(session_id, from_ms(created)))
+        pipe.zrem(self._activity_key(), session_id)
+        await pipe.execute()
+        return True
+
+    @_store_errors
+    async def restore(
+        self, transcript: Transcript, *, max_sessions_per_owner: int
+    ) -> Result[bool, SessionLimitReached]:
+        session = transcript.session
+        owner_key = self._owner_key(session.owner)
+        member = index_member(session.id, session.created_at)
+        reserved = await self._script(lua.RESERVE_SLOT, [owner_key], [max_sessions_per_owner, member, self._ttl])
+        if not reserved and await self._prune_owner_index(session.owner):
+            reserved = await self._script(lua.RESERVE_SLOT, [owner_key], [max_sessions_per_owner, member, self._ttl])
+        if not reserved:
+            return Err(SessionLimitReached())
+        meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in _meta_fields(session).items()}
+        created = await self._script(
+            lua.RESTORE,
+            self._session_keys(session.id)[:2],
+            [self._ttl, orjson.dumps(meta), *map(encode_message, transcript.messages)],
+        )
+        await self._client().zadd(self._activity_key(), {session.id: to_ms(session.last_activity_at)})
+        return Ok(bool(created))
+
+    @_store_errors
     async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
         owner_key = self._owner_key(owner)
         start = "(" + decode_cursor(cursor) if cursor else "+"
@@ -359,6 +392,21 @@ class RedisSessionStore:
         connection = self._clients.pop(asyncio.get_running_loop(), None)
         if connection is not None:
             await connection.client.aclose()
+
+
+def _meta_fields(session: ChatSession) -> dict[str, str | int | bytes]:
+    return {
+        "o": session.owner,
+        "s": session.status.value,
+        "md": session.model,
+        "sp": session.system_prompt,
+        "mt": orjson.dumps(dict(session.metadata)),
+        "ca": to_ms(session.created_at),
+        "la": to_ms(session.last_activity_at),
+        "n": session.message_count,
+        "ti": session.usage.input_tokens,
+        "to": session.usage.output_tokens,
+    }
 
 
 @dataclass

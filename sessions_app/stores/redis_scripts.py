@@ -54,8 +54,36 @@ redis.call('HSET', KEYS[1], 's', ARGV[2], 'la', ARGV[3])
 return {{'ok', {_HMGET_META}}}
 """
 
-# KEYS: owner index. ARGV: limit, member, ttl_seconds.
+# KEYS: meta, messages, lock. ARGV: token, lock_ms. Any status, any owner: for the archiver.
+LOCK_FOR_ARCHIVE = f"""
+local meta = {_HMGET_META}
+if not meta[1] then return {{'not_found'}} end
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {{'busy'}} end
+return {{'ok', meta, redis.call('LRANGE', KEYS[2], 0, -1)}}
+"""
+
+# KEYS: meta, messages, lock. ARGV: token. Returns {owner, created ms} of what it deleted.
+DELETE_LOCKED = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
+local meta = redis.call('HMGET', KEYS[1], 'o', 'ca')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return meta
+"""
+
+# KEYS: meta, messages. ARGV: ttl_seconds, meta as JSON, message... Nothing if it exists already.
+RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local meta = cjson.decode(ARGV[2])
+for field, value in pairs(meta) do redis.call('HSET', KEYS[1], field, value) end
+for i = 3, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if #ARGV >= 3 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+return 1
+"""
+
+# KEYS: owner index. ARGV: limit, member, ttl_seconds. Idempotent for a member already there.
 RESERVE_SLOT = """
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], 0, ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ PRODUCTION = {
     "JWT_ISSUER": "https://tenant.b2clogin.com/tenant-id/v2.0/",
     "JWT_JWKS_URL": "https://tenant.b2clogin.com/tenant.onmicrosoft.com/b2c_1_signin/discovery/v2.0/keys",
     "JWT_AUDIENCE": "api-client-id",
+    "ARCHIVE_KEKS": "k1:" + base64.b64encode(os.urandom(32)).decode(),
 }
 
 
@@ -40,7 +42,9 @@ def test_production_settings_pass_the_deploy_check() -> None:
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "OWNER_PSEUDONYM_SECRET", "DATABASE_URL", "REDIS_URL", "JWT_ISSUER"])
+@pytest.mark.parametrize(
+    "missing", ["SECRET_KEY", "OWNER_PSEUDONYM_SECRET", "DATABASE_URL", "REDIS_URL", "JWT_ISSUER", "ARCHIVE_KEKS"]
+)
 def test_production_refuses_to_start_without_a_secret(missing: str) -> None:
     env = {k: v for k, v in PRODUCTION.items() if k != missing}
 

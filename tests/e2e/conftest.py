@@ -100,6 +100,7 @@ def start_gateway(
     started: list[Gateway] = []
     prefix = f"gwtest:e2e:{uuid.uuid4().hex[:10]}"
     workdir = tmp_path_factory.mktemp("gateway")
+    migrated = False
 
     def start(backend_target: str, **overrides: str) -> Gateway:
         port = free_port()
@@ -118,8 +119,16 @@ def start_gateway(
             "SESSION_MAX_CONTENT_CHARS": "8000",
             "ALLOWED_MODELS": "echo,echo-large",
             "LOG_LEVEL": "WARNING",
+            "ARCHIVE_DIR": str(workdir / "archive"),
+            "ARCHIVE_DEV_KEK_PATH": str(workdir / "kek"),
             **overrides,
         }
+        nonlocal migrated
+        if not migrated:
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+            )
+            migrated = True
         process = spawn(
             server_command("uvicorn", host="127.0.0.1", port=port),
             env,

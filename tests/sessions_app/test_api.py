@@ -6,16 +6,15 @@ store and an in-process fake backend; `tests/e2e` drives the real servers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from llm_backend.errors import BackendUnavailable
 from llm_backend.fake import FakeChatBackend
+from tests.support import Mint
 
-Mint = Callable[..., str]
+pytestmark = pytest.mark.django_db(transaction=True)
 SESSION_KEYS = {
     "id",
     "status",
@@ -243,8 +242,9 @@ async def test_end_then_delete(client: httpx.AsyncClient) -> None:
     base = f"/api/v1/sessions/{session['id']}"
 
     ended = await client.post(f"{base}/end")
-    assert ended.status_code == 200 and ended.json()["status"] == "ended"
+    assert ended.status_code == 200 and ended.json()["status"] == "archived"
     assert_problem(await client.post(f"{base}/messages", json={"content": "x"}), 409, "session_not_active")
+    assert (await client.get(base)).json()["status"] == "archived"
 
     assert (await client.delete(base)).status_code == 204
     assert_problem(await client.get(base), 404, "session_not_found")

@@ -12,8 +12,10 @@ from core.errors import StoreUnavailable
 from core.result import Err, Ok
 from llm_backend.grpc_client import GrpcChatBackend
 from llm_backend.ports import TokenUsage
+from sessions_app.archive_memory import InMemorySessionArchive
 from sessions_app.domain import Role
 from sessions_app.errors import TurnInProgress
+from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.redis import RedisSessionStore
 from tests.factories import BASE_TIME, make_session, make_turn
@@ -108,7 +110,13 @@ async def test_concurrent_turns_never_lose_or_interleave_messages(
     directly followed by its own answer; refused turns store nothing.
     """
     backend = GrpcChatBackend(target=echo_server, timeout=10)
-    manager = SessionManager(store=redis_store, backend=backend, policy=SessionPolicy(max_messages_per_session=10_000))
+    manager = SessionManager(
+        store=redis_store,
+        backend=backend,
+        recorder=MemoryRecorder(),
+        archive=InMemorySessionArchive(redis_store),
+        policy=SessionPolicy(max_messages_per_session=10_000),
+    )
     created = await manager.session_create(owner="o_alice")
     assert isinstance(created, Ok)
     session_id = created.value.id

@@ -11,6 +11,7 @@ from core.result import Err, Ok
 from llm_backend.errors import BackendUnavailable
 from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import FinishReason, GenerationParams, Role, TokenUsage
+from sessions_app.archive_memory import InMemorySessionArchive
 from sessions_app.domain import SessionStatus
 from sessions_app.errors import (
     ContentTooLarge,
@@ -21,6 +22,7 @@ from sessions_app.errors import (
     SessionNotFound,
     TurnInProgress,
 )
+from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore
 
@@ -36,7 +38,13 @@ def store() -> InMemorySessionStore:
 
 
 def manager_with(store: InMemorySessionStore, backend: FakeChatBackend, **policy: object) -> SessionManager:
-    return SessionManager(store=store, backend=backend, policy=SessionPolicy(**policy))  # type: ignore[arg-type]
+    return SessionManager(
+        store=store,
+        backend=backend,
+        recorder=MemoryRecorder(),
+        archive=InMemorySessionArchive(store),
+        policy=SessionPolicy(**policy),
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -232,7 +240,7 @@ async def test_an_ended_session_takes_no_more_messages(manager: SessionManager) 
     ended = await manager.session_end(owner="o_alice", session_id=session_id)
     again = await manager.session_end(owner="o_alice", session_id=session_id)
 
-    assert isinstance(ended, Ok) and ended.value.status == SessionStatus.ENDED
+    assert isinstance(ended, Ok) and ended.value.status == SessionStatus.ARCHIVED
     assert isinstance(again, Ok)
     assert isinstance(
         error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="hi")), SessionNotActive

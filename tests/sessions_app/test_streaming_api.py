@@ -13,9 +13,9 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from llm_backend.errors import BackendError, BackendUnavailable
 from llm_backend.fake import FakeChatBackend
 from sessions_app.wiring import get_session_manager
-from tests.sessions_app.conftest import Mint
+from tests.support import Mint
 
-pytestmark = pytest.mark.usefixtures("api_settings")
+pytestmark = [pytest.mark.usefixtures("api_settings"), pytest.mark.django_db(transaction=True)]
 CONTENT = 'Say "hi"\nthen go'
 
 

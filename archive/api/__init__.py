@@ -1,0 +1,1 @@
+"""HTTP edges of the owner's data rights: export and erasure."""

@@ -1,0 +1,46 @@
+"""What the archive commands share: running the async services, and refusing a store they cannot reach."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from django.core.management.base import CommandError
+
+from core.durations import parse_duration
+from sessions_app.stores.memory import InMemorySessionStore
+from sessions_app.wiring import get_session_store
+
+T = TypeVar("T")
+
+
+def run(work: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(_closing(work))
+
+
+async def _closing(work: Coroutine[Any, Any, T]) -> T:
+    from archive.wiring import get_archive_store
+
+    try:
+        await get_archive_store().start()
+        return await work
+    finally:
+        await get_session_store().close()
+        await get_archive_store().close()
+
+
+def require_shared_store() -> None:
+    """Commands run in their own process: they cannot see sessions that live inside the gateway."""
+    if isinstance(get_session_store(), InMemorySessionStore):
+        raise CommandError(
+            "Without REDIS_URL the active sessions live inside the gateway process, which archives them "
+            "itself (SCHEDULER_EMBEDDED). Set REDIS_URL to run this command."
+        )
+
+
+def duration(text: str) -> Any:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc

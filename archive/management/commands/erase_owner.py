@@ -1,0 +1,33 @@
+"""Erase everything about one person, on an operator's erasure request (GDPR Art. 17)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from archive.management.commands._base import run
+from archive.privacy import receipt_details
+from archive.wiring import get_privacy_service
+from core.auth.principal import owner_pseudonym
+from sessions_app.stores.memory import InMemorySessionStore
+from sessions_app.wiring import get_session_store
+
+
+class Command(BaseCommand):
+    help = "Erase a person's sessions, archives, records and data key; prints the receipt."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--sub", required=True, help="The person's subject at the identity provider.")
+        parser.add_argument("--iss", required=True, help="The identity provider's issuer.")
+
+    def handle(self, *args: Any, sub: str, iss: str, **options: Any) -> None:
+        if not sub.strip() or not iss.strip():
+            raise CommandError("--sub and --iss must not be empty.")
+        if isinstance(get_session_store(), InMemorySessionStore):
+            self.stderr.write("note: without REDIS_URL, active sessions live inside the gateway and are not reached")
+        owner = owner_pseudonym(secret=settings.OWNER_PSEUDONYM_SECRET.encode(), issuer=iss, subject=sub)
+        receipt = run(get_privacy_service().erase(owner, actor="operator"))
+        self.stdout.write(json.dumps({"owner": owner, **receipt_details(receipt)}, indent=2))

@@ -1,0 +1,242 @@
+"""Moving sessions between the active store and the archive, and retiring archives."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from archive import codec, crypto, selectors
+from archive.errors import ArchiveUnavailable, ArchiveUnreadable
+from archive.keys import KeyRing
+from archive.ports import ArchiveSessionStore
+from core.errors import GatewayError
+from core.result import Err, Ok, returns_result, unwrap
+from sessions_app.domain import ChatSession, SessionPage, SessionStatus, Transcript
+from sessions_app.errors import SessionNotFound, TurnInProgress
+from sessions_app.ports import ActiveSessionStore
+from sessions_app.recording import SessionEvent, SessionRecorder
+from sessions_app.stores.encoding import decode_cursor, encode_cursor, index_member
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PassReport:
+    """What one archive or purge pass did (counts only)."""
+
+    examined: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+def seal_context(owner: str, session_id: str) -> bytes:
+    return f"{owner}\x00{session_id}".encode()
+
+
+class ArchiveService:
+    """Implements the session app's `SessionArchive` port, plus the operators' passes.
+
+    Archiving is crash-safe and idempotent: lock the session, write the object,
+    read it back and compare, record it, and only then delete it from the active
+    store, under the same lock. A crash or failure at any step leaves the session
+    in the active store; the next attempt overwrites the same object.
+    """
+
+    def __init__(
+        self,
+        *,
+        active: ActiveSessionStore,
+        archive: ArchiveSessionStore,
+        keys: KeyRing,
+        recorder: SessionRecorder,
+        clock: Callable[[], datetime],
+        lock_seconds: float = 120.0,
+        max_sessions_per_owner: int = 1000,
+    ) -> None:
+        self._active = active
+        self._archive = archive
+        self._keys = keys
+        self._recorder = recorder
+        self._clock = clock
+        self._lock_seconds = lock_seconds
+        self._max_sessions = max_sessions_per_owner
+
+    # -- the SessionArchive port ------------------------------------------------
+
+    @returns_result
+    async def archive(self, session_id: str, *, actor: str) -> ChatSession:
+        token = secrets.token_urlsafe(16)
+        transcript = unwrap(
+            await self._active.lock_for_archive(session_id, token=token, lock_seconds=self._lock_seconds)
+        )
+        owner = transcript.session.owner
+        try:
+            key_id, key = await self._keys.key_for(owner)
+            sealed = crypto.seal(
+                codec.encode(transcript), key=key, key_id=key_id, context=seal_context(owner, session_id)
+            )
+            name = await self._archive.put(owner, session_id, sealed)
+            stored = await self._archive.get(owner, session_id)
+            if stored is None or hashlib.sha256(stored).digest() != hashlib.sha256(sealed).digest():
+                raise ArchiveUnavailable("The archived copy did not read back intact.")
+            archived = dataclasses.replace(transcript.session, status=SessionStatus.ARCHIVED)
+            await self._recorder.record(
+                SessionEvent(
+                    action="session.archive",
+                    session_id=session_id,
+                    owner=owner,
+                    actor=actor,
+                    session=archived,
+                    archived_at=self._clock(),
+                    object_name=name,
+                    details={"messages": len(transcript.messages), "bytes": len(sealed)},
+                )
+            )
+        except BaseException:
+            await self._active.release_turn(session_id, token=token)
+            raise
+        if not await self._active.delete_locked(session_id, token=token):
+            # The lock lapsed (a very slow upload) and a turn may have changed the session:
+            # it stays active, its record says so, and the next pass archives it again.
+            await self._recorder.record(
+                SessionEvent(
+                    action="session.archive",
+                    session_id=session_id,
+                    owner=owner,
+                    actor=actor,
+                    session=transcript.session,
+                    outcome="failure",
+                    details={"reason": "lock lapsed"},
+                )
+            )
+            raise TurnInProgress("The session changed while it was being archived; it will be archived later.")
+        return archived
+
+    async def fetch(self, session_id: str, *, owner: str) -> Transcript | None:
+        sealed = await self._archive.get(owner, session_id)
+        if sealed is None:
+            return None
+        try:
+            key = await self._keys.key_by_id(crypto.header_of(sealed)["kid"])
+            if key is None:
+                raise crypto.UnreadableArchive("the owner's data key is destroyed")
+            transcript = codec.decode(crypto.open_sealed(sealed, key=key, context=seal_context(owner, session_id)))
+        except (crypto.UnreadableArchive, ValueError, KeyError) as exc:
+            logger.error("archived session unreadable session_id=%s: %s", session_id, exc)
+            raise ArchiveUnreadable() from exc
+        if transcript.session.owner != owner or transcript.session.id != session_id:
+            raise ArchiveUnreadable()
+        return transcript
+
+    async def list_archived(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
+        after = decode_cursor(cursor) if cursor else None
+        records = await selectors.archived_records(owner, limit=limit + 1, after=after)
+        page, more = records[:limit], len(records) > limit
+        transcripts = await asyncio.gather(*(self.fetch(str(r.id), owner=owner) for r in page))
+        sessions = tuple(t.session for t in transcripts if t is not None)
+        last = page[-1] if page else None
+        next_cursor = encode_cursor(index_member(str(last.id), last.created_at)) if more and last else None
+        return SessionPage(sessions=sessions, next_cursor=next_cursor)
+
+    async def is_archived(self, session_id: str, *, owner: str) -> bool:
+        return await selectors.is_archived(session_id, owner=owner)
+
+    @returns_result
+    async def restore(self, session_id: str, *, owner: str, actor: str) -> ChatSession:
+        transcript = await self.fetch(session_id, owner=owner)
+        if transcript is None:
+            raise SessionNotFound()
+        session = dataclasses.replace(transcript.session, status=SessionStatus.ACTIVE, last_activity_at=self._clock())
+        unwrap(
+            await self._active.restore(
+                Transcript(session, transcript.messages), max_sessions_per_owner=self._max_sessions
+            )
+        )
+        await self._recorder.record(
+            SessionEvent(
+                action="session.resume",
+                session_id=session_id,
+                owner=owner,
+                actor=actor,
+                session=session,
+                object_name="",
+            )
+        )
+        await self._archive.delete(owner, session_id)  # it lives in the active store again
+        return session
+
+    async def erase(self, session_id: str, *, owner: str, actor: str) -> bool:
+        return await self._archive.delete(owner, session_id)
+
+    # -- the operators' passes ----------------------------------------------------
+
+    async def archive_idle(
+        self, *, idle_for: timedelta, dry_run: bool = False, batch: int = 100, actor: str = "scheduler"
+    ) -> PassReport:
+        """Archive every session idle for longer than `idle_for`; sessions mid-turn wait for the next pass."""
+        report = PassReport()
+        before = self._clock() - idle_for
+        while True:
+            ids = await self._active.list_idle(before=before, limit=batch)
+            report.examined += len(ids)
+            if dry_run:
+                report.skipped += len(ids)
+                return report
+            archived_now = 0
+            for session_id in ids:
+                match await self.archive(session_id, actor=actor):
+                    case Ok():
+                        archived_now += 1
+                    case Err(TurnInProgress() | SessionNotFound()):
+                        report.skipped += 1
+                    case Err(error):
+                        report.failed += 1
+                        logger.warning("archiving session_id=%s failed: %s", session_id, error.code)
+            report.done += archived_now
+            if len(ids) < batch or archived_now == 0:
+                return report
+
+    async def purge_expired(
+        self, *, older_than: timedelta, dry_run: bool = False, actor: str = "scheduler"
+    ) -> PassReport:
+        """Delete archived sessions older than the retention period, and the data key of an owner
+        left with none."""
+        report = PassReport()
+        expired = await selectors.expired_records(before=self._clock() - older_than)
+        report.examined = len(expired)
+        if dry_run:
+            report.skipped = len(expired)
+            return report
+        owners: set[str] = set()
+        for record in expired:
+            session_id = str(record.id)
+            try:
+                await self._archive.delete(record.owner, session_id)
+            except GatewayError as error:
+                report.failed += 1
+                logger.warning("purging session_id=%s failed: %s", session_id, error.code)
+                continue
+            await self._recorder.record(
+                SessionEvent(
+                    action="session.purge",
+                    session_id=session_id,
+                    owner=record.owner,
+                    actor=actor,
+                    status="purged",
+                    object_name="",
+                    details={"archived_at": record.archived_at.isoformat() if record.archived_at else None},
+                )
+            )
+            owners.add(record.owner)
+            report.done += 1
+        for owner in owners:
+            if not await selectors.has_archived(owner):
+                await self._keys.destroy(owner)
+        return report

@@ -1,0 +1,138 @@
+"""`ArchiveSessionStore` on Azure Blob Storage, one block blob per session in the cool tier."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContentSettings, StandardBlobTier
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+
+from archive.errors import ArchiveUnavailable
+from archive.ports import object_name, owner_prefix
+
+P = ParamSpec("P")
+T = TypeVar("T")
+CONTENT_TYPE = "application/vnd.llm-gateway.session+lsga"
+
+
+def _archive_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Blob storage still failing after the SDK's own retries is a 503, not a 500."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except AzureError as exc:
+            raise ArchiveUnavailable() from exc
+
+    return wrapper
+
+
+class AzureBlobArchiveStore:
+    """Either a connection string (Azurite, shared key) or an account URL with
+    `DefaultAzureCredential` (managed identity, workload identity) in production."""
+
+    def __init__(
+        self,
+        *,
+        container: str,
+        connection_string: str = "",
+        account_url: str = "",
+        retry_total: int = 3,
+    ) -> None:
+        if not connection_string and not account_url:
+            raise ValueError("AzureBlobArchiveStore needs a connection string or an account URL")
+        self._container = container
+        self._connection_string = connection_string
+        self._account_url = account_url
+        self._retry_total = retry_total
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, BlobServiceClient, ContainerClient]
+        ] = weakref.WeakKeyDictionary()
+        self._started = False
+
+    def _client(self) -> ContainerClient:
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is None:
+            options: dict[str, Any] = {"retry_total": self._retry_total}
+            if self._connection_string:
+                service = BlobServiceClient.from_connection_string(self._connection_string, **options)
+                credential = None
+            else:
+                from azure.identity.aio import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+                service = BlobServiceClient(self._account_url, credential=credential, **options)
+            entry = self._clients[loop] = (credential, service, service.get_container_client(self._container))
+        return entry[2]
+
+    @_archive_errors
+    async def start(self) -> None:
+        """Create the container, once per process (at start-up, or else before first use)."""
+        if self._started:
+            return
+        with contextlib.suppress(ResourceExistsError):
+            await self._client().create_container()
+        self._started = True
+
+    @_archive_errors
+    async def put(self, owner: str, session_id: str, data: bytes) -> str:
+        await self.start()
+        name = object_name(owner, session_id)
+        await self._client().upload_blob(
+            name,
+            data,
+            overwrite=True,
+            standard_blob_tier=StandardBlobTier.COOL,
+            content_settings=ContentSettings(content_type=CONTENT_TYPE),
+            metadata={"format": "lsga1"},  # never content, nor who it belongs to
+        )
+        return name
+
+    @_archive_errors
+    async def get(self, owner: str, session_id: str) -> bytes | None:
+        await self.start()
+        try:
+            downloader = await self._client().download_blob(object_name(owner, session_id))
+        except ResourceNotFoundError:
+            return None
+        return bytes(await downloader.readall())
+
+    @_archive_errors
+    async def list_by_owner(self, owner: str) -> list[str]:
+        await self.start()
+        prefix = owner_prefix(owner)
+        names = [blob.name async for blob in self._client().list_blobs(name_starts_with=prefix)]
+        return sorted(n[len(prefix) :].removesuffix(".lsga") for n in names)
+
+    @_archive_errors
+    async def delete(self, owner: str, session_id: str) -> bool:
+        await self.start()
+        try:
+            await self._client().delete_blob(object_name(owner, session_id), delete_snapshots="include")
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    @_archive_errors
+    async def delete_by_owner(self, owner: str) -> int:
+        deleted = 0
+        for session_id in await self.list_by_owner(owner):
+            deleted += await self.delete(owner, session_id)
+        return deleted
+
+    async def close(self) -> None:
+        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            credential, service, container = entry
+            await container.close()
+            await service.close()
+            if credential is not None:
+                await credential.close()

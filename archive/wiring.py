@@ -1,0 +1,63 @@
+"""The process's archive, key ring and services, chosen once from settings."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from archive.keys import KeyRing, development_kek, parse_keks
+from archive.ports import ArchiveSessionStore
+from archive.privacy import PrivacyService
+from archive.services import ArchiveService
+from core.adapters import build_adapter
+from sessions_app.recording import DatabaseRecorder
+from sessions_app.services import now_ms
+from sessions_app.wiring import get_session_store
+
+
+@functools.cache
+def get_archive_store() -> ArchiveSessionStore:
+    store: ArchiveSessionStore = build_adapter(settings.ARCHIVE_STORE)
+    return store
+
+
+@functools.cache
+def get_key_ring() -> KeyRing:
+    spec = settings.ARCHIVE_KEKS or development_kek(Path(settings.ARCHIVE_DEV_KEK_PATH))
+    keks = parse_keks(spec)
+    return KeyRing(keks=keks, active_kek=settings.ARCHIVE_ACTIVE_KEK or next(iter(keks)))
+
+
+@functools.cache
+def get_archive_service() -> ArchiveService:
+    return ArchiveService(
+        active=get_session_store(),
+        archive=get_archive_store(),
+        keys=get_key_ring(),
+        recorder=DatabaseRecorder(),
+        clock=now_ms,
+        lock_seconds=settings.ARCHIVE_LOCK_SECONDS,
+        max_sessions_per_owner=settings.SESSION_LIMITS["MAX_SESSIONS_PER_OWNER"],
+    )
+
+
+@functools.cache
+def get_privacy_service() -> PrivacyService:
+    return PrivacyService(
+        active=get_session_store(),
+        archive=get_archive_store(),
+        archive_service=get_archive_service(),
+        keys=get_key_ring(),
+        clock=now_ms,
+    )
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: object) -> None:
+    if setting.startswith("ARCHIVE_") or setting in {"ACTIVE_SESSION_STORE", "SESSION_LIMITS"}:
+        for cached in (get_archive_store, get_key_ring, get_archive_service, get_privacy_service):
+            cached.cache_clear()

@@ -1,0 +1,58 @@
+"""ASGI lifespan: prepare the archive at start-up, run the embedded scheduler, close
+long-lived connections at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class LifespanApp:
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._startup()
+                except Exception as exc:
+                    logger.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _startup(self) -> None:
+        # Imported here: the app registry is ready only once Django's application exists.
+        from django.conf import settings
+
+        from archive.scheduler import scheduler_from_settings
+        from archive.wiring import get_archive_service, get_archive_store
+
+        await get_archive_store().start()  # the container is created once, here
+        if settings.SCHEDULER_EMBEDDED:
+            scheduler = scheduler_from_settings(get_archive_service())
+            self._stop.clear()
+            self._scheduler = asyncio.create_task(scheduler.run(self._stop))
+
+    async def _shutdown(self) -> None:
+        from archive.wiring import get_archive_store
+        from sessions_app.wiring import get_session_manager
+
+        if self._scheduler is not None:
+            self._stop.set()
+            await self._scheduler
+        try:
+            await get_session_manager().close()
+            await get_archive_store().close()
+        except Exception:
+            logger.warning("closing connections failed", exc_info=True)

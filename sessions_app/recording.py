@@ -1,0 +1,96 @@
+"""Keeping the SQL record of sessions and the audit trail, off the per-turn path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+
+from core.models import AuditEvent
+from sessions_app.domain import ChatSession
+from sessions_app.models import SessionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A lifecycle fact about one session, with who caused it. Never content."""
+
+    action: str  # session.create, session.end, session.archive, session.resume, session.delete, session.purge
+    session_id: str
+    owner: str
+    actor: str
+    session: ChatSession | None = None  # the session as it now is; None once erased
+    status: str | None = None  # the record's new status, when it is not the session's own
+    archived_at: datetime | None = None
+    object_name: str | None = None
+    outcome: str = "success"
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class SessionRecorder(Protocol):
+    """Where lifecycle facts go: the SQL session record and the audit trail."""
+
+    async def record(self, event: SessionEvent) -> None:
+        """Apply `event` to the session's record (or remove it, for erasure) and audit it."""
+        ...
+
+
+class DatabaseRecorder:
+    async def record(self, event: SessionEvent) -> None:
+        await sync_to_async(self._apply)(event)
+
+    @transaction.atomic
+    def _apply(self, event: SessionEvent) -> None:
+        if event.outcome == "success":
+            if event.action == "session.delete":
+                SessionRecord.objects.filter(id=event.session_id).delete()
+            elif event.session is not None or event.status is not None:
+                SessionRecord.objects.update_or_create(id=event.session_id, defaults=self._fields(event))
+        AuditEvent.objects.create(
+            at=datetime.now(UTC),
+            actor=event.actor,
+            action=event.action,
+            target_type="session",
+            target=event.session_id,
+            outcome=event.outcome,
+            details=dict(event.details),
+        )
+
+    @staticmethod
+    def _fields(event: SessionEvent) -> dict[str, Any]:
+        fields: dict[str, Any] = {"owner": event.owner}
+        if event.session is not None:
+            session = event.session
+            fields.update(
+                status=session.status.value,
+                model=session.model,
+                created_at=session.created_at,
+                last_activity_at=session.last_activity_at,
+                message_count=session.message_count,
+                input_tokens=session.usage.input_tokens,
+                output_tokens=session.usage.output_tokens,
+            )
+        if event.status is not None:
+            fields["status"] = event.status
+        if event.archived_at is not None or event.action == "session.resume":
+            fields["archived_at"] = event.archived_at
+        if event.object_name is not None:
+            fields["object_name"] = event.object_name
+        return fields
+
+
+class MemoryRecorder:
+    """Keeps events in a list: for unit tests."""
+
+    def __init__(self) -> None:
+        self.events: list[SessionEvent] = []
+
+    async def record(self, event: SessionEvent) -> None:
+        self.events.append(event)
+
+    def actions(self) -> list[str]:
+        return [e.action for e in self.events]

@@ -1,0 +1,132 @@
+"""The lifecycle over HTTP, in process: end, archived reads, resume, erasure, export."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from archive.wiring import get_archive_store
+from core.models import AuditEvent
+from sessions_app.models import SessionRecord
+from tests.support import Mint
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roomy")]
+
+
+@pytest.fixture
+def roomy(api_settings: SettingsWrapper) -> None:
+    api_settings.SESSION_LIMITS = {**api_settings.SESSION_LIMITS, "MAX_MESSAGES_PER_SESSION": 100}
+
+
+async def conversation(client: httpx.AsyncClient, turns: int = 2) -> str:
+    session = (await client.post("/api/v1/sessions", json={"system_prompt": "Be brief.", "metadata": {"k": 1}})).json()
+    for n in range(turns):
+        assert (
+            await client.post(f"/api/v1/sessions/{session['id']}/messages", json={"content": f"q{n}"})
+        ).status_code == 200
+    return str(session["id"])
+
+
+async def test_end_archives_then_reads_resume_and_continue(client: httpx.AsyncClient) -> None:
+    session_id = await conversation(client)
+    base = f"/api/v1/sessions/{session_id}"
+
+    ended = await client.post(f"{base}/end")
+    archived = await client.get(base)
+    active_list = (await client.get("/api/v1/sessions")).json()
+    archived_list = (await client.get("/api/v1/sessions", params={"status": "archived"})).json()
+    refused = await client.post(f"{base}/messages", json={"content": "more"})
+
+    assert ended.status_code == 200 and ended.json()["status"] == "archived"
+    assert archived.json()["status"] == "archived" and len(archived.json()["messages"]) == 4
+    assert archived.json()["system_prompt"] == "Be brief." and archived.json()["metadata"] == {"k": 1}
+    assert active_list["results"] == []
+    assert [s["id"] for s in archived_list["results"]] == [session_id]
+    assert refused.status_code == 409 and refused.json()["code"] == "session_not_active"
+
+    resumed = await client.post(f"{base}/resume")
+    turn = await client.post(f"{base}/messages", json={"content": "back again"})
+
+    assert resumed.status_code == 200 and resumed.json()["status"] == "active"
+    assert turn.status_code == 200
+    detail = (await client.get(base)).json()
+    assert detail["status"] == "active" and detail["message_count"] == 6
+    assert [m["content"] for m in detail["messages"]][::2] == ["q0", "q1", "back again"]
+
+
+async def test_resuming_an_active_session_is_harmless_and_unknown_ones_are_404(client: httpx.AsyncClient) -> None:
+    session_id = await conversation(client, turns=0)
+
+    assert (await client.post(f"/api/v1/sessions/{session_id}/resume")).json()["status"] == "active"
+    missing = await client.post("/api/v1/sessions/00000000-0000-4000-8000-000000000000/resume")
+    assert missing.status_code == 404 and missing.json()["code"] == "session_not_found"
+
+
+async def test_another_owner_cannot_read_or_resume_an_archive(client: httpx.AsyncClient, mint: Mint) -> None:
+    session_id = await conversation(client)
+    await client.post(f"/api/v1/sessions/{session_id}/end")
+    bob = {"Authorization": f"Bearer {mint(sub='bob')}"}
+
+    for response in (
+        await client.get(f"/api/v1/sessions/{session_id}", headers=bob),
+        await client.post(f"/api/v1/sessions/{session_id}/resume", headers=bob),
+        await client.delete(f"/api/v1/sessions/{session_id}", headers=bob),
+    ):
+        assert response.status_code == 404
+    assert (await client.get("/api/v1/sessions", params={"status": "archived"}, headers=bob)).json()["results"] == []
+
+
+async def test_deleting_an_archived_session_erases_the_object_and_record(client: httpx.AsyncClient) -> None:
+    session_id = await conversation(client)
+    await client.post(f"/api/v1/sessions/{session_id}/end")
+    owner = (await SessionRecord.objects.aget(id=session_id)).owner
+
+    deleted = await client.delete(f"/api/v1/sessions/{session_id}")
+
+    assert deleted.status_code == 204
+    assert await get_archive_store().list_by_owner(owner) == []
+    assert not await SessionRecord.objects.filter(id=session_id).aexists()
+    assert (await client.get(f"/api/v1/sessions/{session_id}")).status_code == 404
+    assert await AuditEvent.objects.filter(target=session_id, action="session.delete").aexists()
+
+
+async def test_export_holds_everything_about_the_caller(client: httpx.AsyncClient, mint: Mint) -> None:
+    active = await conversation(client, turns=1)
+    archived = await conversation(client, turns=2)
+    await client.post(f"/api/v1/sessions/{archived}/end")
+
+    response = await client.get("/api/v1/me/export")
+
+    assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
+    export = response.json()
+    sessions = {s["id"]: s for s in export["sessions"]}
+    assert set(sessions) == {active, archived}
+    assert len(sessions[active]["messages"]) == 2 and len(sessions[archived]["messages"]) == 4
+    assert sessions[archived]["status"] == "archived"
+    assert {r["session_id"]: r["status"] for r in export["records"]} == {active: "active", archived: "archived"}
+    assert {"session.create", "session.end", "session.archive"} <= {e["action"] for e in export["audit_events"]}
+    write_only = {"Authorization": f"Bearer {mint(scope='chat.write')}"}
+    assert (await client.get("/api/v1/me/export", headers=write_only)).status_code == 403
+
+
+async def test_erasing_me_removes_everything_and_returns_a_receipt(client: httpx.AsyncClient, mint: Mint) -> None:
+    active = await conversation(client, turns=1)
+    archived = await conversation(client, turns=1)
+    await client.post(f"/api/v1/sessions/{archived}/end")
+    bob = {"Authorization": f"Bearer {mint(sub='bob')}"}
+    bobs = (await client.post("/api/v1/sessions", headers=bob)).json()["id"]
+
+    response = await client.delete("/api/v1/me")
+
+    assert response.status_code == 200
+    receipt = response.json()
+    assert receipt["erased"] == {"active_sessions": 1, "archived_sessions": 1, "session_records": 2}
+    assert receipt["data_key_destroyed"] is True and receipt["id"]
+    for session_id in (active, archived):
+        assert (await client.get(f"/api/v1/sessions/{session_id}")).status_code == 404
+    export = (await client.get("/api/v1/me/export")).json()
+    assert export["sessions"] == [] and export["records"] == []
+    assert (await client.get(f"/api/v1/sessions/{bobs}", headers=bob)).status_code == 200
+    event = await AuditEvent.objects.aget(action="owner.erase")
+    assert event.details["receipt_id"] == receipt["id"]

@@ -1,0 +1,105 @@
+"""An owner's export and erasure, across Redis, Azurite and the database."""
+
+from __future__ import annotations
+
+import pytest
+
+from archive.crypto import UnreadableArchive
+from archive.errors import ArchiveUnreadable
+from archive.keys import KeyRing
+from archive.privacy import PrivacyService
+from archive.services import ArchiveService
+from archive.stores.azure_blob import AzureBlobArchiveStore
+from core.models import AuditEvent
+from core.result import Err, Ok
+from sessions_app.models import SessionRecord
+from sessions_app.services import now_ms
+from sessions_app.stores.redis import RedisSessionStore
+from tests.archive.test_services import CANARY, manager_for, session_with_turns
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def privacy(
+    redis_store: RedisSessionStore, blob_store: AzureBlobArchiveStore, keys: KeyRing, service: ArchiveService
+) -> PrivacyService:
+    return PrivacyService(active=redis_store, archive=blob_store, archive_service=service, keys=keys, clock=now_ms)
+
+
+async def two_sessions(
+    redis_store: RedisSessionStore, service: ArchiveService, owner: str = "o_alice"
+) -> tuple[str, str]:
+    manager = manager_for(redis_store, service)
+    active = await session_with_turns(manager, owner=owner, turns=1)
+    archived = await session_with_turns(manager, owner=owner, turns=2)
+    assert isinstance(await service.archive(archived, actor="scheduler"), Ok)
+    return active, archived
+
+
+async def test_the_export_holds_every_session_with_its_messages(
+    redis_store: RedisSessionStore, service: ArchiveService, privacy: PrivacyService
+) -> None:
+    active, archived = await two_sessions(redis_store, service)
+    await two_sessions(redis_store, service, owner="o_bob")
+
+    export = await privacy.export("o_alice", actor="owner:o_alice")
+
+    by_id = {t.session.id: t for t in export.sessions}
+    assert set(by_id) == {active, archived}
+    assert len(by_id[active].messages) == 2 and len(by_id[archived].messages) == 4
+    assert by_id[archived].messages[0].content == f"{CANARY} 0"
+    assert {str(r.id) for r in export.records} == {active, archived}
+    assert {e.action for e in export.audit_events} >= {"session.create", "session.archive"}
+    assert all(e.target in {active, archived} for e in export.audit_events)
+    assert await AuditEvent.objects.filter(action="owner.export", target="o_alice").aexists()
+
+
+async def test_erasure_removes_everything_and_shreds_the_key(
+    redis_store: RedisSessionStore,
+    blob_store: AzureBlobArchiveStore,
+    keys: KeyRing,
+    service: ArchiveService,
+    privacy: PrivacyService,
+) -> None:
+    active, archived = await two_sessions(redis_store, service)
+    bob_active, _ = await two_sessions(redis_store, service, owner="o_bob")
+    backup = await blob_store.get("o_alice", archived)  # a copy taken before the erasure
+    assert backup is not None
+
+    receipt = await privacy.erase("o_alice", actor="owner:o_alice")
+
+    assert (receipt.active_sessions, receipt.archived_sessions, receipt.session_records) == (1, 1, 2)
+    assert receipt.data_key_destroyed is True
+    assert isinstance(await redis_store.load(active, owner="o_alice"), Err)
+    assert await blob_store.list_by_owner("o_alice") == []
+    assert await blob_store.get("o_alice", archived) is None
+    assert not await SessionRecord.objects.filter(owner="o_alice").aexists()
+    # The backup copy is now noise: its data key is gone.
+    await blob_store.put("o_alice", archived, backup)
+    with pytest.raises(ArchiveUnreadable) as caught:
+        await service.fetch(archived, owner="o_alice")
+    assert isinstance(caught.value.__cause__, UnreadableArchive)
+    # Bob is untouched.
+    assert isinstance(await redis_store.load(bob_active, owner="o_bob"), Ok)
+    assert await SessionRecord.objects.filter(owner="o_bob").acount() == 2
+    # The receipt stays, content-free, in the audit trail.
+    event = await AuditEvent.objects.aget(action="owner.erase", target="o_alice")
+    assert event.details["receipt_id"] == receipt.id and event.details["archived_sessions"] == 1
+    assert CANARY not in str(event.details)
+
+
+async def test_erasing_again_finds_nothing_left(
+    redis_store: RedisSessionStore, service: ArchiveService, privacy: PrivacyService
+) -> None:
+    await two_sessions(redis_store, service)
+    await privacy.erase("o_alice", actor="operator")
+
+    again = await privacy.erase("o_alice", actor="operator")
+
+    assert (again.active_sessions, again.archived_sessions, again.session_records, again.data_key_destroyed) == (
+        0,
+        0,
+        0,
+        False,
+    )

@@ -1,0 +1,72 @@
+"""The `ArchiveSessionStore` contract on every adapter: in memory, a directory, and Azurite."""
+
+from __future__ import annotations
+
+import pytest
+
+from archive.ports import ArchiveSessionStore
+from archive.stores.azure_blob import CONTENT_TYPE, AzureBlobArchiveStore
+
+
+async def test_put_get_overwrite(archive_store: ArchiveSessionStore) -> None:
+    name = await archive_store.put("o_alice", "s1", b"first")
+    await archive_store.put("o_alice", "s1", b"second")
+
+    assert name == "owners/o_alice/sessions/s1.lsga"
+    assert await archive_store.get("o_alice", "s1") == b"second"
+    assert await archive_store.get("o_alice", "missing") is None
+    assert await archive_store.get("o_bob", "s1") is None
+
+
+async def test_listing_and_deleting_stay_within_one_owner(archive_store: ArchiveSessionStore) -> None:
+    for session_id in ("s1", "s2", "s3"):
+        await archive_store.put("o_alice", session_id, b"x")
+    await archive_store.put("o_bob", "s9", b"y")
+
+    assert await archive_store.list_by_owner("o_alice") == ["s1", "s2", "s3"]
+    assert await archive_store.delete("o_alice", "s2") is True
+    assert await archive_store.delete("o_alice", "s2") is False
+    assert await archive_store.delete_by_owner("o_alice") == 2
+    assert await archive_store.list_by_owner("o_alice") == []
+    assert await archive_store.get("o_bob", "s9") == b"y"
+
+
+async def test_blobs_go_to_the_cool_tier_without_content_in_their_metadata(blob_store: AzureBlobArchiveStore) -> None:
+    await blob_store.put("o_alice", "s1", b"sealed bytes")
+
+    properties = await blob_store._client().get_blob_client("owners/o_alice/sessions/s1.lsga").get_blob_properties()
+
+    assert properties.blob_tier == "Cool"
+    assert properties.content_settings.content_type == CONTENT_TYPE
+    assert properties.metadata == {"format": "lsga1"}
+
+
+async def test_the_container_is_created_once(azurite: str) -> None:
+    store = AzureBlobArchiveStore(container="once-only", connection_string=azurite)
+    await store.start()
+    await store.start()  # a second start is harmless
+    await store.put("o", "s", b"x")
+    other_process = AzureBlobArchiveStore(container="once-only", connection_string=azurite)
+
+    await other_process.start()  # the container exists already: no error
+
+    assert await other_process.get("o", "s") == b"x"
+    await store.close()
+    await other_process.close()
+
+
+async def test_unreachable_blob_storage_is_archive_unavailable() -> None:
+    from archive.errors import ArchiveUnavailable
+    from tests.support import free_port
+
+    store = AzureBlobArchiveStore(
+        container="x",
+        connection_string=(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Zm9v;"
+            f"BlobEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
+        ),
+        retry_total=0,
+    )
+    with pytest.raises(ArchiveUnavailable):
+        await store.put("o", "s", b"x")
+    await store.close()
