@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "mozilla_django_oidc",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -61,6 +62,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "core.admin_auth.oidc_context",
             ],
         },
     },
@@ -143,6 +145,30 @@ JWT_SUBJECT_CLAIM = env("JWT_SUBJECT_CLAIM", default="sub")
 JWT_SCOPE_CLAIMS = env.list("JWT_SCOPE_CLAIMS", default=["scp", "scope"])
 JWT_LEEWAY_SECONDS = env.int("JWT_LEEWAY_SECONDS", default=30)
 JWT_JWKS_CACHE_SECONDS = env.int("JWT_JWKS_CACHE_SECONDS", default=300)
+
+# -- Admin sign-in -------------------------------------------------------------
+# The organisation's OIDC provider for the admin (mozilla-django-oidc); set the client
+# id to turn it on. The local superuser (`manage.py createsuperuser`) always works.
+OIDC_RP_CLIENT_ID = env("ADMIN_OIDC_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env("ADMIN_OIDC_CLIENT_SECRET", default="")
+ADMIN_OIDC_ISSUER = env("ADMIN_OIDC_ISSUER", default="")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env("ADMIN_OIDC_AUTHORIZATION_ENDPOINT", default=f"{ADMIN_OIDC_ISSUER}/authorize")
+OIDC_OP_TOKEN_ENDPOINT = env("ADMIN_OIDC_TOKEN_ENDPOINT", default=f"{ADMIN_OIDC_ISSUER}/token")
+OIDC_OP_USER_ENDPOINT = env("ADMIN_OIDC_USERINFO_ENDPOINT", default=f"{ADMIN_OIDC_ISSUER}/userinfo")
+OIDC_OP_JWKS_ENDPOINT = env("ADMIN_OIDC_JWKS_ENDPOINT", default=f"{ADMIN_OIDC_ISSUER}/keys")
+OIDC_RP_SIGN_ALGO = env("ADMIN_OIDC_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env("ADMIN_OIDC_SCOPES", default="openid email profile")
+# Staff rights come from this claim (a group or role list) holding one of these values.
+ADMIN_OIDC_STAFF_CLAIM = env("ADMIN_OIDC_STAFF_CLAIM", default="roles")
+ADMIN_OIDC_STAFF_VALUES = env.list("ADMIN_OIDC_STAFF_VALUES", default=["gateway-auditor"])
+ADMIN_OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
+LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?oidc=denied"
+LOGOUT_REDIRECT_URL = "/admin/login/"
+AUTHENTICATION_BACKENDS = [
+    *(["core.admin_auth.AuditorOIDCBackend"] if ADMIN_OIDC_ENABLED else []),
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 # Keys the owner pseudonym derived from (iss, sub); changing it orphans every session.
 OWNER_PSEUDONYM_SECRET = env("OWNER_PSEUDONYM_SECRET", default="dev-only-owner-pseudonym-secret")

@@ -22,6 +22,9 @@ JWT_AUDIENCE = env.list("JWT_AUDIENCE")
 # Archives are encrypted under keys that only the environment holds.
 ARCHIVE_KEKS = env("ARCHIVE_KEKS")
 
+if OIDC_RP_CLIENT_ID:  # noqa: F405
+    OIDC_RP_CLIENT_SECRET = env("ADMIN_OIDC_CLIENT_SECRET")
+
 # Development tokens are never accepted in production, whatever the environment says.
 DEV_MODE = False
 DEBUG = False

@@ -111,3 +111,10 @@ def test_redis_url_also_backs_djangos_cache(redis_url: str, redis_prefix: str) -
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "yes"
     assert list(redis.Redis.from_url(redis_url).scan_iter(match=f"{redis_prefix}:cache:*"))
+
+
+def test_a_session_ttl_shorter_than_the_archive_threshold_is_refused() -> None:
+    result = manage("check", env={"SESSION_TTL_SECONDS": "3600", "ARCHIVE_IDLE_SECONDS": "3600"})
+
+    assert result.returncode != 0 and "archive.E001" in result.stderr
+    assert manage("check", env={"SESSION_TTL_SECONDS": "86400", "ARCHIVE_IDLE_SECONDS": "3600"}).returncode == 0

@@ -1,0 +1,36 @@
+"""The audit trail in the Django admin: read-only, filterable, searchable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from core.models import AuditEvent
+
+admin.site.site_header = "LLM Session Gateway: audit"
+admin.site.site_title = "LLM Session Gateway"
+admin.site.login_template = "core/admin_login.html"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Auditors look; nobody edits the record of what happened."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor", "action", "target_type", "target", "outcome", "trace_id"]
+    list_filter = ["action", "outcome", "target_type", "at"]
+    search_fields = ["actor", "target", "action", "trace_id"]
+    date_hierarchy = "at"
+    ordering = ["-at"]

@@ -1,0 +1,221 @@
+"""The admin for auditors: read-only records, audited transcripts, sign-in through OIDC."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import jwt
+import pytest
+from asgiref.sync import async_to_sync
+from cryptography.hazmat.primitives.asymmetric import rsa
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
+from jwt.algorithms import RSAAlgorithm
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from core.admin_auth import AUDITOR_GROUP
+from core.models import AuditEvent
+from sessions_app.models import SessionRecord
+from sessions_app.wiring import get_session_manager
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("api_settings")]
+SECRET_WORDS = "the transcripts secret words"
+
+
+def staff(username: str, *permissions: str) -> Client:
+    user = get_user_model().objects.create_user(username, password="pw", is_staff=True)
+    for codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def a_session() -> str:
+    async def make() -> str:
+        manager = get_session_manager()
+        created = (await manager.session_create(owner="o_alice", system_prompt="sys")).value  # type: ignore[union-attr]
+        await manager.turn_send(owner="o_alice", session_id=created.id, content=SECRET_WORDS)
+        return created.id
+
+    return async_to_sync(make)()
+
+
+def test_records_and_audit_events_are_read_only_even_for_a_superuser() -> None:
+    session_id = a_session()
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser("root", password="pw"))
+    event = AuditEvent.objects.first()
+    assert event is not None
+
+    assert admin.get("/admin/sessions_app/sessionrecord/").status_code == 200
+    assert admin.get("/admin/core/auditevent/").status_code == 200
+    assert admin.get("/admin/sessions_app/sessionrecord/add/").status_code == 403
+    assert (
+        admin.post(f"/admin/sessions_app/sessionrecord/{session_id}/change/", {"status": "purged"}).status_code == 403
+    )
+    assert admin.post(f"/admin/sessions_app/sessionrecord/{session_id}/delete/", {"post": "yes"}).status_code == 403
+    assert admin.post(f"/admin/core/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert SessionRecord.objects.get(id=session_id).status == "active"
+    page = admin.get(f"/admin/sessions_app/sessionrecord/{session_id}/change/").content.decode()
+    assert SECRET_WORDS not in page and "Open the transcript" in page
+
+
+def test_the_list_can_be_searched_and_filtered() -> None:
+    session_id = a_session()
+    auditor = staff("auditor", "view_sessionrecord")
+
+    found = auditor.get("/admin/sessions_app/sessionrecord/", {"q": session_id[:8]}).content.decode()
+    filtered = auditor.get("/admin/sessions_app/sessionrecord/", {"status__exact": "archived"}).content.decode()
+
+    assert session_id in found and session_id not in filtered
+
+
+def test_the_transcript_needs_its_own_permission() -> None:
+    session_id = a_session()
+
+    response = staff("viewer", "view_sessionrecord").get(f"/admin/sessions_app/sessionrecord/{session_id}/transcript/")
+
+    assert response.status_code == 403
+
+
+def test_opening_a_transcript_asks_why_and_records_who_read_it() -> None:
+    session_id = a_session()
+    auditor = staff("carol", "view_sessionrecord", "view_transcript")
+    url = f"/admin/sessions_app/sessionrecord/{session_id}/transcript/"
+
+    form = auditor.get(url).content.decode()
+    assert SECRET_WORDS not in form and not AuditEvent.objects.filter(action="transcript.view").exists()
+    assert SECRET_WORDS not in auditor.post(url, {"reason": ""}).content.decode()
+
+    shown = auditor.post(url, {"reason": "complaint #42"}).content.decode()
+
+    assert SECRET_WORDS in shown
+    event = AuditEvent.objects.get(action="transcript.view")
+    assert (event.actor, event.target, event.outcome, event.details) == (
+        "auditor:carol",
+        session_id,
+        "success",
+        {"reason": "complaint #42"},
+    )
+
+
+class Provider:
+    """A stand-in OIDC provider on loopback: token, userinfo and keys endpoints."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.claims: dict[str, Any] = {}
+        self.nonce = ""
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/keys"):
+                    jwk = {**json.loads(RSAAlgorithm.to_jwk(provider.key.public_key())), "kid": "k1", "alg": "RS256"}
+                    self._json({"keys": [jwk]})
+                else:  # userinfo
+                    self._json(provider.claims)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                now = int(time.time())
+                id_token = jwt.encode(
+                    {"iss": provider.url, "aud": "gateway-admin", "sub": provider.claims["sub"], "iat": now,
+                     "exp": now + 300, "nonce": provider.nonce},
+                    provider.key, algorithm="RS256", headers={"kid": "k1"},
+                )  # fmt: skip
+                self._json({"id_token": id_token, "access_token": "at-" + uuid.uuid4().hex, "token_type": "Bearer"})
+
+            def _json(self, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+
+@pytest.fixture
+def provider(api_settings: SettingsWrapper) -> Iterator[Provider]:
+    op = Provider()
+    api_settings.OIDC_RP_CLIENT_ID = "gateway-admin"
+    api_settings.OIDC_RP_CLIENT_SECRET = "test-client-secret"
+    api_settings.OIDC_OP_AUTHORIZATION_ENDPOINT = f"{op.url}/authorize"
+    api_settings.OIDC_OP_TOKEN_ENDPOINT = f"{op.url}/token"
+    api_settings.OIDC_OP_USER_ENDPOINT = f"{op.url}/userinfo"
+    api_settings.OIDC_OP_JWKS_ENDPOINT = f"{op.url}/keys"
+    api_settings.ADMIN_OIDC_ENABLED = True
+    api_settings.AUTHENTICATION_BACKENDS = [
+        "core.admin_auth.AuditorOIDCBackend",
+        "django.contrib.auth.backends.ModelBackend",
+    ]
+    yield op
+    op.server.shutdown()
+    op.server.server_close()
+
+
+def sign_in(client: Client, provider: Provider) -> Any:
+    """Follow the authorization-code flow as a browser would, up to the callback."""
+    start = client.get("/oidc/authenticate/", {"next": "/admin/"})
+    assert start.status_code == 302 and start["Location"].startswith(provider.url + "/authorize")
+    query = parse_qs(urlparse(start["Location"]).query)
+    provider.nonce = query["nonce"][0]
+    return client.get("/oidc/callback/", {"code": "code-123", "state": query["state"][0]})
+
+
+def test_an_auditor_signs_in_through_the_provider(provider: Provider) -> None:
+    provider.claims = {
+        "sub": "u-1",
+        "email": "dana@example.com",
+        "preferred_username": "dana",
+        "roles": ["gateway-auditor"],
+    }
+    client = Client()
+
+    callback = sign_in(client, provider)
+
+    assert callback.status_code == 302 and callback["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+    user = get_user_model().objects.get(username="dana")
+    assert user.is_staff and not user.is_superuser and user.groups.filter(name=AUDITOR_GROUP).exists()
+    assert client.get("/admin/sessions_app/sessionrecord/").status_code == 200
+    assert AuditEvent.objects.filter(action="admin.sign_in", actor="auditor:dana").exists()
+    assert "Sign in with your organisation" in Client().get("/admin/login/").content.decode()
+
+
+def test_someone_without_the_role_gets_no_account(provider: Provider) -> None:
+    provider.claims = {"sub": "u-2", "email": "eve@example.com", "preferred_username": "eve", "roles": ["reader"]}
+    client = Client()
+
+    callback = sign_in(client, provider)
+
+    assert callback.status_code == 302 and "denied" in callback["Location"]
+    assert not get_user_model().objects.filter(username="eve").exists()
+    assert client.get("/admin/").status_code == 302  # back to the login page
+
+
+def test_a_revoked_role_is_revoked_at_the_next_sign_in(provider: Provider) -> None:
+    provider.claims = {"sub": "u-3", "preferred_username": "finn", "roles": "gateway-auditor"}
+    sign_in(Client(), provider)
+    provider.claims = {"sub": "u-3", "preferred_username": "finn", "roles": []}
+
+    sign_in(Client(), provider)
+
+    user = get_user_model().objects.get(username="finn")
+    assert not user.is_staff and not user.groups.filter(name=AUDITOR_GROUP).exists()
