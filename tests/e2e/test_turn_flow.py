@@ -172,3 +172,28 @@ def test_the_schema_documents_every_route(gateway: Gateway) -> None:
     assert schema["openapi"].startswith("3.")
     assert "post" in schema["paths"]["/api/v1/sessions/{session_id}/messages"]
     assert httpx.get(f"{gateway.base_url}/api/docs/").status_code == 200
+
+
+def test_the_lifecycle_over_http(gateway: Gateway) -> None:
+    with gateway.client(gateway.dev_token(sub="lifecycle-user")) as http:
+        session = http.post("/api/v1/sessions", json={"system_prompt": "Be brief."}).json()
+        base = f"/api/v1/sessions/{session['id']}"
+        assert http.post(f"{base}/messages", json={"content": "remember me"}).status_code == 200
+
+        assert http.post(f"{base}/end").json()["status"] == "archived"
+        archived = http.get(base).json()
+        assert archived["status"] == "archived" and archived["messages"][0]["content"] == "remember me"
+        assert [s["id"] for s in http.get("/api/v1/sessions", params={"status": "archived"}).json()["results"]] == [
+            session["id"]
+        ]
+        problem(http.post(f"{base}/messages", json={"content": "hello?"}), 409, "session_not_active")
+
+        assert http.post(f"{base}/resume").json()["status"] == "active"
+        assert http.post(f"{base}/messages", json={"content": "back"}).json()["message"]["content"] == "Echo: back"
+
+        export = http.get("/api/v1/me/export").json()
+        assert [len(s["messages"]) for s in export["sessions"]] == [4]
+
+        receipt = http.delete("/api/v1/me").json()
+        assert receipt["erased"]["active_sessions"] == 1 and receipt["data_key_destroyed"] is True
+        problem(http.get(base), 404, "session_not_found")
