@@ -13,6 +13,7 @@ from archive.ports import ArchiveSessionStore
 from archive.services import ArchiveService
 from core.audit import audit
 from core.models import AuditEvent
+from core.observability import metrics
 from core.result import Ok
 from sessions_app.domain import Transcript
 from sessions_app.models import SessionRecord
@@ -104,6 +105,8 @@ class PrivacyService:
         await audit(
             actor=actor, action="owner.erase", target_type="owner", target=owner, details=receipt_details(receipt)
         )
+        metrics.ARCHIVE_OPERATIONS.labels(operation="erase", outcome="ok").inc()
+        metrics.ARCHIVE_OPERATIONS.labels(operation="erase", outcome="ok").inc()
         return receipt
 
     async def _active_ids(self, owner: str) -> AsyncIterator[str]:

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
 from archive.services import ArchiveService, PassReport
+from core.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,10 @@ class Scheduler:
         try:
             report = await work
         except Exception:
-            logger.exception("scheduler: %s pass failed", kind)
+            logger.exception("scheduler: %s pass failed", kind)  # retried next time
             return
+        if not report.failed:
+            metrics.SCHEDULER_LAST_SUCCESS.labels(pass_=kind).set_to_current_time()
         logger.info(
             "scheduler: %s pass examined=%d done=%d skipped=%d failed=%d",
             kind, report.examined, report.done, report.skipped, report.failed,

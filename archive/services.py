@@ -10,13 +10,17 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+
+from opentelemetry import trace
 
 from archive import codec, crypto, selectors
 from archive.errors import ArchiveUnavailable, ArchiveUnreadable
 from archive.keys import KeyRing
 from archive.ports import ArchiveSessionStore
 from core.errors import GatewayError
-from core.result import Err, Ok, returns_result, unwrap
+from core.observability import metrics
+from core.result import Err, Ok, Result, returns_result, unwrap
 from sessions_app.domain import ChatSession, SessionPage, SessionStatus, Transcript
 from sessions_app.errors import SessionNotFound, TurnInProgress
 from sessions_app.ports import ActiveSessionStore
@@ -24,6 +28,7 @@ from sessions_app.recording import SessionEvent, SessionRecorder
 from sessions_app.stores.encoding import decode_cursor, encode_cursor, index_member
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("gateway.archive")
 
 
 @dataclass
@@ -34,6 +39,10 @@ class PassReport:
     done: int = 0
     skipped: int = 0
     failed: int = 0
+
+
+def outcome_of(result: Result[Any, GatewayError]) -> str:
+    return "ok" if isinstance(result, Ok) else result.error.code
 
 
 def seal_context(owner: str, session_id: str) -> bytes:
@@ -70,8 +79,14 @@ class ArchiveService:
 
     # -- the SessionArchive port ------------------------------------------------
 
+    async def archive(self, session_id: str, *, actor: str) -> Result[ChatSession, GatewayError]:
+        with tracer.start_as_current_span("archive session", attributes={"gateway.session_id": session_id}):
+            result = await self._archive_one(session_id, actor=actor)
+        metrics.ARCHIVE_OPERATIONS.labels(operation="archive", outcome=outcome_of(result)).inc()
+        return result
+
     @returns_result
-    async def archive(self, session_id: str, *, actor: str) -> ChatSession:
+    async def _archive_one(self, session_id: str, *, actor: str) -> ChatSession:
         token = secrets.token_urlsafe(16)
         transcript = unwrap(
             await self._active.lock_for_archive(session_id, token=token, lock_seconds=self._lock_seconds)
@@ -148,8 +163,14 @@ class ArchiveService:
     async def is_archived(self, session_id: str, *, owner: str) -> bool:
         return await selectors.is_archived(session_id, owner=owner)
 
+    async def restore(self, session_id: str, *, owner: str, actor: str) -> Result[ChatSession, GatewayError]:
+        with tracer.start_as_current_span("restore session", attributes={"gateway.session_id": session_id}):
+            result = await self._restore_one(session_id, owner=owner, actor=actor)
+        metrics.ARCHIVE_OPERATIONS.labels(operation="restore", outcome=outcome_of(result)).inc()
+        return result
+
     @returns_result
-    async def restore(self, session_id: str, *, owner: str, actor: str) -> ChatSession:
+    async def _restore_one(self, session_id: str, *, owner: str, actor: str) -> ChatSession:
         transcript = await self.fetch(session_id, owner=owner)
         if transcript is None:
             raise SessionNotFound()
@@ -221,8 +242,10 @@ class ArchiveService:
                 await self._archive.delete(record.owner, session_id)
             except GatewayError as error:
                 report.failed += 1
+                metrics.ARCHIVE_OPERATIONS.labels(operation="purge", outcome=error.code).inc()
                 logger.warning("purging session_id=%s failed: %s", session_id, error.code)
                 continue
+            metrics.ARCHIVE_OPERATIONS.labels(operation="purge", outcome="ok").inc()
             await self._recorder.record(
                 SessionEvent(
                     action="session.purge",

@@ -4,8 +4,13 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
-# Build Django's application first: it sets up the app registry routing imports need.
-from django.core.asgi import get_asgi_application
+from core.observability.tracing import asgi_middleware, setup_tracing
+
+# Tracing first: Django's instrumentation adds its middleware before Django loads it.
+setup_tracing()
+
+# Build Django's application before importing routing: it sets up the app registry.
+from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_application = get_asgi_application()
 
@@ -13,10 +18,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from config.lifespan import LifespanApp  # noqa: E402
+from core.observability.access import AccessMiddleware, QueryTokenScrubber  # noqa: E402
 from core.websocket import BrowserOriginValidator  # noqa: E402
 from sessions_app.api.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         # Channels routes to ASGI apps; Django's stubs only know views.
         "http": URLRouter([*http_urlpatterns, re_path(r"", django_application)]),  # type: ignore[arg-type]
@@ -24,3 +30,5 @@ application = ProtocolTypeRouter(
         "lifespan": LifespanApp(),
     }
 )
+# Outside in: no token in URLs, a server span per request, then the access log and metrics.
+application = QueryTokenScrubber(asgi_middleware(AccessMiddleware(router)))

@@ -4,8 +4,13 @@ long-lived connections at shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
+
+from prometheus_client import start_http_server
+
+from core.observability.gauges import refresh_gauges
 
 logger = logging.getLogger(__name__)
 
@@ -14,6 +19,7 @@ class LifespanApp:
     def __init__(self) -> None:
         self._stop = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         while True:
@@ -39,18 +45,30 @@ class LifespanApp:
         from archive.wiring import get_archive_service, get_archive_store
 
         await get_archive_store().start()  # the container is created once, here
+        self._stop.clear()
         if settings.SCHEDULER_EMBEDDED:
             scheduler = scheduler_from_settings(get_archive_service())
-            self._stop.clear()
             self._scheduler = asyncio.create_task(scheduler.run(self._stop))
+        if settings.METRICS_BIND:
+            host, _, port = settings.METRICS_BIND.rpartition(":")
+            start_http_server(int(port), addr=host or "127.0.0.1")
+            self._gauges = asyncio.create_task(self._refresh_gauges())
+
+    async def _refresh_gauges(self) -> None:
+        """On its own listener nobody asks us before a scrape: refresh now and then instead."""
+        while not self._stop.is_set():
+            await refresh_gauges()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=15)
 
     async def _shutdown(self) -> None:
         from archive.wiring import get_archive_store
         from sessions_app.wiring import get_session_manager
 
-        if self._scheduler is not None:
-            self._stop.set()
-            await self._scheduler
+        self._stop.set()
+        for task in (self._scheduler, self._gauges):
+            if task is not None:
+                await task
         try:
             await get_session_manager().close()
             await get_archive_store().close()

@@ -8,6 +8,8 @@ from core import views as core_views
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("metrics", core_views.metrics_view, name="metrics"),
     path("dev/jwks.json", core_views.dev_jwks, name="dev-jwks"),
     path("api/v1/", include("sessions_app.api.urls")),
     path("api/v1/", include("archive.api.urls")),

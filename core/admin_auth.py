@@ -17,6 +17,7 @@ from django.http import HttpRequest
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from core.models import AuditEvent
+from core.observability.tracing import current_trace_id
 
 AUDITOR_GROUP = "Auditors"
 AUDITOR_PERMISSIONS = [
@@ -86,5 +87,6 @@ def _audit_sign_in(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) 
         action="admin.sign_in",
         target_type="user",
         target=user.get_username(),
+        trace_id=current_trace_id() or "",
         details={"backend": getattr(user, "backend", "")},
     )

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.models import AuditEvent
+from core.observability.tracing import current_trace_id
 
 
 async def audit(
@@ -27,5 +28,6 @@ async def audit(
         target_type=target_type,
         target=target,
         outcome=outcome,
+        trace_id=current_trace_id() or "",
         details=dict(details or {}),
     )

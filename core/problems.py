@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from core.errors import GatewayError
+from core.observability.tracing import current_trace_id
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:llm-gateway:problem:"
@@ -30,6 +31,9 @@ def problem_from_error(error: GatewayError, *, instance: str | None = None) -> d
     }
     if instance:
         body["instance"] = instance
+    trace_id = current_trace_id()
+    if trace_id:
+        body["trace_id"] = trace_id  # a user's bug report leads straight to the trace
     body.update(error.extra)
     return body
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,12 @@ import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views import defaults
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from core.auth import devkeys
-from core.errors import Forbidden, GatewayError, InvalidRequest, NotFound
+from core.errors import Forbidden, GatewayError, InvalidRequest, NotFound, Unauthenticated
+from core.health import run_checks
+from core.observability.gauges import refresh_gauges
 from core.problems import PROBLEM_CONTENT_TYPE, problem_from_error
 
 
@@ -29,6 +33,24 @@ def _problem(request: HttpRequest, error: GatewayError) -> HttpResponse:
 def healthz(request: HttpRequest) -> HttpResponse:
     """The process is up; no dependency is checked."""
     return _json({"status": "ok"})
+
+
+async def readyz(request: HttpRequest) -> HttpResponse:
+    """Each dependency with its status and time; 503 when one fails."""
+    ready, checks = await run_checks()
+    return _json({"status": "ok" if ready else "fail", "checks": checks}, status=200 if ready else 503)
+
+
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text, behind METRICS_TOKEN when set; absent when served on METRICS_BIND instead."""
+    if settings.METRICS_BIND or not (settings.METRICS_TOKEN or settings.DEV_MODE):
+        return _problem(request, NotFound())
+    if settings.METRICS_TOKEN:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(supplied.encode(), settings.METRICS_TOKEN.encode()):
+            return _problem(request, Unauthenticated("The metrics token is required."))
+    await refresh_gauges()
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
 def dev_jwks(request: HttpRequest) -> HttpResponse:

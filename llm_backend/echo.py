@@ -66,5 +66,8 @@ class EchoChatBackend:
             model=request.model or self._model,
         )
 
+    async def check(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

@@ -57,5 +57,8 @@ class FakeChatBackend:
             if not finished:
                 self.stream_closed_early.set()
 
+    async def check(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

@@ -10,9 +10,10 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llm_backend import codec
-from llm_backend.errors import BackendError, BackendTimeout
+from llm_backend.errors import BackendError, BackendTimeout, BackendUnavailable
 from llm_backend.ports import ChatRequest, Completion, StreamEnd, StreamEvent
 from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
 
@@ -83,8 +84,7 @@ class GrpcChatBackend:
             asyncio.AbstractEventLoop, tuple[aio.Channel, pb_grpc.ChatBackendServiceStub]
         ] = weakref.WeakKeyDictionary()
 
-    @property
-    def _stub(self) -> pb_grpc.ChatBackendServiceStub:
+    def _entry(self) -> tuple[aio.Channel, pb_grpc.ChatBackendServiceStub]:
         loop = asyncio.get_running_loop()
         entry = self._channels.get(loop)
         if entry is None:
@@ -93,7 +93,14 @@ class GrpcChatBackend:
             else:
                 channel = aio.insecure_channel(self._target, options=self._options)
             entry = self._channels[loop] = (channel, pb_grpc.ChatBackendServiceStub(channel))
-        return entry[1]
+        return entry
+
+    def _channel(self) -> aio.Channel:
+        return self._entry()[0]
+
+    @property
+    def _stub(self) -> pb_grpc.ChatBackendServiceStub:
+        return self._entry()[1]
 
     async def complete(self, request: ChatRequest) -> Completion:
         try:
@@ -138,6 +145,18 @@ class GrpcChatBackend:
             if not ended:
                 call.cancel()
         raise BackendError("The model server ended the stream without a final message.")
+
+    async def check(self) -> None:
+        """The standard gRPC health service of the model server."""
+        channel = self._channel()
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=min(self._timeout, 2.0)
+            )
+        except aio.AioRpcError as exc:
+            raise codec.error_from_status(exc.code()) from exc
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise BackendUnavailable("The model server is not serving.")
 
     async def close(self) -> None:
         entry = self._channels.pop(asyncio.get_running_loop(), None)

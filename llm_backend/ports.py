@@ -95,6 +95,10 @@ class ChatBackend(Protocol):
         """
         ...
 
+    async def check(self) -> None:
+        """Raise `BackendUnavailable` unless the model server says it is serving (readiness)."""
+        ...
+
     async def close(self) -> None:
         """Release connections; the backend is not used afterwards."""
         ...

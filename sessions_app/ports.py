@@ -107,6 +107,14 @@ class ActiveSessionStore(Protocol):
         """Remove the session and every message of it; a turn in flight then stores nothing."""
         ...
 
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store answers (for readiness checks)."""
+        ...
+
+    async def count_active(self) -> int:
+        """How many sessions the store holds (for the metrics)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

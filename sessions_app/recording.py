@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from core.models import AuditEvent
+from core.observability.tracing import current_trace_id
 from sessions_app.domain import ChatSession
 from sessions_app.models import SessionRecord
 
@@ -57,6 +58,7 @@ class DatabaseRecorder:
             target_type="session",
             target=event.session_id,
             outcome=event.outcome,
+            trace_id=current_trace_id() or "",
             details=dict(event.details),
         )
 

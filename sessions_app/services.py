@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from core.errors import InvalidRequest, PayloadTooLarge
+from core.observability.context import annotate
 from core.result import Err, Ok, returns_result, unwrap
 from llm_backend.errors import BackendError
 from llm_backend.ports import ChatBackend, ChatRequest, GenerationParams
@@ -37,6 +38,7 @@ from sessions_app.errors import (
 from sessions_app.ports import ActiveSessionStore, SessionArchive
 from sessions_app.recording import SessionEvent, SessionRecorder
 from sessions_app.stores.encoding import from_ms
+from sessions_app.telemetry import chat_span, count_backend_error, record_completion, tracer
 from sessions_app.turn_stream import OpenTurn, TurnStream
 
 
@@ -156,23 +158,31 @@ class SessionManager:
         """
         turn, request = await self._open_turn(owner, session_id, content, params, request_id)
         try:
-            completion = await self._backend.complete(request)
-        except BaseException:
+            with chat_span(request.model) as span:
+                started = time.perf_counter()
+                try:
+                    completion = await self._backend.complete(request)
+                finally:
+                    annotate(backend_seconds=time.perf_counter() - started)
+                record_completion(span, completion.usage, completion.finish_reason)
+        except BaseException as exc:
+            count_backend_error(exc)
             await self._store.release_turn(session_id, token=turn.token)
             raise
         answered_at = self._clock()
         user_message = ChatMessage(new_message_id(), Role.USER, content, turn.received_at)
         reply = ChatMessage(new_message_id(), Role.ASSISTANT, completion.content, answered_at)
-        updated = unwrap(
-            await self._store.append_turn(
-                session_id,
-                owner=owner,
-                token=turn.token,
-                messages=(user_message, reply),
-                usage=completion.usage,
-                at=answered_at,
+        with tracer.start_as_current_span("append turn"):
+            updated = unwrap(
+                await self._store.append_turn(
+                    session_id,
+                    owner=owner,
+                    token=turn.token,
+                    messages=(user_message, reply),
+                    usage=completion.usage,
+                    at=answered_at,
+                )
             )
-        )
         return TurnOutcome(
             session=updated,
             user_message=user_message,
@@ -198,15 +208,19 @@ class SessionManager:
         `TurnStream` for what a stream cut short keeps.
         """
         turn, request = await self._open_turn(owner, session_id, content, params, request_id)
-        events = self._backend.stream(request)
-        try:
-            first = await anext(events, None)
-            if first is None:
-                raise BackendError("The model server ended the stream without answering.")
-        except BaseException:
-            await events.aclose()
-            await self._store.release_turn(session_id, token=turn.token)
-            raise
+        with chat_span(request.model, streaming=True):
+            events = self._backend.stream(request)
+            started = time.perf_counter()
+            try:
+                first = await anext(events, None)
+                annotate(backend_seconds=time.perf_counter() - started)
+                if first is None:
+                    raise BackendError("The model server ended the stream without answering.")
+            except BaseException as exc:
+                count_backend_error(exc)
+                await events.aclose()
+                await self._store.release_turn(session_id, token=turn.token)
+                raise
         return TurnStream(
             store=self._store,
             turn=turn,
@@ -225,13 +239,14 @@ class SessionManager:
         self._check_turn_input(content, params)
         received_at = self._clock()
         token = secrets.token_urlsafe(16)
-        begun = await self._store.begin_turn(
-            session_id,
-            owner=owner,
-            token=token,
-            lock_seconds=self._policy.turn_lock_seconds,
-            history_limit=self._policy.context_max_messages,
-        )
+        with tracer.start_as_current_span("load history"):
+            begun = await self._store.begin_turn(
+                session_id,
+                owner=owner,
+                token=token,
+                lock_seconds=self._policy.turn_lock_seconds,
+                history_limit=self._policy.context_max_messages,
+            )
         if (
             isinstance(begun, Err)
             and isinstance(begun.error, SessionNotFound)
@@ -243,13 +258,16 @@ class SessionManager:
         if session.message_count + 2 > self._policy.max_messages_per_session:
             await self._store.release_turn(session_id, token=token)
             raise MessageLimitReached()
-        context = build_context(
-            system_prompt=session.system_prompt,
-            history=transcript.messages,
-            new_content=content,
-            max_chars=self._policy.context_max_chars,
-            max_messages=self._policy.context_max_messages,
-        )
+        with tracer.start_as_current_span("build context") as span:
+            context = build_context(
+                system_prompt=session.system_prompt,
+                history=transcript.messages,
+                new_content=content,
+                max_chars=self._policy.context_max_chars,
+                max_messages=self._policy.context_max_messages,
+            )
+            span.set_attribute("gateway.context.messages", len(context))
+        annotate(model=session.model)
         request = ChatRequest(model=session.model, messages=context, params=params, request_id=request_id)
         return OpenTurn(session, owner, token, content, received_at), request
 

@@ -15,6 +15,7 @@ from llm_backend.errors import BackendError
 from llm_backend.ports import Delta, FinishReason, StreamEnd, StreamEvent
 from sessions_app.domain import ChatMessage, ChatSession, MessageStatus, Role, TokenUsage, TurnOutcome
 from sessions_app.ports import ActiveSessionStore
+from sessions_app.telemetry import count_backend_error, record_completion, tracer
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class TurnStream:
                 yield event
                 await self._keep_lock()
                 event = await anext(self._events, None)
-        except BackendError:
+        except BackendError as exc:
+            count_backend_error(exc)
             await self._settle_early(pieces, MessageStatus.INCOMPLETE)
             raise
         except (asyncio.CancelledError, GeneratorExit):
@@ -130,14 +132,16 @@ class TurnStream:
         answered_at = self._clock()
         user_message = ChatMessage(self._new_id(), Role.USER, turn.content, turn.received_at)
         reply = ChatMessage(self._new_id(), Role.ASSISTANT, content, answered_at, status)
-        result = await self._store.append_turn(
-            turn.session.id,
-            owner=turn.owner,
-            token=turn.token,
-            messages=(user_message, reply),
-            usage=usage,
-            at=answered_at,
-        )
+        with tracer.start_as_current_span("append turn", attributes={"gateway.reply.status": status.value}) as span:
+            record_completion(span, usage, finish_reason)
+            result = await self._store.append_turn(
+                turn.session.id,
+                owner=turn.owner,
+                token=turn.token,
+                messages=(user_message, reply),
+                usage=usage,
+                at=answered_at,
+            )
         self.outcome = TurnOutcome(
             session=unwrap(result), user_message=user_message, message=reply, usage=usage, finish_reason=finish_reason
         )

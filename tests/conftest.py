@@ -3,6 +3,7 @@ a stand-in OIDC issuer."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import uuid
@@ -181,3 +182,50 @@ def backend(api_settings: SettingsWrapper) -> FakeChatBackend:
     fake = get_chat_backend()
     assert isinstance(fake, FakeChatBackend)
     return fake
+
+
+# -- observability -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> Any:
+    """Every span the test process makes (the gateway, the gRPC client and in-process servers)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from core.observability.tracing import setup_tracing
+
+    exporter = InMemorySpanExporter()
+    setup_tracing(processor=SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log line of the test, rendered as in production (JSON), at every level."""
+    import logging
+
+    import structlog
+
+    from core.observability.logs import SHARED_PROCESSORS
+
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+            foreign_pre_chain=SHARED_PROCESSORS,
+        )
+    )
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "django", "daphne")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield buffer
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -8,6 +8,8 @@ from typing import Any
 
 import environ
 
+from core.observability.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
@@ -299,17 +301,23 @@ MODEL_SERVER_ADAPTERS = {
     },
 }
 
+# -- Observability -----------------------------------------------------------------
+
+# /readyz: name -> an async check that raises when its dependency is not ready.
+READINESS_CHECKS = {
+    "active_store": "sessions_app.health.check_active_store",
+    "database": "core.health.check_database",
+    "model_server": "llm_backend.health.check_model_server",
+    "archive": "archive.health.check_archive",
+}
+# /metrics: a bearer token guards it; or METRICS_BIND (host:port) serves it on its own listener
+# instead. With neither, only development mode serves it.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_BIND = env("METRICS_BIND", default="")
+ACTIVE_SESSIONS_COUNTER = "sessions_app.health.count_active_sessions"
+
 # -- Logging --------------------------------------------------------------------
 
-
-def logging_config(level: str) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-        "root": {"handlers": ["console"], "level": level},
-    }
-
-
-LOGGING = logging_config(env("LOG_LEVEL", default="INFO"))
+# structlog: "console" (readable) or "json" (one object per line, production's default).
+LOG_FORMAT = env("LOG_FORMAT", default="console")
+LOGGING = logging_config(level=env("LOG_LEVEL", default="INFO"), fmt=LOG_FORMAT)

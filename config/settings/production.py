@@ -8,7 +8,8 @@ process at start-up with ImproperlyConfigured.
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import REDIS_KEY_PREFIX, env, logging_config, redis_session_store
+from config.settings.base import REDIS_KEY_PREFIX, env, redis_session_store
+from core.observability.logs import logging_config
 
 SECRET_KEY = env("SECRET_KEY")
 OWNER_PSEUDONYM_SECRET = env("OWNER_PSEUDONYM_SECRET")
@@ -24,6 +25,11 @@ ARCHIVE_KEKS = env("ARCHIVE_KEKS")
 
 if OIDC_RP_CLIENT_ID:  # noqa: F405
     OIDC_RP_CLIENT_SECRET = env("ADMIN_OIDC_CLIENT_SECRET")
+
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_BIND = env("METRICS_BIND", default="")
+if not (METRICS_TOKEN or METRICS_BIND):
+    raise ImproperlyConfigured("Set METRICS_TOKEN or METRICS_BIND: /metrics is never public in production.")
 
 # Development tokens are never accepted in production, whatever the environment says.
 DEV_MODE = False
@@ -56,4 +62,5 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-LOGGING = logging_config(env("LOG_LEVEL", default="INFO"))
+LOG_FORMAT = env("LOG_FORMAT", default="json")
+LOGGING = logging_config(level=env("LOG_LEVEL", default="INFO"), fmt=LOG_FORMAT)

@@ -13,6 +13,7 @@ from core.auth import devkeys
 from core.auth.principal import Principal
 from core.auth.tokens import KeySource, RemoteKeySource, StaticKeySource, TokenVerifier
 from core.errors import Forbidden, Unauthenticated
+from core.observability.context import annotate
 
 
 @functools.cache
@@ -52,11 +53,15 @@ def bearer_token(authorization: str | None) -> str:
 
 
 async def authenticate_authorization(authorization: str | None) -> Principal:
-    return await get_token_verifier().averify(bearer_token(authorization))
+    principal = await get_token_verifier().averify(bearer_token(authorization))
+    annotate(owner=principal.owner)
+    return principal
 
 
 def authenticate_authorization_sync(authorization: str | None) -> Principal:
-    return get_token_verifier().verify(bearer_token(authorization))
+    principal = get_token_verifier().verify(bearer_token(authorization))
+    annotate(owner=principal.owner)
+    return principal
 
 
 def require_scope(principal: Principal, scope: str) -> None:

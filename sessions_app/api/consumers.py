@@ -20,11 +20,14 @@ from django.conf import settings
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
-from core.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from core.errors import GatewayError, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from core.observability import metrics
+from core.observability.context import annotate
+from core.observability.context import current as current_request
 from core.problems import PROBLEM_CONTENT_TYPE, problem_for_exception
 from core.result import unwrap
 from sessions_app.api import presenters
-from sessions_app.api.streaming import relay_turn, slots
+from sessions_app.api.streaming import Relayed, observe_turn, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_turn
 from sessions_app.domain import is_session_id
 from sessions_app.errors import SessionNotFound
@@ -102,13 +105,18 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
 
 class TurnConsumer(HttpEdgeConsumer):
     async def handle(self, body: bytes) -> None:
+        self._started = asyncio.get_running_loop().time()
+        mode = "json"
         try:
             principal, session_id, turn = await self._accept(body)
             if self._wants_stream(turn):
+                mode = "sse"
                 await self._stream(principal, session_id, turn)
             else:
                 await self._reply(principal, session_id, turn)
         except Exception as exc:  # noqa: BLE001 - every failure before a response becomes a problem
+            code = exc.code if isinstance(exc, GatewayError) else "internal_error"
+            observe_turn(mode=mode, outcome=code, started=self._started, relayed=None, turn=None)
             await self.send_problem(exc)
 
     async def _accept(self, body: bytes) -> tuple[Principal, str, TurnInput]:
@@ -119,6 +127,7 @@ class TurnConsumer(HttpEdgeConsumer):
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
         if not is_session_id(session_id):
             raise SessionNotFound()
+        annotate(session_id=session_id)
         content_type = (self.header(b"content-type") or b"").split(b";")[0].strip().lower()
         if content_type != JSON:
             raise UnsupportedMediaType()
@@ -137,10 +146,19 @@ class TurnConsumer(HttpEdgeConsumer):
                 session_id=session_id,
                 content=turn.content,
                 params=turn.params,
-                request_id=uuid.uuid4().hex,
+                request_id=_request_id(),
             )
         )
-        await self.send_json(200, presenters.turn(outcome))
+        observe_turn(mode="json", outcome="ok", started=self._started, relayed=None, turn=outcome)
+        await self.send_json(200, presenters.turn(outcome), headers={"Server-Timing": self._server_timing()})
+
+    def _server_timing(self) -> str:
+        """The gateway's own share of the turn and the model server's, in milliseconds."""
+        info = current_request()
+        backend = info.backend_seconds if info else 0.0
+        overhead = max(0.0, asyncio.get_running_loop().time() - self._started - backend)
+        metrics.OVERHEAD.observe(overhead)
+        return f"gateway;dur={overhead * 1000:.2f}, backend;dur={backend * 1000:.2f}"
 
     async def _stream(self, principal: Principal, session_id: str, turn: TurnInput) -> None:
         with slots.slot():
@@ -150,13 +168,15 @@ class TurnConsumer(HttpEdgeConsumer):
                     session_id=session_id,
                     content=turn.content,
                     params=turn.params,
-                    request_id=uuid.uuid4().hex,
+                    request_id=_request_id(),
                 )
             )
             # From here on the answer is a 200 event stream; failures become `error` events.
-            await self.send_headers(status=200, headers=SSE_HEADERS)
+            headers = [*SSE_HEADERS, (b"server-timing", self._first_delta_timing().encode())]
+            await self.send_headers(status=200, headers=headers)
             self._last_write = asyncio.get_running_loop().time()
-            writer = asyncio.create_task(relay_turn(stream, self._send_event))
+            relayed = Relayed()
+            writer = asyncio.create_task(relay_turn(stream, self._send_event, relayed))
             watcher = asyncio.create_task(self._watch_client())
             try:
                 await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -170,8 +190,19 @@ class TurnConsumer(HttpEdgeConsumer):
                     pass
                 except Exception as exc:
                     logger.exception("stream relay failed session_id=%s", session_id)
+                    relayed.outcome = "internal_error"
                     await self._send_event("error", problem_for_exception(exc)[0])
+            observe_turn(
+                mode="sse", outcome=relayed.outcome, started=self._started, relayed=relayed, turn=stream.outcome
+            )
             await self.send_body(b"", more_body=False)
+
+    def _first_delta_timing(self) -> str:
+        """Known when the stream's head goes out: the gateway's share of the wait for the first delta."""
+        info = current_request()
+        backend = info.backend_seconds if info else 0.0
+        overhead = max(0.0, asyncio.get_running_loop().time() - self._started - backend)
+        return f'gateway;dur={overhead * 1000:.2f}, backend;desc="first delta";dur={backend * 1000:.2f}'
 
     async def _watch_client(self) -> None:
         """Returns when the client disconnects; meanwhile sends a comment line whenever the
@@ -194,6 +225,12 @@ class TurnConsumer(HttpEdgeConsumer):
     async def _send_event(self, event: str, data: dict[str, Any]) -> None:
         self._last_write = asyncio.get_running_loop().time()
         await self.send_body(b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n", more_body=True)
+
+
+def _request_id() -> str:
+    """The request's id, passed to the model server so its logs line up with ours."""
+    info = current_request()
+    return info.request_id if info else uuid.uuid4().hex
 
 
 def _decode(value: bytes | None) -> str | None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from core.errors import GatewayError, ServiceUnavailable
+from core.observability import metrics
+from core.observability.context import annotate
 from core.problems import problem_for_exception
 from llm_backend.ports import Delta
 from sessions_app.api import presenters
+from sessions_app.domain import TurnOutcome
+from sessions_app.telemetry import count_tokens
 from sessions_app.turn_stream import TurnDone, TurnStream
 
 SendFrame = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -46,24 +51,48 @@ class StreamSlots:
 
 
 slots = StreamSlots()
+metrics.OPEN_STREAMS.set_function(lambda: slots.open)
 
 
-async def relay_turn(stream: TurnStream, send_frame: SendFrame) -> None:
+@dataclass
+class Relayed:
+    """How a relayed turn went, for its metrics and access-log line."""
+
+    outcome: str = "cancelled"  # "ok", an error code, or "cancelled" when it was stopped
+    first_delta_at: float | None = None  # loop time the first delta went out
+
+
+async def relay_turn(stream: TurnStream, send_frame: SendFrame, relayed: Relayed) -> None:
     """Send each event of a running turn as a `delta`, `done` or `error` frame as it comes.
 
     Stopping this coroutine (cancellation) stops the model and stores what was
-    sent, as `TurnStream` describes.
+    sent, as `TurnStream` describes; `relayed` says how far it got.
     """
     events: AsyncGenerator[Delta | TurnDone, None] = stream.events()
     try:
         async for event in events:
             if isinstance(event, Delta):
                 await send_frame("delta", {"content": event.content})
+                if relayed.first_delta_at is None:
+                    relayed.first_delta_at = asyncio.get_running_loop().time()
             else:
                 await send_frame("done", presenters.turn(event.outcome))
+                relayed.outcome = "ok"
     except GatewayError as exc:
+        relayed.outcome = exc.code
         body, _ = problem_for_exception(exc)
         await send_frame("error", body)
     finally:
         # Runs the stream's own settling (the partial reply) even when we are cancelled.
         await asyncio.shield(events.aclose())
+
+
+def observe_turn(*, mode: str, outcome: str, started: float, relayed: Relayed | None, turn: TurnOutcome | None) -> None:
+    """Metrics and access-log facts of one finished turn (never its content)."""
+    metrics.TURNS.labels(mode=mode, outcome=outcome).inc()
+    if relayed is not None and relayed.first_delta_at is not None:
+        metrics.FIRST_DELTA.labels(mode=mode).observe(relayed.first_delta_at - started)
+    if turn is not None:
+        count_tokens(turn.session.model, turn.usage)
+        annotate(input_tokens=turn.usage.input_tokens, output_tokens=turn.usage.output_tokens)
+    annotate(outcome=outcome)

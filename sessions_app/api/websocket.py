@@ -26,21 +26,24 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+import structlog
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
 from core.errors import Forbidden, GatewayError, InvalidRequest, Unauthenticated
+from core.observability.context import annotate
 from core.problems import problem_for_exception
 from core.result import Err, Ok
 from sessions_app.api import presenters
-from sessions_app.api.streaming import relay_turn, slots
+from sessions_app.api.streaming import Relayed, observe_turn, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_object, turn_from_data
 from sessions_app.domain import is_session_id
 from sessions_app.errors import TurnInProgress
 from sessions_app.turn_stream import TurnStream
 from sessions_app.wiring import get_session_manager
 
+log = structlog.get_logger("gateway.websocket")
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -83,6 +86,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
             await self.close(CLOSE_FORBIDDEN)
             return
         self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        annotate(session_id=self.session_id)
         if not is_session_id(self.session_id):
             await self.close(CLOSE_NOT_FOUND)
             return
@@ -99,6 +103,8 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
             index = protocols.index(SUBPROTOCOL)
             if index + 1 < len(protocols):
                 return protocols[index + 1], True
+        if self.scope.get("gateway.access_token"):  # moved out of the URL by QueryTokenScrubber
+            return self.scope["gateway.access_token"], False
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         tokens = query.get("access_token")
         return (tokens[0] if tokens else None), False
@@ -132,6 +138,9 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         self._turn = asyncio.create_task(self._run_turn(turn))
 
     async def _run_turn(self, turn: TurnInput) -> None:
+        started = asyncio.get_running_loop().time()
+        relayed = Relayed()
+        turn_id = uuid.uuid4().hex
         try:
             with slots.slot():
                 result = await get_session_manager().turn_stream(
@@ -139,16 +148,31 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
                     session_id=self.session_id,
                     content=turn.content,
                     params=turn.params,
-                    request_id=uuid.uuid4().hex,
+                    request_id=turn_id,
                 )
                 match result:
                     case Err(error):
+                        relayed.outcome = error.code
                         await self._send_frame("error", problem_for_exception(error)[0])
                     case Ok(stream):
                         self._stream = stream
-                        await relay_turn(stream, self._send_frame)
+                        await relay_turn(stream, self._send_frame, relayed)
         except GatewayError as exc:
+            relayed.outcome = exc.code
             await self._send_frame("error", problem_for_exception(exc)[0])
+        finally:
+            turn_outcome = self._stream.outcome if self._stream else None
+            observe_turn(mode="ws", outcome=relayed.outcome, started=started, relayed=relayed, turn=turn_outcome)
+            log.info(
+                "ws_turn",
+                turn_id=turn_id,
+                session_id=self.session_id,
+                model=turn_outcome.session.model if turn_outcome else None,
+                input_tokens=turn_outcome.usage.input_tokens if turn_outcome else None,
+                output_tokens=turn_outcome.usage.output_tokens if turn_outcome else None,
+                outcome=relayed.outcome,
+                duration_ms=round((asyncio.get_running_loop().time() - started) * 1000, 2),
+            )
 
     async def _cancel_turn(self) -> None:
         if self._turn is None or self._turn.done():

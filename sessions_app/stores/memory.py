@@ -179,5 +179,11 @@ class InMemorySessionStore:
         self._by_owner[owner].pop(index_member(session_id, entry.session.created_at), None)
         return Ok(None)
 
+    async def ping(self) -> None:
+        return None
+
+    async def count_active(self) -> int:
+        return len(self._entries)
+
     async def close(self) -> None:
         return None

@@ -388,6 +388,14 @@ class RedisSessionStore:
         await pipe.execute()
         return Ok(None)
 
+    @_store_errors
+    async def ping(self) -> None:
+        await self._client().ping()
+
+    @_store_errors
+    async def count_active(self) -> int:
+        return int(await self._client().zcard(self._activity_key()))
+
     async def close(self) -> None:
         connection = self._clients.pop(asyncio.get_running_loop(), None)
         if connection is not None:

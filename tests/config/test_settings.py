@@ -25,6 +25,7 @@ PRODUCTION = {
     "JWT_JWKS_URL": "https://tenant.b2clogin.com/tenant.onmicrosoft.com/b2c_1_signin/discovery/v2.0/keys",
     "JWT_AUDIENCE": "api-client-id",
     "ARCHIVE_KEKS": "k1:" + base64.b64encode(os.urandom(32)).decode(),
+    "METRICS_TOKEN": "metrics-" + base64.b64encode(os.urandom(16)).decode(),
 }
 
 
@@ -43,7 +44,16 @@ def test_production_settings_pass_the_deploy_check() -> None:
 
 
 @pytest.mark.parametrize(
-    "missing", ["SECRET_KEY", "OWNER_PSEUDONYM_SECRET", "DATABASE_URL", "REDIS_URL", "JWT_ISSUER", "ARCHIVE_KEKS"]
+    "missing",
+    [
+        "SECRET_KEY",
+        "OWNER_PSEUDONYM_SECRET",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "JWT_ISSUER",
+        "ARCHIVE_KEKS",
+        "METRICS_TOKEN",
+    ],
 )
 def test_production_refuses_to_start_without_a_secret(missing: str) -> None:
     env = {k: v for k, v in PRODUCTION.items() if k != missing}

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from django.core.management.base import CommandError
 
 from core.durations import parse_duration
+from core.observability.tracing import setup_tracing
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.wiring import get_session_store
 
@@ -16,6 +17,7 @@ T = TypeVar("T")
 
 
 def run(work: Coroutine[Any, Any, T]) -> T:
+    setup_tracing(default_service="llm-session-gateway-jobs")
     return asyncio.run(_closing(work))
 
 

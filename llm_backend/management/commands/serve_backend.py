@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.adapters import build_adapter
+from core.observability.tracing import setup_tracing
 from llm_backend.ports import ChatBackend
 from llm_backend.server import start_server
 
@@ -42,6 +43,7 @@ class Command(BaseCommand):
             if token_delay < 0:
                 raise CommandError("--token-delay must not be negative.")
             spec["OPTIONS"] = {**dict(spec.get("OPTIONS", {})), "token_delay": token_delay}
+        setup_tracing(default_service="llm-model-server")  # before the gRPC server exists
         try:
             asyncio.run(self._serve(build_adapter(spec), bind, adapter))
         except OSError as exc:
