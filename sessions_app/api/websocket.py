@@ -28,6 +28,7 @@ from urllib.parse import parse_qs
 import orjson
 import structlog
 from channels.generic.websocket import AsyncWebsocketConsumer
+from opentelemetry import trace
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
@@ -44,6 +45,7 @@ from sessions_app.turn_stream import TurnStream
 from sessions_app.wiring import get_session_manager
 
 log = structlog.get_logger("gateway.websocket")
+tracer = trace.get_tracer("gateway.websocket")
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -142,7 +144,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         relayed = Relayed()
         turn_id = uuid.uuid4().hex
         try:
-            with slots.slot():
+            with slots.slot(), tracer.start_as_current_span("websocket turn", attributes={"gateway.turn_id": turn_id}):
                 result = await get_session_manager().turn_stream(
                     owner=self.principal.owner,
                     session_id=self.session_id,

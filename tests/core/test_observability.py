@@ -258,3 +258,25 @@ async def test_no_content_reaches_logs_spans_or_metrics(
         assert canary not in logs, f"{name} canary in the logs"
         assert canary not in span_text, f"{name} canary in a span"
         assert canary not in metrics_text, f"{name} canary in the metrics"
+
+
+@pytest.mark.usefixtures("grpc_backend")
+async def test_each_websocket_turn_has_its_own_span(
+    traced_client: httpx.AsyncClient, span_exporter: Any, mint: Mint
+) -> None:
+    from config.asgi import application
+
+    session_id = (await traced_client.post("/api/v1/sessions")).json()["id"]
+    ws = WebsocketCommunicator(application, f"/ws/v1/sessions/{session_id}", subprotocols=["bearer", mint()])
+    await ws.connect(timeout=5)
+    for content in ("first", "second"):
+        await ws.send_json_to({"type": "message", "content": content})
+        while (await ws.receive_json_from(timeout=5))["type"] != "done":
+            pass
+    await ws.disconnect()
+
+    spans = span_exporter.get_finished_spans()
+    turns = [s for s in spans if s.name == "websocket turn"]
+    chats = [s for s in spans if s.name == "chat echo"]
+    assert len(turns) == 2 and len(chats) == 2
+    assert {c.parent.span_id for c in chats} == {t.context.span_id for t in turns}
