@@ -57,7 +57,9 @@ class Stack:
 
 
 @contextmanager
-def stack(*, redis_url: str, token_delay: float = 0.0, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+def stack(
+    *, redis_url: str, token_delay: float = 0.0, extra_env: dict[str, str] | None = None, adapter: str = "echo"
+) -> Iterator[Stack]:
     """Start the echo model server (and later gateways) against the real Redis; clean up after."""
     WORKDIR.mkdir(parents=True, exist_ok=True)
     prefix = f"gwbench:{uuid.uuid4().hex[:8]}"
@@ -73,6 +75,7 @@ def stack(*, redis_url: str, token_delay: float = 0.0, extra_env: dict[str, str]
         "SESSION_MAX_PER_OWNER": "1000000",
         **(extra_env or {}),
     }
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     key = devkeys.load_or_create_key(WORKDIR / "key.pem")
     token = devkeys.mint(
         key,
@@ -89,8 +92,9 @@ def stack(*, redis_url: str, token_delay: float = 0.0, extra_env: dict[str, str]
             "serve_backend",
             "--bind",
             f"127.0.0.1:{backend_port}",
-            "--token-delay",
-            str(token_delay),
+            "--adapter",
+            adapter,
+            *(["--token-delay", str(token_delay)] if adapter == "echo" else []),
         ],
         cwd=ROOT,
         env=env,

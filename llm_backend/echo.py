@@ -66,6 +66,9 @@ class EchoChatBackend:
             model=request.model or self._model,
         )
 
+    async def prepare(self) -> None:
+        return None
+
     async def check(self) -> None:
         return None
 

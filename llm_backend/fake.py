@@ -57,6 +57,9 @@ class FakeChatBackend:
             if not finished:
                 self.stream_closed_early.set()
 
+    async def prepare(self) -> None:
+        return None
+
     async def check(self) -> None:
         return None
 

@@ -146,6 +146,9 @@ class GrpcChatBackend:
                 call.cancel()
         raise BackendError("The model server ended the stream without a final message.")
 
+    async def prepare(self) -> None:
+        return None
+
     async def check(self) -> None:
         """The standard gRPC health service of the model server."""
         channel = self._channel()

@@ -109,6 +109,9 @@ class OpenAICompatibleBackend:
             raise BackendUnavailable() from exc
         yield StreamEnd(finish_reason=finish, usage=usage, model=model)
 
+    async def prepare(self) -> None:
+        return None
+
     async def check(self) -> None:
         return None
 

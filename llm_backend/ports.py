@@ -95,6 +95,10 @@ class ChatBackend(Protocol):
         """
         ...
 
+    async def prepare(self) -> None:
+        """Get ready to answer (load a model, warm a connection); called once before serving."""
+        ...
+
     async def check(self) -> None:
         """Raise `BackendUnavailable` unless the model server says it is serving (readiness)."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -64,7 +65,11 @@ class ChatBackendServicer(pb_grpc.ChatBackendServiceServicer):
 
 
 async def start_server(backend: ChatBackend, bind: str) -> tuple[aio.Server, int]:
-    """Start serving `backend` on `bind` ("host:port", port 0 picks one); returns the server and its port."""
+    """Start serving `backend` on `bind` ("host:port", port 0 picks one); returns the server and its port.
+
+    The health service answers NOT_SERVING until the backend is prepared (a model
+    loaded), which happens in the background once the port is open.
+    """
     server = aio.server()
     pb_grpc.add_ChatBackendServiceServicer_to_server(ChatBackendServicer(backend), server)
     health = health_aio.HealthServicer()
@@ -72,7 +77,22 @@ async def start_server(backend: ChatBackend, bind: str) -> tuple[aio.Server, int
     port = server.add_insecure_port(bind)
     if port == 0:
         raise OSError(f"cannot bind the model server to {bind}")
-    await server.start()
     for service in ("", SERVICE_NAME):
-        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+
+    async def prepare() -> None:
+        try:
+            await backend.prepare()
+        except Exception:
+            logger.exception("the model could not be prepared; the server stays NOT_SERVING")
+            return
+        for service in ("", SERVICE_NAME):
+            await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    _preparing.add(task := asyncio.create_task(prepare()))
+    task.add_done_callback(_preparing.discard)
     return server, port
+
+
+_preparing: set[asyncio.Task[None]] = set()  # keeps the background tasks alive

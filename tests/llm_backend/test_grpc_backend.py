@@ -192,41 +192,39 @@ async def test_a_server_that_comes_up_later_is_reached() -> None:
     await server.stop(None)
 
 
-async def test_the_server_reports_serving_on_the_standard_health_service(echo_server: str) -> None:
-    async with grpc.aio.insecure_channel(echo_server) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        overall = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-        service = await stub.Check(health_pb2.HealthCheckRequest(service="llm.v1.ChatBackendService"), timeout=2)
-
-    assert overall.status == service.status == health_pb2.HealthCheckResponse.SERVING
-
-
-async def test_a_stream_times_out_on_a_slow_first_delta_or_a_long_silence() -> None:
-    server, port = await start_server(EchoChatBackend(token_delay=0.4), "127.0.0.1:0")
-    patient_first = GrpcChatBackend(target=f"127.0.0.1:{port}", first_delta_timeout=5, silence_timeout=0.15)
-    request = ChatRequest(model="echo", messages=[ContextMessage(Role.USER, "a b c")])
-
-    received: list[StreamEvent] = []
-
-    async def read() -> None:
-        async for event in patient_first.stream(request):
-            received.append(event)
-
-    with pytest.raises(BackendTimeout):
-        await read()
-
-    assert [e.content for e in received if isinstance(e, Delta)] == ["Echo: "]  # the first came at once
-    await patient_first.close()
-    await server.stop(None)
+async def health_status(target: str) -> int:
+    async with grpc.aio.insecure_channel(target) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="llm.v1.ChatBackendService"), timeout=2
+        )
+    return int(reply.status)
 
 
-async def test_a_long_answer_is_not_cut_off_while_deltas_keep_coming() -> None:
-    server, port = await start_server(EchoChatBackend(token_delay=0.05), "127.0.0.1:0")
-    client = GrpcChatBackend(target=f"127.0.0.1:{port}", first_delta_timeout=1, silence_timeout=0.3)
-    request = ChatRequest(model="echo", messages=[ContextMessage(Role.USER, " ".join(["w"] * 20))])  # about 1 s
+class SlowToPrepare(EchoChatBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded = asyncio.Event()
 
-    events = [e async for e in client.stream(request)]
+    async def prepare(self) -> None:
+        await self.loaded.wait()
 
-    assert isinstance(events[-1], StreamEnd) and len(events) == 22
+
+async def test_health_says_not_serving_until_the_backend_is_prepared() -> None:
+    backend = SlowToPrepare()
+    server, port = await start_server(backend, "127.0.0.1:0")
+    target = f"127.0.0.1:{port}"
+
+    before = await health_status(target)
+    backend.loaded.set()
+    for _ in range(50):
+        if await health_status(target) == health_pb2.HealthCheckResponse.SERVING:
+            break
+        await asyncio.sleep(0.02)
+    after = await health_status(target)
+
+    assert before == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert after == health_pb2.HealthCheckResponse.SERVING
+    client = GrpcChatBackend(target=target)
+    await client.check()  # what the gateway's readiness asks
     await client.close()
     await server.stop(None)

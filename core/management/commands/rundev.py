@@ -40,6 +40,7 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         children: list[subprocess.Popen[bytes]] = []
         try:
+            self._adapter = adapter if not no_backend else "external"
             if not no_backend:
                 children.append(self._start_backend(adapter))
             children.append(self._start_gateway(server, host, port))
@@ -95,7 +96,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"""
 LLM Session Gateway is running at {base}   (API docs: {base}/api/docs/)
-Model server: {settings.BACKEND_TARGET}. Stop both with Ctrl-C.
+Model server ({self._adapter}): {settings.BACKEND_TARGET}. Stop both with Ctrl-C.
 
 A development token for "dev-user", valid 8 hours:
 

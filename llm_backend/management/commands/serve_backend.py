@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -34,9 +35,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--token-delay", type=float, default=None, help="echo only: seconds between streamed words."
         )
+        parser.add_argument("--model-path", default=None, help="llamacpp only: a GGUF model file.")
 
-    def handle(self, *args: Any, adapter: str, bind: str, token_delay: float | None, **options: Any) -> None:
+    def handle(
+        self, *args: Any, adapter: str, bind: str, token_delay: float | None, model_path: str | None, **options: Any
+    ) -> None:
         spec: dict[str, Any] = dict(settings.MODEL_SERVER_ADAPTERS[adapter])
+        if model_path is not None:
+            if adapter != "llamacpp":
+                raise CommandError("--model-path applies to the llamacpp adapter only.")
+            if not Path(model_path).is_file():
+                raise CommandError(f"{model_path} is not a file.")
+            spec["OPTIONS"] = {**dict(spec.get("OPTIONS", {})), "model_path": model_path}
         if token_delay is not None:
             if adapter != "echo":
                 raise CommandError("--token-delay applies to the echo adapter only.")
