@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils.module_loading import import_string
 
-Check = Callable[[], Awaitable[None]]
+Check = Callable[[], Awaitable[dict[str, Any] | None]]
 TIMEOUT = 2.0
 
 
@@ -35,12 +35,13 @@ async def run_checks() -> tuple[bool, dict[str, Any]]:
 async def _timed(check: Check) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(check(), timeout=TIMEOUT)
+        details = await asyncio.wait_for(check(), timeout=TIMEOUT)
     except TimeoutError:
         outcome: dict[str, Any] = {"status": "fail", "error": f"no answer within {TIMEOUT:.0f}s"}
     except Exception as exc:  # noqa: BLE001 - any failure makes the check fail, with its kind only
         outcome = {"status": "fail", "error": getattr(exc, "code", type(exc).__name__)}
+        outcome.update(getattr(exc, "details", {}))
     else:
-        outcome = {"status": "ok"}
+        outcome = {"status": "ok", **(details or {})}
     outcome["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return outcome

@@ -53,6 +53,7 @@ class GrpcChatBackend:
         *,
         target: str,
         timeout: float = 60.0,
+        connect_timeout: float = 5.0,
         first_delta_timeout: float = 60.0,
         silence_timeout: float = 30.0,
         stream_timeout: float = 3600.0,
@@ -72,6 +73,11 @@ class GrpcChatBackend:
             ("grpc.keepalive_time_ms", 300_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            # A connection attempt gives up after connect_timeout; a server that went away is
+            # tried again soon (not after gRPC's default backoff of up to two minutes).
+            ("grpc.min_reconnect_backoff_ms", int(connect_timeout * 1000)),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         self._target = target
         self._tls = tls

@@ -118,6 +118,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["core.auth.drf.BearerAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["core.auth.drf.ChatScopes"],
+    "DEFAULT_THROTTLE_CLASSES": ["core.auth.drf.OwnerRateLimit"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "core.drf.exception_handler",
@@ -274,19 +275,51 @@ SCHEDULER_ARCHIVE_INTERVAL_SECONDS = env.float("SCHEDULER_ARCHIVE_INTERVAL_SECON
 SCHEDULER_PURGE_INTERVAL_SECONDS = env.float("SCHEDULER_PURGE_INTERVAL_SECONDS", default=3600.0)
 SCHEDULER_EMBEDDED = env.bool("SCHEDULER_EMBEDDED", default=not REDIS_URL)
 
+# -- Per-owner limits, shared by every instance through Redis (0: no limit) --------
+RATE_LIMITS = {
+    "requests_per_minute": env.int("RATE_LIMIT_REQUESTS_PER_MINUTE", default=600),
+    "tokens_per_minute": env.int("RATE_LIMIT_TOKENS_PER_MINUTE", default=1_000_000),
+    "streams_per_owner": env.int("RATE_LIMIT_STREAMS_PER_OWNER", default=16),
+}
+if REDIS_URL:
+    OWNER_LIMITER = {
+        "CLASS": "core.limits.RedisLimiter",
+        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, **RATE_LIMITS},
+    }
+else:
+    OWNER_LIMITER = {"CLASS": "core.limits.MemoryLimiter", "OPTIONS": RATE_LIMITS}
+
+# Idempotency-Key: how long a key's first result is remembered.
+IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86_400)
+if REDIS_URL:
+    IDEMPOTENCY_STORE = {
+        "CLASS": "sessions_app.idempotency.RedisIdempotencyStore",
+        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+    }
+else:
+    IDEMPOTENCY_STORE = {"CLASS": "sessions_app.idempotency.MemoryIdempotencyStore", "OPTIONS": {}}
+
 # -- Model servers --------------------------------------------------------------
 
 BACKEND_TARGET = env("BACKEND_TARGET", default="127.0.0.1:50051")
+# Model servers in failover order: BACKEND_TARGETS for every model, and per model in
+# BACKEND_ROUTES, a JSON object such as {"smollm2": ["gpu-1:50051", "gpu-2:50051"]}.
+BACKEND_TARGETS = env.list("BACKEND_TARGETS", default=[BACKEND_TARGET])
+BACKEND_ROUTES = {"*": BACKEND_TARGETS, **env.json("BACKEND_ROUTES", default={})}
 CHAT_BACKEND = {
-    "CLASS": "llm_backend.grpc_client.GrpcChatBackend",
+    "CLASS": "llm_backend.resilience.grpc_routes",
     "OPTIONS": {
-        "target": BACKEND_TARGET,
+        "routes": BACKEND_ROUTES,
         "tls": env.bool("BACKEND_TLS", default=False),
+        "connect_timeout": env.float("BACKEND_CONNECT_TIMEOUT_SECONDS", default=5.0),
         "timeout": env.float("BACKEND_TIMEOUT_SECONDS", default=120.0),
         "first_delta_timeout": env.float("BACKEND_FIRST_DELTA_TIMEOUT_SECONDS", default=60.0),
         "silence_timeout": env.float("BACKEND_SILENCE_TIMEOUT_SECONDS", default=30.0),
         "stream_timeout": env.float("BACKEND_STREAM_MAX_SECONDS", default=3600.0),
         "max_attempts": env.int("BACKEND_MAX_ATTEMPTS", default=3),
+        # The circuit breaker of each target: open after this many failures in a row, for this long.
+        "failures_to_open": env.int("BACKEND_BREAKER_FAILURES", default=5),
+        "open_seconds": env.float("BACKEND_BREAKER_OPEN_SECONDS", default=10.0),
     },
 }
 

@@ -50,6 +50,14 @@ CACHES = {
 }
 ACTIVE_SESSION_STORE = redis_session_store(REDIS_URL)
 SCHEDULER_EMBEDDED = env.bool("SCHEDULER_EMBEDDED", default=False)  # run `manage.py run_scheduler`
+IDEMPOTENCY_STORE = {
+    "CLASS": "sessions_app.idempotency.RedisIdempotencyStore",
+    "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+}
+OWNER_LIMITER = {
+    "CLASS": "core.limits.RedisLimiter",
+    "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, **RATE_LIMITS},  # noqa: F405
+}
 
 # HTTPS is terminated by the ingress in front of the gateway.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -41,3 +41,8 @@ SCHEDULER_LAST_SUCCESS = Gauge(
     "When the scheduler last finished a pass without error (Unix time).",
     ["pass_"],
 )
+CIRCUIT_BREAKER = Gauge(
+    "gateway_circuit_breaker_state",
+    "Each model-server target's breaker: 0 closed, 1 half-open (probing), 2 open (failing fast).",
+    ["target"],
+)
