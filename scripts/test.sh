@@ -12,7 +12,8 @@ fi
 
 # The suite runs on the machine's PostgreSQL when one answers, else on SQLite.
 if [ -z "${DATABASE_URL:-}" ] && "$PY" -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=2).close()" 2>/dev/null; then
-  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/gateway
+  # A database name of its own per checkout, so two runs on one machine do not collide.
+  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/gateway_$(pwd | md5sum | cut -c1-8)"
 fi
 echo "tests: redis=$REDIS_TEST_URL database=${DATABASE_URL:-sqlite}"
 

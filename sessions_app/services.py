@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
@@ -14,10 +15,11 @@ from typing import Any
 import orjson
 
 from core.errors import InvalidRequest, PayloadTooLarge
+from core.limits import MemoryLimiter, OwnerLimiter
 from core.observability.context import annotate
 from core.result import Err, Ok, returns_result, unwrap
 from llm_backend.errors import BackendError
-from llm_backend.ports import ChatBackend, ChatRequest, GenerationParams
+from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, GenerationParams, TokenUsage
 from sessions_app.context import build_context
 from sessions_app.domain import (
     ChatMessage,
@@ -35,11 +37,19 @@ from sessions_app.errors import (
     SessionNotActive,
     SessionNotFound,
 )
+from sessions_app.idempotency import (
+    Claim,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    IdempotencyStore,
+    IdempotentRequest,
+    MemoryIdempotencyStore,
+)
 from sessions_app.ports import ActiveSessionStore, SessionArchive
 from sessions_app.recording import SessionEvent, SessionRecorder
 from sessions_app.stores.encoding import from_ms
 from sessions_app.telemetry import chat_span, count_backend_error, record_completion, tracer
-from sessions_app.turn_stream import OpenTurn, TurnStream
+from sessions_app.turn_stream import OpenTurn, ReplayStream, TurnStream
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,9 @@ class SessionManager:
         policy: SessionPolicy,
         recorder: SessionRecorder,
         archive: SessionArchive,
+        idempotency: IdempotencyStore | None = None,
+        limiter: OwnerLimiter | None = None,
+        idempotency_ttl: int = 86_400,
         clock: Callable[[], datetime] = now_ms,
     ) -> None:
         self._store = store
@@ -93,6 +106,9 @@ class SessionManager:
         self._policy = policy
         self._recorder = recorder
         self._archive = archive
+        self._idempotency = idempotency or MemoryIdempotencyStore()
+        self._limiter = limiter or MemoryLimiter(requests_per_minute=0, tokens_per_minute=0, streams_per_owner=0)
+        self._idempotency_ttl = idempotency_ttl
         self._clock = clock
 
     @property
@@ -109,6 +125,35 @@ class SessionManager:
         model: str | None = None,
         system_prompt: str = "",
         metadata: Mapping[str, Any] | None = None,
+        idempotent: IdempotentRequest | None = None,
+    ) -> ChatSession:
+        """Create a session; with an Idempotency-Key, a repeat returns the first one."""
+        if idempotent is None:
+            return await self._create(owner, model, system_prompt, metadata)
+        result = await self._claim(owner, idempotent)
+        if result is not None:
+            return unwrap(await self._store.get(result["session_id"], owner=owner))
+        try:
+            session = await self._create(owner, model, system_prompt, metadata)
+        except BaseException:
+            await self._idempotency.release(owner, idempotent)
+            raise
+        await self._idempotency.complete(owner, idempotent, {"session_id": session.id}, ttl=self._idempotency_ttl)
+        return session
+
+    async def _claim(self, owner: str, idempotent: IdempotentRequest) -> dict[str, Any] | None:
+        """None: this request runs; a dict: it ran before, here is what it recorded."""
+        claim, result = await self._idempotency.claim(
+            owner, idempotent, pending_seconds=int(self._policy.turn_lock_seconds)
+        )
+        if claim == Claim.PENDING:
+            raise IdempotencyInProgress()
+        if claim == Claim.MISMATCH:
+            raise IdempotencyKeyReused()
+        return result if claim == Claim.DONE else None
+
+    async def _create(
+        self, owner: str, model: str | None, system_prompt: str, metadata: Mapping[str, Any] | None
     ) -> ChatSession:
         policy = self._policy
         model = model or policy.default_model
@@ -149,13 +194,66 @@ class SessionManager:
         content: str,
         params: GenerationParams | None = None,
         request_id: str = "",
+        idempotent: IdempotentRequest | None = None,
     ) -> TurnOutcome:
         """One turn: lock and load, ask the model, store question and answer together.
 
         Nothing is stored unless the answer is: a failed or cancelled turn
         releases its lock and leaves the session as it was, so the client can
-        simply retry.
+        simply retry. With an Idempotency-Key, a repeat returns the first answer
+        without asking the model or storing anything again.
         """
+        if idempotent is not None:
+            recorded = await self._claim(owner, idempotent)
+            if recorded is not None:
+                return await self._replay(owner, recorded)
+        try:
+            outcome = await self._send(owner, session_id, content, params, request_id)
+        except BaseException:
+            if idempotent is not None:
+                await self._idempotency.release(owner, idempotent)
+            raise
+        await self._turn_settled(owner, idempotent, outcome)
+        return outcome
+
+    async def _turn_settled(
+        self, owner: str, idempotent: IdempotentRequest | None, outcome: TurnOutcome | None
+    ) -> None:
+        """After a turn: charge its tokens to the owner, and remember it for its Idempotency-Key
+        if it completed (a cut-short or failed one may simply be retried)."""
+        if outcome is not None:
+            await self._limiter.charge(owner, outcome.usage.input_tokens + outcome.usage.output_tokens)
+        if idempotent is None:
+            return
+        if outcome is not None and outcome.finish_reason is not None:
+            record = {
+                "session_id": outcome.session.id,
+                "user_message_id": outcome.user_message.id,
+                "message_id": outcome.message.id,
+                "usage": [outcome.usage.input_tokens, outcome.usage.output_tokens],
+                "finish_reason": outcome.finish_reason.value,
+            }
+            await self._idempotency.complete(owner, idempotent, record, ttl=self._idempotency_ttl)
+        else:
+            await self._idempotency.release(owner, idempotent)
+
+    async def _replay(self, owner: str, recorded: dict[str, Any]) -> TurnOutcome:
+        """The first answer to a repeated request, read back from the session (never stored twice)."""
+        transcript = unwrap(await self.session_get(owner=owner, session_id=recorded["session_id"]))
+        by_id = {m.id: m for m in transcript.messages}
+        if recorded["user_message_id"] not in by_id or recorded["message_id"] not in by_id:
+            raise SessionNotFound()
+        return TurnOutcome(
+            session=transcript.session,
+            user_message=by_id[recorded["user_message_id"]],
+            message=by_id[recorded["message_id"]],
+            usage=TokenUsage(*recorded["usage"]),
+            finish_reason=FinishReason(recorded["finish_reason"]),
+        )
+
+    async def _send(
+        self, owner: str, session_id: str, content: str, params: GenerationParams | None, request_id: str
+    ) -> TurnOutcome:
         turn, request = await self._open_turn(owner, session_id, content, params, request_id)
         try:
             with chat_span(request.model) as span:
@@ -200,13 +298,35 @@ class SessionManager:
         content: str,
         params: GenerationParams | None = None,
         request_id: str = "",
-    ) -> TurnStream:
+        idempotent: IdempotentRequest | None = None,
+    ) -> TurnStream | ReplayStream:
         """Start a streamed turn; returns once the model's first delta has arrived.
 
         Failures up to then (not found, turn in progress, model server down)
         come back as `Err` with nothing stored and the lock released; see
-        `TurnStream` for what a stream cut short keeps.
+        `TurnStream` for what a stream cut short keeps. A repeat of an answered
+        Idempotency-Key streams the first answer back at once.
         """
+        if idempotent is not None:
+            recorded = await self._claim(owner, idempotent)
+            if recorded is not None:
+                return ReplayStream(await self._replay(owner, recorded))
+        try:
+            return await self._start_stream(owner, session_id, content, params, request_id, idempotent)
+        except BaseException:
+            if idempotent is not None:
+                await self._idempotency.release(owner, idempotent)
+            raise
+
+    async def _start_stream(
+        self,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None,
+        request_id: str,
+        idempotent: IdempotentRequest | None,
+    ) -> TurnStream:
         turn, request = await self._open_turn(owner, session_id, content, params, request_id)
         with chat_span(request.model, streaming=True):
             events = self._backend.stream(request)
@@ -229,6 +349,7 @@ class SessionManager:
             clock=self._clock,
             new_id=new_message_id,
             lock_seconds=self._policy.turn_lock_seconds,
+            settled=functools.partial(self._turn_settled, owner, idempotent),
         )
 
     async def _open_turn(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from core.errors import GatewayError
 from core.result import unwrap
@@ -25,6 +26,14 @@ class TurnDone:
     """The last event of a streamed turn: what was stored."""
 
     outcome: TurnOutcome
+
+
+class RunningTurn(Protocol):
+    """A streamed turn to relay: `TurnStream`, or a `ReplayStream` of an earlier answer."""
+
+    outcome: TurnOutcome | None
+
+    def events(self) -> AsyncGenerator[Delta | TurnDone, None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +70,10 @@ class TurnStream:
         clock: Callable[[], datetime],
         new_id: Callable[[], str],
         lock_seconds: float,
+        settled: Callable[[TurnOutcome | None], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        self._settled_hook = settled
         self._turn = turn
         self._first = first
         self._events = events
@@ -120,9 +131,17 @@ class TurnStream:
             else:
                 self._settled = True
                 await self._store.release_turn(self._turn.session.id, token=self._turn.token)
+                await self._notify(None)
         except GatewayError:
             # The store is down: the lock lapses by itself; nothing more can be kept.
             logger.warning("could not settle a cut-short turn session_id=%s", self._turn.session.id)
+
+    async def _notify(self, outcome: TurnOutcome | None) -> None:
+        if self._settled_hook is not None:
+            try:
+                await self._settled_hook(outcome)
+            except GatewayError:
+                logger.warning("could not record a settled turn session_id=%s", self._turn.session.id)
 
     async def _store_reply(
         self, content: str, status: MessageStatus, usage: TokenUsage, finish_reason: FinishReason | None
@@ -145,4 +164,17 @@ class TurnStream:
         self.outcome = TurnOutcome(
             session=unwrap(result), user_message=user_message, message=reply, usage=usage, finish_reason=finish_reason
         )
+        await self._notify(self.outcome)
         return self.outcome
+
+
+class ReplayStream:
+    """A streamed turn answered before (same Idempotency-Key): its reply at once, then done."""
+
+    def __init__(self, outcome: TurnOutcome) -> None:
+        self.outcome: TurnOutcome | None = outcome
+
+    async def events(self) -> AsyncGenerator[Delta | TurnDone, None]:
+        assert self.outcome is not None
+        yield Delta(self.outcome.message.content)
+        yield TurnDone(self.outcome)

@@ -10,7 +10,9 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from core.adapters import build_adapter
+from core.limits import get_limiter
 from llm_backend.wiring import get_chat_backend
+from sessions_app.idempotency import IdempotencyStore
 from sessions_app.ports import ActiveSessionStore, SessionArchive
 from sessions_app.recording import DatabaseRecorder
 from sessions_app.services import SessionManager, SessionPolicy
@@ -50,7 +52,16 @@ def get_session_manager() -> SessionManager:
         policy=policy_from_settings(),
         recorder=DatabaseRecorder(),
         archive=archive,
+        idempotency=get_idempotency_store(),
+        limiter=get_limiter(),
+        idempotency_ttl=settings.IDEMPOTENCY_TTL_SECONDS,
     )
+
+
+@functools.cache
+def get_idempotency_store() -> IdempotencyStore:
+    store: IdempotencyStore = build_adapter(settings.IDEMPOTENCY_STORE)
+    return store
 
 
 @receiver(setting_changed)
@@ -62,6 +73,9 @@ def _reset(*, setting: str, **kwargs: object) -> None:
         "DEFAULT_MODEL",
         "ALLOWED_MODELS",
         "SESSION_ARCHIVE",
+        "IDEMPOTENCY_STORE",
+        "OWNER_LIMITER",
     }:
+        get_idempotency_store.cache_clear()
         get_session_store.cache_clear()
         get_session_manager.cache_clear()

@@ -21,16 +21,18 @@ from django.conf import settings
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
 from core.errors import GatewayError, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from core.limits import get_limiter
 from core.observability import metrics
 from core.observability.context import annotate
 from core.observability.context import current as current_request
 from core.problems import PROBLEM_CONTENT_TYPE, problem_for_exception
 from core.result import unwrap
 from sessions_app.api import presenters
-from sessions_app.api.streaming import Relayed, observe_turn, relay_turn, slots
+from sessions_app.api.streaming import Relayed, observe_turn, owner_stream, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_turn
 from sessions_app.domain import is_session_id
 from sessions_app.errors import SessionNotFound
+from sessions_app.idempotency import IdempotentRequest
 from sessions_app.wiring import get_session_manager
 
 logger = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
 class TurnConsumer(HttpEdgeConsumer):
     async def handle(self, body: bytes) -> None:
         self._started = asyncio.get_running_loop().time()
+        self._idempotent: IdempotentRequest | None = None
         mode = "json"
         try:
             principal, session_id, turn = await self._accept(body)
@@ -124,6 +127,7 @@ class TurnConsumer(HttpEdgeConsumer):
             raise MethodNotAllowed(["POST"])
         principal = await authenticate_authorization(_decode(self.header(b"authorization")))
         require_scope(principal, WRITE_SCOPE)
+        await get_limiter().admit(principal.owner)
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
         if not is_session_id(session_id):
             raise SessionNotFound()
@@ -131,7 +135,12 @@ class TurnConsumer(HttpEdgeConsumer):
         content_type = (self.header(b"content-type") or b"").split(b";")[0].strip().lower()
         if content_type != JSON:
             raise UnsupportedMediaType()
-        return principal, session_id, parse_turn(body)
+        turn = parse_turn(body)
+        self._idempotent = IdempotentRequest.of(
+            _decode(self.header(b"idempotency-key")),
+            "turn", session_id, turn.content, turn.params.max_tokens, turn.params.temperature, list(turn.params.stop),
+        )  # fmt: skip
+        return principal, session_id, turn
 
     def _wants_stream(self, turn: TurnInput) -> bool:
         if turn.stream is not None:
@@ -147,6 +156,7 @@ class TurnConsumer(HttpEdgeConsumer):
                 content=turn.content,
                 params=turn.params,
                 request_id=_request_id(),
+                idempotent=self._idempotent,
             )
         )
         observe_turn(mode="json", outcome="ok", started=self._started, relayed=None, turn=outcome)
@@ -161,41 +171,43 @@ class TurnConsumer(HttpEdgeConsumer):
         return f"gateway;dur={overhead * 1000:.2f}, backend;dur={backend * 1000:.2f}"
 
     async def _stream(self, principal: Principal, session_id: str, turn: TurnInput) -> None:
-        with slots.slot():
-            stream = unwrap(
-                await get_session_manager().turn_stream(
-                    owner=principal.owner,
-                    session_id=session_id,
-                    content=turn.content,
-                    params=turn.params,
-                    request_id=_request_id(),
+        async with owner_stream(principal.owner):
+            with slots.slot():
+                stream = unwrap(
+                    await get_session_manager().turn_stream(
+                        owner=principal.owner,
+                        session_id=session_id,
+                        content=turn.content,
+                        params=turn.params,
+                        request_id=_request_id(),
+                        idempotent=self._idempotent,
+                    )
                 )
-            )
-            # From here on the answer is a 200 event stream; failures become `error` events.
-            headers = [*SSE_HEADERS, (b"server-timing", self._first_delta_timing().encode())]
-            await self.send_headers(status=200, headers=headers)
-            self._last_write = asyncio.get_running_loop().time()
-            relayed = Relayed()
-            writer = asyncio.create_task(relay_turn(stream, self._send_event, relayed))
-            watcher = asyncio.create_task(self._watch_client())
-            try:
-                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watcher.cancel()
-                if not writer.done():
-                    writer.cancel()  # the client left: stop the model, keep what it saw
+                # From here on the answer is a 200 event stream; failures become `error` events.
+                headers = [*SSE_HEADERS, (b"server-timing", self._first_delta_timing().encode())]
+                await self.send_headers(status=200, headers=headers)
+                self._last_write = asyncio.get_running_loop().time()
+                relayed = Relayed()
+                writer = asyncio.create_task(relay_turn(stream, self._send_event, relayed))
+                watcher = asyncio.create_task(self._watch_client())
                 try:
-                    await writer
-                except asyncio.CancelledError:
-                    pass
-                except Exception as exc:
-                    logger.exception("stream relay failed session_id=%s", session_id)
-                    relayed.outcome = "internal_error"
-                    await self._send_event("error", problem_for_exception(exc)[0])
-            observe_turn(
-                mode="sse", outcome=relayed.outcome, started=self._started, relayed=relayed, turn=stream.outcome
-            )
-            await self.send_body(b"", more_body=False)
+                    await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    watcher.cancel()
+                    if not writer.done():
+                        writer.cancel()  # the client left: stop the model, keep what it saw
+                    try:
+                        await writer
+                    except asyncio.CancelledError:
+                        pass
+                    except Exception as exc:
+                        logger.exception("stream relay failed session_id=%s", session_id)
+                        relayed.outcome = "internal_error"
+                        await self._send_event("error", problem_for_exception(exc)[0])
+                observe_turn(
+                    mode="sse", outcome=relayed.outcome, started=self._started, relayed=relayed, turn=stream.outcome
+                )
+                await self.send_body(b"", more_body=False)
 
     def _first_delta_timing(self) -> str:
         """Known when the stream's head goes out: the gateway's share of the wait for the first delta."""

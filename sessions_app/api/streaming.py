@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+import contextlib
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from core.errors import GatewayError, ServiceUnavailable
+from core.limits import get_limiter
 from core.observability import metrics
 from core.observability.context import annotate
 from core.problems import problem_for_exception
@@ -18,7 +21,7 @@ from llm_backend.ports import Delta
 from sessions_app.api import presenters
 from sessions_app.domain import TurnOutcome
 from sessions_app.telemetry import count_tokens
-from sessions_app.turn_stream import TurnDone, TurnStream
+from sessions_app.turn_stream import RunningTurn, TurnDone
 
 SendFrame = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -51,6 +54,21 @@ class StreamSlots:
 
 
 slots = StreamSlots()
+
+
+@asynccontextmanager
+async def owner_stream(owner: str) -> AsyncIterator[None]:
+    """Count the stream against the owner's limit (across instances) while it runs."""
+    stream_id = uuid.uuid4().hex
+    limiter = get_limiter()
+    await limiter.open_stream(owner, stream_id)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(GatewayError):
+            await limiter.close_stream(owner, stream_id)
+
+
 metrics.OPEN_STREAMS.set_function(lambda: slots.open)
 
 
@@ -62,7 +80,7 @@ class Relayed:
     first_delta_at: float | None = None  # loop time the first delta went out
 
 
-async def relay_turn(stream: TurnStream, send_frame: SendFrame, relayed: Relayed) -> None:
+async def relay_turn(stream: RunningTurn, send_frame: SendFrame, relayed: Relayed) -> None:
     """Send each event of a running turn as a `delta`, `done` or `error` frame as it comes.
 
     Stopping this coroutine (cancellation) stops the model and stores what was

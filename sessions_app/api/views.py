@@ -26,6 +26,7 @@ from sessions_app.api.serializers import (
 )
 from sessions_app.domain import SessionStatus, is_session_id
 from sessions_app.errors import SessionNotFound
+from sessions_app.idempotency import IdempotentRequest
 from sessions_app.wiring import get_session_manager
 
 T = TypeVar("T")
@@ -82,7 +83,10 @@ class SessionCollectionView(APIView):
     def post(self, request: Request) -> Response:
         data = SessionCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        session = call(get_session_manager().session_create, owner=owner_of(request), **data.validated_data)
+        idempotent = IdempotentRequest.of(request.headers.get("Idempotency-Key"), "create", data.validated_data)
+        session = call(
+            get_session_manager().session_create, owner=owner_of(request), idempotent=idempotent, **data.validated_data
+        )
         location = request.build_absolute_uri(reverse("session-detail", kwargs={"session_id": session.id}))
         return Response(presenters.session(session), status=201, headers={"Location": location})
 

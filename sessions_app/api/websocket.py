@@ -33,15 +33,16 @@ from opentelemetry import trace
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
 from core.errors import Forbidden, GatewayError, InvalidRequest, Unauthenticated
+from core.limits import get_limiter
 from core.observability.context import annotate
 from core.problems import problem_for_exception
 from core.result import Err, Ok
 from sessions_app.api import presenters
-from sessions_app.api.streaming import Relayed, observe_turn, relay_turn, slots
+from sessions_app.api.streaming import Relayed, observe_turn, owner_stream, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_object, turn_from_data
 from sessions_app.domain import is_session_id
 from sessions_app.errors import TurnInProgress
-from sessions_app.turn_stream import TurnStream
+from sessions_app.turn_stream import RunningTurn
 from sessions_app.wiring import get_session_manager
 
 log = structlog.get_logger("gateway.websocket")
@@ -60,7 +61,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turn: asyncio.Task[None] | None = None
-        self._stream: TurnStream | None = None
+        self._stream: RunningTurn | None = None
         self._done_sent = False
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -136,6 +137,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
             await self._send_frame("error", problem_for_exception(Unauthenticated("The token has expired."))[0])
             await self.close(CLOSE_UNAUTHENTICATED)
             return
+        await get_limiter().admit(self.principal.owner)
         self._stream, self._done_sent = None, False
         self._turn = asyncio.create_task(self._run_turn(turn))
 
@@ -144,21 +146,8 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         relayed = Relayed()
         turn_id = uuid.uuid4().hex
         try:
-            with slots.slot(), tracer.start_as_current_span("websocket turn", attributes={"gateway.turn_id": turn_id}):
-                result = await get_session_manager().turn_stream(
-                    owner=self.principal.owner,
-                    session_id=self.session_id,
-                    content=turn.content,
-                    params=turn.params,
-                    request_id=turn_id,
-                )
-                match result:
-                    case Err(error):
-                        relayed.outcome = error.code
-                        await self._send_frame("error", problem_for_exception(error)[0])
-                    case Ok(stream):
-                        self._stream = stream
-                        await relay_turn(stream, self._send_frame, relayed)
+            async with owner_stream(self.principal.owner):
+                await self._stream_turn(turn, turn_id, relayed)
         except GatewayError as exc:
             relayed.outcome = exc.code
             await self._send_frame("error", problem_for_exception(exc)[0])
@@ -175,6 +164,23 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
                 outcome=relayed.outcome,
                 duration_ms=round((asyncio.get_running_loop().time() - started) * 1000, 2),
             )
+
+    async def _stream_turn(self, turn: TurnInput, turn_id: str, relayed: Relayed) -> None:
+        with slots.slot(), tracer.start_as_current_span("websocket turn", attributes={"gateway.turn_id": turn_id}):
+            result = await get_session_manager().turn_stream(
+                owner=self.principal.owner,
+                session_id=self.session_id,
+                content=turn.content,
+                params=turn.params,
+                request_id=turn_id,
+            )
+            match result:
+                case Err(error):
+                    relayed.outcome = error.code
+                    await self._send_frame("error", problem_for_exception(error)[0])
+                case Ok(stream):
+                    self._stream = stream
+                    await relay_turn(stream, self._send_frame, relayed)
 
     async def _cancel_turn(self) -> None:
         if self._turn is None or self._turn.done():

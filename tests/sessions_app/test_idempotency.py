@@ -1,0 +1,183 @@
+"""Idempotency-Key: the first result, once, whatever the retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from core.result import Err, Ok
+from llm_backend.errors import BackendUnavailable
+from llm_backend.fake import FakeChatBackend
+from llm_backend.ports import Delta
+from sessions_app.archive_memory import InMemorySessionArchive
+from sessions_app.idempotency import (
+    Claim,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    IdempotencyStore,
+    IdempotentRequest,
+    MemoryIdempotencyStore,
+    RedisIdempotencyStore,
+)
+from sessions_app.recording import MemoryRecorder
+from sessions_app.services import SessionManager, SessionPolicy
+from sessions_app.stores.memory import InMemorySessionStore
+from sessions_app.turn_stream import TurnDone
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def idempotency(
+    request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
+) -> AsyncIterator[IdempotencyStore]:
+    if request.param == "memory":
+        yield MemoryIdempotencyStore()
+    else:
+        store = RedisIdempotencyStore(url=redis_url, prefix=redis_prefix)
+        yield store
+        await store.close()
+
+
+@pytest.fixture
+def backend() -> FakeChatBackend:
+    return FakeChatBackend()
+
+
+@pytest.fixture
+async def manager(backend: FakeChatBackend, idempotency: IdempotencyStore) -> SessionManager:
+    store = InMemorySessionStore()
+    return SessionManager(
+        store=store,
+        backend=backend,
+        policy=SessionPolicy(),
+        recorder=MemoryRecorder(),
+        archive=InMemorySessionArchive(store),
+        idempotency=idempotency,
+    )
+
+
+async def new_session(manager: SessionManager) -> str:
+    created = await manager.session_create(owner="o_alice")
+    assert isinstance(created, Ok)
+    return created.value.id
+
+
+def key(name: str, *parts: object) -> IdempotentRequest:
+    request = IdempotentRequest.of(name, *parts)
+    assert request is not None
+    return request
+
+
+async def test_a_repeated_turn_returns_the_first_answer_without_asking_again(
+    manager: SessionManager, backend: FakeChatBackend
+) -> None:
+    session_id = await new_session(manager)
+    request = key("k-1", "hello")
+
+    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+
+    assert isinstance(first, Ok) and isinstance(again, Ok)
+    assert again.value.message == first.value.message and again.value.user_message == first.value.user_message
+    assert again.value.usage == first.value.usage and again.value.finish_reason == first.value.finish_reason
+    assert len(backend.requests) == 1
+    loaded = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(loaded, Ok) and len(loaded.value.messages) == 2
+
+
+async def test_the_same_key_with_another_request_is_refused(manager: SessionManager) -> None:
+    session_id = await new_session(manager)
+    await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=key("k", "hello"))
+
+    other = await manager.turn_send(owner="o_alice", session_id=session_id, content="bye", idempotent=key("k", "bye"))
+
+    assert isinstance(other, Err) and isinstance(other.error, IdempotencyKeyReused) and other.error.status == 422
+
+
+async def test_a_repeat_while_the_first_is_running_is_409(manager: SessionManager, backend: FakeChatBackend) -> None:
+    session_id = await new_session(manager)
+    backend.gate = asyncio.Event()
+    first = asyncio.create_task(
+        manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    )
+    await asyncio.sleep(0.02)
+
+    repeat = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    backend.gate.set()
+
+    assert isinstance(repeat, Err) and isinstance(repeat.error, IdempotencyInProgress) and repeat.error.status == 409
+    assert isinstance(await first, Ok)
+
+
+async def test_a_failed_first_attempt_can_be_retried_with_its_key(
+    manager: SessionManager, backend: FakeChatBackend
+) -> None:
+    session_id = await new_session(manager)
+    backend.fail_with = BackendUnavailable()
+    failed = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    backend.fail_with = None
+
+    retried = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+
+    assert isinstance(failed, Err) and isinstance(retried, Ok)
+    assert len(backend.requests) == 2
+
+
+async def test_a_repeated_stream_replays_the_first_answer(manager: SessionManager, backend: FakeChatBackend) -> None:
+    session_id = await new_session(manager)
+    request = key("k", "tell me")
+    first = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    assert isinstance(first, Ok)
+    first_events = [e async for e in first.value.events()]
+
+    again = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    as_json = await manager.turn_send(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+
+    assert isinstance(again, Ok) and isinstance(as_json, Ok)
+    replayed = [e async for e in again.value.events()]
+    assert [e.content for e in replayed if isinstance(e, Delta)] == ["Echo: tell me"]
+    assert isinstance(replayed[-1], TurnDone) and isinstance(first_events[-1], TurnDone)
+    assert replayed[-1].outcome.message == first_events[-1].outcome.message == as_json.value.message
+    assert len(backend.requests) == 1
+
+
+async def test_a_repeated_session_creation_returns_the_first_session(manager: SessionManager) -> None:
+    request = key("create-1", {"model": "echo"})
+
+    first = await manager.session_create(owner="o_alice", idempotent=request)
+    again = await manager.session_create(owner="o_alice", idempotent=request)
+
+    assert isinstance(first, Ok) and isinstance(again, Ok) and again.value.id == first.value.id
+    page = await manager.session_list(owner="o_alice", limit=10)
+    assert isinstance(page, Ok) and len(page.value.sessions) == 1
+
+
+async def test_a_pending_claim_lapses_so_a_crash_does_not_block_the_key(idempotency: IdempotencyStore) -> None:
+    request = key("k", "x")
+    assert (await idempotency.claim("o", request, pending_seconds=1))[0] == Claim.NEW
+    assert (await idempotency.claim("o", request, pending_seconds=1))[0] == Claim.PENDING
+
+    await asyncio.sleep(1.1)
+
+    assert (await idempotency.claim("o", request, pending_seconds=1))[0] == Claim.NEW
+
+
+async def test_keys_belong_to_their_owner_and_are_forgotten_with_them(idempotency: IdempotencyStore) -> None:
+    request = key("k", "x")
+    await idempotency.claim("o_alice", request, pending_seconds=60)
+    await idempotency.complete("o_alice", request, {"session_id": "s"}, ttl=60)
+
+    assert (await idempotency.claim("o_bob", request, pending_seconds=60))[0] == Claim.NEW
+    assert await idempotency.claim("o_alice", request, pending_seconds=60) == (Claim.DONE, {"session_id": "s"})
+    await idempotency.forget("o_alice")
+    assert (await idempotency.claim("o_alice", request, pending_seconds=60))[0] == Claim.NEW
+
+
+def test_keys_must_be_printable_ascii() -> None:
+    from core.errors import InvalidRequest
+
+    assert IdempotentRequest.of(None) is None
+    for bad in ("", "has space", "x" * 256, "é"):
+        with pytest.raises(InvalidRequest):
+            IdempotentRequest.of(bad)
