@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,12 +50,16 @@ class PrivacyService:
         archive_service: ArchiveService,
         keys: KeyRing,
         clock: Callable[[], datetime],
+        forget: Sequence[Callable[[str], Awaitable[None]]] = (),
     ) -> None:
+        """`forget`: the other places keyed by owner, each dropping what it holds about
+        one (idempotency records, which keep replies, and rate-limit counters)."""
         self._active = active
         self._archive = archive
         self._archive_service = archive_service
         self._keys = keys
         self._clock = clock
+        self._forget = forget
 
     async def export(self, owner: str, *, actor: str) -> OwnerExport:
         """Everything the gateway holds about `owner`: active and archived sessions with their
@@ -89,6 +93,8 @@ class PrivacyService:
         crash finishes the job. The content-free receipt stays in the audit trail."""
         key_destroyed = await self._keys.destroy(owner)
         archived = await self._archive.delete_by_owner(owner)
+        for forget in self._forget:
+            await forget(owner)
         active = 0
         async for session_id in self._active_ids(owner):
             if isinstance(await self._active.delete(session_id, owner=owner), Ok):
@@ -105,7 +111,6 @@ class PrivacyService:
         await audit(
             actor=actor, action="owner.erase", target_type="owner", target=owner, details=receipt_details(receipt)
         )
-        metrics.ARCHIVE_OPERATIONS.labels(operation="erase", outcome="ok").inc()
         metrics.ARCHIVE_OPERATIONS.labels(operation="erase", outcome="ok").inc()
         return receipt
 

@@ -14,9 +14,10 @@ from archive.ports import ArchiveSessionStore
 from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from core.adapters import build_adapter
+from core.limits import get_limiter
 from sessions_app.recording import DatabaseRecorder
 from sessions_app.services import now_ms
-from sessions_app.wiring import get_session_store
+from sessions_app.wiring import get_idempotency_store, get_session_store
 
 
 @functools.cache
@@ -53,6 +54,8 @@ def get_privacy_service() -> PrivacyService:
         archive_service=get_archive_service(),
         keys=get_key_ring(),
         clock=now_ms,
+        # Looked up per call: those stores follow their own settings.
+        forget=(lambda owner: get_idempotency_store().forget(owner), lambda owner: get_limiter().forget(owner)),
     )
 
 

@@ -112,6 +112,10 @@ STORAGES = {
 # Largest request body any endpoint accepts; larger ones get 413 payload_too_large.
 MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+# Largest request head (URL and headers) the gateway reads; larger ones get 431 headers_too_large.
+MAX_HEADER_BYTES = env.int("MAX_HEADER_BYTES", default=32 * 1024)
+# Deepest nesting of arrays and objects a JSON body may have; deeper ones get 400 invalid_request.
+MAX_JSON_DEPTH = env.int("MAX_JSON_DEPTH", default=32)
 
 # -- REST API -------------------------------------------------------------------
 
@@ -120,7 +124,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["core.auth.drf.ChatScopes"],
     "DEFAULT_THROTTLE_CLASSES": ["core.auth.drf.OwnerRateLimit"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.jsonbody.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "core.drf.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

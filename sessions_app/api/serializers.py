@@ -6,6 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from core.jsonbody import has_control_characters
+
 MAX_METADATA_DEPTH = 4
 
 
@@ -30,6 +32,11 @@ class SessionCreateSerializer(serializers.Serializer):
     model = StrictCharField(required=False, max_length=200, help_text="Defaults to the gateway's default model.")
     system_prompt = StrictCharField(required=False, allow_blank=True, trim_whitespace=False, default="")
     metadata = serializers.JSONField(required=False, default=dict, help_text="Your own JSON object, stored as given.")
+
+    def validate_system_prompt(self, value: str) -> str:
+        if has_control_characters(value):
+            raise serializers.ValidationError("Must not contain control characters other than tab and line breaks.")
+        return value
 
     def validate_metadata(self, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from core.errors import InvalidRequest
+from core.jsonbody import has_control_characters, loads_object
 from llm_backend.ports import GenerationParams
 
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 64
+CONTROL_CHARACTERS = "must not contain control characters other than tab, line feed and carriage return"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,19 +27,15 @@ def parse_turn(body: bytes | str) -> TurnInput:
 
 
 def parse_object(body: bytes | str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("The body is not valid JSON.") from exc
-    if not isinstance(data, dict):
-        raise InvalidRequest("The body must be a JSON object.")
-    return data
+    return loads_object(body)
 
 
 def turn_from_data(data: dict[str, Any]) -> TurnInput:
     content = data.get("content")
     if not isinstance(content, str):
         raise _field("content", "is required and must be a string")
+    if has_control_characters(content):
+        raise _field("content", CONTROL_CHARACTERS)
     return TurnInput(content=content, params=_params(data), stream=_stream(data))
 
 

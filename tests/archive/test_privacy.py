@@ -10,8 +10,10 @@ from archive.keys import KeyRing
 from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from archive.stores.azure_blob import AzureBlobArchiveStore
+from core.limits import MemoryLimiter
 from core.models import AuditEvent
 from core.result import Err, Ok
+from sessions_app.idempotency import Claim, IdempotentRequest, MemoryIdempotencyStore
 from sessions_app.models import SessionRecord
 from sessions_app.services import now_ms
 from sessions_app.stores.redis import RedisSessionStore
@@ -24,7 +26,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def privacy(
     redis_store: RedisSessionStore, blob_store: AzureBlobArchiveStore, keys: KeyRing, service: ArchiveService
 ) -> PrivacyService:
-    return PrivacyService(active=redis_store, archive=blob_store, archive_service=service, keys=keys, clock=now_ms)
+    return PrivacyService(
+        active=redis_store,
+        archive=blob_store,
+        archive_service=service,
+        keys=keys,
+        clock=now_ms,
+        forget=(idempotency.forget, limiter.forget),
+    )
+
+
+idempotency = MemoryIdempotencyStore()
+limiter = MemoryLimiter(requests_per_minute=1)
 
 
 async def two_sessions(
@@ -64,6 +77,10 @@ async def test_erasure_removes_everything_and_shreds_the_key(
 ) -> None:
     active, archived = await two_sessions(redis_store, service)
     bob_active, _ = await two_sessions(redis_store, service, owner="o_bob")
+    retried = IdempotentRequest("k1", fingerprint="a retried turn")
+    await idempotency.claim("o_alice", retried, pending_seconds=60)
+    await idempotency.complete("o_alice", retried, {"reply": CANARY}, ttl=600)
+    await limiter.admit("o_alice")
     backup = await blob_store.get("o_alice", archived)  # a copy taken before the erasure
     assert backup is not None
 
@@ -75,6 +92,9 @@ async def test_erasure_removes_everything_and_shreds_the_key(
     assert await blob_store.list_by_owner("o_alice") == []
     assert await blob_store.get("o_alice", archived) is None
     assert not await SessionRecord.objects.filter(owner="o_alice").aexists()
+    # The replies kept for idempotent retries and the rate counts are gone too.
+    assert await idempotency.claim("o_alice", retried, pending_seconds=60) == (Claim.NEW, None)
+    await limiter.admit("o_alice")  # a fresh minute's count: no 429
     # The backup copy is now noise: its data key is gone.
     await blob_store.put("o_alice", archived, backup)
     with pytest.raises(ArchiveUnreadable) as caught:

@@ -76,7 +76,10 @@ def test_development_tokens_work_and_owners_are_kept_apart(gateway: Gateway, iss
         assert alice.get(base).json()["message_count"] == 2
 
 
-@pytest.mark.parametrize("kind", ["expired", "forged", "wrong_audience", "alg_none", "hmac_public_key", "garbage"])
+@pytest.mark.parametrize(
+    "kind",
+    ["expired", "not_yet_valid", "issued_later", "forged", "wrong_audience", "alg_none", "hmac_public_key", "garbage"],
+)
 def test_bad_tokens_are_rejected(gateway: Gateway, issuer: TestIssuer, kind: str) -> None:
     public_pem = issuer.rsa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -90,6 +93,8 @@ def test_bad_tokens_are_rejected(gateway: Gateway, issuer: TestIssuer, kind: str
     }
     token = {
         "expired": lambda: issuer.token(ttl=-120),
+        "not_yet_valid": lambda: issuer.token(nbf_offset=600, ttl=900),
+        "issued_later": lambda: issuer.token(extra={"iat": int(time.time()) + 600}, ttl=900),
         "forged": lambda: issuer.token(key=rsa.generate_private_key(public_exponent=65537, key_size=2048)),
         "wrong_audience": lambda: issuer.token(audience="someone-else"),
         "alg_none": lambda: unsigned_token(claims, issuer.rsa_kid),
