@@ -43,8 +43,10 @@ class LifespanApp:
 
         from archive.scheduler import scheduler_from_settings
         from archive.wiring import get_archive_service, get_archive_store
+        from core.shutdown import drain
 
         await get_archive_store().start()  # the container is created once, here
+        drain.install()  # SIGTERM drains the turns first; the server's handler runs after
         self._stop.clear()
         if settings.SCHEDULER_EMBEDDED:
             scheduler = scheduler_from_settings(get_archive_service())

@@ -13,6 +13,8 @@ def server_command(server: str, *, host: str, port: int) -> list[str]:
         return [
             sys.executable, "-m", "uvicorn", APPLICATION, "--host", host, "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--ws", "websockets", "--no-access-log", "--backlog", "8192",
+            # After the gateway's own drain (core/shutdown.py): a bound on closing what is left.
+            "--timeout-graceful-shutdown", "10",
         ]  # fmt: skip
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), APPLICATION]

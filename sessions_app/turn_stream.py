@@ -35,6 +35,10 @@ class RunningTurn(Protocol):
 
     def events(self) -> AsyncGenerator[Delta | TurnDone, None]: ...
 
+    def interrupt(self) -> None:
+        """The coming stop is the gateway's (it is shutting down), not the client's."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class OpenTurn:
@@ -53,7 +57,8 @@ class TurnStream:
     What the history keeps:
     - the model finished: the user message and the whole reply;
     - iteration stopped early (the client cancelled or went away) after at least
-      one delta was yielded: the user message and the partial reply, `cancelled`;
+      one delta was yielded: the user message and the partial reply, `cancelled`
+      (`incomplete` when the gateway stopped it, see `interrupt`);
     - the model server failed after at least one delta: the same, `incomplete`,
       and the `BackendError` is raised to the caller;
     - nothing was yielded: nothing, so the client can simply retry.
@@ -82,7 +87,11 @@ class TurnStream:
         self._lock_seconds = lock_seconds
         self._lock_renewed = time.monotonic()
         self._settled = False
+        self._stopped_as = MessageStatus.CANCELLED
         self.outcome: TurnOutcome | None = None
+
+    def interrupt(self) -> None:
+        self._stopped_as = MessageStatus.INCOMPLETE
 
     async def events(self) -> AsyncGenerator[Delta | TurnDone, None]:
         pieces: list[str] = []
@@ -108,7 +117,7 @@ class TurnStream:
         except (asyncio.CancelledError, GeneratorExit):
             # Stop the model first, then keep what the client already has.
             await self._events.aclose()
-            await asyncio.shield(self._settle_early(pieces, MessageStatus.CANCELLED))
+            await asyncio.shield(self._settle_early(pieces, self._stopped_as))
             raise
         finally:
             await self._events.aclose()
@@ -178,3 +187,6 @@ class ReplayStream:
         assert self.outcome is not None
         yield Delta(self.outcome.message.content)
         yield TurnDone(self.outcome)
+
+    def interrupt(self) -> None:
+        pass  # stored already: nothing to mark

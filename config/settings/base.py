@@ -216,6 +216,9 @@ SESSION_LIMITS = {
 # too_many_streams), and an SSE comment this often while the model is silent.
 MAX_CONCURRENT_STREAMS = env.int("MAX_CONCURRENT_STREAMS", default=10_000)
 SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=10.0)
+# On SIGTERM: how long running turns may go on before they are cut short (core/shutdown.py).
+# Keep it, plus about 15 s, under the orchestrator's kill timeout (Kubernetes: 30 s by default).
+SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=15.0)
 # Browser origins allowed to open WebSockets; clients that send no Origin (not browsers) are allowed.
 WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
@@ -361,6 +364,7 @@ MODEL_SERVER_ADAPTERS = {
 
 # /readyz: name -> an async check that raises when its dependency is not ready.
 READINESS_CHECKS = {
+    "accepting_turns": "core.shutdown.check_not_draining",
     "active_store": "sessions_app.health.check_active_store",
     "database": "core.health.check_database",
     "model_server": "llm_backend.health.check_model_server",

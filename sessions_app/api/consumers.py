@@ -27,12 +27,14 @@ from core.observability.context import annotate
 from core.observability.context import current as current_request
 from core.problems import PROBLEM_CONTENT_TYPE, problem_for_exception
 from core.result import unwrap
+from core.shutdown import ShuttingDown, Ticket, drain, taken_back
 from sessions_app.api import presenters
 from sessions_app.api.streaming import Relayed, observe_turn, owner_stream, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_turn
 from sessions_app.domain import is_session_id
 from sessions_app.errors import SessionNotFound
 from sessions_app.idempotency import IdempotentRequest
+from sessions_app.turn_stream import RunningTurn
 from sessions_app.wiring import get_session_manager
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,7 @@ class TurnConsumer(HttpEdgeConsumer):
         self._idempotent: IdempotentRequest | None = None
         mode = "json"
         try:
+            drain.check()  # a draining instance takes no new turns
             principal, session_id, turn = await self._accept(body)
             if self._wants_stream(turn):
                 mode = "sse"
@@ -149,16 +152,22 @@ class TurnConsumer(HttpEdgeConsumer):
         return b"text/event-stream" in accept and b"application/json" not in accept
 
     async def _reply(self, principal: Principal, session_id: str, turn: TurnInput) -> None:
-        outcome = unwrap(
-            await get_session_manager().turn_send(
-                owner=principal.owner,
-                session_id=session_id,
-                content=turn.content,
-                params=turn.params,
-                request_id=_request_id(),
-                idempotent=self._idempotent,
-            )
-        )
+        with drain.turn() as ticket:
+            try:
+                result = await get_session_manager().turn_send(
+                    owner=principal.owner,
+                    session_id=session_id,
+                    content=turn.content,
+                    params=turn.params,
+                    request_id=_request_id(),
+                    idempotent=self._idempotent,
+                )
+            except asyncio.CancelledError:
+                if not ticket.stopped:
+                    raise
+                taken_back()  # stopped by the shutdown: nothing was stored; say so
+                raise ShuttingDown() from None
+        outcome = unwrap(result)
         observe_turn(mode="json", outcome="ok", started=self._started, relayed=None, turn=outcome)
         await self.send_json(200, presenters.turn(outcome), headers={"Server-Timing": self._server_timing()})
 
@@ -172,42 +181,63 @@ class TurnConsumer(HttpEdgeConsumer):
 
     async def _stream(self, principal: Principal, session_id: str, turn: TurnInput) -> None:
         async with owner_stream(principal.owner):
-            with slots.slot():
-                stream = unwrap(
-                    await get_session_manager().turn_stream(
-                        owner=principal.owner,
-                        session_id=session_id,
-                        content=turn.content,
-                        params=turn.params,
-                        request_id=_request_id(),
-                        idempotent=self._idempotent,
-                    )
-                )
-                # From here on the answer is a 200 event stream; failures become `error` events.
-                headers = [*SSE_HEADERS, (b"server-timing", self._first_delta_timing().encode())]
-                await self.send_headers(status=200, headers=headers)
-                self._last_write = asyncio.get_running_loop().time()
-                relayed = Relayed()
-                writer = asyncio.create_task(relay_turn(stream, self._send_event, relayed))
-                watcher = asyncio.create_task(self._watch_client())
+            with slots.slot(), drain.turn() as ticket:
+                self._relayed = Relayed()
+                self._running: RunningTurn | None = None
                 try:
-                    await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    watcher.cancel()
-                    if not writer.done():
-                        writer.cancel()  # the client left: stop the model, keep what it saw
-                    try:
-                        await writer
-                    except asyncio.CancelledError:
-                        pass
-                    except Exception as exc:
-                        logger.exception("stream relay failed session_id=%s", session_id)
-                        relayed.outcome = "internal_error"
-                        await self._send_event("error", problem_for_exception(exc)[0])
+                    await self._stream_turn(principal, session_id, turn, ticket)
+                except asyncio.CancelledError:
+                    if not ticket.stopped:
+                        raise
+                    taken_back()
+                    if self._running is None:  # before the stream began: nothing was stored
+                        raise ShuttingDown() from None
+                    # Cut short by the shutdown: the client keeps what it saw, and learns why.
+                    self._relayed.outcome = ShuttingDown.code
+                    await self._send_event("error", problem_for_exception(ShuttingDown())[0])
                 observe_turn(
-                    mode="sse", outcome=relayed.outcome, started=self._started, relayed=relayed, turn=stream.outcome
+                    mode="sse",
+                    outcome=self._relayed.outcome,
+                    started=self._started,
+                    relayed=self._relayed,
+                    turn=self._running.outcome if self._running else None,
                 )
                 await self.send_body(b"", more_body=False)
+
+    async def _stream_turn(self, principal: Principal, session_id: str, turn: TurnInput, ticket: Ticket) -> None:
+        stream = unwrap(
+            await get_session_manager().turn_stream(
+                owner=principal.owner,
+                session_id=session_id,
+                content=turn.content,
+                params=turn.params,
+                request_id=_request_id(),
+                idempotent=self._idempotent,
+            )
+        )
+        self._running = stream
+        ticket.on_stop(stream.interrupt)
+        # From here on the answer is a 200 event stream; failures become `error` events.
+        headers = [*SSE_HEADERS, (b"server-timing", self._first_delta_timing().encode())]
+        await self.send_headers(status=200, headers=headers)
+        self._last_write = asyncio.get_running_loop().time()
+        relayed = self._relayed
+        writer = asyncio.create_task(relay_turn(stream, self._send_event, relayed))
+        watcher = asyncio.create_task(self._watch_client())
+        try:
+            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not writer.done():
+                writer.cancel()  # the client left (or the gateway stops): stop the model, keep what it saw
+            try:
+                await writer
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:
+                logger.exception("stream relay failed session_id=%s", session_id)
+                relayed.outcome = "internal_error"
+                await self._send_event("error", problem_for_exception(exc)[0])
 
     def _first_delta_timing(self) -> str:
         """Known when the stream's head goes out: the gateway's share of the wait for the first delta."""

@@ -37,6 +37,7 @@ from core.limits import get_limiter
 from core.observability.context import annotate
 from core.problems import problem_for_exception
 from core.result import Err, Ok
+from core.shutdown import ShuttingDown, Ticket, drain, taken_back
 from sessions_app.api import presenters
 from sessions_app.api.streaming import Relayed, observe_turn, owner_stream, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_object, turn_from_data
@@ -133,6 +134,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
     async def _start_turn(self, turn: TurnInput) -> None:
         if self._turn is not None and not self._turn.done():
             raise TurnInProgress("This connection is already streaming a reply; wait for it or cancel it.")
+        drain.check()  # a draining instance takes no new turns
         if self.principal.expires_at <= time.time():
             await self._send_frame("error", problem_for_exception(Unauthenticated("The token has expired."))[0])
             await self.close(CLOSE_UNAUTHENTICATED)
@@ -147,7 +149,15 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         turn_id = uuid.uuid4().hex
         try:
             async with owner_stream(self.principal.owner):
-                await self._stream_turn(turn, turn_id, relayed)
+                with drain.turn() as ticket:
+                    try:
+                        await self._stream_turn(turn, turn_id, relayed, ticket)
+                    except asyncio.CancelledError:
+                        if not ticket.stopped:
+                            raise
+                        # Cut short by the shutdown: what was streamed is kept; the client learns why.
+                        taken_back()
+                        raise ShuttingDown() from None
         except GatewayError as exc:
             relayed.outcome = exc.code
             await self._send_frame("error", problem_for_exception(exc)[0])
@@ -165,7 +175,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
                 duration_ms=round((asyncio.get_running_loop().time() - started) * 1000, 2),
             )
 
-    async def _stream_turn(self, turn: TurnInput, turn_id: str, relayed: Relayed) -> None:
+    async def _stream_turn(self, turn: TurnInput, turn_id: str, relayed: Relayed, ticket: Ticket) -> None:
         with slots.slot(), tracer.start_as_current_span("websocket turn", attributes={"gateway.turn_id": turn_id}):
             result = await get_session_manager().turn_stream(
                 owner=self.principal.owner,
@@ -180,6 +190,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
                     await self._send_frame("error", problem_for_exception(error)[0])
                 case Ok(stream):
                     self._stream = stream
+                    ticket.on_stop(stream.interrupt)
                     await relay_turn(stream, self._send_frame, relayed)
 
     async def _cancel_turn(self) -> None:

@@ -156,7 +156,7 @@ async def test_readyz_reports_each_dependency(traced_client: httpx.AsyncClient) 
 
     body = response.json()
     assert response.status_code == 200 and body["status"] == "ok"
-    assert set(body["checks"]) == {"active_store", "database", "model_server", "archive"}
+    assert set(body["checks"]) == {"accepting_turns", "active_store", "database", "model_server", "archive"}
     assert all(c["status"] == "ok" and c["duration_ms"] >= 0 for c in body["checks"].values())
 
 
