@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import ContentSettings, StandardBlobTier
-from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from azure.storage.blob import ContentSettings, StandardBlobTier, StorageErrorCode
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from archive.errors import ArchiveUnavailable
 from archive.ports import object_name, owner_prefix
@@ -45,13 +45,27 @@ class AzureBlobArchiveStore:
         connection_string: str = "",
         account_url: str = "",
         retry_total: int = 3,
+        retry_backoff: float = 0.5,
+        connection_timeout: float = 5.0,
+        read_timeout: float = 30.0,
     ) -> None:
+        """The SDK retries transient failures `retry_total` times, waiting about `retry_backoff`
+        + 2^n seconds (its default, 15 + 3^n, would hold a request for a minute)."""
         if not connection_string and not account_url:
             raise ValueError("AzureBlobArchiveStore needs a connection string or an account URL")
         self._container = container
         self._connection_string = connection_string
         self._account_url = account_url
-        self._retry_total = retry_total
+        self._options: dict[str, Any] = {
+            "retry_policy": ExponentialRetry(
+                initial_backoff=retry_backoff,  # type: ignore[arg-type]
+                increment_base=2,
+                retry_total=retry_total,
+                random_jitter_range=retry_backoff,  # type: ignore[arg-type]
+            ),
+            "connection_timeout": connection_timeout,
+            "read_timeout": read_timeout,
+        }
         self._clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[Any, BlobServiceClient, ContainerClient]
         ] = weakref.WeakKeyDictionary()
@@ -61,7 +75,7 @@ class AzureBlobArchiveStore:
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None:
-            options: dict[str, Any] = {"retry_total": self._retry_total}
+            options = self._options
             if self._connection_string:
                 service = BlobServiceClient.from_connection_string(self._connection_string, **options)
                 credential = None
@@ -86,6 +100,18 @@ class AzureBlobArchiveStore:
     async def put(self, owner: str, session_id: str, data: bytes) -> str:
         await self.start()
         name = object_name(owner, session_id)
+        try:
+            await self._upload(name, data)
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) != StorageErrorCode.CONTAINER_NOT_FOUND:
+                raise
+            # Deleted behind our back (or a storage emulator restarted empty): make it again.
+            with contextlib.suppress(ResourceExistsError):
+                await self._client().create_container()
+            await self._upload(name, data)
+        return name
+
+    async def _upload(self, name: str, data: bytes) -> None:
         await self._client().upload_blob(
             name,
             data,
@@ -94,7 +120,6 @@ class AzureBlobArchiveStore:
             content_settings=ContentSettings(content_type=CONTENT_TYPE),
             metadata={"format": "lsga1"},  # never content, nor who it belongs to
         )
-        return name
 
     @_archive_errors
     async def get(self, owner: str, session_id: str) -> bytes | None:
@@ -109,7 +134,10 @@ class AzureBlobArchiveStore:
     async def list_by_owner(self, owner: str) -> list[str]:
         await self.start()
         prefix = owner_prefix(owner)
-        names = [blob.name async for blob in self._client().list_blobs(name_starts_with=prefix)]
+        try:
+            names = [blob.name async for blob in self._client().list_blobs(name_starts_with=prefix)]
+        except ResourceNotFoundError:
+            return []  # no container: nothing archived
         return sorted(n[len(prefix) :].removesuffix(".lsga") for n in names)
 
     @_archive_errors

@@ -55,6 +55,22 @@ async def test_the_container_is_created_once(azurite: str) -> None:
     await other_process.close()
 
 
+async def test_a_container_deleted_behind_its_back_is_made_again(azurite: str) -> None:
+    from azure.storage.blob.aio import BlobServiceClient
+
+    store = AzureBlobArchiveStore(container="vanishing", connection_string=azurite)
+    await store.put("o", "s1", b"x")
+    async with BlobServiceClient.from_connection_string(azurite) as service:
+        await service.delete_container("vanishing")
+
+    assert await store.list_by_owner("o") == []  # nothing archived, not an error
+    await store.put("o", "s2", b"y")
+
+    assert await store.get("o", "s2") == b"y"
+    assert await store.list_by_owner("o") == ["s2"]
+    await store.close()
+
+
 async def test_unreachable_blob_storage_is_archive_unavailable() -> None:
     from archive.errors import ArchiveUnavailable
     from tests.support import free_port
