@@ -66,6 +66,10 @@ def get_idempotency_store() -> IdempotencyStore:
 
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: object) -> None:
+    if setting in {"ACTIVE_SESSION_STORE", "SESSION_ARCHIVE"}:
+        get_session_store.cache_clear()
+    if setting == "IDEMPOTENCY_STORE":
+        get_idempotency_store.cache_clear()
     if setting.startswith("ARCHIVE_") or setting in {
         "ACTIVE_SESSION_STORE",
         "CHAT_BACKEND",
@@ -76,6 +80,4 @@ def _reset(*, setting: str, **kwargs: object) -> None:
         "IDEMPOTENCY_STORE",
         "OWNER_LIMITER",
     }:
-        get_idempotency_store.cache_clear()
-        get_session_store.cache_clear()
-        get_session_manager.cache_clear()
+        get_session_manager.cache_clear()  # the sessions themselves stay in the store
