@@ -69,7 +69,10 @@ class ActiveSessionStore(Protocol):
         ...
 
     async def release_turn(self, session_id: str, *, token: str) -> None:
-        """Release the turn lock if `token` still holds it; appends nothing."""
+        """Release the turn lock if `token` still holds it; appends nothing.
+
+        Never fails for an unreachable store: it keeps trying in the background,
+        so a session is not left locked for the lock's whole lifetime by a blip."""
         ...
 
     async def set_status(

@@ -271,8 +271,8 @@ class SessionManager:
         user_message = ChatMessage(new_message_id(), Role.USER, content, turn.received_at)
         reply = ChatMessage(new_message_id(), Role.ASSISTANT, completion.content, answered_at)
         with tracer.start_as_current_span("append turn"):
-            updated = unwrap(
-                await self._store.append_turn(
+            try:
+                appended = await self._store.append_turn(
                     session_id,
                     owner=owner,
                     token=turn.token,
@@ -280,7 +280,11 @@ class SessionManager:
                     usage=completion.usage,
                     at=answered_at,
                 )
-            )
+            except BaseException:
+                # Not stored (the store failed): the turn failed; free the session for a retry.
+                await self._store.release_turn(session_id, token=turn.token)
+                raise
+            updated = unwrap(appended)
         return TurnOutcome(
             session=updated,
             user_message=user_message,

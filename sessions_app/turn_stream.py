@@ -142,7 +142,7 @@ class TurnStream:
                 await self._store.release_turn(self._turn.session.id, token=self._turn.token)
                 await self._notify(None)
         except GatewayError:
-            # The store is down: the lock lapses by itself; nothing more can be kept.
+            # The store is down: nothing more can be kept (the lock is released once it is back).
             logger.warning("could not settle a cut-short turn session_id=%s", self._turn.session.id)
 
     async def _notify(self, outcome: TurnOutcome | None) -> None:
@@ -162,14 +162,19 @@ class TurnStream:
         reply = ChatMessage(self._new_id(), Role.ASSISTANT, content, answered_at, status)
         with tracer.start_as_current_span("append turn", attributes={"gateway.reply.status": status.value}) as span:
             record_completion(span, usage, finish_reason)
-            result = await self._store.append_turn(
-                turn.session.id,
-                owner=turn.owner,
-                token=turn.token,
-                messages=(user_message, reply),
-                usage=usage,
-                at=answered_at,
-            )
+            try:
+                result = await self._store.append_turn(
+                    turn.session.id,
+                    owner=turn.owner,
+                    token=turn.token,
+                    messages=(user_message, reply),
+                    usage=usage,
+                    at=answered_at,
+                )
+            except BaseException:
+                # Not stored: the turn failed, whatever the client saw; free the session for a retry.
+                await self._store.release_turn(turn.session.id, token=turn.token)
+                raise
         self.outcome = TurnOutcome(
             session=unwrap(result), user_message=user_message, message=reply, usage=usage, finish_reason=finish_reason
         )

@@ -206,3 +206,35 @@ class ObservedModel:
         self._ready.set()
         await self._stop.wait()
         await server.stop(None)
+
+
+class RedisServer:
+    """A redis-server of a test's own on its own port, to stop and start again.
+
+    With `persist`, every write is in an append-only file, so a restart finds
+    the data as it was (like a production Redis with AOF)."""
+
+    def __init__(self, workdir: Any, *, persist: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir = workdir
+        self._persist = persist
+        self._proc: Any = None
+
+    def start(self) -> RedisServer:
+        import subprocess
+
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self._persist else ["--appendonly", "no"]
+        self._proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--dir", str(self._workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port, proc=self._proc)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()  # as abrupt as a crash; the append-only file has every write already
+            self._proc.wait()

@@ -234,6 +234,8 @@ def redis_session_store(url: str) -> dict[str, Any]:
             "prefix": REDIS_KEY_PREFIX,
             "ttl_seconds": SESSION_TTL_SECONDS,
             "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=64),
+            # A lock release that meets a Redis outage is retried until the lock would have lapsed.
+            "release_retry_seconds": SESSION_LIMITS["TURN_LOCK_SECONDS"],
         },
     }
 

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class RedisSessionStore:
         socket_timeout: float = 5.0,
         retries: int = 3,
         max_connections: int = 64,
+        release_retry_seconds: float = 600.0,
     ) -> None:
         self._url = url
         self._prefix = prefix
@@ -84,6 +86,8 @@ class RedisSessionStore:
         self._socket_timeout = socket_timeout
         self._retries = retries
         self._max_connections = max_connections
+        self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
+        self._deferred: set[asyncio.Task[None]] = set()
         # redis.asyncio connections belong to the loop that opened them.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = weakref.WeakKeyDictionary()
 
@@ -276,9 +280,32 @@ class RedisSessionStore:
         )
         return bool(extended)
 
-    @_store_errors
     async def release_turn(self, session_id: str, *, token: str) -> None:
+        try:
+            await self._release(session_id, token)
+        except StoreUnavailable:
+            logger.warning("turn lock release deferred until redis is back session_id=%s", session_id)
+            task = asyncio.create_task(self._release_when_back(session_id, token))
+            self._deferred.add(task)
+            task.add_done_callback(self._deferred.discard)
+
+    @_store_errors
+    async def _release(self, session_id: str, token: str) -> None:
         await self._script(lua.RELEASE_TURN, [self._session_keys(session_id)[2]], [token])
+
+    async def _release_when_back(self, session_id: str, token: str) -> None:
+        """Try again, backing off, until the lock is released or has lapsed by itself."""
+        delay = 0.25
+        deadline = time.monotonic() + self._release_retry_seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            try:
+                await self._release(session_id, token)
+            except StoreUnavailable:
+                delay = min(delay * 2, 5.0)
+                continue
+            logger.info("turn lock released session_id=%s", session_id)
+            return
 
     @_store_errors
     async def set_status(
@@ -397,6 +424,8 @@ class RedisSessionStore:
         return int(await self._client().zcard(self._activity_key()))
 
     async def close(self) -> None:
+        for task in list(self._deferred):
+            task.cancel()  # the locks lapse by themselves
         connection = self._clients.pop(asyncio.get_running_loop(), None)
         if connection is not None:
             await connection.client.aclose()

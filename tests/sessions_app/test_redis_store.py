@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,7 +20,7 @@ from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.redis import RedisSessionStore
 from tests.factories import BASE_TIME, make_session, make_turn
-from tests.support import free_port
+from tests.support import RedisServer, free_port
 
 
 def keys_of(redis_url: str, prefix: str) -> dict[str, int]:
@@ -146,3 +147,29 @@ async def test_concurrent_turns_never_lose_or_interleave_messages(
         assert question.role == Role.USER and answer.role == Role.ASSISTANT
         assert answer.content == f"Echo: {question.content}"
     assert sorted(m.content for m in messages[::2]) == sorted(accepted)
+
+
+async def test_a_lock_release_during_an_outage_happens_once_redis_is_back(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path).start()
+    store = RedisSessionStore(url=server.url, prefix="gwtest:outage", retries=1, socket_timeout=1)
+    session = make_session()
+    await store.create(session, max_sessions_per_owner=10)
+    begun = await store.begin_turn(session.id, owner=session.owner, token="t1", lock_seconds=300, history_limit=10)
+    assert isinstance(begun, Ok)
+    try:
+        server.stop()
+        await store.release_turn(session.id, token="t1")  # no error: it is deferred
+        server.start()
+
+        async with asyncio.timeout(20):
+            while True:
+                again = await store.begin_turn(
+                    session.id, owner=session.owner, token="t2", lock_seconds=300, history_limit=10
+                )
+                if isinstance(again, Ok):
+                    break
+                assert isinstance(again.error, TurnInProgress)  # locked until the deferred release runs
+                await asyncio.sleep(0.1)
+    finally:
+        await store.close()
+        server.stop()
