@@ -29,4 +29,4 @@ USER gateway
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=2)" || exit 1
-CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WEB_CONCURRENCY} --loop uvloop --http httptools --proxy-headers --forwarded-allow-ips='*' --no-access-log --timeout-graceful-shutdown 10"]
+CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WEB_CONCURRENCY} --loop uvloop --http httptools --proxy-headers --forwarded-allow-ips='*' --no-access-log --timeout-graceful-shutdown 10 --ws-max-size 1048576"]

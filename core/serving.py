@@ -15,6 +15,9 @@ def server_command(server: str, *, host: str, port: int) -> list[str]:
             "--loop", "uvloop", "--http", "httptools", "--ws", "websockets", "--no-access-log", "--backlog", "8192",
             # After the gateway's own drain (core/shutdown.py): a bound on closing what is left.
             "--timeout-graceful-shutdown", "10",
+            # WebSocket frames over 1 MiB close the connection (1009); the gateway refuses smaller
+            # ones over MAX_REQUEST_BYTES itself, with an error frame.
+            "--ws-max-size", str(1024 * 1024),
         ]  # fmt: skip
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), APPLICATION]

@@ -28,11 +28,12 @@ from urllib.parse import parse_qs
 import orjson
 import structlog
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from opentelemetry import trace
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
-from core.errors import Forbidden, GatewayError, InvalidRequest, Unauthenticated
+from core.errors import Forbidden, GatewayError, InvalidRequest, PayloadTooLarge, Unauthenticated
 from core.limits import get_limiter
 from core.observability.context import annotate
 from core.problems import problem_for_exception
@@ -120,7 +121,10 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
-            frame = parse_object(text_data if text_data is not None else bytes_data or b"")
+            raw = text_data.encode() if text_data is not None else bytes_data or b""
+            if len(raw) > settings.MAX_REQUEST_BYTES:
+                raise PayloadTooLarge("The frame is larger than the largest request body.")
+            frame = parse_object(raw)
             kind = frame.get("type")
             if kind == "message":
                 await self._start_turn(turn_from_data(frame))

@@ -358,6 +358,7 @@ async def test_disconnecting_mid_stream_keeps_the_partial_and_frees_the_session(
         (b'{"type": "dance"}', "invalid_request"),
         (b'{"type": "message"}', "invalid_request"),
         (b'{"type": "cancel"}', "invalid_request"),
+        (b'{"type": "message", "content": "' + b"x" * 5_000 + b'"}', "payload_too_large"),  # MAX_REQUEST_BYTES: 4096
     ],
 )
 async def test_bad_frames_get_error_frames_and_the_connection_stays(mint: Mint, frame: bytes, code: str) -> None:
