@@ -3,25 +3,20 @@ and streams open at once. Over a limit is `429 rate_limited` with Retry-After.""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
-import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
 from core.adapters import build_adapter
-from core.errors import RateLimited, StoreUnavailable
+from core.errors import RateLimited
+from core.redis_clients import LoopClients, store_errors
 
-P = ParamSpec("P")
-T = TypeVar("T")
 WINDOW = 60  # seconds
 
 
@@ -106,17 +101,6 @@ def _judge(limits: Limits, requests: int, tokens: int, now: float) -> None:
         raise RateLimited(f"More than {limits.tokens_per_minute} model tokens a minute.", retry_after=retry_after(now))
 
 
-def _unavailable(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise StoreUnavailable() from exc
-
-    return wrapper
-
-
 _OPEN_STREAM = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[4])
 if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
@@ -131,24 +115,13 @@ class RedisLimiter:
 
     def __init__(self, *, url: str, prefix: str = "gw", max_connections: int = 32, **limits: int) -> None:
         self.limits = Limits(**limits)
-        self._url = url
         self._prefix = prefix
-        self._max_connections = max_connections
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
-
-    def _client(self) -> Redis:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = Redis.from_url(
-                self._url, max_connections=self._max_connections, socket_timeout=5, socket_connect_timeout=5
-            )
-        return client
+        self._client = LoopClients(url, max_connections=max_connections)
 
     def _key(self, owner: str, suffix: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:{suffix}"
 
-    @_unavailable
+    @store_errors
     async def admit(self, owner: str) -> None:
         if not (self.limits.requests_per_minute or self.limits.tokens_per_minute):
             return
@@ -161,7 +134,7 @@ class RedisLimiter:
         requests, tokens, _ = await pipe.execute()
         _judge(self.limits, int(requests), int(tokens or 0), now)
 
-    @_unavailable
+    @store_errors
     async def charge(self, owner: str, tokens: int) -> None:
         if not self.limits.tokens_per_minute or tokens <= 0:
             return
@@ -171,7 +144,7 @@ class RedisLimiter:
         pipe.expire(key, 2 * WINDOW)
         await pipe.execute()
 
-    @_unavailable
+    @store_errors
     async def open_stream(self, owner: str, stream_id: str) -> None:
         if not self.limits.streams_per_owner:
             return
@@ -187,12 +160,12 @@ class RedisLimiter:
         if not admitted:
             raise OwnerStreamLimit(retry_after=1)
 
-    @_unavailable
+    @store_errors
     async def close_stream(self, owner: str, stream_id: str) -> None:
         if self.limits.streams_per_owner:
             await self._client().zrem(self._key(owner, "streams"), stream_id)
 
-    @_unavailable
+    @store_errors
     async def forget(self, owner: str) -> None:
         client = self._client()
         keys = [k async for k in client.scan_iter(match=self._key(owner, "*"), count=500)]
@@ -200,9 +173,7 @@ class RedisLimiter:
             await client.delete(*keys)
 
     async def close(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        await self._client.close()
 
 
 @functools.cache

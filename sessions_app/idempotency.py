@@ -6,20 +6,17 @@ a replay reads the messages back from the session.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import time
-import weakref
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 import orjson
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
-from core.errors import GatewayError, InvalidRequest, StoreUnavailable
+from core.errors import GatewayError, InvalidRequest
+from core.redis_clients import LoopClients, store_errors
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
@@ -122,46 +119,31 @@ class RedisIdempotencyStore:
     """One key per owner and Idempotency-Key, under the owner's hash tag."""
 
     def __init__(self, *, url: str, prefix: str = "gw") -> None:
-        self._url = url
         self._prefix = prefix
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
-
-    def _client(self) -> Redis:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = Redis.from_url(self._url, socket_timeout=5, socket_connect_timeout=5)
-        return client
+        self._client = LoopClients(url)
 
     def _key(self, owner: str, request: IdempotentRequest | None = None) -> str:
         suffix = hashlib.sha256(request.key.encode()).hexdigest()[:32] if request else "*"
         return f"{self._prefix}:o:{{{owner}}}:idem:{suffix}"
 
+    @store_errors
     async def claim(
         self, owner: str, request: IdempotentRequest, *, pending_seconds: int
     ) -> tuple[Claim, dict[str, Any] | None]:
-        try:
-            reply = await self._client().eval(
-                _CLAIM, 1, self._key(owner, request), request.fingerprint, pending_seconds
-            )
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise StoreUnavailable() from exc
+        reply = await self._client().eval(_CLAIM, 1, self._key(owner, request), request.fingerprint, pending_seconds)
         claim = Claim(reply[0].decode())
         return claim, (orjson.loads(reply[1])["result"] if claim == Claim.DONE else None)
 
+    @store_errors
     async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
         record = orjson.dumps({"fp": request.fingerprint, "state": "done", "result": result})
-        try:
-            await self._client().set(self._key(owner, request), record, ex=ttl)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise StoreUnavailable() from exc
+        await self._client().set(self._key(owner, request), record, ex=ttl)
 
+    @store_errors
     async def release(self, owner: str, request: IdempotentRequest) -> None:
-        try:
-            await self._client().delete(self._key(owner, request))
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise StoreUnavailable() from exc
+        await self._client().delete(self._key(owner, request))
 
+    @store_errors
     async def forget(self, owner: str) -> None:
         client = self._client()
         keys = [k async for k in client.scan_iter(match=self._key(owner), count=500)]
@@ -169,6 +151,4 @@ class RedisIdempotencyStore:
             await client.delete(*keys)
 
     async def close(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        await self._client.close()

@@ -14,24 +14,22 @@ refreshed on each turn, a safety net far longer than the archiver's threshold.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, cast
 
 import orjson
 from redis import exceptions as redis_errors
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from core.errors import StoreUnavailable
+from core.redis_clients import bounded_pool, store_errors
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript
@@ -50,22 +48,6 @@ from sessions_app.stores.encoding import (
 )
 
 logger = logging.getLogger(__name__)
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _store_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Redis that stays unreachable after the client's retries is a 503, not a 500."""
-
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError) as exc:
-            logger.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
-            raise StoreUnavailable() from exc
-
-    return wrapper
 
 
 class RedisSessionStore:
@@ -97,16 +79,8 @@ class RedisSessionStore:
         loop = asyncio.get_running_loop()
         connection = self._clients.get(loop)
         if connection is None:
-            # A bounded pool: under a burst, commands wait briefly for a free connection
-            # instead of opening thousands (or failing with "Too many connections").
-            pool = BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=self._max_connections,
-                timeout=self._socket_timeout,
-                socket_timeout=self._socket_timeout,
-                socket_connect_timeout=self._socket_timeout,
-                health_check_interval=30,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), self._retries),
+            pool = bounded_pool(
+                self._url, max_connections=self._max_connections, timeout=self._socket_timeout, retries=self._retries
             )
             connection = self._clients[loop] = _Connection(Redis(connection_pool=pool))
         return connection
@@ -173,7 +147,7 @@ class RedisSessionStore:
 
     # -- the port -------------------------------------------------------------
 
-    @_store_errors
+    @store_errors
     async def create(self, session: ChatSession, *, max_sessions_per_owner: int) -> Result[None, SessionLimitReached]:
         member = index_member(session.id, session.created_at)
         owner_key = self._owner_key(session.owner)
@@ -206,14 +180,14 @@ class RedisSessionStore:
             await self._client().zrem(owner_key, *gone)
         return bool(gone)
 
-    @_store_errors
+    @store_errors
     async def get(self, session_id: str, *, owner: str) -> Result[ChatSession, SessionNotFound]:
         meta = cast(list[bytes | None], await self._client().hmget(self._session_keys(session_id)[0], lua.META_FIELDS))
         if meta[0] is None or meta[0].decode() != owner:
             return Err(SessionNotFound())
         return Ok(self._session_from(session_id, meta))
 
-    @_store_errors
+    @store_errors
     async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
         meta_key, messages_key, _ = self._session_keys(session_id)
         pipe = self._client().pipeline(transaction=True)
@@ -224,7 +198,7 @@ class RedisSessionStore:
             return Err(SessionNotFound())
         return Ok(Transcript(self._session_from(session_id, meta), tuple(map(decode_message, raw_messages))))
 
-    @_store_errors
+    @store_errors
     async def begin_turn(
         self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
     ) -> Result[Transcript, SessionLookupError]:
@@ -243,7 +217,7 @@ class RedisSessionStore:
                 return Err(TurnInProgress())
         return Err(SessionNotFound())
 
-    @_store_errors
+    @store_errors
     async def append_turn(
         self,
         session_id: str,
@@ -273,7 +247,7 @@ class RedisSessionStore:
                 return Err(TurnInProgress("The turn lost its lock before its reply was stored."))
         return Err(SessionNotFound())
 
-    @_store_errors
+    @store_errors
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
         extended = await self._script(
             lua.EXTEND_TURN, [self._session_keys(session_id)[2]], [token, int(lock_seconds * 1000)]
@@ -289,7 +263,7 @@ class RedisSessionStore:
             self._deferred.add(task)
             task.add_done_callback(self._deferred.discard)
 
-    @_store_errors
+    @store_errors
     async def _release(self, session_id: str, token: str) -> None:
         await self._script(lua.RELEASE_TURN, [self._session_keys(session_id)[2]], [token])
 
@@ -307,7 +281,7 @@ class RedisSessionStore:
             logger.info("turn lock released session_id=%s", session_id)
             return
 
-    @_store_errors
+    @store_errors
     async def set_status(
         self, session_id: str, *, owner: str, status: SessionStatus, at: datetime
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
@@ -327,7 +301,7 @@ class RedisSessionStore:
                 return Err(TurnInProgress())
         return Err(SessionNotFound())
 
-    @_store_errors
+    @store_errors
     async def lock_for_archive(
         self, session_id: str, *, token: str, lock_seconds: float
     ) -> Result[Transcript, SessionNotFound | TurnInProgress]:
@@ -342,7 +316,7 @@ class RedisSessionStore:
                 return Err(TurnInProgress())
         return Err(SessionNotFound())
 
-    @_store_errors
+    @store_errors
     async def delete_locked(self, session_id: str, *, token: str) -> bool:
         deleted = await self._script(lua.DELETE_LOCKED, self._session_keys(session_id), [token])
         if not deleted:
@@ -354,7 +328,7 @@ class RedisSessionStore:
         await pipe.execute()
         return True
 
-    @_store_errors
+    @store_errors
     async def restore(
         self, transcript: Transcript, *, max_sessions_per_owner: int
     ) -> Result[bool, SessionLimitReached]:
@@ -375,7 +349,7 @@ class RedisSessionStore:
         await self._client().zadd(self._activity_key(), {session.id: to_ms(session.last_activity_at)})
         return Ok(bool(created))
 
-    @_store_errors
+    @store_errors
     async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
         owner_key = self._owner_key(owner)
         start = "(" + decode_cursor(cursor) if cursor else "+"
@@ -397,14 +371,14 @@ class RedisSessionStore:
             await self._client().zrem(owner_key, *gone)
         return SessionPage(sessions=tuple(sessions), next_cursor=encode_cursor(page[-1]) if more else None)
 
-    @_store_errors
+    @store_errors
     async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
         ids = await self._client().zrange(
             self._activity_key(), "-inf", f"({to_ms(before)}", byscore=True, offset=0, num=limit
         )
         return [i.decode() for i in cast(list[bytes], ids)]
 
-    @_store_errors
+    @store_errors
     async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
         created = await self._script(lua.DELETE, self._session_keys(session_id), [owner])
         if created is None:
@@ -415,11 +389,11 @@ class RedisSessionStore:
         await pipe.execute()
         return Ok(None)
 
-    @_store_errors
+    @store_errors
     async def ping(self) -> None:
         await self._client().ping()
 
-    @_store_errors
+    @store_errors
     async def count_active(self) -> int:
         return int(await self._client().zcard(self._activity_key()))
 

@@ -1,0 +1,82 @@
+"""What every Redis-backed store shares: a client per event loop with redis-py's retry, and
+one meaning for "Redis is down" (`503 store_unavailable`)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from core.errors import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError)
+
+
+def store_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Redis that stays unreachable after the client's retries is a 503, not a 500."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except TRANSIENT as exc:
+            logger.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
+            raise StoreUnavailable() from exc
+
+    return wrapper
+
+
+def retry_policy(retries: int) -> Retry:
+    """redis-py retries a command on connection errors and timeouts, backing off with jitter."""
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
+
+
+def bounded_pool(url: str, *, max_connections: int, timeout: float, retries: int) -> BlockingConnectionPool:
+    """A bounded pool: under a burst, commands wait briefly for a free connection instead
+    of opening thousands (or failing with "Too many connections")."""
+    return BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=retry_policy(retries),
+    )
+
+
+class LoopClients:
+    """One client per event loop: redis.asyncio connections belong to the loop that opened them."""
+
+    def __init__(self, url: str, *, max_connections: int = 32, timeout: float = 5.0, retries: int = 3) -> None:
+        self._url = url
+        self._max_connections = max_connections
+        self._timeout = timeout
+        self._retries = retries
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
+
+    def __call__(self) -> Redis:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            pool = bounded_pool(
+                self._url, max_connections=self._max_connections, timeout=self._timeout, retries=self._retries
+            )
+            client = self._clients[loop] = Redis(connection_pool=pool)
+        return client
+
+    async def close(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
