@@ -12,7 +12,7 @@ the first delta of a stream has reached the gateway.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from enum import IntEnum
 from typing import Any
 
@@ -96,6 +96,15 @@ def counts_against(error: BaseException) -> bool:
     return isinstance(error, BackendError) and not isinstance(error, BackendRejected)
 
 
+def _judge(breaker: CircuitBreaker, exc: BaseException) -> None:
+    """A failure of the target counts against it; a refused request shows it answering;
+    a cancellation says nothing either way."""
+    if counts_against(exc):
+        breaker.failed()
+    elif isinstance(exc, BackendError):
+        breaker.succeeded()
+
+
 class FailoverChatBackend:
     """`ChatBackend` over an ordered list of targets, each behind its own breaker."""
 
@@ -108,45 +117,45 @@ class FailoverChatBackend:
         waits = [breaker.retry_after() for _, breaker in self.targets]
         return BackendUnavailable(retry_after=_seconds(min(waits)) if waits else 1)
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        last: BackendError | None = None
+    def _admitted(self, failures: list[BaseException]) -> Iterator[tuple[ChatBackend, CircuitBreaker]]:
+        """The targets whose breaker lets a call through, in order; the refusals go to `failures`."""
         for backend, breaker in self.targets:
             try:
                 breaker.admit()
-            except BackendUnavailable as skipped:
-                last = skipped
+            except BackendUnavailable as refused:
+                failures.append(refused)
                 continue
+            yield backend, breaker
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        failures: list[BaseException] = []
+        for backend, breaker in self._admitted(failures):
             try:
                 completion = await backend.complete(request)
             except BackendUnavailable as exc:  # down before answering: the next target may serve
                 breaker.failed()
-                last = exc
+                failures.append(exc)
                 continue
             except BaseException as exc:
-                (breaker.failed if counts_against(exc) else breaker.succeeded)()
+                _judge(breaker, exc)
                 raise
             breaker.succeeded()
             return completion
-        raise self._unavailable() from last
+        raise self._unavailable() from (failures[-1] if failures else None)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        last: BackendError | None = None
-        for backend, breaker in self.targets:
-            try:
-                breaker.admit()
-            except BackendUnavailable as skipped:
-                last = skipped
-                continue
+        failures: list[BaseException] = []
+        for backend, breaker in self._admitted(failures):
             events = backend.stream(request)
             try:
                 first = await anext(events)
             except BackendUnavailable as exc:
                 breaker.failed()
-                last = exc
+                failures.append(exc)
                 await events.aclose()
                 continue
             except BaseException as exc:
-                (breaker.failed if counts_against(exc) else breaker.succeeded)()
+                _judge(breaker, exc)
                 await events.aclose()
                 raise
             # Committed to this target: from the first delta on, no failover and no retry.
@@ -155,15 +164,14 @@ class FailoverChatBackend:
                 async for event in events:
                     yield event
             except BaseException as exc:
-                if counts_against(exc):
-                    breaker.failed()
+                _judge(breaker, exc)
                 raise
             else:
                 breaker.succeeded()
             finally:
                 await events.aclose()
             return
-        raise self._unavailable() from last
+        raise self._unavailable() from (failures[-1] if failures else None)
 
     async def prepare(self) -> None:
         for backend, _ in self.targets:
