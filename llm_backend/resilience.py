@@ -75,6 +75,10 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._publish()
 
+    def abandoned(self) -> None:
+        """The call ended without a verdict (it was cancelled): free the probe, if it was one."""
+        self._probing = False
+
     def failed(self) -> None:
         self._failures += 1
         was_probe, self._probing = self._probing, False
@@ -103,6 +107,8 @@ def _judge(breaker: CircuitBreaker, exc: BaseException) -> None:
         breaker.failed()
     elif isinstance(exc, BackendError):
         breaker.succeeded()
+    else:
+        breaker.abandoned()
 
 
 class FailoverChatBackend:

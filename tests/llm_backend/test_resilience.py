@@ -76,6 +76,33 @@ def test_a_failed_probe_opens_it_again() -> None:
     assert breaker.state == BreakerState.OPEN
 
 
+async def test_a_cancelled_call_is_no_verdict_on_the_target() -> None:
+    import asyncio
+
+    clock = Clock()
+    breaker = CircuitBreaker("t", failures_to_open=2, open_seconds=5, clock=clock)
+    slow = FakeChatBackend(gate=asyncio.Event())  # never answers
+    failover = FailoverChatBackend([(slow, breaker)])
+
+    async def cancelled_call() -> None:
+        call = asyncio.create_task(failover.complete(REQUEST))
+        await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    breaker.admit()
+    breaker.failed()
+    await cancelled_call()
+    breaker.admit()
+    breaker.failed()
+    assert breaker.state == BreakerState.OPEN  # the cancellation did not wipe the first failure
+
+    clock.now += 5
+    await cancelled_call()  # the probe is cancelled...
+    breaker.admit()  # ...and the next call may probe instead
+
+
 class Down(EchoChatBackend):
     """Unavailable before it answers, counting the calls it gets."""
 
