@@ -93,12 +93,12 @@ class PrivacyService:
         crash finishes the job. The content-free receipt stays in the audit trail."""
         key_destroyed = await self._keys.destroy(owner)
         archived = await self._archive.delete_by_owner(owner)
-        for forget in self._forget:
-            await forget(owner)
         active = 0
         async for session_id in self._active_ids(owner):
             if isinstance(await self._active.delete(session_id, owner=owner), Ok):
                 active += 1
+        for forget in self._forget:
+            await forget(owner)
         records, _ = await SessionRecord.objects.filter(owner=owner).adelete()
         receipt = ErasureReceipt(
             id=str(uuid.uuid4()),

@@ -167,10 +167,10 @@ class RedisLimiter:
 
     @store_errors
     async def forget(self, owner: str) -> None:
+        # Only the limiter's own keys: others live under the owner's hash tag too (the session index).
         client = self._client()
-        keys = [k async for k in client.scan_iter(match=self._key(owner, "*"), count=500)]
-        if keys:
-            await client.delete(*keys)
+        keys = [k async for k in client.scan_iter(match=self._key(owner, "rl:*"), count=500)]
+        await client.delete(*keys, self._key(owner, "streams"))
 
     async def close(self) -> None:
         await self._client.close()

@@ -131,8 +131,8 @@ class SessionManager:
         if idempotent is None:
             return await self._create(owner, model, system_prompt, metadata)
         result = await self._claim(owner, idempotent)
-        if result is not None:
-            return unwrap(await self._store.get(result["session_id"], owner=owner))
+        if result is not None:  # created before: the session as it is now, archived or not
+            return unwrap(await self.session_get(owner=owner, session_id=result["session_id"])).session
         try:
             session = await self._create(owner, model, system_prompt, metadata)
         except BaseException:

@@ -12,6 +12,7 @@ from llm_backend.errors import BackendUnavailable
 from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import Delta
 from sessions_app.archive_memory import InMemorySessionArchive
+from sessions_app.domain import SessionStatus
 from sessions_app.idempotency import (
     Claim,
     IdempotencyInProgress,
@@ -151,6 +152,19 @@ async def test_a_repeated_session_creation_returns_the_first_session(manager: Se
     assert isinstance(first, Ok) and isinstance(again, Ok) and again.value.id == first.value.id
     page = await manager.session_list(owner="o_alice", limit=10)
     assert isinstance(page, Ok) and len(page.value.sessions) == 1
+
+
+async def test_a_repeated_creation_finds_its_session_after_it_was_archived(manager: SessionManager) -> None:
+    request = key("create-2", {})
+    first = await manager.session_create(owner="o_alice", idempotent=request)
+    assert isinstance(first, Ok)
+    ended = await manager.session_end(owner="o_alice", session_id=first.value.id)
+    assert isinstance(ended, Ok) and ended.value.status == SessionStatus.ARCHIVED
+
+    again = await manager.session_create(owner="o_alice", idempotent=request)
+
+    assert isinstance(again, Ok) and again.value.id == first.value.id
+    assert again.value.status == SessionStatus.ARCHIVED
 
 
 async def test_a_pending_claim_lapses_so_a_crash_does_not_block_the_key(idempotency: IdempotencyStore) -> None:
