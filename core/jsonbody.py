@@ -19,7 +19,9 @@ from core.errors import InvalidRequest, PayloadTooLarge
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
 # C0 controls other than tab, line feed and carriage return, and DEL: never part of a message.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A regex character range, valid in Python and ECMA-262 alike (the OpenAPI schema documents it).
+CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 
 
 def max_depth() -> int:

@@ -5,17 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from archive.errors import ArchiveUnavailable
 from archive.privacy import ErasureReceipt, OwnerExport
 from archive.wiring import get_privacy_service
 from core.auth.drf import ChatScopes
+from core.openapi import VIEW_ERRORS
 from sessions_app.api import presenters
-from sessions_app.api.views import COMMON_ERRORS, owner_of
+from sessions_app.api.schema import documented
+from sessions_app.api.views import owner_of
 from sessions_app.services import owner_actor
 
 
@@ -68,11 +72,12 @@ def present_receipt(receipt: ErasureReceipt) -> dict[str, Any]:
 class OwnerExportView(APIView):
     permission_classes = [ChatScopes]
 
-    @extend_schema(
+    @documented(
+        *VIEW_ERRORS,
+        ArchiveUnavailable,
         operation_id="me_export",
         responses={
-            200: OpenApiResponse(description="Everything held about you, as one JSON document."),
-            **COMMON_ERRORS,
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="Everything held about you, as one JSON document."),
         },
         summary="Export all your data (GDPR Art. 15 and 20)",
         description="Active and archived sessions with their messages, the session records and the "
@@ -87,7 +92,9 @@ class OwnerExportView(APIView):
 class OwnerErasureView(APIView):
     permission_classes = [ChatScopes]
 
-    @extend_schema(
+    @documented(
+        *VIEW_ERRORS,
+        ArchiveUnavailable,
         operation_id="me_erase",
         request=None,
         responses={
@@ -100,7 +107,6 @@ class OwnerErasureView(APIView):
                     "data_key_destroyed": serializers.BooleanField(),
                 },
             ),
-            **COMMON_ERRORS,
         },
         summary="Erase everything about you (GDPR Art. 17)",
         description="Destroys your data key (so every copy of your archives is unreadable), then erases "

@@ -137,12 +137,18 @@ SPECTACULAR_SETTINGS = {
         "(scopes `chat.read`, `chat.write`). Errors are RFC 9457 problem details with a `code`."
     ),
     "VERSION": "1.0.0",
+    # 3.1: schemas are JSON Schema, so an event stream's events can describe their JSON `data`.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "sessions_app.api.schema.document_input_rules",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "SessionStatusEnum": ["active", "ended", "archived"],
         "MessageStatusEnum": ["complete", "cancelled", "incomplete"],

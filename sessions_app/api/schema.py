@@ -1,34 +1,168 @@
-"""OpenAPI documentation for the turn endpoint, which a Channels consumer serves.
+"""OpenAPI documentation of the session API: what each operation can answer, and the turn endpoint.
 
-drf-spectacular documents DRF views only, so this view carries the schema of
-`POST /api/v1/sessions/{id}/messages`. It is mounted only in the schema's own
-URLconf (`config/schema_urls.py`); traffic to that path goes to `TurnConsumer`.
+drf-spectacular documents DRF views only, so `TurnEndpointSchema` carries the schema of
+`POST /api/v1/sessions/{id}/messages`. It is mounted only in the schema's own URLconf
+(`config/schema_urls.py`); traffic to that path goes to `TurnConsumer`.
 """
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_app.api.serializers import TurnRequestSerializer, TurnResponseSerializer
-from sessions_app.api.views import PROBLEM, SESSION_ERRORS
+from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from core.jsonbody import CONTROL_CHARACTERS
+from core.limits import OwnerStreamLimit
+from core.openapi import EDGE_ERRORS, VIEW_ERRORS, ErrorType, ForeignProblem, problem_headers, problem_responses
+from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
+from sessions_app.api.serializers import MAX_METADATA_DEPTH, TurnRequestSerializer, TurnResponseSerializer
+from sessions_app.api.streaming import TooManyStreams
+from sessions_app.errors import (
+    MessageLimitReached,
+    SessionLimitReached,
+    SessionNotActive,
+    SessionNotFound,
+    TurnInProgress,
+)
+from sessions_app.idempotency import IdempotencyInProgress, IdempotencyKeyReused
+
+# The archive app raises it behind the SessionArchive port.
+ARCHIVE_UNAVAILABLE = ForeignProblem("archive_unavailable", 503, "The session archive cannot be reached; retry later.")
+
+SESSION_ID = OpenApiParameter(
+    "session_id",
+    {"type": "string", "format": "uuid", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"},
+    OpenApiParameter.PATH,
+    description="A lowercase UUID; any other value names no session (404).",
+)
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "1 to 255 printable ASCII characters, no spaces. A request repeated with the same key gets the "
+        "first one's answer, once, on any instance: 409 `idempotency_in_progress` while the first is still "
+        "being answered, 422 `idempotency_key_reused` if the key came with a different request."
+    ),
+)
+IDEMPOTENCY_ERRORS: tuple[ErrorType, ...] = (IdempotencyInProgress, IdempotencyKeyReused)
+JSON_BODY_ERRORS: tuple[ErrorType, ...] = (InvalidRequest, PayloadTooLarge, UnsupportedMediaType)
+
+LIST_ERRORS = (*VIEW_ERRORS, InvalidRequest, ARCHIVE_UNAVAILABLE)
+# session_not_found: an Idempotency-Key replay whose session is gone from the active store.
+CREATE_ERRORS = (*VIEW_ERRORS, *JSON_BODY_ERRORS, *IDEMPOTENCY_ERRORS, SessionLimitReached, SessionNotFound)
+RETRIEVE_ERRORS = (*VIEW_ERRORS, SessionNotFound, ARCHIVE_UNAVAILABLE)
+DESTROY_ERRORS = RETRIEVE_ERRORS
+END_ERRORS = (*RETRIEVE_ERRORS, TurnInProgress)
+RESUME_ERRORS = (*END_ERRORS, SessionLimitReached)
+TURN_ERRORS = (
+    *EDGE_ERRORS,
+    *JSON_BODY_ERRORS,
+    *IDEMPOTENCY_ERRORS,
+    SessionNotFound,
+    SessionNotActive,
+    TurnInProgress,
+    MessageLimitReached,
+    OwnerStreamLimit,
+    BackendRejected,
+    BackendError,
+    BackendUnavailable,
+    TooManyStreams,
+    BackendTimeout,
+)
+
+
+def _event(name: str, data: dict[str, Any], description: str) -> dict[str, Any]:
+    data_schema = {"type": "string", "contentMediaType": "application/json", "contentSchema": data}
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["event", "data"],
+        "properties": {"event": {"const": name}, "data": data_schema},
+    }
+
+
+# One Server-Sent Event of a streamed turn (OpenAPI before 3.2 describes a stream by its events).
+TURN_EVENT = {
+    "oneOf": [
+        _event(
+            "delta",
+            {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}},
+            "The next piece of the reply.",
+        ),
+        _event("done", {"$ref": "#/components/schemas/TurnResponse"}, "The turn, stored; the last event."),
+        _event("error", {"$ref": "#/components/schemas/Problem"}, "The turn failed after it began; the last event."),
+    ]
+}
+
+
+def documented(*errors: ErrorType, parameters: list[Any] | None = None, **kwargs: Any) -> Any:
+    """`extend_schema` with the problem responses of these errors and the headers they carry."""
+    responses = {**kwargs.pop("responses"), **problem_responses(*errors)}
+    return extend_schema(responses=responses, parameters=[*(parameters or []), *problem_headers(*errors)], **kwargs)
+
+
+_TEXT = f"^[^{CONTROL_CHARACTERS}]*$"
+_NOT_BLANK_TEXT = rf"^[^{CONTROL_CHARACTERS}]*[^\s{CONTROL_CHARACTERS}][^{CONTROL_CHARACTERS}]*$"
+_SCALAR = {"not": {"anyOf": [{"type": "object"}, {"type": "array"}]}}
+
+
+def document_input_rules(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """A drf-spectacular postprocessing hook: the request rules serializer fields cannot state, with
+    this deployment's limits, so a request the schema allows is one the gateway accepts."""
+    components = result["components"]["schemas"]
+    limits = settings.SESSION_LIMITS
+    create = components["SessionCreateRequest"]["properties"]
+    if settings.ALLOWED_MODELS:
+        create["model"]["enum"] = sorted(settings.ALLOWED_MODELS)
+    create["system_prompt"].update(pattern=_TEXT, maxLength=limits["MAX_SYSTEM_PROMPT_CHARS"])
+    create["metadata"].update(_nested_object(MAX_METADATA_DEPTH))
+    create["metadata"]["description"] += (
+        f" At most {MAX_METADATA_DEPTH} levels deep and {limits['MAX_METADATA_BYTES']} bytes as JSON "
+        "(413 `payload_too_large` beyond)."
+    )
+    turn = components["TurnRequestRequest"]["properties"]
+    turn["content"].update(pattern=_NOT_BLANK_TEXT, maxLength=limits["MAX_CONTENT_CHARS"])
+    turn["content"]["description"] = (
+        "Not blank; no control characters but tab, line feed and carriage return. Longer than the "
+        "limit: 413 `payload_too_large`."
+    )
+    turn["max_tokens"]["maximum"] = limits["MAX_OUTPUT_TOKENS"]
+    stops = turn["stop"]
+    turn["stop"] = {"oneOf": [stops["items"], stops], "description": "One stop sequence, or a list of them."}
+    for parameter in result["paths"]["/api/v1/sessions"]["get"]["parameters"]:
+        # DRF reads a query parameter with an empty value as one left out.
+        parameter["allowEmptyValue"] = True
+    return result
+
+
+def _nested_object(depth: int) -> dict[str, Any]:
+    """A JSON object nesting objects and arrays at most `depth` levels deep, itself included."""
+    value: dict[str, Any] = _SCALAR
+    for _ in range(depth - 1):
+        value = {
+            "anyOf": [_SCALAR, {"type": "object", "additionalProperties": value}, {"type": "array", "items": value}]
+        }
+    return {"type": "object", "additionalProperties": value}
 
 
 class TurnEndpointSchema(APIView):
-    @extend_schema(
+    @documented(
+        *TURN_ERRORS,
         operation_id="sessions_messages_create",
         request=TurnRequestSerializer,
+        parameters=[SESSION_ID, IDEMPOTENCY_KEY],
         responses={
-            200: TurnResponseSerializer,
-            **SESSION_ERRORS,
-            409: PROBLEM,
-            413: PROBLEM,
-            415: PROBLEM,
-            422: PROBLEM,
-            502: PROBLEM,
-            504: PROBLEM,
+            (200, "application/json"): OpenApiResponse(
+                TurnResponseSerializer, description="The message and the reply, stored; or, streamed, their events."
+            ),
+            (200, "text/event-stream"): OpenApiResponse(TURN_EVENT),
         },
         summary="Send a message and get the model's reply",
         description=(

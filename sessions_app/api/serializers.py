@@ -93,14 +93,17 @@ class SessionPageSerializer(serializers.Serializer):
     next = serializers.CharField(allow_null=True, help_text="Pass as `cursor` for the next page; null on the last.")
 
 
+# Documentation only: `turn_input.parse_turn` reads the body (it is the hot path).
 class TurnRequestSerializer(serializers.Serializer):
     content = serializers.CharField(trim_whitespace=False)
-    max_tokens = serializers.IntegerField(required=False, min_value=1)
-    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
+    # null is the same as leaving a parameter out, as OpenAI-style clients send it.
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
     stop = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=4)
     stream = serializers.BooleanField(
         required=False,
-        help_text="Answer with Server-Sent Events (`delta`, then `done` or `error`). Unset: "
+        allow_null=True,
+        help_text="Answer with Server-Sent Events (`delta`, then `done` or `error`). Unset or null: "
         "streams when the Accept header asks only for text/event-stream.",
     )
 
@@ -110,12 +113,3 @@ class TurnResponseSerializer(serializers.Serializer):
     message = MessageSerializer()
     usage = UsageSerializer()
     finish_reason = serializers.ChoiceField(choices=["stop", "length", "content_filter"])
-
-
-class ProblemSerializer(serializers.Serializer):
-    type = serializers.CharField()
-    title = serializers.CharField()
-    status = serializers.IntegerField()
-    detail = serializers.CharField()
-    code = serializers.CharField()
-    instance = serializers.CharField(required=False)

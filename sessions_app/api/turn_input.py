@@ -40,7 +40,7 @@ def turn_from_data(data: dict[str, Any]) -> TurnInput:
 
 
 def _params(data: dict[str, Any]) -> GenerationParams:
-    max_tokens = data.get("max_tokens")
+    max_tokens = _integer(data.get("max_tokens"))
     if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
         raise _field("max_tokens", "must be a positive integer")
     temperature = data.get("temperature")
@@ -62,6 +62,13 @@ def _params(data: dict[str, Any]) -> GenerationParams:
         temperature=float(temperature) if temperature is not None else None,
         stop=tuple(stop),
     )
+
+
+def _integer(value: Any) -> Any:
+    """JSON has one number type: `2.0` is the integer 2 (as JSON Schema's `integer` says), `2.5` is not."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 def _stream(data: dict[str, Any]) -> bool | None:

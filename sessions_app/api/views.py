@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,8 +16,18 @@ from core.auth.drf import ChatScopes
 from core.auth.principal import Principal
 from core.result import Result, unwrap
 from sessions_app.api import presenters
+from sessions_app.api.schema import (
+    CREATE_ERRORS,
+    DESTROY_ERRORS,
+    END_ERRORS,
+    IDEMPOTENCY_KEY,
+    LIST_ERRORS,
+    RESUME_ERRORS,
+    RETRIEVE_ERRORS,
+    SESSION_ID,
+    documented,
+)
 from sessions_app.api.serializers import (
-    ProblemSerializer,
     SessionCreateSerializer,
     SessionDetailSerializer,
     SessionListQuerySerializer,
@@ -31,9 +41,9 @@ from sessions_app.wiring import get_session_manager
 
 T = TypeVar("T")
 
-PROBLEM = OpenApiResponse(ProblemSerializer, description="An RFC 9457 problem (application/problem+json).")
-COMMON_ERRORS = {400: PROBLEM, 401: PROBLEM, 403: PROBLEM, 503: PROBLEM}
-SESSION_ERRORS = {**COMMON_ERRORS, 404: PROBLEM}
+LOCATION = OpenApiParameter(
+    "Location", str, OpenApiParameter.HEADER, required=True, description="The new session's URL.", response=[201]
+)
 
 
 def call(method: Callable[..., Awaitable[Result[T, Any]]], /, **kwargs: Any) -> T:
@@ -56,10 +66,11 @@ def checked_id(session_id: str) -> str:
 class SessionCollectionView(APIView):
     permission_classes = [ChatScopes]
 
-    @extend_schema(
+    @documented(
+        *LIST_ERRORS,
         operation_id="sessions_list",
         parameters=[SessionListQuerySerializer],
-        responses={200: SessionPageSerializer, **COMMON_ERRORS},
+        responses={200: SessionPageSerializer},
         summary="List your sessions, newest first",
     )
     def get(self, request: Request) -> Response:
@@ -74,11 +85,15 @@ class SessionCollectionView(APIView):
         )
         return Response(presenters.page(page))
 
-    @extend_schema(
+    @documented(
+        *CREATE_ERRORS,
         operation_id="sessions_create",
         request=SessionCreateSerializer,
-        responses={201: SessionSerializer, **COMMON_ERRORS, 409: PROBLEM, 413: PROBLEM},
+        parameters=[IDEMPOTENCY_KEY, LOCATION],
+        responses={201: OpenApiResponse(SessionSerializer, description="The new session.")},
         summary="Start a session",
+        description="With an `Idempotency-Key`, a repeat answers with the session the first request created, "
+        "or 404 `session_not_found` if that session has left the active store since.",
     )
     def post(self, request: Request) -> Response:
         data = SessionCreateSerializer(data=request.data)
@@ -94,18 +109,22 @@ class SessionCollectionView(APIView):
 class SessionDetailView(APIView):
     permission_classes = [ChatScopes]
 
-    @extend_schema(
+    @documented(
+        *RETRIEVE_ERRORS,
         operation_id="sessions_retrieve",
-        responses={200: SessionDetailSerializer, **SESSION_ERRORS},
+        parameters=[SESSION_ID],
+        responses={200: SessionDetailSerializer},
         summary="A session with its messages",
     )
     def get(self, request: Request, session_id: str) -> Response:
         transcript = call(get_session_manager().session_get, owner=owner_of(request), session_id=checked_id(session_id))
         return Response(presenters.transcript(transcript))
 
-    @extend_schema(
+    @documented(
+        *DESTROY_ERRORS,
         operation_id="sessions_destroy",
-        responses={204: None, **SESSION_ERRORS},
+        parameters=[SESSION_ID],
+        responses={204: None},
         summary="Erase a session and all its messages, from the active store and the archive",
     )
     def delete(self, request: Request, session_id: str) -> Response:
@@ -116,10 +135,12 @@ class SessionDetailView(APIView):
 class SessionEndView(APIView):
     permission_classes = [ChatScopes]
 
-    @extend_schema(
+    @documented(
+        *END_ERRORS,
         operation_id="sessions_end",
+        parameters=[SESSION_ID],
         request=None,
-        responses={200: SessionSerializer, **SESSION_ERRORS, 409: PROBLEM},
+        responses={200: SessionSerializer},
         summary="End a session and archive it",
         description="The session takes no more messages and moves to the archive at once (`status` "
         "`archived`); if the archive cannot be reached it stays `ended` and is archived later.",
@@ -132,10 +153,12 @@ class SessionEndView(APIView):
 class SessionResumeView(APIView):
     permission_classes = [ChatScopes]
 
-    @extend_schema(
+    @documented(
+        *RESUME_ERRORS,
         operation_id="sessions_resume",
+        parameters=[SESSION_ID],
         request=None,
-        responses={200: SessionSerializer, **SESSION_ERRORS, 409: PROBLEM},
+        responses={200: SessionSerializer},
         summary="Bring a session back from the archive, active, with its whole history",
     )
     def post(self, request: Request, session_id: str) -> Response:

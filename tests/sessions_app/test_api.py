@@ -135,6 +135,8 @@ async def test_a_turn_answers_with_both_messages_and_usage(client: httpx.AsyncCl
         ({}, "content"),
         ({"content": 5}, "content"),
         ({"content": "hi", "max_tokens": 0}, "max_tokens"),
+        ({"content": "hi", "max_tokens": 2.5}, "max_tokens"),
+        ({"content": "hi", "max_tokens": True}, "max_tokens"),
         ({"content": "hi", "temperature": "hot"}, "temperature"),
         ({"content": "hi", "stop": [1]}, "stop"),
         ({"content": "hi", "stream": "yes"}, "stream"),
@@ -148,6 +150,17 @@ async def test_invalid_turn_fields_are_invalid_request(client: httpx.AsyncClient
     )
 
     assert problem["errors"][0]["field"] == field
+
+
+async def test_max_tokens_written_as_a_whole_float_is_an_integer(client: httpx.AsyncClient) -> None:
+    # JSON Schema's `integer`, which the OpenAPI schema uses, includes 3.0 (found by the schema fuzzer).
+    session = await create(client)
+
+    response = await client.post(
+        f"/api/v1/sessions/{session['id']}/messages", json={"content": "hi", "max_tokens": 3.0}
+    )
+
+    assert response.status_code == 200, response.text
 
 
 async def test_the_turn_endpoint_only_takes_post(client: httpx.AsyncClient) -> None:
