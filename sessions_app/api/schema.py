@@ -19,6 +19,7 @@ from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from core.jsonbody import CONTROL_CHARACTERS
 from core.limits import OwnerStreamLimit
 from core.openapi import EDGE_ERRORS, VIEW_ERRORS, ErrorType, ForeignProblem, problem_headers, problem_responses
+from core.shutdown import ShuttingDown
 from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from sessions_app.api.serializers import MAX_METADATA_DEPTH, TurnRequestSerializer, TurnResponseSerializer
 from sessions_app.api.streaming import TooManyStreams
@@ -75,6 +76,7 @@ TURN_ERRORS = (
     BackendUnavailable,
     TooManyStreams,
     BackendTimeout,
+    ShuttingDown,
 )
 
 
