@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from core.adapters import build_adapter
 from core.errors import RateLimited, StoreUnavailable
+from core.redis_retry import redis_retry
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -141,7 +142,11 @@ class RedisLimiter:
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = Redis.from_url(
-                self._url, max_connections=self._max_connections, socket_timeout=5, socket_connect_timeout=5
+                self._url,
+                max_connections=self._max_connections,
+                socket_timeout=5,
+                socket_connect_timeout=5,
+                retry=redis_retry(),
             )
         return client
 

@@ -20,6 +20,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from core.errors import GatewayError, InvalidRequest, StoreUnavailable
+from core.redis_retry import redis_retry
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
@@ -130,7 +131,9 @@ class RedisIdempotencyStore:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = Redis.from_url(self._url, socket_timeout=5, socket_connect_timeout=5)
+            client = self._clients[loop] = Redis.from_url(
+                self._url, socket_timeout=5, socket_connect_timeout=5, retry=redis_retry()
+            )
         return client
 
     def _key(self, owner: str, request: IdempotentRequest | None = None) -> str:

@@ -26,11 +26,10 @@ from typing import Any, ParamSpec, TypeVar, cast
 import orjson
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 
 from core.errors import StoreUnavailable
+from core.redis_retry import redis_retry
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript
@@ -102,7 +101,7 @@ class RedisSessionStore:
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=self._socket_timeout,
                 health_check_interval=30,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), self._retries),
+                retry=redis_retry(self._retries),
             )
             connection = self._clients[loop] = _Connection(Redis(connection_pool=pool))
         return connection
