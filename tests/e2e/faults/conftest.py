@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis
 from websockets.sync.client import ClientConnection
 
 from tests.conftest import AZURITE_KEY, ROOT
@@ -120,7 +122,9 @@ class AzuriteServer:
             pytest.fail("Azurite is not installed: run the tests with `make test` (it runs `npm ci`).")
         self.proc = subprocess.Popen(
             [str(binary), "--location", str(self.dir), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-             "--silent", "--skipApiVersionCheck", "--loose"],
+             "--silent", "--skipApiVersionCheck", "--loose",
+             # Without this a stopped Azurite never exits: its telemetry client keeps node alive.
+             "--disableTelemetry"],
             cwd=self.dir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -150,6 +154,19 @@ def processes(tmp_path: Path) -> Iterator[Callable[[Any], Any]]:
     yield own
     for server in reversed(owned):
         server.stop()
+
+
+@pytest.fixture
+def redis_prefix_of_its_own(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix for gateways that must not share the session's (a scheduler would
+    archive every idle session under its prefix); every key under it is deleted afterwards."""
+    prefix = f"gwtest:faults:{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 # -- clients -------------------------------------------------------------------------
