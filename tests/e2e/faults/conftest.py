@@ -19,17 +19,17 @@ import redis
 from websockets.sync.client import ClientConnection
 
 from tests.conftest import AZURITE_KEY, ROOT
-from tests.e2e.conftest import Gateway, Process, base_env, spawn
+from tests.e2e.conftest import Gateway, Process, StartGateway, base_env, spawn
 from tests.support import free_port, wait_for_port
 
 # -- processes ---------------------------------------------------------------------
 
 
 class ModelServer:
-    """`manage.py serve_backend` (echo) on a fixed port, so it can be killed and started again."""
+    """`manage.py serve_backend` (echo) on a port of its own, kept across a kill and a restart."""
 
-    def __init__(self, workdir: Path, *options: str, port: int | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(self, workdir: Path, *options: str) -> None:
+        self.port = free_port()
         self.options = list(options)
         self._workdir = workdir
         self.process: Process | None = None
@@ -143,7 +143,7 @@ class AzuriteServer:
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Callable[[Any], Any]]:
+def processes() -> Iterator[Callable[[Any], Any]]:
     """`own(server)`: stops `server` (anything with `stop()`) when the test ends, whatever happens."""
     owned: list[Any] = []
 
@@ -154,6 +154,18 @@ def processes(tmp_path: Path) -> Iterator[Callable[[Any], Any]]:
     yield own
     for server in reversed(owned):
         server.stop()
+
+
+@pytest.fixture
+def gateway_for(start_gateway: StartGateway, processes: Callable[[Any], Any]) -> StartGateway:
+    """`start_gateway`, but each gateway stops when its test ends rather than with the session."""
+
+    def start(backend_target: str, **overrides: str) -> Gateway:
+        gateway = start_gateway(backend_target, **overrides)
+        processes(gateway.process)
+        return gateway
+
+    return start
 
 
 @pytest.fixture

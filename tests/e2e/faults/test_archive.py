@@ -36,7 +36,7 @@ def archive_command(gateway: Gateway) -> subprocess.CompletedProcess[str]:
 
 
 def test_blob_storage_stopped_then_restarted(
-    start_gateway: StartGateway,
+    gateway_for: StartGateway,
     model_server: str,
     processes: Own,
     tmp_path: Path,
@@ -47,7 +47,7 @@ def test_blob_storage_stopped_then_restarted(
     scheduler) fails and leaves every session where it was, usable. Once it is back, the
     scheduler's next pass archives them; nothing is lost or archived twice."""
     azurite = processes(AzuriteServer(tmp_path)).start()
-    gateway = start_gateway(
+    gateway = gateway_for(
         model_server,
         REDIS_KEY_PREFIX=redis_prefix_of_its_own,
         AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,

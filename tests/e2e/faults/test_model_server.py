@@ -8,6 +8,8 @@ failed before its first delta leaves nothing, and no turn is ever stored twice.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -44,14 +46,14 @@ def start_models(own: Own, tmp_path: Path, *option_lists: list[str]) -> list[Mod
 
 
 def test_a_model_server_killed_mid_stream_ends_it_with_an_error_and_no_replay(
-    start_gateway: StartGateway, processes: Own, tmp_path: Path
+    gateway_for: StartGateway, processes: Own, tmp_path: Path
 ) -> None:
     """Three servers in failover order. Killing the one that streams ends that stream with an
     error after the deltas already sent (never a fresh start on the next server); a turn that
     has not had its first delta yet goes to the next server."""
     slow = ["--token-delay", "0.05"]  # 200 words: 10 s, so the kill lands mid-stream
     first, second, third = start_models(processes, tmp_path, slow, slow, [])
-    gateway = start_gateway(first.target, BACKEND_TARGETS=f"{first.target},{second.target},{third.target}")
+    gateway = gateway_for(first.target, BACKEND_TARGETS=f"{first.target},{second.target},{third.target}")
     token = gateway.dev_token(sub="fault-killed-stream")
     session_id = new_session(gateway, token)
     long_text = words(200)
@@ -106,12 +108,12 @@ def test_a_model_server_killed_mid_stream_ends_it_with_an_error_and_no_replay(
 
 
 def test_a_model_server_killed_before_answering_fails_over(
-    start_gateway: StartGateway, processes: Own, tmp_path: Path
+    gateway_for: StartGateway, processes: Own, tmp_path: Path
 ) -> None:
     """A non-streaming turn whose server dies before answering is answered by the next one,
     and stored once."""
     stuck, standby = start_models(processes, tmp_path, ["--first-delta-delay", "120"], [])
-    gateway = start_gateway(stuck.target, BACKEND_TARGETS=f"{stuck.target},{standby.target}")
+    gateway = gateway_for(stuck.target, BACKEND_TARGETS=f"{stuck.target},{standby.target}")
     token = gateway.dev_token(sub="fault-killed-call")
     session_id = new_session(gateway, token)
     lock_key = f"{gateway.env['REDIS_KEY_PREFIX']}:s:{{{session_id}}}:t"
@@ -139,14 +141,14 @@ def test_a_model_server_killed_before_answering_fails_over(
     ]
 
 
-def test_a_slow_model_server_meets_the_deadlines(start_gateway: StartGateway, processes: Own, tmp_path: Path) -> None:
+def test_a_slow_model_server_meets_the_deadlines(gateway_for: StartGateway, processes: Own, tmp_path: Path) -> None:
     """The first delta, the silence between deltas and a whole non-streaming answer each have a
     deadline from settings; a missed one is 504 backend_timeout, and the session keeps only
     what the client saw."""
     stalling, pausing = start_models(
         processes, tmp_path, ["--first-delta-delay", "30"], ["--token-delay", "30"]
     )  # both far past the one-second deadlines below
-    gateway = start_gateway(
+    gateway = gateway_for(
         stalling.target,
         BACKEND_ROUTES=json.dumps({"echo-large": [pausing.target]}),
         BACKEND_TIMEOUT_SECONDS="1",
@@ -178,7 +180,7 @@ def test_a_slow_model_server_meets_the_deadlines(start_gateway: StartGateway, pr
     ]
 
 
-def test_a_model_server_returning_errors(start_gateway: StartGateway, processes: Own, tmp_path: Path) -> None:
+def test_a_model_server_returning_errors(gateway_for: StartGateway, processes: Own, tmp_path: Path) -> None:
     """Transient failures (UNAVAILABLE) before the first delta are retried; other errors are
     not; a failure after the first delta is never retried; a run of failures opens the
     target's circuit breaker, which then answers 503 at once with Retry-After."""
@@ -190,7 +192,7 @@ def test_a_model_server_returning_errors(start_gateway: StartGateway, processes:
         ["--fail-calls", "1", "--fail-with", "unavailable", "--fail-after-deltas", "2"],
     )
     routes = {"transient": [transient.target], "broken": [broken.target], "mid-stream": [mid_stream.target]}
-    gateway = start_gateway(
+    gateway = gateway_for(
         transient.target,
         BACKEND_ROUTES=json.dumps(routes),
         ALLOWED_MODELS="",
@@ -240,11 +242,11 @@ def test_a_model_server_returning_errors(start_gateway: StartGateway, processes:
     ]
 
 
-def test_a_model_server_down_at_start_then_up(start_gateway: StartGateway, processes: Own, tmp_path: Path) -> None:
+def test_a_model_server_down_at_start_then_up(gateway_for: StartGateway, processes: Own, tmp_path: Path) -> None:
     """Until the model server comes up every turn is 503 backend_unavailable with Retry-After
     and stores nothing; once it is up, turns succeed without restarting the gateway."""
     model = processes(ModelServer(tmp_path))
-    gateway = start_gateway(
+    gateway = gateway_for(
         model.target,
         BACKEND_BREAKER_FAILURES="2",
         BACKEND_BREAKER_OPEN_SECONDS="1",
@@ -276,6 +278,47 @@ def test_a_model_server_down_at_start_then_up(start_gateway: StartGateway, proce
 
     response = wait_until(answered, timeout=30, message="a turn succeeds once the model server is up", every=0.2)
     assert response.status_code == 200 and response.json()["message"]["content"] == "Echo: hello?"
+    assert contents(session(gateway, token, session_id)) == [
+        ("user", "hello?", "complete"),
+        ("assistant", "Echo: hello?", "complete"),
+    ]
+
+
+def test_a_frozen_model_server_is_given_up_on_at_the_connect_deadline(
+    gateway_for: StartGateway, processes: Own, tmp_path: Path
+) -> None:
+    """A server that accepts connections but never answers (SIGSTOP: hung, swapped out, a
+    half-dead host) costs BACKEND_CONNECT_TIMEOUT_SECONDS, then 503 backend_unavailable, not
+    the whole answer's deadline and a 504; thawed, it serves again."""
+    model = processes(ModelServer(tmp_path)).start()
+    assert model.process is not None
+    os.kill(model.process.proc.pid, signal.SIGSTOP)
+    try:
+        gateway = gateway_for(
+            model.target,
+            BACKEND_CONNECT_TIMEOUT_SECONDS="1",
+            BACKEND_TIMEOUT_SECONDS="60",
+            BACKEND_FIRST_DELTA_TIMEOUT_SECONDS="60",
+        )
+        token = gateway.dev_token(sub="fault-frozen-model")
+        session_id = new_session(gateway, token)
+        with gateway.client(token) as http:
+            refused = http.post(f"/api/v1/sessions/{session_id}/messages", json={"content": "hello?"})
+        problem(refused, 503, "backend_unavailable")
+        assert int(refused.headers["retry-after"]) >= 1
+        [(name, body)] = sse_turn(gateway, token, session_id, "hello?")
+        assert name == "problem" and (body["status"], body["code"]) == (503, "backend_unavailable")
+        assert session(gateway, token, session_id)["message_count"] == 0
+    finally:
+        os.kill(model.process.proc.pid, signal.SIGCONT)
+
+    def answered() -> httpx.Response | None:
+        with gateway.client(token) as http:
+            response = http.post(f"/api/v1/sessions/{session_id}/messages", json={"content": "hello?"})
+        return None if response.status_code == 503 else response
+
+    response = wait_until(answered, timeout=30, message="the thawed model server answers", every=0.2)
+    assert response.status_code == 200, response.text
     assert contents(session(gateway, token, session_id)) == [
         ("user", "hello?", "complete"),
         ("assistant", "Echo: hello?", "complete"),

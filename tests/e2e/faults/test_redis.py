@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.e2e.conftest import Gateway, StartGateway
 from tests.e2e.faults.conftest import (
@@ -28,6 +30,7 @@ from tests.e2e.faults.conftest import (
     sse_events,
     wait_until,
     words,
+    ws_url,
 )
 
 pytestmark = pytest.mark.e2e
@@ -48,14 +51,14 @@ def turn_until_answered(gateway: Gateway, token: str, session_id: str, content: 
     return wait_until(attempt, timeout=60, message="the retried turn is answered", every=0.25)  # type: ignore[no-any-return]
 
 
-def test_redis_stopped_during_turns_and_restarted(start_gateway: StartGateway, processes: Own, tmp_path: Path) -> None:
+def test_redis_stopped_during_turns_and_restarted(gateway_for: StartGateway, processes: Own, tmp_path: Path) -> None:
     """A turn whose reply cannot be stored is reported as failed (503 store_unavailable, or an
     `error` event once a stream has begun), never as success; what was stored before the outage
     is all there after it, and the client's retry then succeeds, once."""
     store = processes(RedisServer(tmp_path)).start()
     # Each call waits half a second, then answers a word per 50 ms.
     model = processes(ModelServer(tmp_path, "--first-delta-delay", "0.5", "--token-delay", "0.05")).start()
-    gateway = start_gateway(
+    gateway = gateway_for(
         model.target,
         REDIS_URL=store.url,
         BACKEND_TIMEOUT_SECONDS="8",
@@ -109,6 +112,12 @@ def test_redis_stopped_during_turns_and_restarted(start_gateway: StartGateway, p
                 http.post(f"/api/v1/sessions/{json_session}/messages", json={"content": "x"}), 503, "store_unavailable"
             )
             problem(http.post("/api/v1/sessions"), 503, "store_unavailable")
+        with (
+            connect(ws_url(gateway, json_session), subprotocols=["bearer", token]) as ws,  # type: ignore[list-item]
+            pytest.raises(ConnectionClosed) as closed,
+        ):
+            ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013  # try again later
     finally:
         os.kill(model.process.proc.pid, signal.SIGCONT)
     for thread in threads:

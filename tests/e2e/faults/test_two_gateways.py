@@ -172,16 +172,18 @@ def test_a_retried_request_on_the_other_gateway_is_not_applied_twice(pair: Pair)
     ]
 
 
-def test_a_gateway_killed_mid_turn_does_not_leave_the_session_locked(pair: Pair, start_gateway: StartGateway) -> None:
-    """The lock of a turn whose gateway died lapses on its own (TURN_LOCK_SECONDS); the dead
-    turn stored nothing, and the conversation goes on through the other gateway."""
-    doomed = start_gateway(pair.model.target, TURN_LOCK_SECONDS="3")
+def test_a_gateway_killed_mid_turn_leaves_nothing_held(pair: Pair, gateway_for: StartGateway) -> None:
+    """A gateway dies in the middle of a turn sent with an Idempotency-Key. Its turn lock and its
+    claim on the key lapse by themselves (TURN_LOCK_SECONDS); the client's retry of the same
+    request through the other gateway is then answered, and stored once."""
+    doomed = gateway_for(pair.model.target, TURN_LOCK_SECONDS="3")
     token = doomed.dev_token(sub="fault-two-crash")
     session_id = new_session(doomed, token)
     turn = f"/api/v1/sessions/{session_id}/messages"
+    long_text = words(100)  # 5 s at the model: longer than the lock, so the dead turn can never be stored
+    key = {"Idempotency-Key": "crash-1"}
 
-    # 100 words take the model 5 s: longer than the lock, so this turn could never be stored.
-    thread, _ = in_background(doomed, token, turn, words(100))
+    thread, _ = in_background(doomed, token, turn, long_text, **key)
     wait_for_turn_lock(doomed, session_id)
     doomed.process.proc.kill()
     doomed.process.proc.wait(10)
@@ -189,15 +191,17 @@ def test_a_gateway_killed_mid_turn_does_not_leave_the_session_locked(pair: Pair,
 
     def answered() -> httpx.Response | None:
         with pair.first.client(token) as http:
-            response = http.post(turn, json={"content": "anyone?"})
-        if response.status_code == 409:
-            problem(response, 409, "turn_in_progress")
+            response = http.post(turn, json={"content": long_text}, headers=key)
+        if response.status_code == 409:  # the dead gateway's claim, then its lock, until they lapse
+            assert response.json()["code"] in ("idempotency_in_progress", "turn_in_progress"), response.text
             return None
         return response
 
-    response = wait_until(answered, timeout=30, message="the dead gateway's lock lapses", every=0.25)
-    assert response.status_code == 200
+    response = wait_until(answered, timeout=60, message="the dead gateway's claim and lock lapse", every=0.25)
+    assert response.status_code == 200, response.text
     assert contents(session(pair.second, token, session_id)) == [
-        ("user", "anyone?", "complete"),
-        ("assistant", "Echo: anyone?", "complete"),
+        ("user", long_text, "complete"),
+        ("assistant", f"Echo: {long_text}", "complete"),
     ]
+    with pair.second.client(token) as http:  # and from now on the key replays that answer
+        assert http.post(turn, json={"content": long_text}, headers=key).json() == response.json()
