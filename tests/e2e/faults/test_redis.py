@@ -37,14 +37,15 @@ pytestmark = pytest.mark.e2e
 Own = Callable[[Any], Any]
 
 
-def turn_until_answered(gateway: Gateway, token: str, session_id: str, content: str) -> httpx.Response:
-    """Retry a turn as a client would, while the lock of the turn that failed with Redis lapses."""
+def turn_until_answered(gateway: Gateway, token: str, session_id: str, content: str, **headers: str) -> httpx.Response:
+    """Retry a turn as a client would, while the lock (and the Idempotency-Key claim) of the turn
+    that failed with Redis lapse: Redis kept them, and the gateway could not release them."""
 
     def attempt() -> httpx.Response | None:
         with gateway.client(token) as http:
-            response = http.post(f"/api/v1/sessions/{session_id}/messages", json={"content": content})
+            response = http.post(f"/api/v1/sessions/{session_id}/messages", json={"content": content}, headers=headers)
         if response.status_code == 409:
-            problem(response, 409, "turn_in_progress")
+            assert response.json()["code"] in ("turn_in_progress", "idempotency_in_progress"), response.text
             return None
         return response
 
@@ -75,6 +76,7 @@ def test_redis_stopped_during_turns_and_restarted(gateway_for: StartGateway, pro
     sse: list[tuple[str, Any]] = []
     streaming = threading.Event()
     answers: list[httpx.Response] = []
+    key = {"Idempotency-Key": "redis-outage-1"}
 
     def stream_turn() -> None:
         with (
@@ -90,7 +92,9 @@ def test_redis_stopped_during_turns_and_restarted(gateway_for: StartGateway, pro
 
     def json_turn() -> None:
         with gateway.client(token) as http:
-            answers.append(http.post(f"/api/v1/sessions/{json_session}/messages", json={"content": words(40)}))
+            answers.append(
+                http.post(f"/api/v1/sessions/{json_session}/messages", json={"content": words(40)}, headers=key)
+            )
 
     threads = [threading.Thread(target=stream_turn), threading.Thread(target=json_turn)]
     threads[0].start()
@@ -132,14 +136,21 @@ def test_redis_stopped_during_turns_and_restarted(gateway_for: StartGateway, pro
     assert contents(session(gateway, token, json_session)) == before
     assert contents(session(gateway, token, sse_session)) == before
 
-    for session_id in (json_session, sse_session):
-        retried = turn_until_answered(gateway, token, session_id, "after")
-        assert retried.status_code == 200 and retried.json()["message"]["content"] == "Echo: after"
-        assert contents(session(gateway, token, session_id)) == [
-            *before,
-            ("user", "after", "complete"),
-            ("assistant", "Echo: after", "complete"),
-        ]
+    # The client retries: the same request (and key) for the one, a new message for the other.
+    retried = turn_until_answered(gateway, token, json_session, words(40), **key)
+    assert retried.status_code == 200 and retried.json()["message"]["content"] == f"Echo: {words(40)}"
+    assert contents(session(gateway, token, json_session)) == [
+        *before,
+        ("user", words(40), "complete"),
+        ("assistant", f"Echo: {words(40)}", "complete"),
+    ]
+    retried = turn_until_answered(gateway, token, sse_session, "after")
+    assert retried.status_code == 200 and retried.json()["message"]["content"] == "Echo: after"
+    assert contents(session(gateway, token, sse_session)) == [
+        *before,
+        ("user", "after", "complete"),
+        ("assistant", "Echo: after", "complete"),
+    ]
 
     # A restart between turns is not even noticed: redis-py retries on a fresh connection.
     store.stop()
