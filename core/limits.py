@@ -199,10 +199,11 @@ class RedisLimiter:
 
     @_unavailable
     async def forget(self, owner: str) -> None:
+        # Only the limiter's own keys: others live under the owner's hash tag too (the session
+        # store's index of the owner's sessions, which erasure reads after this).
         client = self._client()
-        keys = [k async for k in client.scan_iter(match=self._key(owner, "*"), count=500)]
-        if keys:
-            await client.delete(*keys)
+        keys = [k async for k in client.scan_iter(match=self._key(owner, "rl:*"), count=500)]
+        await client.delete(*keys, self._key(owner, "streams"))
 
     async def close(self) -> None:
         client = self._clients.pop(asyncio.get_running_loop(), None)
