@@ -211,12 +211,19 @@ class ArchiveService:
                 report.skipped += len(ids)
                 return report
             archived_now = 0
-            for session_id in ids:
+            for index, session_id in enumerate(ids):
                 match await self.archive(session_id, actor=actor):
                     case Ok():
                         archived_now += 1
                     case Err(TurnInProgress() | SessionNotFound()):
                         report.skipped += 1
+                    case Err(ArchiveUnavailable() as error):
+                        # The archive is down: every other session would wait out the same retries
+                        # in vain. They all stay in the active store for the next pass.
+                        report.failed += len(ids) - index
+                        report.done += archived_now
+                        logger.warning("archiving session_id=%s failed: %s; pass ended", session_id, error.code)
+                        return report
                     case Err(error):
                         report.failed += 1
                         logger.warning("archiving session_id=%s failed: %s", session_id, error.code)

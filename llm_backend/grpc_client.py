@@ -24,24 +24,20 @@ def service_config(*, max_attempts: int, initial_backoff: float, max_backoff: fl
     """Retries for transient failures, declared once for the channel.
 
     gRPC only retries a call before the server has sent anything back, so a
-    stream is never retried after its first delta.
+    stream is never retried after its first delta. One attempt means no retry
+    policy at all: gRPC refuses a policy of fewer than two attempts, and a channel
+    with a refused service config fails every call.
     """
-    return json.dumps(
-        {
-            "methodConfig": [
-                {
-                    "name": [{"service": SERVICE_NAME}],
-                    "retryPolicy": {
-                        "maxAttempts": max_attempts,
-                        "initialBackoff": f"{initial_backoff}s",
-                        "maxBackoff": f"{max_backoff}s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ]
+    method: dict[str, Any] = {"name": [{"service": SERVICE_NAME}]}
+    if max_attempts > 1:
+        method["retryPolicy"] = {
+            "maxAttempts": max_attempts,
+            "initialBackoff": f"{initial_backoff}s",
+            "maxBackoff": f"{max_backoff}s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
         }
-    )
+    return json.dumps({"methodConfig": [method]})
 
 
 class GrpcChatBackend:

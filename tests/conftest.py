@@ -113,7 +113,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen(
         [
             str(binary), "--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort", str(port),
-            "--silent", "--skipApiVersionCheck", "--loose",
+            "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
         ],
         cwd=tmp_path_factory.mktemp("azurite"),
         stdout=subprocess.DEVNULL,

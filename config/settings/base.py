@@ -266,6 +266,8 @@ if AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL:
             "container": ARCHIVE_CONTAINER,
             "connection_string": AZURE_STORAGE_CONNECTION_STRING,
             "account_url": AZURE_STORAGE_ACCOUNT_URL,
+            "retry_total": env.int("ARCHIVE_RETRY_TOTAL", default=3),
+            "retry_backoff": env.float("ARCHIVE_RETRY_BACKOFF_SECONDS", default=0.5),
         },
     }
 else:

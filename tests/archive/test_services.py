@@ -260,6 +260,26 @@ async def test_the_idle_pass_archives_only_idle_sessions(
     assert isinstance(await redis_store.load(fresh, owner="o_alice"), Ok)
 
 
+async def test_an_idle_pass_ends_at_an_unreachable_archive_and_the_next_archives_all(
+    redis_store: RedisSessionStore, blob_store: AzureBlobArchiveStore, keys: KeyRing
+) -> None:
+    down = Flaky(blob_store, ArchiveUnavailable(), put=3)
+    service = service_with(redis_store, down, keys)
+    sessions = [await session_with_turns(manager_for(redis_store, service), turns=1) for _ in range(3)]
+    await asyncio.sleep(0.3)
+
+    failed = await service.archive_idle(idle_for=timedelta(seconds=0.2))
+
+    # One attempt met the outage; the others were not tried (and not kept waiting on retries).
+    assert (failed.examined, failed.done, failed.failed) == (3, 0, 3) and down.fail["put"] == 2
+    for session_id in sessions:
+        assert isinstance(await redis_store.load(session_id, owner="o_alice"), Ok)
+    down.fail["put"] = 0
+    report = await service.archive_idle(idle_for=timedelta(seconds=0.2))
+    assert (report.done, report.failed) == (3, 0)
+    assert sorted(await blob_store.list_by_owner("o_alice")) == sorted(sessions)
+
+
 async def test_purging_expired_archives_deletes_objects_and_unused_keys(
     redis_store: RedisSessionStore, blob_store: AzureBlobArchiveStore, keys: KeyRing, service: ArchiveService
 ) -> None:

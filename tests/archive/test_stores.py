@@ -86,3 +86,15 @@ async def test_unreachable_blob_storage_is_archive_unavailable() -> None:
     with pytest.raises(ArchiveUnavailable):
         await store.put("o", "s", b"x")
     await store.close()
+
+
+def test_blob_retries_back_off_from_a_fraction_of_a_second() -> None:
+    """Not the SDK's default 15 s, 18 s, 24 s, which kept a client waiting over a minute per
+    call while Blob storage was down."""
+    from archive.stores.azure_blob import ShortExponentialRetry
+
+    policy = ShortExponentialRetry(retry_total=3, backoff=0.5)
+
+    waits = [policy.get_backoff_time({"count": count}) for count in range(3)]
+    assert 0.4 <= waits[0] <= 0.6 and 0.8 <= waits[1] <= 1.2 and 1.6 <= waits[2] <= 2.4
+    assert policy.total_retries == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from core.errors import RateLimited
 from core.limits import MemoryLimiter, OwnerLimiter, OwnerStreamLimit, RedisLimiter
@@ -60,6 +61,23 @@ async def test_forgetting_an_owner_clears_their_counts(limiter: OwnerLimiter) ->
     await limiter.forget("o_alice")
 
     await limiter.admit("o_alice")
+
+
+async def test_forgetting_an_owner_leaves_other_keys_under_their_tag(redis_url: str, redis_prefix: str) -> None:
+    """The session store keeps the owner's index under the same hash tag: erasure reads it next."""
+    limiter = RedisLimiter(url=redis_url, prefix=redis_prefix, requests_per_minute=5, streams_per_owner=2)
+    other = aioredis.Redis.from_url(redis_url)
+    index = f"{redis_prefix}:o:{{o_alice}}:i"
+    await other.zadd(index, {"session": 0})
+    await limiter.admit("o_alice")
+    await limiter.open_stream("o_alice", "s1")
+
+    await limiter.forget("o_alice")
+
+    assert await other.exists(index) == 1
+    assert [k async for k in other.scan_iter(match=f"{redis_prefix}:o:{{o_alice}}:*")] == [index.encode()]
+    await other.aclose()
+    await limiter.close()
 
 
 async def test_two_instances_share_the_redis_counts(redis_url: str, redis_prefix: str) -> None:

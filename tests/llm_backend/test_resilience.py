@@ -230,6 +230,20 @@ async def test_grpc_retries_transient_unavailability_from_its_service_config() -
     await server.stop(None)
 
 
+async def test_one_attempt_means_no_retries_not_a_broken_channel() -> None:
+    flaky = FlakyServer(failures=1)
+    server, port = await start_server(flaky, "127.0.0.1:0")
+    client = GrpcChatBackend(target=f"127.0.0.1:{port}", max_attempts=1)
+
+    with pytest.raises(BackendUnavailable):
+        await client.complete(REQUEST)
+    completion = await client.complete(REQUEST)
+
+    assert completion.content == "Echo: one two three" and flaky.calls == 2
+    await client.close()
+    await server.stop(None)
+
+
 async def test_grpc_never_retries_a_stream_after_its_first_delta() -> None:
     flaky = FlakyServer(failures=0, fail_mid_stream=True)
     server, port = await start_server(flaky, "127.0.0.1:0")

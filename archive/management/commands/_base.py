@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.wiring import get_session_store
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def run(work: Coroutine[Any, Any, T]) -> T:
@@ -22,10 +24,17 @@ def run(work: Coroutine[Any, Any, T]) -> T:
 
 
 async def _closing(work: Coroutine[Any, Any, T]) -> T:
+    from archive.errors import ArchiveUnavailable
     from archive.wiring import get_archive_store
 
     try:
-        await get_archive_store().start()
+        try:
+            await get_archive_store().start()
+        except ArchiveUnavailable:
+            # Not fatal: each archive operation starts the store again before use, and until the
+            # archive is back those fail one by one (their sessions stay in Redis). The scheduler
+            # must keep running through an outage, and a command must report it, not crash.
+            logger.warning("the archive cannot be reached; archive operations fail until it is back")
         return await work
     finally:
         await get_session_store().close()

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.adapters import build_adapter
 from core.observability.tracing import setup_tracing
+from llm_backend.faults import FAILURES, FaultyChatBackend
 from llm_backend.ports import ChatBackend
 from llm_backend.server import start_server
 
@@ -36,9 +37,36 @@ class Command(BaseCommand):
             "--token-delay", type=float, default=None, help="echo only: seconds between streamed words."
         )
         parser.add_argument("--model-path", default=None, help="llamacpp only: a GGUF model file.")
+        faults = parser.add_argument_group(
+            "fault injection", "Testing aids (the fault suite uses them); never set them in production."
+        )
+        faults.add_argument(
+            "--first-delta-delay", type=float, default=0.0, help="seconds every call waits before answering."
+        )
+        faults.add_argument("--fail-calls", type=int, default=0, help="the first N calls fail (see --fail-with).")
+        faults.add_argument(
+            "--fail-with",
+            choices=sorted(FAILURES),
+            default="unavailable",
+            help="how failing calls fail: unavailable (gRPC UNAVAILABLE), error (INTERNAL), "
+            "rejected (INVALID_ARGUMENT) or timeout (DEADLINE_EXCEEDED).",
+        )
+        faults.add_argument(
+            "--fail-after-deltas", type=int, default=0, help="a failing stream sends this many deltas first."
+        )
 
     def handle(
-        self, *args: Any, adapter: str, bind: str, token_delay: float | None, model_path: str | None, **options: Any
+        self,
+        *args: Any,
+        adapter: str,
+        bind: str,
+        token_delay: float | None,
+        model_path: str | None,
+        first_delta_delay: float,
+        fail_calls: int,
+        fail_with: str,
+        fail_after_deltas: int,
+        **options: Any,
     ) -> None:
         spec: dict[str, Any] = dict(settings.MODEL_SERVER_ADAPTERS[adapter])
         if model_path is not None:
@@ -54,8 +82,20 @@ class Command(BaseCommand):
                 raise CommandError("--token-delay must not be negative.")
             spec["OPTIONS"] = {**dict(spec.get("OPTIONS", {})), "token_delay": token_delay}
         setup_tracing(default_service="llm-model-server")  # before the gRPC server exists
+        backend: ChatBackend = build_adapter(spec)
+        if first_delta_delay or fail_calls or fail_after_deltas:
+            try:
+                backend = FaultyChatBackend(
+                    backend,
+                    first_delta_delay=first_delta_delay,
+                    fail_calls=fail_calls,
+                    fail_with=fail_with,
+                    fail_after_deltas=fail_after_deltas,
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
         try:
-            asyncio.run(self._serve(build_adapter(spec), bind, adapter))
+            asyncio.run(self._serve(backend, bind, adapter))
         except OSError as exc:
             raise CommandError(str(exc)) from exc
 

@@ -1,0 +1,277 @@
+"""The fault suite's own processes (model servers with faults, Redis and Azurite that persist
+across a restart) and the client helpers its tests share."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+from websockets.sync.client import ClientConnection
+
+from tests.conftest import AZURITE_KEY, ROOT
+from tests.e2e.conftest import Gateway, Process, StartGateway, base_env, spawn
+from tests.support import free_port, wait_for_port
+
+# -- processes ---------------------------------------------------------------------
+
+
+class ModelServer:
+    """`manage.py serve_backend` (echo) on a port of its own, kept across a kill and a restart."""
+
+    def __init__(self, workdir: Path, *options: str) -> None:
+        self.port = free_port()
+        self.options = list(options)
+        self._workdir = workdir
+        self.process: Process | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def launch(self) -> ModelServer:
+        """Start the process without waiting for it (see `ready`), so several can start at once."""
+        args = [sys.executable, "manage.py", "serve_backend", "--bind", self.target, *self.options]
+        self.process = spawn(args, base_env(), self._workdir / f"model-{self.port}-{time.monotonic_ns()}.log")
+        return self
+
+    def ready(self) -> ModelServer:
+        assert self.process is not None
+        try:
+            wait_for_port(self.port, proc=self.process.proc)
+        except (RuntimeError, TimeoutError):
+            pytest.fail(f"model server did not start:\n{self.process.output()}")
+        return self
+
+    def start(self) -> ModelServer:
+        return self.launch().ready()
+
+    def kill(self) -> None:
+        """SIGKILL: the process vanishes mid-call, as on a crash or an OOM kill."""
+        if self.process is not None and self.process.proc.poll() is None:
+            self.process.proc.kill()
+            self.process.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+class RedisServer:
+    """A Redis of the test's own, whose data survives a stop and restart (AOF, fsync always)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = workdir / f"redis-{self.port}"
+        self.dir.mkdir()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: Redis shuts down as an operator (or an orchestrator) stops it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class AzuriteServer:
+    """Azurite's blob service keeping its data in a directory, so a restart finds it again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = workdir / f"azurite-{self.port}"
+        self.dir.mkdir()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;"
+        )
+
+    def start(self) -> AzuriteServer:
+        binary = ROOT / "node_modules" / ".bin" / "azurite-blob"
+        if not binary.exists():
+            pytest.fail("Azurite is not installed: run the tests with `make test` (it runs `npm ci`).")
+        self.proc = subprocess.Popen(
+            [str(binary), "--location", str(self.dir), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+             "--silent", "--skipApiVersionCheck", "--loose",
+             # Without this a stopped Azurite never exits: its telemetry client keeps node alive.
+             "--disableTelemetry"],
+            cwd=self.dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[[Any], Any]]:
+    """`own(server)`: stops `server` (anything with `stop()`) when the test ends, whatever happens."""
+    owned: list[Any] = []
+
+    def own(server: Any) -> Any:
+        owned.append(server)
+        return server
+
+    yield own
+    for server in reversed(owned):
+        server.stop()
+
+
+@pytest.fixture
+def gateway_for(start_gateway: StartGateway, processes: Callable[[Any], Any]) -> StartGateway:
+    """`start_gateway`, but each gateway stops when its test ends rather than with the session."""
+
+    def start(backend_target: str, **overrides: str) -> Gateway:
+        gateway = start_gateway(backend_target, **overrides)
+        processes(gateway.process)
+        return gateway
+
+    return start
+
+
+@pytest.fixture
+def redis_prefix_of_its_own(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix for gateways that must not share the session's (a scheduler would
+    archive every idle session under its prefix); every key under it is deleted afterwards."""
+    prefix = f"gwtest:faults:{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+# -- clients -------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float, message: str, every: float = 0.05) -> Any:
+    """Poll `condition` until it returns something truthy (returned); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out: {message}")
+        time.sleep(every)
+
+
+def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code and body["status"] == status
+    return body
+
+
+def new_session(gateway: Gateway, token: str) -> str:
+    with gateway.client(token) as http:
+        response = http.post("/api/v1/sessions")
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+
+def session(gateway: Gateway, token: str, session_id: str) -> dict[str, Any]:
+    """The session as its owner reads it back, with its messages."""
+    with gateway.client(token) as http:
+        response = http.get(f"/api/v1/sessions/{session_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+    assert body["message_count"] == len(body["messages"])
+    assert len({m["id"] for m in body["messages"]}) == len(body["messages"])  # no message twice
+    return body
+
+
+def contents(body: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(role, content, status) of each stored message, oldest first."""
+    return [(m["role"], m["content"], m["status"]) for m in body["messages"]]
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
+    """(event, data) pairs as they arrive; comments are skipped."""
+    event: str | None = None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event:
+            yield event, orjson.loads(line[6:])
+            event = None
+
+
+def sse_turn(gateway: Gateway, token: str, session_id: str, content: str, **headers: str) -> list[tuple[str, Any]]:
+    """A whole streamed turn: every event, or the problem response as a single ("problem", body)."""
+    with (
+        gateway.client(token) as http,
+        http.stream(
+            "POST",
+            f"/api/v1/sessions/{session_id}/messages",
+            json={"content": content, "stream": True},
+            headers=headers,
+        ) as response,
+    ):
+        if response.status_code != 200:
+            response.read()
+            return [("problem", {**response.json(), "retry_after": response.headers.get("retry-after")})]
+        return list(sse_events(response))
+
+
+def ws_url(gateway: Gateway, session_id: str) -> str:
+    return gateway.base_url.replace("http://", "ws://") + f"/ws/v1/sessions/{session_id}"
+
+
+def ws_turn(ws: ClientConnection, content: str) -> list[dict[str, Any]]:
+    """Send one message; the frames that answer it, up to its `done` or `error`."""
+    ws.send(orjson.dumps({"type": "message", "content": content}).decode())
+    frames = []
+    while True:
+        frames.append(orjson.loads(ws.recv(timeout=30)))
+        if frames[-1]["type"] in ("done", "error"):
+            return frames
+
+
+def deltas(events: list[tuple[str, Any]]) -> str:
+    return "".join(data["content"] for name, data in events if name == "delta")
+
+
+def words(n: int) -> str:
+    return " ".join(f"w{i}" for i in range(n))
