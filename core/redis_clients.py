@@ -80,3 +80,39 @@ class LoopClients:
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
+
+
+class WhenBack:
+    """Writes that must still happen after Redis comes back, such as releasing a lock or a
+    claim: tried now, and on `StoreUnavailable` again in the background, backing off, until
+    they succeed or stop mattering (what they release has lapsed by then)."""
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def run(self, what: str, write: Callable[[], Awaitable[None]], *, give_up_after: float) -> None:
+        try:
+            await write()
+        except StoreUnavailable:
+            logger.warning("%s deferred until redis is back", what)
+            task = asyncio.create_task(self._retry(what, write, give_up_after))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _retry(self, what: str, write: Callable[[], Awaitable[None]], give_up_after: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + give_up_after
+        delay = 0.25
+        while loop.time() < deadline:
+            await asyncio.sleep(delay)
+            try:
+                await write()
+            except StoreUnavailable:
+                delay = min(delay * 2, 5.0)
+                continue
+            logger.info("%s done now that redis is back", what)
+            return
+
+    def cancel(self) -> None:
+        for task in list(self._pending):
+            task.cancel()

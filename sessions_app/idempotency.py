@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import orjson
 
 from core.errors import GatewayError, InvalidRequest
-from core.redis_clients import LoopClients, store_errors
+from core.redis_clients import LoopClients, WhenBack, store_errors
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
@@ -65,10 +65,14 @@ class IdempotencyStore(Protocol):
         request (MISMATCH) or answered already (DONE, with the recorded result)."""
         ...
 
-    async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None: ...
+    async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
+        """Remember the result for repeats. Never fails for an unreachable store: it keeps
+        trying in the background (meanwhile a repeat is told the request is in progress)."""
+        ...
 
     async def release(self, owner: str, request: IdempotentRequest) -> None:
-        """Forget a claim whose request failed, so a retry runs it again."""
+        """Forget a claim whose request failed, so a retry runs it again. Never fails for an
+        unreachable store: it keeps trying in the background (the claim lapses anyway)."""
         ...
 
     async def forget(self, owner: str) -> None: ...
@@ -118,9 +122,12 @@ return {'done', current}
 class RedisIdempotencyStore:
     """One key per owner and Idempotency-Key, under the owner's hash tag."""
 
-    def __init__(self, *, url: str, prefix: str = "gw") -> None:
+    def __init__(self, *, url: str, prefix: str = "gw", pending_seconds: float = 600.0) -> None:
+        """`pending_seconds`: how long a failed write is retried; pending claims lapse by then."""
         self._prefix = prefix
         self._client = LoopClients(url)
+        self._when_back = WhenBack()
+        self._pending_seconds = pending_seconds
 
     def _key(self, owner: str, request: IdempotentRequest | None = None) -> str:
         suffix = hashlib.sha256(request.key.encode()).hexdigest()[:32] if request else "*"
@@ -134,13 +141,23 @@ class RedisIdempotencyStore:
         claim = Claim(reply[0].decode())
         return claim, (orjson.loads(reply[1])["result"] if claim == Claim.DONE else None)
 
-    @store_errors
     async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
         record = orjson.dumps({"fp": request.fingerprint, "state": "done", "result": result})
-        await self._client().set(self._key(owner, request), record, ex=ttl)
+        await self._when_back.run(
+            "idempotency result", lambda: self._set(owner, request, record, ttl), give_up_after=self._pending_seconds
+        )
 
     @store_errors
+    async def _set(self, owner: str, request: IdempotentRequest, record: bytes, ttl: int) -> None:
+        await self._client().set(self._key(owner, request), record, ex=ttl)
+
     async def release(self, owner: str, request: IdempotentRequest) -> None:
+        await self._when_back.run(
+            "idempotency claim release", lambda: self._delete(owner, request), give_up_after=self._pending_seconds
+        )
+
+    @store_errors
+    async def _delete(self, owner: str, request: IdempotentRequest) -> None:
         await self._client().delete(self._key(owner, request))
 
     @store_errors
@@ -151,4 +168,5 @@ class RedisIdempotencyStore:
             await client.delete(*keys)
 
     async def close(self) -> None:
+        self._when_back.cancel()
         await self._client.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from core.errors import InvalidRequest, PayloadTooLarge
+from core.errors import InvalidRequest, PayloadTooLarge, StoreUnavailable
 from core.limits import MemoryLimiter, OwnerLimiter
 from core.observability.context import annotate
 from core.result import Err, Ok, returns_result, unwrap
@@ -222,7 +222,10 @@ class SessionManager:
         """After a turn: charge its tokens to the owner, and remember it for its Idempotency-Key
         if it completed (a cut-short or failed one may simply be retried)."""
         if outcome is not None:
-            await self._limiter.charge(owner, outcome.usage.input_tokens + outcome.usage.output_tokens)
+            try:
+                await self._limiter.charge(owner, outcome.usage.input_tokens + outcome.usage.output_tokens)
+            except StoreUnavailable:  # the turn is stored: it succeeded; its tokens go uncounted
+                logger.warning("could not count a turn's tokens session_id=%s", outcome.session.id)
         if idempotent is None:
             return
         if outcome is not None and outcome.finish_reason is not None:

@@ -172,8 +172,10 @@ class TurnStream:
                     at=answered_at,
                 )
             except BaseException:
-                # Not stored: the turn failed, whatever the client saw; free the session for a retry.
+                # Not stored: the turn failed, whatever the client saw; free the session (and
+                # the request's Idempotency-Key) for a retry.
                 await self._store.release_turn(turn.session.id, token=turn.token)
+                await self._notify(None)
                 raise
         self.outcome = TurnOutcome(
             session=unwrap(result), user_message=user_message, message=reply, usage=usage, finish_reason=finish_reason

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -209,32 +212,34 @@ class ObservedModel:
 
 
 class RedisServer:
-    """A redis-server of a test's own on its own port, to stop and start again.
+    """A Redis of the test's own, whose data survives a stop and restart (AOF, fsync always)."""
 
-    With `persist`, every write is in an append-only file, so a restart finds
-    the data as it was (like a production Redis with AOF)."""
-
-    def __init__(self, workdir: Any, *, persist: bool = True) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._workdir = workdir
-        self._persist = persist
-        self._proc: Any = None
+        self.dir = workdir / f"redis-{self.port}"
+        self.dir.mkdir()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        import subprocess
-
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self._persist else ["--appendonly", "no"]
-        self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
-             "--dir", str(self._workdir)],
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        wait_for_port(self.port, proc=self._proc)
+        wait_for_port(self.port, proc=self.proc)
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()  # as abrupt as a crash; the append-only file has every write already
-            self._proc.wait()
+        """SIGTERM: Redis shuts down as an operator (or an orchestrator) stops it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -311,7 +311,11 @@ IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86_400)
 if REDIS_URL:
     IDEMPOTENCY_STORE = {
         "CLASS": "sessions_app.idempotency.RedisIdempotencyStore",
-        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+        "OPTIONS": {
+            "url": REDIS_URL,
+            "prefix": REDIS_KEY_PREFIX,
+            "pending_seconds": SESSION_LIMITS["TURN_LOCK_SECONDS"],
+        },
     }
 else:
     IDEMPOTENCY_STORE = {"CLASS": "sessions_app.idempotency.MemoryIdempotencyStore", "OPTIONS": {}}

@@ -52,7 +52,11 @@ ACTIVE_SESSION_STORE = redis_session_store(REDIS_URL)
 SCHEDULER_EMBEDDED = env.bool("SCHEDULER_EMBEDDED", default=False)  # run `manage.py run_scheduler`
 IDEMPOTENCY_STORE = {
     "CLASS": "sessions_app.idempotency.RedisIdempotencyStore",
-    "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+    "OPTIONS": {
+        "url": REDIS_URL,
+        "prefix": REDIS_KEY_PREFIX,
+        "pending_seconds": SESSION_LIMITS["TURN_LOCK_SECONDS"],  # noqa: F405
+    },
 }
 OWNER_LIMITER = {
     "CLASS": "core.limits.RedisLimiter",

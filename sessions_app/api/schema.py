@@ -129,7 +129,15 @@ def document_input_rules(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
         f" At most {MAX_METADATA_DEPTH} levels deep and {limits['MAX_METADATA_BYTES']} bytes as JSON "
         "(413 `payload_too_large` beyond)."
     )
-    turn = components["TurnRequestRequest"]["properties"]
+    if "TurnRequestRequest" in components:  # absent from a schema of Django's URLs alone
+        _document_turn_rules(components["TurnRequestRequest"]["properties"], limits)
+    for parameter in result["paths"]["/api/v1/sessions"]["get"]["parameters"]:
+        # DRF reads a query parameter with an empty value as one left out.
+        parameter["allowEmptyValue"] = True
+    return result
+
+
+def _document_turn_rules(turn: dict[str, Any], limits: dict[str, Any]) -> None:
     turn["content"].update(pattern=_NOT_BLANK_TEXT, maxLength=limits["MAX_CONTENT_CHARS"])
     turn["content"]["description"] = (
         "Not blank; no control characters but tab, line feed and carriage return. Longer than the "
@@ -138,10 +146,6 @@ def document_input_rules(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
     turn["max_tokens"]["maximum"] = limits["MAX_OUTPUT_TOKENS"]
     stops = turn["stop"]
     turn["stop"] = {"oneOf": [stops["items"], stops], "description": "One stop sequence, or a list of them."}
-    for parameter in result["paths"]["/api/v1/sessions"]["get"]["parameters"]:
-        # DRF reads a query parameter with an empty value as one left out.
-        parameter["allowEmptyValue"] = True
-    return result
 
 
 def _nested_object(depth: int) -> dict[str, Any]:

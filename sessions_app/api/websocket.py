@@ -65,6 +65,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         self._turn: asyncio.Task[None] | None = None
         self._stream: RunningTurn | None = None
         self._done_sent = False
+        self._answered = False
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # No database on this path: skip Channels' per-message stale-connection cleanup (a thread hop).
@@ -137,14 +138,16 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
 
     async def _start_turn(self, turn: TurnInput) -> None:
         if self._turn is not None and not self._turn.done():
-            raise TurnInProgress("This connection is already streaming a reply; wait for it or cancel it.")
+            if not self._answered:
+                raise TurnInProgress("This connection is already streaming a reply; wait for it or cancel it.")
+            await self._turn  # its last frame is out; only its bookkeeping is left
         drain.check()  # a draining instance takes no new turns
         if self.principal.expires_at <= time.time():
             await self._send_frame("error", problem_for_exception(Unauthenticated("The token has expired."))[0])
             await self.close(CLOSE_UNAUTHENTICATED)
             return
         await get_limiter().admit(self.principal.owner)
-        self._stream, self._done_sent = None, False
+        self._stream, self._done_sent, self._answered = None, False, False
         self._turn = asyncio.create_task(self._run_turn(turn))
 
     async def _run_turn(self, turn: TurnInput) -> None:
@@ -223,6 +226,8 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
     async def _send_frame(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "done":
             self._done_sent = True
+        if kind in ("done", "error") and asyncio.current_task() is self._turn:
+            self._answered = True  # the turn's last frame
         if kind == "error":
             data = {"code": data["code"], "status": data["status"], "detail": data["detail"]}
         await self.send(text_data=orjson.dumps({"type": kind, **data}).decode())

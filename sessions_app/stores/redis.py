@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +27,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from core.errors import StoreUnavailable
-from core.redis_clients import bounded_pool, store_errors
+from core.redis_clients import WhenBack, bounded_pool, store_errors
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript
@@ -69,7 +67,7 @@ class RedisSessionStore:
         self._retries = retries
         self._max_connections = max_connections
         self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
-        self._deferred: set[asyncio.Task[None]] = set()
+        self._when_back = WhenBack()
         # redis.asyncio connections belong to the loop that opened them.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = weakref.WeakKeyDictionary()
 
@@ -255,31 +253,15 @@ class RedisSessionStore:
         return bool(extended)
 
     async def release_turn(self, session_id: str, *, token: str) -> None:
-        try:
-            await self._release(session_id, token)
-        except StoreUnavailable:
-            logger.warning("turn lock release deferred until redis is back session_id=%s", session_id)
-            task = asyncio.create_task(self._release_when_back(session_id, token))
-            self._deferred.add(task)
-            task.add_done_callback(self._deferred.discard)
+        await self._when_back.run(
+            f"turn lock release session_id={session_id}",
+            lambda: self._release(session_id, token),
+            give_up_after=self._release_retry_seconds,
+        )
 
     @store_errors
     async def _release(self, session_id: str, token: str) -> None:
         await self._script(lua.RELEASE_TURN, [self._session_keys(session_id)[2]], [token])
-
-    async def _release_when_back(self, session_id: str, token: str) -> None:
-        """Try again, backing off, until the lock is released or has lapsed by itself."""
-        delay = 0.25
-        deadline = time.monotonic() + self._release_retry_seconds
-        while time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            try:
-                await self._release(session_id, token)
-            except StoreUnavailable:
-                delay = min(delay * 2, 5.0)
-                continue
-            logger.info("turn lock released session_id=%s", session_id)
-            return
 
     @store_errors
     async def set_status(
@@ -398,8 +380,7 @@ class RedisSessionStore:
         return int(await self._client().zcard(self._activity_key()))
 
     async def close(self) -> None:
-        for task in list(self._deferred):
-            task.cancel()  # the locks lapse by themselves
+        self._when_back.cancel()  # the locks lapse by themselves
         connection = self._clients.pop(asyncio.get_running_loop(), None)
         if connection is not None:
             await connection.client.aclose()

@@ -98,22 +98,3 @@ async def test_zero_means_no_limit() -> None:
     for n in range(50):
         await unlimited.admit("o_alice")
         await unlimited.open_stream("o_alice", str(n))
-
-
-async def test_forgetting_leaves_other_keys_under_the_owner_alone(redis_url: str, redis_prefix: str) -> None:
-    """The session store's owner index shares the owner's hash tag; erasure deletes it itself, later."""
-    import redis.asyncio as aioredis
-
-    limiter = RedisLimiter(url=redis_url, prefix=redis_prefix, requests_per_minute=5, streams_per_owner=2)
-    await limiter.admit("o_alice")
-    await limiter.open_stream("o_alice", "s1")
-    client = aioredis.Redis.from_url(redis_url)
-    index = f"{redis_prefix}:o:{{o_alice}}:i"
-    await client.zadd(index, {"a-session": 1})
-
-    await limiter.forget("o_alice")
-
-    assert await client.exists(index) == 1
-    assert [k async for k in client.scan_iter(match=f"{redis_prefix}:o:{{o_alice}}:*")] == [index.encode()]
-    await client.aclose()
-    await limiter.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,7 @@ from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.turn_stream import TurnDone
+from tests.support import RedisServer
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -195,3 +197,22 @@ def test_keys_must_be_printable_ascii() -> None:
     for bad in ("", "has space", "x" * 256, "é"):
         with pytest.raises(InvalidRequest):
             IdempotentRequest.of(bad)
+
+
+async def test_a_result_recorded_during_an_outage_is_kept_once_redis_is_back(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path).start()
+    store = RedisIdempotencyStore(url=server.url, prefix="gwtest:idem-outage")
+    request = key("k-outage", "a turn")
+    assert await store.claim("o_alice", request, pending_seconds=60) == (Claim.NEW, None)
+    try:
+        server.stop()
+        await store.complete("o_alice", request, {"session_id": "s1"}, ttl=600)  # no error: deferred
+        server.start()
+
+        async with asyncio.timeout(20):
+            while (answer := await store.claim("o_alice", request, pending_seconds=60))[0] == Claim.PENDING:
+                await asyncio.sleep(0.1)  # a repeat meanwhile is told it is in progress
+        assert answer == (Claim.DONE, {"session_id": "s1"})
+    finally:
+        await store.close()
+        server.stop()

@@ -10,6 +10,7 @@ import pytest
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from pytest_django.fixtures import Settings as SettingsWrapper
 
+from core.limits import MemoryLimiter
 from llm_backend.errors import BackendError, BackendUnavailable
 from llm_backend.fake import FakeChatBackend
 from sessions_app.wiring import get_session_manager
@@ -254,6 +255,31 @@ async def test_websocket_carries_many_turns_on_one_connection(mint: Mint, backen
     assert first[-1]["type"] == "done" and first[-1]["finish_reason"] == "stop"
     assert second[-1]["message"]["content"] == "Echo: and again"
     assert len(backend.requests[-1].messages) == 3  # the first turn went along as context
+    assert len(await stored(token, session_id)) == 4
+
+
+class SlowToCloseLimiter(MemoryLimiter):
+    """Frees a stream's slot a while after the turn's last frame went out, as Redis may."""
+
+    async def close_stream(self, owner: str, stream_id: str) -> None:
+        await asyncio.sleep(0.2)
+        await super().close_stream(owner, stream_id)
+
+
+async def test_the_next_message_may_follow_the_done_frame_at_once(mint: Mint, api_settings: SettingsWrapper) -> None:
+    api_settings.OWNER_LIMITER = {"CLASS": f"{__name__}.SlowToCloseLimiter"}
+    token = mint()
+    session_id = await new_session(owner_of(token))
+    ws, _ = await connect(token, session_id)
+
+    await ws.send_json_to({"type": "message", "content": "one"})
+    first = await collect_turn(ws)
+    await ws.send_json_to({"type": "message", "content": "two"})  # while the first is still closing
+    second = await collect_turn(ws)
+    await ws.disconnect()
+
+    assert first[-1]["type"] == "done"
+    assert second[-1]["type"] == "done", second
     assert len(await stored(token, session_id)) == 4
 
 

@@ -3,7 +3,6 @@ across a restart) and the client helpers its tests share."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -64,40 +63,6 @@ class ModelServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
-
-
-class RedisServer:
-    """A Redis of the test's own, whose data survives a stop and restart (AOF, fsync always)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.dir = workdir / f"redis-{self.port}"
-        self.dir.mkdir()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for_port(self.port, proc=self.proc)
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM: Redis shuts down as an operator (or an orchestrator) stops it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class AzuriteServer:

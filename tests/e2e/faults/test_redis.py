@@ -22,7 +22,6 @@ from websockets.sync.client import connect
 from tests.e2e.conftest import Gateway, StartGateway
 from tests.e2e.faults.conftest import (
     ModelServer,
-    RedisServer,
     contents,
     new_session,
     problem,
@@ -32,6 +31,7 @@ from tests.e2e.faults.conftest import (
     words,
     ws_url,
 )
+from tests.support import RedisServer
 
 pytestmark = pytest.mark.e2e
 Own = Callable[[Any], Any]
