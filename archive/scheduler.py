@@ -16,6 +16,7 @@ from redis.exceptions import LockError, RedisError
 
 from archive.services import ArchiveService, PassReport
 from core.observability import metrics
+from core.redis_clients import retry_policy
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class RedisLeaderLock:
     """redis-py's Lock, with a TTL longer than a pass, so a crashed holder frees it."""
 
     def __init__(self, url: str, *, name: str, ttl: float) -> None:
-        self._client = Redis.from_url(url)
+        self._client = Redis.from_url(url, retry=retry_policy(3), socket_timeout=5, socket_connect_timeout=5)
         self._lock = self._client.lock(name, timeout=ttl, blocking=False, thread_local=False)
         self._held = False
 

@@ -118,6 +118,16 @@ class ServiceUnavailable(GatewayError):
     title = "Service unavailable"
     default_detail = "The gateway cannot serve this request right now; retry later."
 
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        # A hint for clients and proxies: worth a retry in a second (after their own backoff).
+        super().__init__(detail, headers={"Retry-After": "1", **(headers or {})}, extra=extra)
+
 
 class AuthUnavailable(ServiceUnavailable):
     code = "auth_unavailable"

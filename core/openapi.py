@@ -75,7 +75,7 @@ _HEADERS: dict[int, list[tuple[str, dict[str, object], str, bool]]] = {
     401: [("WWW-Authenticate", _CHALLENGE, 'The bearer challenge, `Bearer realm="llm-gateway"` and the error.', True)],
     403: [("WWW-Authenticate", _CHALLENGE, "The bearer challenge naming the missing scope.", False)],
     429: [("Retry-After", _SECONDS, "Seconds to wait before trying again.", True)],
-    503: [("Retry-After", _SECONDS, "Seconds to wait, when the gateway can tell.", False)],
+    503: [("Retry-After", _SECONDS, "Seconds to wait before trying again.", True)],
 }
 
 

@@ -41,10 +41,6 @@ class ShuttingDown(ServiceUnavailable):
     title = "Shutting down"
     default_detail = "This gateway instance is shutting down; retry and another one will answer."
 
-    def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail)
-        self.headers = {"Retry-After": "1"}
-
 
 class Ticket:
     """One running turn: the task to cancel at the end of the grace period, and what to tell first."""

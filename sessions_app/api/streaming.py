@@ -31,9 +31,6 @@ class TooManyStreams(ServiceUnavailable):
     title = "Too many streams"
     default_detail = "The gateway is streaming as many replies as it can; retry shortly."
 
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
-
 
 class StreamSlots:
     """A per-process cap on concurrent streams, so an overload is a fast 503, not a slowdown

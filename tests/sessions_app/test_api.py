@@ -316,7 +316,9 @@ async def test_an_unreachable_store_is_503_store_unavailable(
         "OPTIONS": {"url": f"redis://127.0.0.1:{free_port()}/0", "retries": 1},
     }
 
-    assert_problem(await client.post("/api/v1/sessions"), 503, "store_unavailable")
+    created = await client.post("/api/v1/sessions")
+    assert_problem(created, 503, "store_unavailable")
+    assert created.headers["retry-after"] == "1"
     assert_problem(await client.get("/api/v1/sessions"), 503, "store_unavailable")
     assert_problem(
         await client.post("/api/v1/sessions/00000000-0000-4000-8000-000000000000/messages", json={"content": "x"}),
