@@ -38,8 +38,8 @@ Own = Callable[[Any], Any]
 
 
 def turn_until_answered(gateway: Gateway, token: str, session_id: str, content: str, **headers: str) -> httpx.Response:
-    """Retry a turn as a client would, while the lock (and the Idempotency-Key claim) of the turn
-    that failed with Redis lapse: Redis kept them, and the gateway could not release them."""
+    """Retry a turn as a client would, until the gateway, once Redis is back, has released the lock
+    (and the Idempotency-Key claim) of the turn that failed with Redis: Redis kept them."""
 
     def attempt() -> httpx.Response | None:
         with gateway.client(token) as http:
@@ -63,7 +63,8 @@ def test_redis_stopped_during_turns_and_restarted(gateway_for: StartGateway, pro
         model.target,
         REDIS_URL=store.url,
         BACKEND_TIMEOUT_SECONDS="8",
-        TURN_LOCK_SECONDS="10",  # a failed turn's lock, which Redis keeps across the restart, lapses soon
+        # Far longer than the test waits: the failed turns' locks must be released, not lapse.
+        TURN_LOCK_SECONDS="300",
     )
     token = gateway.dev_token(sub="fault-redis")
     json_session, sse_session = new_session(gateway, token), new_session(gateway, token)
