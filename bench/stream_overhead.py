@@ -172,9 +172,25 @@ async def websocket(port: int, token: str, concurrency: int, seconds: float) -> 
     return await drive("gateway WebSocket", concurrency, seconds, make)
 
 
+async def warm_up(port: int, token: str, count: int) -> None:
+    """Open `count` streams, read their first delta, and leave (the model holds the rest)."""
+
+    async def one() -> None:
+        http = RawHttp(port, token)
+        status, body = await http.request("POST", "/api/v1/sessions", b"{}")
+        assert status == 201, body
+        session_id = orjson.loads(body)["id"]
+        await http.send("POST", f"/api/v1/sessions/{session_id}/messages", b'{"content": "warm up", "stream": true}')
+        status, _, _ = await http.read_head()
+        assert status == 200 and b"event: delta" in await http.read_chunk()
+        http.close()
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
 async def capacity(port: int, pid: int, token: str, count: int) -> None:
     """Open `count` SSE streams at once and measure the gateway's memory per stream."""
-    await sse(port, token, 8, 1.0)  # warm every code path before the baseline
+    await warm_up(port, token, 8)  # every code path, before the baseline
     await asyncio.sleep(0.5)
     baseline = rss_kib(pid)
     session_http = [RawHttp(port, token) for _ in range(32)]
@@ -253,7 +269,9 @@ async def main() -> None:
             print(f"capacity: skipped, the file limit ({limit}) is below {args.open * 2 + 100}")
             return
         # A model that answers its first word at once, then pauses for a minute: streams stay open.
-        with stack(redis_url=args.redis_url, token_delay=60, extra_env={"SSE_HEARTBEAT_SECONDS": "30"}) as run:
+        # The streams must outlast the measurement: no silence deadline in the way.
+        held = {"SSE_HEARTBEAT_SECONDS": "30", "BACKEND_SILENCE_TIMEOUT_SECONDS": "300"}
+        with stack(redis_url=args.redis_url, token_delay=60, extra_env=held) as run:
             port, gateway = run.start_gateway()
             await capacity(port, gateway.pid, run.token, args.open)
 

@@ -65,6 +65,7 @@ class LifespanApp:
 
     async def _shutdown(self) -> None:
         from archive.wiring import get_archive_store
+        from core.limits import get_limiter
         from sessions_app.wiring import get_session_manager
 
         self._stop.set()
@@ -72,6 +73,7 @@ class LifespanApp:
             if task is not None:
                 await task
         try:
+            await get_limiter().close()  # the counts not yet sent to Redis
             await get_session_manager().close()
             await get_archive_store().close()
         except Exception:

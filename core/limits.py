@@ -3,6 +3,8 @@ and streams open at once. Over a limit is `429 rate_limited` with Retry-After.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -12,9 +14,10 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from redis.commands.core import AsyncScript
 
 from core.adapters import build_adapter
-from core.errors import RateLimited
+from core.errors import RateLimited, StoreUnavailable
 from core.redis_clients import LoopClients, store_errors
 
 WINDOW = 60  # seconds
@@ -57,6 +60,10 @@ class OwnerLimiter(Protocol):
         """Drop every count about the owner (erasure)."""
         ...
 
+    async def close(self) -> None:
+        """Send what is still unsent; close connections."""
+        ...
+
 
 class MemoryLimiter:
     """One process's counts: the embedded default, and the unit tests'."""
@@ -68,8 +75,13 @@ class MemoryLimiter:
         self._streams: dict[str, set[str]] = {}
 
     def _window(self, owner: str) -> list[int]:
-        key = (owner, int(self._clock() // WINDOW))
-        return self._windows.setdefault(key, [0, 0])
+        window = int(self._clock() // WINDOW)
+        counts = self._windows.get((owner, window))
+        if counts is None:
+            if len(self._windows) > 10_000:  # forget past minutes
+                self._windows = {k: v for k, v in self._windows.items() if k[1] == window}
+            counts = self._windows[(owner, window)] = [0, 0]
+        return counts
 
     async def admit(self, owner: str) -> None:
         counts = self._window(owner)
@@ -93,6 +105,9 @@ class MemoryLimiter:
         for key in [k for k in self._windows if k[0] == owner]:
             del self._windows[key]
 
+    async def close(self) -> None:
+        pass
+
 
 def _judge(limits: Limits, requests: int, tokens: int, now: float) -> None:
     if limits.requests_per_minute and requests > limits.requests_per_minute:
@@ -100,6 +115,15 @@ def _judge(limits: Limits, requests: int, tokens: int, now: float) -> None:
     if limits.tokens_per_minute and tokens >= limits.tokens_per_minute:
         raise RateLimited(f"More than {limits.tokens_per_minute} model tokens a minute.", retry_after=retry_after(now))
 
+
+# One round trip: add this process's unsent counts to the owner's minute, read the totals,
+# set the window's expiry.
+_ADD = """
+local requests = redis.call('HINCRBY', KEYS[1], 'r', ARGV[1])
+local tokens = redis.call('HINCRBY', KEYS[1], 't', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {requests, tokens}
+"""
 
 _OPEN_STREAM = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[4])
@@ -110,52 +134,122 @@ return 1
 """
 
 
-class RedisLimiter:
-    """Counts in Redis under the owner's hash tag: one round trip per request."""
+@dataclass(slots=True)
+class _Tally:
+    """One owner's minute as this process sees it: the totals of every instance at the last
+    sync, plus what this process counted since and has not sent yet."""
 
-    def __init__(self, *, url: str, prefix: str = "gw", max_connections: int = 32, **limits: int) -> None:
+    window: int
+    requests: int = 0
+    tokens: int = 0
+    unsent_requests: int = 0
+    unsent_tokens: int = 0
+    synced_at: float = float("-inf")
+    syncing: bool = False
+
+
+class RedisLimiter:
+    """Counts in Redis under the owner's hash tag, shared by every instance.
+
+    With `sync_seconds` 0 each request is one round trip and the limits are exact. With more,
+    each process counts locally and adds its counts to Redis (reading everyone's totals back)
+    at most that often per owner, in the background: no round trip on the request's path, and
+    the instances together may overshoot a limit by what they admit in one such interval
+    (the same trade as Kong's `sync_rate`).
+    """
+
+    def __init__(
+        self, *, url: str, prefix: str = "gw", max_connections: int = 32, sync_seconds: float = 0.0, **limits: int
+    ) -> None:
         self.limits = Limits(**limits)
         self._prefix = prefix
         self._client = LoopClients(url, max_connections=max_connections)
+        self._scripts: dict[str, AsyncScript] = {}
+        self._sync_seconds = sync_seconds
+        self._tallies: dict[str, _Tally] = {}
+        self._syncs: set[asyncio.Task[None]] = set()
 
     def _key(self, owner: str, suffix: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:{suffix}"
 
-    @store_errors
+    def _script(self, source: str) -> AsyncScript:
+        """A script run by its SHA (redis-py loads it again should Redis have lost it)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._client().register_script(source)
+        return script
+
+    def _tally(self, owner: str, now: float) -> _Tally:
+        window = int(now // WINDOW)
+        tally = self._tallies.get(owner)
+        if tally is None or tally.window != window:
+            if tally is None and len(self._tallies) > 10_000:  # forget owners from past minutes
+                self._tallies = {o: t for o, t in self._tallies.items() if t.window == window}
+            tally = self._tallies[owner] = _Tally(window)
+        return tally
+
     async def admit(self, owner: str) -> None:
         if not (self.limits.requests_per_minute or self.limits.tokens_per_minute):
             return
         now = time.time()
-        key = self._key(owner, f"rl:{int(now // WINDOW)}")
-        pipe = self._client().pipeline(transaction=False)
-        pipe.hincrby(key, "r", 1)
-        pipe.hget(key, "t")
-        pipe.expire(key, 2 * WINDOW)
-        requests, tokens, _ = await pipe.execute()
-        _judge(self.limits, int(requests), int(tokens or 0), now)
+        tally = self._tally(owner, now)
+        tally.unsent_requests += 1
+        await self._sync_if_due(owner, tally, now)
+        _judge(self.limits, tally.requests + tally.unsent_requests, tally.tokens + tally.unsent_tokens, now)
 
-    @store_errors
     async def charge(self, owner: str, tokens: int) -> None:
         if not self.limits.tokens_per_minute or tokens <= 0:
             return
-        key = self._key(owner, f"rl:{int(time.time() // WINDOW)}")
-        pipe = self._client().pipeline(transaction=False)
-        pipe.hincrby(key, "t", tokens)
-        pipe.expire(key, 2 * WINDOW)
-        await pipe.execute()
+        now = time.time()
+        tally = self._tally(owner, now)
+        tally.unsent_tokens += tokens
+        await self._sync_if_due(owner, tally, now)
+
+    async def _sync_if_due(self, owner: str, tally: _Tally, now: float) -> None:
+        if not self._sync_seconds:
+            await self._sync(owner, tally)  # exact: every count goes to Redis at once
+        elif now - tally.synced_at >= self._sync_seconds and not tally.syncing:
+            task = asyncio.create_task(self._sync_quietly(owner, tally))
+            self._syncs.add(task)
+            task.add_done_callback(self._syncs.discard)
+
+    @store_errors
+    async def _sync(self, owner: str, tally: _Tally) -> None:
+        requests, tokens = tally.unsent_requests, tally.unsent_tokens
+        tally.unsent_requests = tally.unsent_tokens = 0
+        tally.syncing = True
+        try:
+            key = self._key(owner, f"rl:{tally.window}")
+            totals = await self._script(_ADD)(keys=[key], args=[requests, tokens, 2 * WINDOW], client=self._client())
+        except BaseException:
+            tally.unsent_requests += requests  # to be sent with the next sync
+            tally.unsent_tokens += tokens
+            raise
+        finally:
+            tally.syncing = False
+        tally.requests, tally.tokens = int(totals[0]), int(totals[1])
+        tally.synced_at = time.time()
+
+    async def _sync_quietly(self, owner: str, tally: _Tally) -> None:
+        with contextlib.suppress(StoreUnavailable):  # counted locally meanwhile; sent with the next sync
+            await self._sync(owner, tally)
+
+    async def flush(self) -> None:
+        """Send every unsent count now (at shutdown; tests)."""
+        for task in list(self._syncs):
+            await task
+        for owner, tally in list(self._tallies.items()):
+            if tally.unsent_requests or tally.unsent_tokens:
+                await self._sync_quietly(owner, tally)
 
     @store_errors
     async def open_stream(self, owner: str, stream_id: str) -> None:
         if not self.limits.streams_per_owner:
             return
-        admitted = await self._client().eval(
-            _OPEN_STREAM,
-            1,
-            self._key(owner, "streams"),
-            time.time(),
-            stream_id,
-            self.limits.streams_per_owner,
-            self.limits.stream_seconds,
+        admitted = await self._script(_OPEN_STREAM)(
+            keys=[self._key(owner, "streams")],
+            args=[time.time(), stream_id, self.limits.streams_per_owner, self.limits.stream_seconds],
+            client=self._client(),
         )
         if not admitted:
             raise OwnerStreamLimit(retry_after=1)
@@ -167,12 +261,14 @@ class RedisLimiter:
 
     @store_errors
     async def forget(self, owner: str) -> None:
+        self._tallies.pop(owner, None)
         # Only the limiter's own keys: others live under the owner's hash tag too (the session index).
         client = self._client()
         keys = [k async for k in client.scan_iter(match=self._key(owner, "rl:*"), count=500)]
         await client.delete(*keys, self._key(owner, "streams"))
 
     async def close(self) -> None:
+        await self.flush()
         await self._client.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import secrets
@@ -109,6 +110,7 @@ class SessionManager:
         self._idempotency = idempotency or MemoryIdempotencyStore()
         self._limiter = limiter or MemoryLimiter(requests_per_minute=0, tokens_per_minute=0, streams_per_owner=0)
         self._idempotency_ttl = idempotency_ttl
+        self._charging: set[asyncio.Task[None]] = set()
         self._clock = clock
 
     @property
@@ -222,10 +224,10 @@ class SessionManager:
         """After a turn: charge its tokens to the owner, and remember it for its Idempotency-Key
         if it completed (a cut-short or failed one may simply be retried)."""
         if outcome is not None:
-            try:
-                await self._limiter.charge(owner, outcome.usage.input_tokens + outcome.usage.output_tokens)
-            except StoreUnavailable:  # the turn is stored: it succeeded; its tokens go uncounted
-                logger.warning("could not count a turn's tokens session_id=%s", outcome.session.id)
+            # Off the reply's path: the count is for the owner's next requests, not this one.
+            task = asyncio.create_task(self._charge(owner, outcome))
+            self._charging.add(task)
+            task.add_done_callback(self._charging.discard)
         if idempotent is None:
             return
         if outcome is not None and outcome.finish_reason is not None:
@@ -239,6 +241,12 @@ class SessionManager:
             await self._idempotency.complete(owner, idempotent, record, ttl=self._idempotency_ttl)
         else:
             await self._idempotency.release(owner, idempotent)
+
+    async def _charge(self, owner: str, outcome: TurnOutcome) -> None:
+        try:
+            await self._limiter.charge(owner, outcome.usage.input_tokens + outcome.usage.output_tokens)
+        except StoreUnavailable:  # the turn is stored: it succeeded; its tokens go uncounted
+            logger.warning("could not count a turn's tokens session_id=%s", outcome.session.id)
 
     async def _replay(self, owner: str, recorded: dict[str, Any]) -> TurnOutcome:
         """The first answer to a repeated request, read back from the session (never stored twice)."""

@@ -298,10 +298,18 @@ RATE_LIMITS = {
     "tokens_per_minute": env.int("RATE_LIMIT_TOKENS_PER_MINUTE", default=1_000_000),
     "streams_per_owner": env.int("RATE_LIMIT_STREAMS_PER_OWNER", default=16),
 }
+# How often each instance adds its counts to Redis (seconds); 0: on every request (exact limits,
+# one more Redis round trip per request). See core.limits.RedisLimiter.
+RATE_LIMIT_SYNC_SECONDS = env.float("RATE_LIMIT_SYNC_SECONDS", default=0.1)
 if REDIS_URL:
     OWNER_LIMITER = {
         "CLASS": "core.limits.RedisLimiter",
-        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, **RATE_LIMITS},
+        "OPTIONS": {
+            "url": REDIS_URL,
+            "prefix": REDIS_KEY_PREFIX,
+            "sync_seconds": RATE_LIMIT_SYNC_SECONDS,
+            **RATE_LIMITS,
+        },
     }
 else:
     OWNER_LIMITER = {"CLASS": "core.limits.MemoryLimiter", "OPTIONS": RATE_LIMITS}

@@ -60,7 +60,12 @@ IDEMPOTENCY_STORE = {
 }
 OWNER_LIMITER = {
     "CLASS": "core.limits.RedisLimiter",
-    "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, **RATE_LIMITS},  # noqa: F405
+    "OPTIONS": {
+        "url": REDIS_URL,
+        "prefix": REDIS_KEY_PREFIX,
+        "sync_seconds": RATE_LIMIT_SYNC_SECONDS,  # noqa: F405
+        **RATE_LIMITS,  # noqa: F405
+    },
 }
 
 # HTTPS is terminated by the ingress in front of the gateway.

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from core.errors import RateLimited
+from core.errors import RateLimited, StoreUnavailable
 from core.limits import MemoryLimiter, OwnerLimiter, OwnerStreamLimit, RedisLimiter
 
 
@@ -98,3 +98,54 @@ async def test_zero_means_no_limit() -> None:
     for n in range(50):
         await unlimited.admit("o_alice")
         await unlimited.open_stream("o_alice", str(n))
+
+
+async def test_batched_counts_refuse_at_once_and_reach_redis_later(redis_url: str, redis_prefix: str) -> None:
+    limiter = RedisLimiter(url=redis_url, prefix=redis_prefix, requests_per_minute=3, sync_seconds=60)
+    for _ in range(3):
+        await limiter.admit("o_alice")
+
+    with pytest.raises(RateLimited):
+        await limiter.admit("o_alice")  # counted here, before any sync came back
+
+    await limiter.flush()
+    client = aioredis.Redis.from_url(redis_url)
+    keys = [k async for k in client.scan_iter(match=f"{redis_prefix}:o:{{o_alice}}:rl:*")]
+    assert [await client.hget(k, "r") for k in keys] == [b"4"]
+    await client.aclose()
+    await limiter.close()
+
+
+async def test_batched_instances_see_each_others_counts(redis_url: str, redis_prefix: str) -> None:
+    first = RedisLimiter(url=redis_url, prefix=redis_prefix, requests_per_minute=5, sync_seconds=60)
+    second = RedisLimiter(url=redis_url, prefix=redis_prefix, requests_per_minute=5, sync_seconds=60)
+    for _ in range(3):
+        await first.admit("o_alice")
+    await first.flush()
+
+    await second.admit("o_alice")  # its first: it knows of none but its own yet
+    await second.flush()  # now it knows the other three
+    await second.admit("o_alice")  # the fifth
+    with pytest.raises(RateLimited):
+        await second.admit("o_alice")
+
+    await first.close()
+    await second.close()
+
+
+async def test_with_redis_down_batched_counting_goes_on_and_exact_counting_is_503() -> None:
+    from tests.support import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    batched = RedisLimiter(url=url, requests_per_minute=2, sync_seconds=1)
+    exact = RedisLimiter(url=url, requests_per_minute=2)
+
+    await batched.admit("o_alice")
+    await batched.admit("o_alice")
+    with pytest.raises(RateLimited):
+        await batched.admit("o_alice")  # still limited, by its own counts
+    with pytest.raises(StoreUnavailable):
+        await exact.admit("o_alice")
+
+    await batched.close()  # the unsent counts are kept for a sync that never comes: no error
+    await exact.close()
