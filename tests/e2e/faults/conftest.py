@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection
 
 from tests.conftest import AZURITE_KEY, ROOT
 from tests.e2e.conftest import Gateway, Process, StartGateway, base_env, spawn
+from tests.e2e.test_streaming import sse_events
 from tests.support import free_port, wait_for_port
 
 # -- processes ---------------------------------------------------------------------
@@ -190,17 +191,6 @@ def session(gateway: Gateway, token: str, session_id: str) -> dict[str, Any]:
 def contents(body: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(role, content, status) of each stored message, oldest first."""
     return [(m["role"], m["content"], m["status"]) for m in body["messages"]]
-
-
-def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
-    """(event, data) pairs as they arrive; comments are skipped."""
-    event: str | None = None
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: ") and event:
-            yield event, orjson.loads(line[6:])
-            event = None
 
 
 def sse_turn(gateway: Gateway, token: str, session_id: str, content: str, **headers: str) -> list[tuple[str, Any]]:
