@@ -280,3 +280,26 @@ async def test_each_websocket_turn_has_its_own_span(
     chats = [s for s in spans if s.name == "chat echo"]
     assert len(turns) == 2 and len(chats) == 2
     assert {c.parent.span_id for c in chats} == {t.context.span_id for t in turns}
+
+
+async def test_an_open_breaker_shows_in_readiness_and_metrics(
+    client: httpx.AsyncClient, api_settings: SettingsWrapper
+) -> None:
+    from tests.support import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    api_settings.CHAT_BACKEND = {
+        "CLASS": "llm_backend.resilience.grpc_routes",
+        "OPTIONS": {"routes": {"*": [dead]}, "max_attempts": 2, "failures_to_open": 1, "open_seconds": 60},
+    }
+    session = (await client.post("/api/v1/sessions")).json()
+    gauge = f'gateway_circuit_breaker_state{{target="{dead}"}}'
+    assert f"{gauge} 0.0" in (await client.get("/metrics")).text
+
+    turn = await client.post(f"/api/v1/sessions/{session['id']}/messages", json={"content": "hi"})
+    ready = await client.get("/readyz")
+
+    assert turn.status_code == 503 and turn.json()["code"] == "backend_unavailable"
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["model_server"]["breakers"] == {dead: "open"}
+    assert f"{gauge} 2.0" in (await client.get("/metrics")).text
