@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,12 +24,9 @@ from llm_backend.wiring import get_chat_backend
 from sessions_app.ports import ActiveSessionStore
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.stores.redis import RedisSessionStore
-from tests.support import Mint, TestIssuer, free_port, wait_for_port
+from tests.support import AzuriteServer, Mint, TestIssuer
 
 REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
-ROOT = Path(__file__).resolve().parent.parent
-# Azurite's published development account key: a fixed, public value, not a secret.
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -105,29 +101,12 @@ async def echo_server() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Azurite's blob service (installed by `make test` from package.json); yields a connection string."""
-    binary = ROOT / "node_modules" / ".bin" / "azurite-blob"
-    if not binary.exists():
-        pytest.fail("Azurite is not installed: run the tests with `make test` (it runs `npm ci`).")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(binary), "--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort", str(port),
-            "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
-        ],
-        cwd=tmp_path_factory.mktemp("azurite"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    """Azurite's blob service, in memory; yields a connection string."""
+    server = AzuriteServer(tmp_path_factory.mktemp("azurite"), in_memory=True).start()
     try:
-        wait_for_port(port, proc=proc)
-        yield (
-            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-        )
+        yield server.connection_string
     finally:
-        proc.kill()  # in-memory: nothing to flush
-        proc.wait(10)
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
-"""Helpers shared by the tests: free ports, a real OIDC-like JWKS server, token minting."""
+"""Helpers shared by the tests: free ports, a real OIDC-like JWKS server, token minting, and
+Redis and Azurite processes of a test's own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import socket
 import subprocess
 import threading
@@ -13,13 +13,18 @@ import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 Mint = Callable[..., str]  # mint(sub=, scope=, ttl=) -> a development token
+
+ROOT = Path(__file__).resolve().parent.parent
+# Azurite's published development account key: a fixed, public value, not a secret.
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def free_port() -> int:
@@ -211,35 +216,74 @@ class ObservedModel:
         await server.stop(None)
 
 
-class RedisServer:
-    """A Redis of the test's own, whose data survives a stop and restart (AOF, fsync always)."""
+class LocalServer:
+    """A server process of the test's own: a free port, a working directory that survives a
+    stop (so a restart finds its data again), started and stopped as an operator would."""
+
+    name = "server"
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
-        self.dir = workdir / f"redis-{self.port}"
+        self.dir = workdir / f"{self.name}-{self.port}"
         self.dir.mkdir()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def command(self) -> list[str]:
+        raise NotImplementedError
 
-    def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+    def start(self) -> Self:
+        self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
         return self
 
     def stop(self) -> None:
-        """SIGTERM: Redis shuts down as an operator (or an orchestrator) stops it."""
+        """SIGTERM, as an operator (or an orchestrator) stops it; SIGKILL if it will not go."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class RedisServer(LocalServer):
+    """A Redis whose data survives a stop and restart (AOF, fsync always)."""
+
+    name = "redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)]  # fmt: skip
+
+
+class AzuriteServer(LocalServer):
+    """Azurite's blob service (installed by `make test` from package.json), keeping its data in
+    its directory, or in memory when nothing needs to survive a restart."""
+
+    name = "azurite"
+
+    def __init__(self, workdir: Path, *, in_memory: bool = False) -> None:
+        super().__init__(workdir)
+        self.in_memory = in_memory
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;"
+        )
+
+    def command(self) -> list[str]:
+        binary = ROOT / "node_modules" / ".bin" / "azurite-blob"
+        if not binary.exists():
+            pytest.fail("Azurite is not installed: run the tests with `make test` (it runs `npm ci`).")
+        storage = ["--inMemoryPersistence"] if self.in_memory else ["--location", str(self.dir)]
+        return [str(binary), *storage, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                "--silent", "--skipApiVersionCheck", "--loose",
+                # Without this a stopped Azurite never exits: its telemetry client keeps node alive.
+                "--disableTelemetry"]  # fmt: skip

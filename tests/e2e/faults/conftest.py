@@ -1,12 +1,10 @@
-"""The fault suite's own processes (model servers with faults, Redis and Azurite that persist
-across a restart) and the client helpers its tests share."""
+"""The fault suite's own processes (model servers with faults, killed and restarted) and the
+client helpers its tests share; Redis and Azurite of a test's own are in tests.support."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +12,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import redis
 from websockets.sync.client import ClientConnection
 
-from tests.conftest import AZURITE_KEY, ROOT
 from tests.e2e.conftest import Gateway, Process, StartGateway, base_env, spawn
 from tests.e2e.test_streaming import sse_events
 from tests.support import free_port, wait_for_port
@@ -66,48 +62,6 @@ class ModelServer:
             self.process.stop()
 
 
-class AzuriteServer:
-    """Azurite's blob service keeping its data in a directory, so a restart finds it again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.dir = workdir / f"azurite-{self.port}"
-        self.dir.mkdir()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;"
-        )
-
-    def start(self) -> AzuriteServer:
-        binary = ROOT / "node_modules" / ".bin" / "azurite-blob"
-        if not binary.exists():
-            pytest.fail("Azurite is not installed: run the tests with `make test` (it runs `npm ci`).")
-        self.proc = subprocess.Popen(
-            [str(binary), "--location", str(self.dir), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-             "--silent", "--skipApiVersionCheck", "--loose",
-             # Without this a stopped Azurite never exits: its telemetry client keeps node alive.
-             "--disableTelemetry"],
-            cwd=self.dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for_port(self.port, proc=self.proc)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture
 def processes() -> Iterator[Callable[[Any], Any]]:
     """`own(server)`: stops `server` (anything with `stop()`) when the test ends, whatever happens."""
@@ -132,19 +86,6 @@ def gateway_for(start_gateway: StartGateway, processes: Callable[[Any], Any]) ->
         return gateway
 
     return start
-
-
-@pytest.fixture
-def redis_prefix_of_its_own(redis_url: str) -> Iterator[str]:
-    """A Redis key prefix for gateways that must not share the session's (a scheduler would
-    archive every idle session under its prefix); every key under it is deleted afterwards."""
-    prefix = f"gwtest:faults:{uuid.uuid4().hex[:10]}"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 # -- clients -------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ROOT, Gateway, StartGateway, spawn
-from tests.e2e.faults.conftest import AzuriteServer, contents, new_session, problem, session, wait_until
+from tests.e2e.faults.conftest import contents, new_session, problem, session, wait_until
+from tests.support import AzuriteServer
 
 pytestmark = pytest.mark.e2e
 Own = Callable[[Any], Any]
@@ -40,7 +41,7 @@ def test_blob_storage_stopped_then_restarted(
     model_server: str,
     processes: Own,
     tmp_path: Path,
-    redis_prefix_of_its_own: str,
+    redis_prefix: str,
 ) -> None:
     """While Blob storage is down: reading an archived session is 503 archive_unavailable,
     ending a session leaves it `ended` in Redis, an archive pass (the command or the
@@ -49,7 +50,7 @@ def test_blob_storage_stopped_then_restarted(
     azurite = processes(AzuriteServer(tmp_path)).start()
     gateway = gateway_for(
         model_server,
-        REDIS_KEY_PREFIX=redis_prefix_of_its_own,
+        REDIS_KEY_PREFIX=redis_prefix,
         AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
         ARCHIVE_CONTAINER=f"faults{uuid.uuid4().hex[:12]}",
         ARCHIVE_RETRY_TOTAL="1",
