@@ -39,6 +39,7 @@ class PassReport:
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    unfinished: bool = False  # ended by its time budget or a stop, with idle sessions left
 
 
 def outcome_of(result: Result[Any, GatewayError]) -> str:
@@ -199,37 +200,59 @@ class ArchiveService:
     # -- the operators' passes ----------------------------------------------------
 
     async def archive_idle(
-        self, *, idle_for: timedelta, dry_run: bool = False, batch: int = 100, actor: str = "scheduler"
+        self,
+        *,
+        idle_for: timedelta,
+        dry_run: bool = False,
+        batch: int = 100,
+        actor: str = "scheduler",
+        budget: float | None = None,
+        stop: asyncio.Event | None = None,
     ) -> PassReport:
-        """Archive every session idle for longer than `idle_for`; sessions mid-turn wait for the next pass."""
+        """Archive every session idle for longer than `idle_for`, oldest first, until none is left.
+
+        A session mid-turn, or one that fails, waits for the next pass; the pass goes on past
+        it. With a `budget` (seconds) the pass ends once it is spent, or when `stop` is set,
+        and reports `unfinished`: the next pass resumes with the oldest left.
+        """
         report = PassReport()
         before = self._clock() - idle_for
-        while True:
+        if dry_run:
             ids = await self._active.list_idle(before=before, limit=batch)
-            report.examined += len(ids)
-            if dry_run:
-                report.skipped += len(ids)
+            report.examined = report.skipped = len(ids)
+            return report
+        loop = asyncio.get_running_loop()
+        deadline = None if budget is None else loop.time() + budget
+        passed: set[str] = set()  # met this pass and left in the active store: not asked for again
+        while True:
+            # The passed-over ones are the oldest, so they are among the first `len(passed)`.
+            listed = await self._active.list_idle(before=before, limit=batch + len(passed))
+            ids = [session_id for session_id in listed if session_id not in passed]
+            if not ids:
                 return report
-            archived_now = 0
+            report.examined += len(ids)
             for index, session_id in enumerate(ids):
                 match await self.archive(session_id, actor=actor):
                     case Ok():
-                        archived_now += 1
+                        report.done += 1
                     case Err(TurnInProgress() | SessionNotFound()):
                         report.skipped += 1
+                        passed.add(session_id)
                     case Err(ArchiveUnavailable() as error):
                         # The archive is down: every other session would wait out the same retries
                         # in vain. They all stay in the active store for the next pass.
                         report.failed += len(ids) - index
-                        report.done += archived_now
                         logger.warning("archiving session_id=%s failed: %s; pass ended", session_id, error.code)
                         return report
                     case Err(error):
                         report.failed += 1
+                        passed.add(session_id)
                         logger.warning("archiving session_id=%s failed: %s", session_id, error.code)
-            report.done += archived_now
-            if len(ids) < batch or archived_now == 0:
-                return report
+                out_of_time = deadline is not None and loop.time() >= deadline
+                if out_of_time or (stop is not None and stop.is_set()):
+                    report.examined -= len(ids) - index - 1  # listed, but not tried
+                    report.unfinished = True
+                    return report
 
     async def purge_expired(
         self, *, older_than: timedelta, dry_run: bool = False, actor: str = "scheduler"

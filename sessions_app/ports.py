@@ -103,7 +103,17 @@ class ActiveSessionStore(Protocol):
         ...
 
     async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
-        """Ids of sessions whose last activity is older than `before`, oldest first."""
+        """Ids of sessions whose last activity is older than `before`, oldest first.
+
+        Only sessions that exist: an activity-index entry whose session vanished (its TTL ran
+        out, a delete stopped half-way) is removed when met, so fewer than `limit` ids means
+        no more idle sessions. An entry whose session exists is never removed.
+        """
+        ...
+
+    async def count_idle(self, *, before: datetime) -> int:
+        """How many activity-index entries are older than `before` (for the metrics): cheap,
+        and counting entries of vanished sessions too until `list_idle` meets them."""
         ...
 
     async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:

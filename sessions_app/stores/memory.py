@@ -171,6 +171,9 @@ class InMemorySessionStore:
         )
         return [sid for _, sid in idle[:limit]]
 
+    async def count_idle(self, *, before: datetime) -> int:
+        return sum(e.session.last_activity_at < before for e in self._entries.values())
+
     async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
         entry = self._owned(session_id, owner)
         if entry is None:

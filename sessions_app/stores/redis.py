@@ -355,10 +355,45 @@ class RedisSessionStore:
 
     @store_errors
     async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
-        ids = await self._client().zrange(
-            self._activity_key(), "-inf", f"({to_ms(before)}", byscore=True, offset=0, num=limit
-        )
-        return [i.decode() for i in cast(list[bytes], ids)]
+        client = self._client()
+        while True:
+            raw = await client.zrange(
+                self._activity_key(), "-inf", f"({to_ms(before)}", byscore=True, offset=0, num=limit
+            )
+            ids = [i.decode() for i in cast(list[bytes], raw)]
+            pipe = client.pipeline(transaction=False)
+            for session_id in ids:
+                pipe.exists(self._session_keys(session_id)[0])
+            gone = [i for i, exists in zip(ids, await pipe.execute() if ids else [], strict=True) if not exists]
+            if not gone:
+                return ids
+            # Entries of sessions that vanished (TTL, a delete cut short) would otherwise sit at the
+            # oldest end for ever, ahead of every real idle session. Each round drops some, so it ends.
+            await self._drop_from_activity(gone)
+
+    async def _drop_from_activity(self, session_ids: list[str]) -> None:
+        """Remove the activity-index entries of sessions found missing, never one whose session exists.
+
+        The index and the sessions live under different hash tags, so no script can check and
+        remove at once (Redis Cluster). A create or restore of one of them may have run since
+        the check: it writes the session first, then its index entry. So remove, then look
+        again and put back any whose session is there now; its own ZADD, if later, wins.
+        """
+        client = self._client()
+        await client.zrem(self._activity_key(), *session_ids)
+        pipe = client.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.hget(self._session_keys(session_id)[0], "la")
+        back = {i: int(la) for i, la in zip(session_ids, await pipe.execute(), strict=True) if la is not None}
+        if back:
+            await client.zadd(self._activity_key(), back, nx=True)
+        logger.info("dropped %d activity-index entries of vanished sessions", len(session_ids) - len(back))
+
+    @store_errors
+    async def count_idle(self, *, before: datetime) -> int:
+        # Entries of vanished sessions count too until a pass meets them: a pass that never
+        # comes is what this number is for.
+        return int(await self._client().zcount(self._activity_key(), "-inf", f"({to_ms(before)}"))
 
     @store_errors
     async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:

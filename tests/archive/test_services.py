@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
 
 from archive.errors import ArchiveUnavailable
 from archive.keys import KeyRing
@@ -278,6 +280,77 @@ async def test_an_idle_pass_ends_at_an_unreachable_archive_and_the_next_archives
     report = await service.archive_idle(idle_for=timedelta(seconds=0.2))
     assert (report.done, report.failed) == (3, 0)
     assert sorted(await blob_store.list_by_owner("o_alice")) == sorted(sessions)
+
+
+async def test_index_entries_of_vanished_sessions_do_not_stall_the_idle_pass(
+    redis_store: RedisSessionStore,
+    blob_store: AzureBlobArchiveStore,
+    service: ArchiveService,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    # More stale entries than a batch, at the oldest end: ids left by a TTL or a half-done delete.
+    client = redis.Redis.from_url(redis_url)
+    client.zadd(f"{redis_prefix}:{{activity}}", {str(uuid.uuid4()): n for n in range(7)})
+    manager = manager_for(redis_store, service)
+    sessions = [await session_with_turns(manager, turns=1) for _ in range(5)]
+    await asyncio.sleep(0.3)
+
+    report = await service.archive_idle(idle_for=timedelta(seconds=0.2), batch=3)
+
+    assert (report.done, report.failed) == (5, 0)
+    assert not report.unfinished
+    assert sorted(await blob_store.list_by_owner("o_alice")) == sorted(sessions)
+    assert client.zcard(f"{redis_prefix}:{{activity}}") == 0
+
+
+async def test_sessions_mid_turn_at_the_oldest_end_do_not_stall_the_idle_pass(
+    redis_store: RedisSessionStore, blob_store: AzureBlobArchiveStore, service: ArchiveService
+) -> None:
+    manager = manager_for(redis_store, service)
+    busy = [await session_with_turns(manager, turns=0) for _ in range(4)]
+    idle = [await session_with_turns(manager, turns=0) for _ in range(3)]
+    for session_id in busy:  # a turn holds each (its reply not yet stored)
+        assert isinstance(await begin_turn(redis_store, session_id), Ok)
+    await asyncio.sleep(0.3)
+
+    report = await service.archive_idle(idle_for=timedelta(seconds=0.2), batch=2)
+
+    assert (report.done, report.skipped, report.failed) == (3, 4, 0)
+    assert sorted(await blob_store.list_by_owner("o_alice")) == sorted(idle)
+    for session_id in busy:
+        assert isinstance(await redis_store.get(session_id, owner="o_alice"), Ok)
+
+
+async def test_an_idle_pass_stops_at_its_time_budget_and_the_next_resumes(
+    redis_store: RedisSessionStore, blob_store: AzureBlobArchiveStore, service: ArchiveService
+) -> None:
+    manager = manager_for(redis_store, service)
+    sessions = [await session_with_turns(manager, turns=0) for _ in range(3)]
+    await asyncio.sleep(0.3)
+
+    # A budget spent at once still archives one session per pass: every pass makes progress.
+    reports = [await service.archive_idle(idle_for=timedelta(seconds=0.2), budget=0) for _ in range(4)]
+
+    assert [(r.done, r.unfinished) for r in reports] == [(1, True), (1, True), (1, True), (0, False)]
+    assert sorted(await blob_store.list_by_owner("o_alice")) == sorted(sessions)
+
+
+async def test_an_idle_pass_ends_when_asked_to_stop(redis_store: RedisSessionStore, service: ArchiveService) -> None:
+    manager = manager_for(redis_store, service)
+    for _ in range(3):
+        await session_with_turns(manager, turns=0)
+    await asyncio.sleep(0.3)
+    stop = asyncio.Event()
+    stop.set()
+
+    report = await service.archive_idle(idle_for=timedelta(seconds=0.2), stop=stop)
+
+    assert (report.examined, report.done, report.unfinished) == (1, 1, True)
+
+
+async def begin_turn(store: RedisSessionStore, session_id: str) -> Any:
+    return await store.begin_turn(session_id, owner="o_alice", token="held", lock_seconds=60, history_limit=1)
 
 
 async def test_purging_expired_archives_deletes_objects_and_unused_keys(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,36 @@ async def test_index_entries_of_vanished_sessions_do_not_count_against_the_cap(
     assert await redis_store.create(new, max_sessions_per_owner=1) == Ok(None)
     page = await redis_store.list_by_owner("o_alice", limit=10, cursor=None)
     assert [s.id for s in page.sessions] == [new.id]
+
+
+async def test_list_idle_drops_index_entries_of_vanished_sessions_and_finds_the_live_ones_behind(
+    redis_store: RedisSessionStore, redis_url: str, redis_prefix: str
+) -> None:
+    vanished = [make_session(minutes=n) for n in range(7)]  # the oldest: ahead of the live ones
+    live = [make_session(minutes=10 + n) for n in range(2)]
+    for session in vanished + live:
+        await redis_store.create(session, max_sessions_per_owner=100)
+    client = redis.Redis.from_url(redis_url)
+    for session in vanished:
+        client.delete(f"{redis_prefix}:s:{{{session.id}}}:m")  # as if its TTL ran out
+    before = BASE_TIME + timedelta(days=1)
+    assert await redis_store.count_idle(before=before) == 9
+
+    assert await redis_store.list_idle(before=before, limit=3) == [s.id for s in live]
+    assert await redis_store.count_idle(before=before) == 2  # the vanished ones' entries are gone
+    assert client.zcard(f"{redis_prefix}:{{activity}}") == 2
+
+
+async def test_an_entry_found_stale_is_kept_when_its_session_appears_meanwhile(
+    redis_store: RedisSessionStore,
+) -> None:
+    # The check saw no session, then a create (or restore) wrote it before the entry was removed.
+    session = make_session()
+    await redis_store.create(session, max_sessions_per_owner=10)
+
+    await redis_store._drop_from_activity([session.id])
+
+    assert await redis_store.list_idle(before=BASE_TIME + timedelta(days=1), limit=10) == [session.id]
 
 
 async def test_unreachable_redis_is_store_unavailable() -> None:

@@ -236,6 +236,15 @@ async def test_list_idle_finds_sessions_quiet_since_before_a_time(any_store: Act
     assert set(await any_store.list_idle(before=BASE_TIME + timedelta(hours=2), limit=10)) == {old.id, recent.id}
 
 
+async def test_count_idle_counts_sessions_quiet_since_before_a_time(any_store: ActiveSessionStore) -> None:
+    for minutes in (0, 10, 60):
+        await any_store.create(make_session(minutes=minutes), max_sessions_per_owner=LIMIT)
+
+    assert await any_store.count_idle(before=BASE_TIME) == 0
+    assert await any_store.count_idle(before=BASE_TIME + timedelta(minutes=30)) == 2
+    assert await any_store.count_idle(before=BASE_TIME + timedelta(days=1)) == 3
+
+
 async def test_delete_removes_the_session_everywhere(any_store: ActiveSessionStore) -> None:
     session = make_session()
     await any_store.create(session, max_sessions_per_owner=LIMIT)
