@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Protocol
 
 from django.conf import settings
+from django.core.cache import cache
+from django_redis.exceptions import ConnectionInterrupted  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
@@ -68,12 +71,36 @@ class ProcessLock:
         return None
 
 
-def leader_lock(interval: float) -> LeaderLock:
+def leader_lock(interval: float, budget: float = 0.0) -> LeaderLock:
     if settings.REDIS_URL:
-        return RedisLeaderLock(
-            settings.REDIS_URL, name=f"{settings.REDIS_KEY_PREFIX}:{{scheduler}}:leader", ttl=max(30.0, 3 * interval)
-        )
+        # Renewed before each pass: it must outlast the longest one (an archive pass ends at its budget).
+        ttl = max(30.0, 3 * interval, budget + 2 * interval)
+        return RedisLeaderLock(settings.REDIS_URL, name=f"{settings.REDIS_KEY_PREFIX}:{{scheduler}}:leader", ttl=ttl)
     return ProcessLock()
+
+
+# The scheduler's progress, for /metrics: in Django's cache, which is Redis whenever the scheduler
+# runs as its own process, so the gateway exports what any scheduler replica did.
+PASSES = ("archive", "purge")
+CACHE_ERRORS = (ConnectionInterrupted, RedisError)  # what django-redis raises for a Redis it cannot reach
+
+
+def _progress_key(kind: str) -> str:
+    return f"scheduler:last-success:{kind}"
+
+
+async def record_success(kind: str, at: float) -> None:
+    metrics.SCHEDULER_LAST_SUCCESS.labels(pass_=kind).set(at)
+    try:
+        await cache.aset(_progress_key(kind), at, timeout=None)
+    except CACHE_ERRORS as exc:  # the metric only: a pass must not fail for it
+        logger.warning("scheduler: recording the %s pass's success failed: %s", kind, type(exc).__name__)
+
+
+async def last_successes() -> dict[str, float]:
+    """When each pass last succeeded (Unix time), in whichever process it ran."""
+    found = await cache.aget_many([_progress_key(kind) for kind in PASSES])
+    return {kind: float(found[_progress_key(kind)]) for kind in PASSES if _progress_key(kind) in found}
 
 
 class Scheduler:
@@ -86,6 +113,7 @@ class Scheduler:
         retention: timedelta,
         archive_every: float,
         purge_every: float,
+        archive_budget: float | None = None,
     ) -> None:
         self._service = service
         self._lock = lock
@@ -93,63 +121,86 @@ class Scheduler:
         self._retention = retention
         self._archive_every = archive_every
         self._purge_every = purge_every
+        self._archive_budget = archive_budget
         self.passes = 0
 
-    async def run_once(self) -> bool:
-        """One archive pass and one purge pass, if this replica leads; False if another does."""
-        if not await self._lock.hold():
-            return False
-        await self._archive_pass()
-        await self._purge_pass()
-        return True
+    async def run_once(self, stop: asyncio.Event | None = None) -> bool:
+        """One archive pass and one purge pass, if this replica leads; False if another does.
+        The lock is released on the way out, so the next run (any replica) need not wait for it."""
+        stop = stop or asyncio.Event()
+        try:
+            if not await self._lock.hold():
+                return False
+            await self._archive_pass(stop)
+            if not stop.is_set():
+                await self._purge_pass()
+            return True
+        finally:
+            await self._lock.release()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set: archive every `archive_every` seconds, purge every `purge_every`."""
+        """Until `stop` is set: archive every `archive_every` seconds, purge every `purge_every`.
+        An archive pass that ran out of its budget is followed by the next one at once."""
         loop = asyncio.get_running_loop()
         next_purge = loop.time()
         try:
             while not stop.is_set():
+                unfinished = False
                 if await self._lock.hold():
-                    await self._archive_pass()
-                    if loop.time() >= next_purge:
+                    unfinished = await self._archive_pass(stop)
+                    if loop.time() >= next_purge and not stop.is_set() and await self._lock.hold():
                         await self._purge_pass()
                         next_purge = loop.time() + self._purge_every
                 else:
                     logger.info("scheduler: another replica holds the lock; waiting")
                 self.passes += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self._archive_every)
+                if not unfinished:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=self._archive_every)
         finally:
             await self._lock.release()
             logger.info("scheduler stopped")
 
-    async def _archive_pass(self) -> None:
-        await self._logged("archive", self._service.archive_idle(idle_for=self._idle_for))
+    async def _archive_pass(self, stop: asyncio.Event) -> bool:
+        """True if it ended with idle sessions left (its budget ran out)."""
+        work = self._service.archive_idle(idle_for=self._idle_for, budget=self._archive_budget, stop=stop)
+        report = await self._logged("archive", work)
+        return report is not None and report.unfinished and not stop.is_set()
 
     async def _purge_pass(self) -> None:
         await self._logged("purge", self._service.purge_expired(older_than=self._retention))
 
-    async def _logged(self, kind: str, work: Awaitable[PassReport]) -> None:
+    async def _logged(self, kind: str, work: Awaitable[PassReport]) -> PassReport | None:
         try:
             report = await work
         except Exception:
             logger.exception("scheduler: %s pass failed", kind)  # retried next time
-            return
+            return None
         if not report.failed:
-            metrics.SCHEDULER_LAST_SUCCESS.labels(pass_=kind).set_to_current_time()
+            await record_success(kind, time.time())
         logger.info(
-            "scheduler: %s pass examined=%d done=%d skipped=%d failed=%d",
+            "scheduler: %s pass examined=%d done=%d skipped=%d failed=%d%s",
             kind, report.examined, report.done, report.skipped, report.failed,
+            " (budget spent; resuming)" if report.unfinished else "",
         )  # fmt: skip
+        return report
 
 
 def scheduler_from_settings(service: ArchiveService) -> Scheduler:
     interval = settings.SCHEDULER_ARCHIVE_INTERVAL_SECONDS
+    budget = settings.SCHEDULER_ARCHIVE_BUDGET_SECONDS
     return Scheduler(
         service,
-        leader_lock(interval),
+        leader_lock(interval, budget),
         idle_for=timedelta(seconds=settings.ARCHIVE_IDLE_SECONDS),
         retention=timedelta(days=settings.ARCHIVE_RETENTION_DAYS),
         archive_every=interval,
         purge_every=settings.SCHEDULER_PURGE_INTERVAL_SECONDS,
+        archive_budget=budget,
     )
+
+
+def overdue_threshold() -> timedelta:
+    """A session idle this long should have been archived by now: the idle threshold plus two
+    archive intervals, so a healthy scheduler keeps the overdue count at (about) zero."""
+    return timedelta(seconds=settings.ARCHIVE_IDLE_SECONDS + 2 * settings.SCHEDULER_ARCHIVE_INTERVAL_SECONDS)

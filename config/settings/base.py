@@ -290,6 +290,9 @@ SESSION_ARCHIVE = "archive.wiring.get_archive_service"
 # Redis the sessions live inside the gateway process, so the gateway runs it itself.
 SCHEDULER_ARCHIVE_INTERVAL_SECONDS = env.float("SCHEDULER_ARCHIVE_INTERVAL_SECONDS", default=60.0)
 SCHEDULER_PURGE_INTERVAL_SECONDS = env.float("SCHEDULER_PURGE_INTERVAL_SECONDS", default=3600.0)
+# An archive pass goes on until no session is idle past ARCHIVE_IDLE_SECONDS, or this much time has
+# passed; the next pass (started at once) resumes with the oldest left.
+SCHEDULER_ARCHIVE_BUDGET_SECONDS = env.float("SCHEDULER_ARCHIVE_BUDGET_SECONDS", default=120.0)
 SCHEDULER_EMBEDDED = env.bool("SCHEDULER_EMBEDDED", default=not REDIS_URL)
 
 # -- Per-owner limits, shared by every instance through Redis (0: no limit) --------
@@ -397,6 +400,8 @@ READINESS_CHECKS = {
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_BIND = env("METRICS_BIND", default="")
 ACTIVE_SESSIONS_COUNTER = "sessions_app.health.count_active_sessions"
+# The scheduler's progress (last successes, sessions overdue for archiving), wherever it runs.
+SCHEDULER_GAUGES = "archive.health.refresh_scheduler_gauges"
 
 # -- Logging --------------------------------------------------------------------
 

@@ -12,7 +12,10 @@ from core.observability import metrics
 
 
 async def refresh_gauges() -> None:
-    """The active-session count comes from the store (settings names how to count)."""
+    """The active-session count comes from the store, the scheduler's progress from where it
+    keeps it (settings names how to count)."""
     count = import_string(settings.ACTIVE_SESSIONS_COUNTER)
     with contextlib.suppress(GatewayError):
         metrics.ACTIVE_SESSIONS.set(await count())
+    with contextlib.suppress(GatewayError):
+        await import_string(settings.SCHEDULER_GAUGES)()

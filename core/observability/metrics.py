@@ -38,8 +38,12 @@ ARCHIVE_OPERATIONS = Counter(
 )
 SCHEDULER_LAST_SUCCESS = Gauge(
     "gateway_scheduler_last_success_timestamp_seconds",
-    "When the scheduler last finished a pass without error (Unix time).",
+    "When the scheduler (in any process) last finished a pass without error (Unix time).",
     ["pass_"],
+)
+SESSIONS_OVERDUE = Gauge(
+    "gateway_sessions_overdue_for_archive",
+    "Active sessions idle longer than ARCHIVE_IDLE_SECONDS plus two archive intervals (refreshed on scrape).",
 )
 CIRCUIT_BREAKER = Gauge(
     "gateway_circuit_breaker_state",

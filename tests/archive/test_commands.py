@@ -15,12 +15,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings
 
 from archive.wiring import get_archive_service, get_archive_store
 from core.auth.principal import owner_pseudonym
+from core.observability import metrics
+from core.observability.gauges import refresh_gauges
 from core.result import Ok
 from sessions_app.models import SessionRecord
 from sessions_app.wiring import get_session_manager, get_session_store
@@ -149,9 +153,9 @@ def test_commands_refuse_the_in_process_store(settings: Settings) -> None:
         command("run_scheduler", "--once")
 
 
-def scheduler_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def scheduler_process(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "manage.py", "run_scheduler"],
+        [sys.executable, "manage.py", "run_scheduler", *args],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),
@@ -159,11 +163,12 @@ def scheduler_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
     )
 
 
-def test_the_scheduler_process_leads_alone_and_stops_cleanly_on_sigterm(
-    wired: Settings, redis_url: str, redis_prefix: str, azurite: str, tmp_path: Path
-) -> None:
+def scheduler_env(wired: Settings, redis_url: str, redis_prefix: str, azurite: str) -> dict[str, str]:
+    """What a scheduler process of this deployment is started with."""
     db = settings.DATABASES["default"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")} | {
+    if not db["ENGINE"].endswith("postgresql"):
+        pytest.skip("the scheduler process needs a database file or server it can share with the test")
+    return {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")} | {
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": redis_prefix,
@@ -173,17 +178,27 @@ def test_the_scheduler_process_leads_alone_and_stops_cleanly_on_sigterm(
         "ARCHIVE_IDLE_SECONDS": "1",
         "SCHEDULER_ARCHIVE_INTERVAL_SECONDS": "0.3",
         "LOG_LEVEL": "INFO",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-        if db["ENGINE"].endswith("postgresql")
-        else f"sqlite:///{db['NAME']}",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
     }
-    if not db["ENGINE"].endswith("postgresql"):
-        pytest.skip("the scheduler process needs a database file or server it can share with the test")
+
+
+def leader_lock_held(redis_url: str, redis_prefix: str) -> bool:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return bool(client.exists(f"{redis_prefix}:{{scheduler}}:leader"))
+    finally:
+        client.close()
+
+
+def test_the_scheduler_process_leads_alone_and_stops_cleanly_on_sigterm(
+    wired: Settings, redis_url: str, redis_prefix: str, azurite: str, tmp_path: Path
+) -> None:
+    env = scheduler_env(wired, redis_url, redis_prefix, azurite)
     session_id = new_session("o_alice")
     leader = scheduler_process(env, tmp_path / "a.log")
     follower = scheduler_process(env, tmp_path / "b.log")
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # generous: two Django processes start on a loaded machine
         while SessionRecord.objects.get(id=session_id).status != "archived":
             assert time.monotonic() < deadline, (tmp_path / "a.log").read_text()
             time.sleep(0.2)
@@ -196,6 +211,39 @@ def test_the_scheduler_process_leads_alone_and_stops_cleanly_on_sigterm(
     logs = [(tmp_path / name).read_text() for name in ("a.log", "b.log")]
     assert codes == [0, 0]
     assert all("scheduler stopped" in log for log in logs)
+    assert not leader_lock_held(redis_url, redis_prefix)
     acting = [log for log in logs if "archive pass examined=1 done=1" in log]
     waiting = [log for log in logs if "another replica holds the lock" in log]
     assert len(acting) == 1 and len(waiting) == 1
+
+
+def test_run_scheduler_once_releases_the_lock_and_its_progress_shows_in_the_gateways_metrics(
+    wired: Settings, redis_url: str, redis_prefix: str, azurite: str, tmp_path: Path
+) -> None:
+    env = scheduler_env(wired, redis_url, redis_prefix, azurite)
+    # The gateway's side: Django's cache on the same Redis, as base.py sets it up with REDIS_URL.
+    wired.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"{redis_prefix}:cache",
+        }
+    }
+    wired.ARCHIVE_IDLE_SECONDS = 1
+    wired.SCHEDULER_ARCHIVE_INTERVAL_SECONDS = 0.3
+    idle = new_session("o_alice")
+    time.sleep(2)
+    metrics.SCHEDULER_LAST_SUCCESS.clear()  # what this process knows is only what Redis holds
+    run(refresh_gauges())
+    assert REGISTRY.get_sample_value("gateway_sessions_overdue_for_archive") == 1
+    started = time.time()
+
+    once = scheduler_process(env, tmp_path / "once.log", "--once")
+    assert once.wait(60) == 0, (tmp_path / "once.log").read_text()
+
+    assert not leader_lock_held(redis_url, redis_prefix)  # the next run need not wait for it to lapse
+    assert SessionRecord.objects.get(id=idle).status == "archived"
+    run(refresh_gauges())
+    assert REGISTRY.get_sample_value("gateway_sessions_overdue_for_archive") == 0
+    last = REGISTRY.get_sample_value("gateway_scheduler_last_success_timestamp_seconds", {"pass_": "archive"})
+    assert last is not None and started <= last <= time.time()

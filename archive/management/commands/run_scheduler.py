@@ -29,14 +29,16 @@ class Command(BaseCommand):
 
     async def _run(self, once: bool) -> None:
         scheduler = scheduler_from_settings(get_archive_service())
-        if once:
-            if not await scheduler.run_once():
-                self.stdout.write("another replica holds the scheduler lock; nothing done")
-            return
+        # SIGTERM (and Ctrl-C) end the current pass between two sessions, then the lock is released,
+        # with --once too: the next run, or another replica, need not wait for the lock to lapse.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if once:
+            if not await scheduler.run_once(stop):
+                self.stdout.write("another replica holds the scheduler lock; nothing done")
+            return
         self.stdout.write("scheduler started")
         self.stdout.flush()
         await scheduler.run(stop)
