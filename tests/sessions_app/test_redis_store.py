@@ -15,7 +15,7 @@ from core.result import Err, Ok
 from llm_backend.grpc_client import GrpcChatBackend
 from llm_backend.ports import TokenUsage
 from sessions_app.archive_memory import InMemorySessionArchive
-from sessions_app.domain import Role
+from sessions_app.domain import Role, Transcript
 from sessions_app.errors import TurnInProgress
 from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
@@ -124,6 +124,33 @@ async def test_an_entry_found_stale_is_kept_when_its_session_appears_meanwhile(
     await redis_store._drop_from_activity([session.id])
 
     assert await redis_store.list_idle(before=BASE_TIME + timedelta(days=1), limit=10) == [session.id]
+
+
+async def test_sessions_restored_while_their_stale_entries_are_dropped_stay_in_the_index(
+    redis_store: RedisSessionStore, redis_url: str, redis_prefix: str
+) -> None:
+    sessions = [make_session(minutes=n) for n in range(40)]
+    for session in sessions:
+        await redis_store.create(session, max_sessions_per_owner=100)
+    client = redis.Redis.from_url(redis_url)
+    for session in sessions:  # each vanished, its index entry left behind
+        client.delete(f"{redis_prefix}:s:{{{session.id}}}:m")
+    before = BASE_TIME + timedelta(days=1)
+
+    async def restore_all() -> None:
+        for session in sessions:
+            assert isinstance(await redis_store.restore(Transcript(session, ()), max_sessions_per_owner=100), Ok)
+            await asyncio.sleep(0)
+
+    async def sweep() -> None:
+        for _ in range(40):
+            await redis_store.list_idle(before=before, limit=5)
+
+    await asyncio.gather(restore_all(), sweep(), sweep())
+
+    indexed = {m.decode() for m in client.zrange(f"{redis_prefix}:{{activity}}", 0, -1)}
+    assert indexed == {s.id for s in sessions}
+    assert await redis_store.list_idle(before=before, limit=100) == [s.id for s in sessions]
 
 
 async def test_unreachable_redis_is_store_unavailable() -> None:
