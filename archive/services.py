@@ -225,7 +225,7 @@ class ArchiveService:
         deadline = None if budget is None else loop.time() + budget
         passed: set[str] = set()  # met this pass and left in the active store: not asked for again
         while True:
-            # The passed-over ones are the oldest, so they are among the first `len(passed)`.
+            # At most `len(passed)` of those listed were passed over already: the rest are a batch.
             listed = await self._active.list_idle(before=before, limit=batch + len(passed))
             ids = [session_id for session_id in listed if session_id not in passed]
             if not ids:
