@@ -339,7 +339,13 @@ CHAT_BACKEND = {
     "CLASS": "llm_backend.resilience.grpc_routes",
     "OPTIONS": {
         "routes": BACKEND_ROUTES,
+        # TLS to the model servers: verified against BACKEND_TLS_CA_FILE (a PEM bundle; empty: the
+        # system's trust store), presenting BACKEND_TLS_CERT_FILE / _KEY_FILE when set (mutual TLS).
+        # Naming any of the files turns TLS on.
         "tls": env.bool("BACKEND_TLS", default=False),
+        "tls_ca_file": env("BACKEND_TLS_CA_FILE", default=""),
+        "tls_cert_file": env("BACKEND_TLS_CERT_FILE", default=""),
+        "tls_key_file": env("BACKEND_TLS_KEY_FILE", default=""),
         "connect_timeout": env.float("BACKEND_CONNECT_TIMEOUT_SECONDS", default=5.0),
         "timeout": env.float("BACKEND_TIMEOUT_SECONDS", default=120.0),
         "first_delta_timeout": env.float("BACKEND_FIRST_DELTA_TIMEOUT_SECONDS", default=60.0),
@@ -354,6 +360,13 @@ CHAT_BACKEND = {
 
 # The reference model server (`manage.py serve_backend`).
 MODEL_SERVER_BIND = env("MODEL_SERVER_BIND", default="127.0.0.1:50051")
+# TLS: its certificate and key (PEM); with a client CA bundle, only clients holding a certificate
+# from it are served (mutual TLS). Empty: plaintext, for loopback only.
+MODEL_SERVER_TLS_CERT_FILE = env("MODEL_SERVER_TLS_CERT_FILE", default="")
+MODEL_SERVER_TLS_KEY_FILE = env("MODEL_SERVER_TLS_KEY_FILE", default="")
+MODEL_SERVER_TLS_CLIENT_CA_FILE = env("MODEL_SERVER_TLS_CLIENT_CA_FILE", default="")
+# How often the health service asks the model whether it is ready (the openai adapter asks its upstream).
+MODEL_SERVER_HEALTH_INTERVAL_SECONDS = env.float("MODEL_SERVER_HEALTH_INTERVAL_SECONDS", default=5.0)
 MODEL_SERVER_ADAPTER = env("MODEL_SERVER_ADAPTER", default="echo")
 MODEL_SERVER_ADAPTERS = {
     "echo": {
