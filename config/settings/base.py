@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from core.observability.logs import logging_config
 
@@ -18,6 +19,12 @@ env = environ.Env()
 SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-for-any-shared-deployment")
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+# HTTPS (and WSS) served by uvicorn itself, for deployments with no TLS-terminating proxy: a PEM
+# certificate chain and its key. The image's command reads the same variables.
+HTTPS_CERT_FILE = env("HTTPS_CERT_FILE", default="")
+HTTPS_KEY_FILE = env("HTTPS_KEY_FILE", default="")
+if bool(HTTPS_CERT_FILE) != bool(HTTPS_KEY_FILE):
+    raise ImproperlyConfigured("HTTPS_CERT_FILE and HTTPS_KEY_FILE go together: set both or neither.")
 
 INSTALLED_APPS = [
     # daphne first: `manage.py runserver` then serves the ASGI app, WebSockets included.
