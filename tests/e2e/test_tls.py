@@ -4,6 +4,7 @@ process, with a CA and certificates made by the test and clients that verify the
 from __future__ import annotations
 
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import orjson
 import pytest
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import Gateway, StartGateway, base_env, spawn
+from tests.e2e.conftest import ROOT, Gateway, StartGateway, base_env, spawn
 from tests.support import free_port, wait_for_port
 from tests.tlscerts import Issued, TestCA
 
@@ -160,3 +161,27 @@ def test_an_expired_client_certificate_is_named_in_the_logs_and_readyz(
     assert f"the client certificate {expired.cert} expired at" in problem
     log = gateway.process.log.read_text(errors="replace")
     assert f"TLS to the model server {mtls_model_server} failed" in log and "expired at" in log
+
+
+def test_the_model_server_refuses_to_start_with_an_expired_certificate(ca: TestCA) -> None:
+    expired = ca.issue("old-model-server", expired=True)
+    env = base_env() | {"MODEL_SERVER_TLS_CERT_FILE": str(expired.cert), "MODEL_SERVER_TLS_KEY_FILE": str(expired.key)}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve_backend", "--bind", f"127.0.0.1:{free_port()}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert f"the server certificate {expired.cert} expired at" in result.stderr
+
+
+def test_a_certificate_without_its_key_stops_the_gateway_at_start(ca: TestCA) -> None:
+    env = base_env() | {"DJANGO_SETTINGS_MODULE": "config.settings.local", "HTTPS_CERT_FILE": str(ca.bundle)}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode != 0
+    assert "HTTPS_CERT_FILE and HTTPS_KEY_FILE go together" in result.stderr
