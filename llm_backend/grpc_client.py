@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llm_backend import codec
 from llm_backend.errors import BackendError, BackendTimeout, BackendUnavailable
 from llm_backend.ports import ChatRequest, Completion, StreamEnd, StreamEvent
-from llm_backend.tls import channel_credentials, handshake_problem, load_certificate
+from llm_backend.tls import TokenCredential, channel_credentials, handshake_problem, load_certificate
 from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "llm.v1.ChatBackendService"
@@ -61,6 +61,9 @@ class GrpcChatBackend:
         tls_ca_file: str = "",
         tls_cert_file: str = "",
         tls_key_file: str = "",
+        token_scope: str = "",
+        token_client_id: str = "",
+        token_credential: TokenCredential | None = None,
         max_attempts: int = 3,
         initial_backoff: float = 0.05,
         max_backoff: float = 1.0,
@@ -86,10 +89,19 @@ class GrpcChatBackend:
         # Naming a CA bundle or a client certificate asks for TLS: never fall back to plaintext
         # because BACKEND_TLS was forgotten.
         self._credentials = (
-            channel_credentials(ca_file=tls_ca_file, cert_file=tls_cert_file, key_file=tls_key_file)
+            channel_credentials(
+                ca_file=tls_ca_file,
+                cert_file=tls_cert_file,
+                key_file=tls_key_file,
+                token_scope=token_scope,
+                token_client_id=token_client_id,
+                token_credential=token_credential,
+            )
             if tls or tls_ca_file or tls_cert_file or tls_key_file
             else None
         )
+        if token_scope and self._credentials is None:
+            raise ValueError("a bearer token for the model server needs TLS (BACKEND_TLS or a CA bundle)")
         self._client_certificate = load_certificate(tls_cert_file, tls_key_file) if tls_cert_file else None
         self.tls_problem: str | None = None  # why the last TLS connection failed, for /readyz
         self._options = options

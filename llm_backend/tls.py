@@ -1,15 +1,19 @@
-"""TLS between the gateway and its model servers: credentials from PEM files, and plain words
-for what went wrong when a handshake fails."""
+"""TLS between the gateway and its model servers: credentials from PEM files, a bearer token on
+every call when a scope is configured, and plain words for what went wrong when a handshake fails."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,15 +63,70 @@ def load_bundle(ca_file: str) -> bytes | None:
     return pem
 
 
-def channel_credentials(*, ca_file: str = "", cert_file: str = "", key_file: str = "") -> grpc.ChannelCredentials:
+class TokenCredential(Protocol):
+    """What azure-identity's credentials offer: a cached token, refreshed before it expires."""
+
+    def get_token(self, *scopes: str) -> Any: ...
+
+
+def channel_credentials(
+    *,
+    ca_file: str = "",
+    cert_file: str = "",
+    key_file: str = "",
+    token_scope: str = "",
+    token_client_id: str = "",
+    token_credential: TokenCredential | None = None,
+) -> grpc.ChannelCredentials:
     """Credentials for a channel: server verified against `ca_file` (or the system trust store),
-    and the client's own certificate presented when one is named (mutual TLS)."""
+    the client's own certificate presented when one is named (mutual TLS), and with
+    `token_scope` a bearer token for that scope on every call (gRPC sends call credentials
+    over TLS only), from the managed identity `token_client_id` (empty: the system-assigned one)
+    unless a `token_credential` is given."""
     client = load_certificate(cert_file, key_file) if cert_file or key_file else None
-    return grpc.ssl_channel_credentials(
+    channel = grpc.ssl_channel_credentials(
         root_certificates=load_bundle(ca_file),
         private_key=client.key_pem if client else None,
         certificate_chain=client.pem if client else None,
     )
+    if not token_scope:
+        return channel
+    if token_credential is None:
+        # The platform's managed identity; its token is cached and refreshed by azure-identity.
+        from azure.identity import ManagedIdentityCredential
+
+        token_credential = ManagedIdentityCredential(client_id=token_client_id or None)
+    return grpc.composite_channel_credentials(
+        channel, grpc.metadata_call_credentials(BearerToken(token_credential, token_scope), name="bearer")
+    )
+
+
+class BearerToken(grpc.AuthMetadataPlugin):
+    """Puts `authorization: Bearer <token>` on every call.
+
+    gRPC runs this on its own threads, so the credential's occasional blocking refresh never
+    holds up the event loop; between refreshes `get_token` answers from its cache. The token
+    itself is never logged.
+    """
+
+    def __init__(self, credential: TokenCredential, scope: str) -> None:
+        self._credential = credential
+        self._scope = scope
+        self._failing = False
+
+    def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
+        try:
+            token = self._credential.get_token(self._scope).token
+        except Exception as exc:  # noqa: BLE001 - any failure fails the call; the kind is logged once
+            if not self._failing:
+                logger.error("no token for the model server (scope %s): %s", self._scope, type(exc).__name__)
+            self._failing = True
+            callback((), exc)
+            return
+        if self._failing:
+            logger.info("tokens for the model server (scope %s) are issued again", self._scope)
+            self._failing = False
+        callback((("authorization", f"Bearer {token}"),), None)
 
 
 @dataclass(frozen=True)

@@ -353,6 +353,11 @@ CHAT_BACKEND = {
         "tls_ca_file": env("BACKEND_TLS_CA_FILE", default=""),
         "tls_cert_file": env("BACKEND_TLS_CERT_FILE", default=""),
         "tls_key_file": env("BACKEND_TLS_KEY_FILE", default=""),
+        # A bearer token on every call, from the platform's managed identity (azure-identity), for
+        # this scope (such as "api://model-servers/.default"); TLS only. Empty: no token.
+        # BACKEND_TOKEN_CLIENT_ID picks a user-assigned identity (empty: the system-assigned one).
+        "token_scope": env("BACKEND_TOKEN_SCOPE", default=""),
+        "token_client_id": env("BACKEND_TOKEN_CLIENT_ID", default=""),
         "connect_timeout": env.float("BACKEND_CONNECT_TIMEOUT_SECONDS", default=5.0),
         "timeout": env.float("BACKEND_TIMEOUT_SECONDS", default=120.0),
         "first_delta_timeout": env.float("BACKEND_FIRST_DELTA_TIMEOUT_SECONDS", default=60.0),

@@ -4,21 +4,26 @@ certificates made by the test."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from azure.core.credentials import AccessToken
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from llm_backend.echo import EchoChatBackend
 from llm_backend.errors import BackendUnavailable
-from llm_backend.grpc_client import GrpcChatBackend
+from llm_backend.grpc_client import SERVICE_NAME, GrpcChatBackend
 from llm_backend.health import check_model_server
 from llm_backend.ports import ChatRequest, ContextMessage, Role
-from llm_backend.server import start_server
+from llm_backend.server import ChatBackendServicer, start_server
 from llm_backend.tls import ServerTLS
 from llm_backend.wiring import get_chat_backend
+from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
 from tests.tlscerts import Issued, TestCA
 
 REQUEST = ChatRequest(model="echo", messages=[ContextMessage(Role.USER, "over TLS")], request_id="tls-1")
@@ -189,3 +194,91 @@ def test_unusable_tls_files_are_refused_at_start_naming_the_file(pki: PKI, files
 
     with pytest.raises(ValueError, match=message):
         GrpcChatBackend(target="127.0.0.1:1", **options)
+
+
+# -- A bearer token on every call -------------------------------------------------------------
+
+
+class FakeCredential:
+    """Stands in for azure-identity's managed identity: hands out a token, or fails."""
+
+    def __init__(self, token: str = "tok-from-the-platform", error: Exception | None = None) -> None:
+        self.token = token
+        self.error = error
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str) -> AccessToken:
+        self.scopes.append(scopes)
+        if self.error is not None:
+            raise self.error
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+class RecordMetadata(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str | bytes]] = []
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        self.seen.append(dict(details.invocation_metadata or ()))
+        return await continuation(details)
+
+
+@pytest.fixture
+async def recording_target(pki: PKI) -> AsyncIterator[tuple[str, RecordMetadata]]:
+    """A TLS server that remembers the metadata of every call."""
+    recorder = RecordMetadata()
+    server = grpc.aio.server(interceptors=[recorder])
+    pb_grpc.add_ChatBackendServiceServicer_to_server(ChatBackendServicer(EchoChatBackend()), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_secure_port("127.0.0.1:0", ServerTLS(str(pki.server.cert), str(pki.server.key)).credentials())
+    await server.start()
+    yield f"127.0.0.1:{port}", recorder
+    await server.stop(None)
+
+
+async def test_every_call_carries_a_bearer_token_for_the_scope(
+    pki: PKI, recording_target: tuple[str, RecordMetadata]
+) -> None:
+    target, recorder = recording_target
+    credential = FakeCredential()
+    backend = GrpcChatBackend(
+        target=target,
+        tls_ca_file=str(pki.ca.bundle),
+        token_scope="api://model-servers/.default",
+        token_credential=credential,
+    )
+
+    await backend.complete(REQUEST)
+    _ = [e async for e in backend.stream(REQUEST)]
+    await backend.check()
+
+    assert [seen.get("authorization") for seen in recorder.seen] == ["Bearer tok-from-the-platform"] * 3
+    assert set(credential.scopes) == {("api://model-servers/.default",)}
+    await backend.close()
+
+
+async def test_no_token_fails_the_call_and_is_logged_once_without_secrets(
+    pki: PKI, recording_target: tuple[str, RecordMetadata], caplog: pytest.LogCaptureFixture
+) -> None:
+    target, recorder = recording_target
+    credential = FakeCredential(error=RuntimeError("IMDS said no: secret-ish detail"))
+    backend = GrpcChatBackend(
+        target=target, tls_ca_file=str(pki.ca.bundle), token_scope="api://m/.default", token_credential=credential
+    )
+
+    with caplog.at_level(logging.INFO, logger="llm_backend"):
+        for _ in range(2):
+            with pytest.raises(BackendUnavailable):
+                await backend.complete(REQUEST)
+
+    assert recorder.seen == []  # nothing reached the server
+    assert caplog.text.count("no token for the model server (scope api://m/.default): RuntimeError") == 1
+    assert "secret-ish" not in caplog.text
+    await backend.close()
+
+
+def test_a_token_is_never_sent_without_tls() -> None:
+    with pytest.raises(ValueError, match="needs TLS"):
+        GrpcChatBackend(target="127.0.0.1:1", token_scope="api://m/.default", token_credential=FakeCredential())
