@@ -104,6 +104,9 @@ class GrpcChatBackend:
             raise ValueError("a bearer token for the model server needs TLS (BACKEND_TLS or a CA bundle)")
         self._client_certificate = load_certificate(tls_cert_file, tls_key_file) if tls_cert_file else None
         self.tls_problem: str | None = None  # why the last TLS connection failed, for /readyz
+        if self._client_certificate and (problem := self._client_certificate.problem("client")):
+            logger.error("TLS to the model server %s will fail: %s", target, problem)
+            self.tls_problem = problem
         self._options = options
         self._timeout = timeout
         self._first_delta_timeout = first_delta_timeout
