@@ -27,6 +27,8 @@ WORKDIR /app
 RUN rm -rf tests bench .ci scripts var/db.sqlite3 var/dev-signing-key.pem
 USER gateway
 EXPOSE 8000
+# With HTTPS_CERT_FILE the port speaks HTTPS only. The probe asks its own process on loopback,
+# where the certificate's names (the public host) cannot match, so it does not verify them.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=2)" || exit 1
-CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WEB_CONCURRENCY} --loop uvloop --http httptools --proxy-headers --forwarded-allow-ips='*' --no-access-log --timeout-graceful-shutdown 10 --ws-max-size 1048576"]
+  CMD python -c "import os, ssl, urllib.request; tls = bool(os.environ.get('HTTPS_CERT_FILE')); urllib.request.urlopen(('https' if tls else 'http') + f'://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=2, context=ssl._create_unverified_context() if tls else None)" || exit 1
+CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WEB_CONCURRENCY} --loop uvloop --http httptools --proxy-headers --forwarded-allow-ips='*' --no-access-log --timeout-graceful-shutdown 10 --ws-max-size 1048576 ${HTTPS_CERT_FILE:+--ssl-certfile \"$HTTPS_CERT_FILE\" --ssl-keyfile \"$HTTPS_KEY_FILE\"}"]

@@ -7,9 +7,14 @@ import sys
 APPLICATION = "config.asgi:application"
 
 
-def server_command(server: str, *, host: str, port: int) -> list[str]:
-    """The command that serves the gateway with `server` ("uvicorn", the fast one, or "daphne")."""
+def server_command(server: str, *, host: str, port: int, certfile: str = "", keyfile: str = "") -> list[str]:
+    """The command that serves the gateway with `server` ("uvicorn", the fast one, or "daphne").
+
+    With `certfile` and `keyfile` (HTTPS_CERT_FILE / HTTPS_KEY_FILE) uvicorn serves HTTPS and
+    WSS itself, for deployments with no TLS-terminating proxy in front.
+    """
     if server == "uvicorn":
+        tls = ["--ssl-certfile", certfile, "--ssl-keyfile", keyfile] if certfile else []
         return [
             sys.executable, "-m", "uvicorn", APPLICATION, "--host", host, "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--ws", "websockets", "--no-access-log", "--backlog", "8192",
@@ -18,6 +23,7 @@ def server_command(server: str, *, host: str, port: int) -> list[str]:
             # WebSocket frames over 1 MiB close the connection (1009); the gateway refuses smaller
             # ones over MAX_REQUEST_BYTES itself, with an error frame.
             "--ws-max-size", str(1024 * 1024),
+            *tls,
         ]  # fmt: skip
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), APPLICATION]

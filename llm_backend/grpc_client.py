@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -15,9 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llm_backend import codec
 from llm_backend.errors import BackendError, BackendTimeout, BackendUnavailable
 from llm_backend.ports import ChatRequest, Completion, StreamEnd, StreamEvent
+from llm_backend.tls import TokenCredential, channel_credentials, handshake_problem, load_certificate
 from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "llm.v1.ChatBackendService"
+
+logger = logging.getLogger(__name__)
 
 
 def service_config(*, max_attempts: int, initial_backoff: float, max_backoff: float) -> str:
@@ -54,6 +58,12 @@ class GrpcChatBackend:
         silence_timeout: float = 30.0,
         stream_timeout: float = 3600.0,
         tls: bool = False,
+        tls_ca_file: str = "",
+        tls_cert_file: str = "",
+        tls_key_file: str = "",
+        token_scope: str = "",
+        token_client_id: str = "",
+        token_credential: TokenCredential | None = None,
         max_attempts: int = 3,
         initial_backoff: float = 0.05,
         max_backoff: float = 1.0,
@@ -76,7 +86,27 @@ class GrpcChatBackend:
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         self._target = target
-        self._tls = tls
+        # Naming a CA bundle or a client certificate asks for TLS: never fall back to plaintext
+        # because BACKEND_TLS was forgotten.
+        self._credentials = (
+            channel_credentials(
+                ca_file=tls_ca_file,
+                cert_file=tls_cert_file,
+                key_file=tls_key_file,
+                token_scope=token_scope,
+                token_client_id=token_client_id,
+                token_credential=token_credential,
+            )
+            if tls or tls_ca_file or tls_cert_file or tls_key_file
+            else None
+        )
+        if token_scope and self._credentials is None:
+            raise ValueError("a bearer token for the model server needs TLS (BACKEND_TLS or a CA bundle)")
+        self._client_certificate = load_certificate(tls_cert_file, tls_key_file) if tls_cert_file else None
+        self.tls_problem: str | None = None  # why the last TLS connection failed, for /readyz
+        if self._client_certificate and (problem := self._client_certificate.problem("client")):
+            logger.error("TLS to the model server %s will fail: %s", target, problem)
+            self.tls_problem = problem
         self._options = options
         self._timeout = timeout
         self._first_delta_timeout = first_delta_timeout
@@ -90,8 +120,8 @@ class GrpcChatBackend:
         loop = asyncio.get_running_loop()
         entry = self._channels.get(loop)
         if entry is None:
-            if self._tls:
-                channel = aio.secure_channel(self._target, grpc.ssl_channel_credentials(), options=self._options)
+            if self._credentials is not None:
+                channel = aio.secure_channel(self._target, self._credentials, options=self._options)
             else:
                 channel = aio.insecure_channel(self._target, options=self._options)
             entry = self._channels[loop] = (channel, pb_grpc.ChatBackendServiceStub(channel))
@@ -110,7 +140,8 @@ class GrpcChatBackend:
                 codec.request_to_pb(request), timeout=self._timeout, metadata=_metadata(request)
             )
         except aio.AioRpcError as exc:
-            raise codec.error_from_status(exc.code()) from exc
+            raise self._failed(exc) from exc
+        self._served()
         return codec.completion_from_pb(response)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
@@ -136,11 +167,12 @@ class GrpcChatBackend:
                 yield event
                 if isinstance(event, StreamEnd):
                     ended = True
+                    self._served()
                     return
         except aio.AioRpcError as exc:
             if watchdog.timed_out:
                 raise BackendTimeout() from exc
-            raise codec.error_from_status(exc.code()) from exc
+            raise self._failed(exc) from exc
         finally:
             watchdog.stop()
             # Stopped early (client gone, cancelled, timed out): stop the model too.
@@ -159,9 +191,29 @@ class GrpcChatBackend:
                 health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=min(self._timeout, 2.0)
             )
         except aio.AioRpcError as exc:
-            raise codec.error_from_status(exc.code()) from exc
+            raise self._failed(exc) from exc
+        self._served()
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise BackendUnavailable("The model server is not serving.")
+
+    def _failed(self, exc: aio.AioRpcError) -> BackendError:
+        """The typed error for a failed call; a TLS failure is logged (once, not per call) and kept
+        for readiness, in words an operator can act on."""
+        if self._credentials is not None and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            # The server's verdict on our certificate never reaches us (see handshake_problem):
+            # our own certificate's dates are the next best explanation.
+            problem = handshake_problem(exc.details()) or (
+                self._client_certificate.problem("client") if self._client_certificate else None
+            )
+            if problem and problem != self.tls_problem:
+                logger.error("TLS to the model server %s failed: %s", self._target, problem)
+            self.tls_problem = problem or self.tls_problem
+        return codec.error_from_status(exc.code())
+
+    def _served(self) -> None:
+        if self.tls_problem is not None:
+            logger.info("TLS to the model server %s works again", self._target)
+            self.tls_problem = None
 
     async def close(self) -> None:
         entry = self._channels.pop(asyncio.get_running_loop(), None)

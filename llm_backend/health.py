@@ -1,4 +1,5 @@
-"""Readiness of the model servers (their standard gRPC health service, and the circuit breakers)."""
+"""Readiness of the model servers (their standard gRPC health service, the circuit breakers, and
+why TLS to a target failed)."""
 
 from typing import Any
 
@@ -13,6 +14,9 @@ async def check_model_server() -> dict[str, Any] | None:
     try:
         await backend.check()
     except BackendError as exc:
+        tls_problems = getattr(backend, "tls_problems", None)
+        if tls_problems and (problems := tls_problems()):
+            details["tls"] = problems
         exc.details = details  # type: ignore[attr-defined]
         raise
     return details

@@ -36,6 +36,7 @@ class OpenAICompatibleBackend:
             base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout, transport=transport
         )
         self._model = model
+        self._timeout = timeout
 
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -113,7 +114,19 @@ class OpenAICompatibleBackend:
         return None
 
     async def check(self) -> None:
-        return None
+        """Ready when the upstream answers its model list with our credentials.
+
+        Any answer short of a refusal of the key or a server error counts: Azure OpenAI's
+        deployment URLs have no model list there (404), and a throttled upstream (429) is up.
+        """
+        try:
+            response = await self._client.get("models", timeout=min(self._timeout, 2.0))
+        except httpx.TransportError as exc:  # timeouts included
+            raise BackendUnavailable(f"The upstream model at {self._client.base_url.host} cannot be reached.") from exc
+        if response.status_code in (401, 403):
+            raise BackendUnavailable("The upstream model refuses the configured API key.")
+        if response.status_code >= 500:
+            raise BackendUnavailable(f"The upstream model answers {response.status_code}.")
 
     async def close(self) -> None:
         await self._client.aclose()

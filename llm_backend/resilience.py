@@ -200,6 +200,11 @@ class FailoverChatBackend:
     def breaker_states(self) -> dict[str, str]:
         return {breaker.name: breaker.state.name.lower() for _, breaker in self.targets}
 
+    def tls_problems(self) -> dict[str, str]:
+        """Why TLS to a target last failed (an expired or untrusted certificate), by target."""
+        problems = {breaker.name: getattr(backend, "tls_problem", None) for backend, breaker in self.targets}
+        return {name: problem for name, problem in problems.items() if problem}
+
     async def close(self) -> None:
         for backend, _ in self.targets:
             await backend.close()
@@ -235,6 +240,12 @@ class RoutingChatBackend:
         for route in self.routes.values():
             states.update(route.breaker_states())
         return states
+
+    def tls_problems(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        for route in self.routes.values():
+            problems.update(route.tls_problems())
+        return problems
 
     async def close(self) -> None:
         for route in self.routes.values():

@@ -15,6 +15,7 @@ from llm_backend import codec
 from llm_backend.errors import BackendError
 from llm_backend.grpc_client import SERVICE_NAME
 from llm_backend.ports import ChatBackend
+from llm_backend.tls import ServerTLS
 from proto.llm.v1 import chat_backend_pb2 as pb
 from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
 
@@ -64,35 +65,77 @@ class ChatBackendServicer(pb_grpc.ChatBackendServiceServicer):
         await context.abort(code, exc.detail)
 
 
-async def start_server(backend: ChatBackend, bind: str) -> tuple[aio.Server, int]:
+async def start_server(
+    backend: ChatBackend, bind: str, *, tls: ServerTLS | None = None, health_interval: float = 5.0
+) -> tuple[aio.Server, int]:
     """Start serving `backend` on `bind` ("host:port", port 0 picks one); returns the server and its port.
 
-    The health service answers NOT_SERVING until the backend is prepared (a model
-    loaded), which happens in the background once the port is open.
+    With `tls` the port speaks TLS only, and with a client CA in it only clients holding a
+    certificate from that CA get past the handshake. The health service answers NOT_SERVING
+    until the backend is prepared (a model loaded), which happens in the background once the
+    port is open; after that it follows the backend's own check every `health_interval`
+    seconds (an upstream that went down makes the server NOT_SERVING).
     """
     server = aio.server()
     pb_grpc.add_ChatBackendServiceServicer_to_server(ChatBackendServicer(backend), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port(bind)
+    port = server.add_secure_port(bind, tls.credentials()) if tls else server.add_insecure_port(bind)
     if port == 0:
         raise OSError(f"cannot bind the model server to {bind}")
-    for service in ("", SERVICE_NAME):
-        await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if tls is None and not _is_loopback(bind):
+        logger.warning("serving %s without TLS: any process that reaches the port can use the model", bind)
+    elif tls is not None and not tls.client_ca_file:
+        logger.warning("serving %s without client certificates: any client that reaches the port can use it", bind)
+
+    async def set_status(status: int) -> None:
+        for service in ("", SERVICE_NAME):
+            await health.set(service, status)
+
+    await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
 
-    async def prepare() -> None:
+    async def prepare_then_watch() -> None:
         try:
             await backend.prepare()
         except Exception:
             logger.exception("the model could not be prepared; the server stays NOT_SERVING")
             return
-        for service in ("", SERVICE_NAME):
-            await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        serving: bool | None = None
+        while True:
+            try:
+                await asyncio.wait_for(backend.check(), timeout=max(health_interval, 2.0))
+                now_serving = True
+            except BackendError as exc:
+                now_serving = False
+                if serving is not False:
+                    logger.warning("the model is not ready (%s); health says NOT_SERVING", exc.detail)
+            except TimeoutError:
+                now_serving = False
+                if serving is not False:
+                    logger.warning("the model's readiness check did not answer; health says NOT_SERVING")
+            if now_serving != serving:
+                serving = now_serving
+                await set_status(
+                    health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+            await asyncio.sleep(health_interval)
 
-    _preparing.add(task := asyncio.create_task(prepare()))
-    task.add_done_callback(_preparing.discard)
+    async def run_until_stopped() -> None:
+        watcher = asyncio.create_task(prepare_then_watch())
+        try:
+            await server.wait_for_termination()
+        finally:
+            watcher.cancel()
+
+    _background.add(task := asyncio.create_task(run_until_stopped()))
+    task.add_done_callback(_background.discard)
     return server, port
 
 
-_preparing: set[asyncio.Task[None]] = set()  # keeps the background tasks alive
+def _is_loopback(bind: str) -> bool:
+    host = bind.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+_background: set[asyncio.Task[None]] = set()  # keeps the background tasks alive

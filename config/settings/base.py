@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from core.observability.logs import logging_config
 
@@ -18,6 +19,12 @@ env = environ.Env()
 SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-for-any-shared-deployment")
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+# HTTPS (and WSS) served by uvicorn itself, for deployments with no TLS-terminating proxy: a PEM
+# certificate chain and its key. The image's command reads the same variables.
+HTTPS_CERT_FILE = env("HTTPS_CERT_FILE", default="")
+HTTPS_KEY_FILE = env("HTTPS_KEY_FILE", default="")
+if bool(HTTPS_CERT_FILE) != bool(HTTPS_KEY_FILE):
+    raise ImproperlyConfigured("HTTPS_CERT_FILE and HTTPS_KEY_FILE go together: set both or neither.")
 
 INSTALLED_APPS = [
     # daphne first: `manage.py runserver` then serves the ASGI app, WebSockets included.
@@ -342,7 +349,18 @@ CHAT_BACKEND = {
     "CLASS": "llm_backend.resilience.grpc_routes",
     "OPTIONS": {
         "routes": BACKEND_ROUTES,
+        # TLS to the model servers: verified against BACKEND_TLS_CA_FILE (a PEM bundle; empty: the
+        # system's trust store), presenting BACKEND_TLS_CERT_FILE / _KEY_FILE when set (mutual TLS).
+        # Naming any of the files turns TLS on.
         "tls": env.bool("BACKEND_TLS", default=False),
+        "tls_ca_file": env("BACKEND_TLS_CA_FILE", default=""),
+        "tls_cert_file": env("BACKEND_TLS_CERT_FILE", default=""),
+        "tls_key_file": env("BACKEND_TLS_KEY_FILE", default=""),
+        # A bearer token on every call, from the platform's managed identity (azure-identity), for
+        # this scope (such as "api://model-servers/.default"); TLS only. Empty: no token.
+        # BACKEND_TOKEN_CLIENT_ID picks a user-assigned identity (empty: the system-assigned one).
+        "token_scope": env("BACKEND_TOKEN_SCOPE", default=""),
+        "token_client_id": env("BACKEND_TOKEN_CLIENT_ID", default=""),
         "connect_timeout": env.float("BACKEND_CONNECT_TIMEOUT_SECONDS", default=5.0),
         "timeout": env.float("BACKEND_TIMEOUT_SECONDS", default=120.0),
         "first_delta_timeout": env.float("BACKEND_FIRST_DELTA_TIMEOUT_SECONDS", default=60.0),
@@ -357,6 +375,13 @@ CHAT_BACKEND = {
 
 # The reference model server (`manage.py serve_backend`).
 MODEL_SERVER_BIND = env("MODEL_SERVER_BIND", default="127.0.0.1:50051")
+# TLS: its certificate and key (PEM); with a client CA bundle, only clients holding a certificate
+# from it are served (mutual TLS). Empty: plaintext, for loopback only.
+MODEL_SERVER_TLS_CERT_FILE = env("MODEL_SERVER_TLS_CERT_FILE", default="")
+MODEL_SERVER_TLS_KEY_FILE = env("MODEL_SERVER_TLS_KEY_FILE", default="")
+MODEL_SERVER_TLS_CLIENT_CA_FILE = env("MODEL_SERVER_TLS_CLIENT_CA_FILE", default="")
+# How often the health service asks the model whether it is ready (the openai adapter asks its upstream).
+MODEL_SERVER_HEALTH_INTERVAL_SECONDS = env.float("MODEL_SERVER_HEALTH_INTERVAL_SECONDS", default=5.0)
 MODEL_SERVER_ADAPTER = env("MODEL_SERVER_ADAPTER", default="echo")
 MODEL_SERVER_ADAPTERS = {
     "echo": {

@@ -103,7 +103,9 @@ def start_gateway(
     migrated = False
 
     def start(backend_target: str, **overrides: str) -> Gateway:
+        """`HTTPS_CERT_FILE` and `HTTPS_KEY_FILE` among the overrides make it serve HTTPS."""
         port = free_port()
+        certfile, keyfile = overrides.get("HTTPS_CERT_FILE", ""), overrides.get("HTTPS_KEY_FILE", "")
         env = base_env() | {
             "DJANGO_SETTINGS_MODULE": "config.settings.local",
             "REDIS_URL": redis_url,
@@ -130,18 +132,20 @@ def start_gateway(
             )
             migrated = True
         process = spawn(
-            server_command("uvicorn", host="127.0.0.1", port=port),
+            server_command("uvicorn", host="127.0.0.1", port=port, certfile=certfile, keyfile=keyfile),
             env,
             workdir / f"gateway-{port}.log",
         )
-        gateway = Gateway(f"http://127.0.0.1:{port}", process, env, workdir / "dev-key.pem")
+        scheme = "https" if certfile else "http"
+        gateway = Gateway(f"{scheme}://127.0.0.1:{port}", process, env, workdir / "dev-key.pem")
         started.append(gateway)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.proc.poll() is not None:
                 pytest.fail(f"gateway exited:\n{process.output()}")
             try:
-                if httpx.get(f"{gateway.base_url}/healthz", timeout=1).status_code == 200:
+                # Only waiting for it to listen: the HTTPS tests verify its certificate themselves.
+                if httpx.get(f"{gateway.base_url}/healthz", timeout=1, verify=False).status_code == 200:  # noqa: S501
                     return gateway
             except httpx.TransportError:
                 time.sleep(0.1)

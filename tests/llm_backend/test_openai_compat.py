@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llm_backend.errors import BackendError, BackendRejected, BackendUnavailable
+from llm_backend.grpc_client import SERVICE_NAME
 from llm_backend.openai_compat import OpenAICompatibleBackend
 from llm_backend.ports import ChatRequest, ContextMessage, Delta, FinishReason, GenerationParams, Role, StreamEnd
+from llm_backend.server import start_server
 from tests.support import free_port
 
 REQUEST = ChatRequest(
@@ -25,7 +30,7 @@ REQUEST = ChatRequest(
 class Upstream:
     """Answers like an OpenAI-compatible server; `status` forces an error status."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.status = 200
@@ -33,6 +38,14 @@ class Upstream:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
+
+            def do_GET(self) -> None:
+                upstream.headers.append(dict(self.headers))
+                status = upstream.status if self.path == "/v1/models" else 404
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"object": "list", "data": [{"id": "upstream-1", "object": "model"}]}')
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -71,20 +84,23 @@ class Upstream:
             def log_message(self, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
     server = Upstream()
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    server.stop()
 
 
 async def test_complete_maps_the_request_and_asks_the_upstream_not_to_store(upstream: Upstream) -> None:
@@ -144,4 +160,64 @@ async def test_an_unreachable_upstream_is_backend_unavailable() -> None:
 
     with pytest.raises(BackendUnavailable):
         await backend.complete(REQUEST)
+    await backend.close()
+
+
+async def test_readiness_probes_the_upstream(upstream: Upstream) -> None:
+    backend = OpenAICompatibleBackend(base_url=upstream.base_url, api_key="sk-test")
+
+    await backend.check()
+
+    assert upstream.headers[-1]["Authorization"] == "Bearer sk-test"
+    await backend.close()
+
+
+@pytest.mark.parametrize("status", [401, 403, 500, 503])
+async def test_an_upstream_refusing_the_key_or_failing_is_not_ready(upstream: Upstream, status: int) -> None:
+    upstream.status = status
+    backend = OpenAICompatibleBackend(base_url=upstream.base_url, api_key="sk-wrong")
+
+    with pytest.raises(BackendUnavailable):
+        await backend.check()
+    await backend.close()
+
+
+async def test_an_unreachable_upstream_is_not_ready() -> None:
+    backend = OpenAICompatibleBackend(base_url=f"http://127.0.0.1:{free_port()}/v1")
+
+    with pytest.raises(BackendUnavailable):
+        await backend.check()
+    await backend.close()
+
+
+async def wait_for_health(target: str, wanted: int) -> int:
+    """Poll the model server's health until it says `wanted` (or give up after a generous wait)."""
+    status = -1
+    async with grpc.aio.insecure_channel(target) as channel:
+        for _ in range(200):
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
+            )
+            status = int(reply.status)
+            if status == wanted:
+                break
+            await asyncio.sleep(0.1)
+    return status
+
+
+async def test_the_model_server_health_follows_the_upstream() -> None:
+    port = free_port()
+    backend = OpenAICompatibleBackend(base_url=f"http://127.0.0.1:{port}/v1")
+    server, grpc_port = await start_server(backend, "127.0.0.1:0", health_interval=0.05)
+    target = f"127.0.0.1:{grpc_port}"
+    NOT_SERVING, SERVING = health_pb2.HealthCheckResponse.NOT_SERVING, health_pb2.HealthCheckResponse.SERVING
+
+    down = await wait_for_health(target, NOT_SERVING)
+    upstream = Upstream(port)
+    up = await wait_for_health(target, SERVING)
+    upstream.stop()
+    down_again = await wait_for_health(target, NOT_SERVING)
+
+    assert (down, up, down_again) == (NOT_SERVING, SERVING, NOT_SERVING)
+    await server.stop(None)
     await backend.close()

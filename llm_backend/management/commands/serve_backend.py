@@ -16,6 +16,7 @@ from core.observability.tracing import setup_tracing
 from llm_backend.faults import FAILURES, FaultyChatBackend
 from llm_backend.ports import ChatBackend
 from llm_backend.server import start_server
+from llm_backend.tls import ServerTLS
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +95,29 @@ class Command(BaseCommand):
                 )
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
+        tls = (
+            ServerTLS(
+                settings.MODEL_SERVER_TLS_CERT_FILE,
+                settings.MODEL_SERVER_TLS_KEY_FILE,
+                settings.MODEL_SERVER_TLS_CLIENT_CA_FILE,
+            )
+            if settings.MODEL_SERVER_TLS_CERT_FILE or settings.MODEL_SERVER_TLS_KEY_FILE
+            else None
+        )
+        if tls is None and settings.MODEL_SERVER_TLS_CLIENT_CA_FILE:
+            raise CommandError("MODEL_SERVER_TLS_CLIENT_CA_FILE needs the server's own certificate and key too.")
         try:
-            asyncio.run(self._serve(backend, bind, adapter))
-        except OSError as exc:
+            asyncio.run(self._serve(backend, bind, adapter, tls))
+        except (OSError, ValueError) as exc:  # ValueError: a TLS file that cannot serve
             raise CommandError(str(exc)) from exc
 
-    async def _serve(self, backend: ChatBackend, bind: str, adapter: str) -> None:
-        server, port = await start_server(backend, bind)
+    async def _serve(self, backend: ChatBackend, bind: str, adapter: str, tls: ServerTLS | None) -> None:
+        server, port = await start_server(
+            backend, bind, tls=tls, health_interval=settings.MODEL_SERVER_HEALTH_INTERVAL_SECONDS
+        )
         host = bind.rsplit(":", 1)[0]
-        self.stdout.write(f"model server ({adapter}) listening on {host}:{port}")
+        security = "mutual TLS" if tls and tls.client_ca_file else "TLS" if tls else "plaintext"
+        self.stdout.write(f"model server ({adapter}) listening on {host}:{port} ({security})")
         self.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
