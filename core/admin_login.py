@@ -31,9 +31,9 @@ def _keys(request: HttpRequest | None, username: str) -> tuple[str, str]:
 def is_locked(request: HttpRequest | None, username: str) -> bool:
     account, client = _keys(request, username)
     counts = cache.get_many([account, client])
-    return (
-        counts.get(account, 0) >= settings.ADMIN_LOGIN_MAX_FAILURES
-        or counts.get(client, 0) >= settings.ADMIN_LOGIN_MAX_FAILURES_PER_CLIENT
+    return bool(
+        int(counts.get(account, 0)) >= settings.ADMIN_LOGIN_MAX_FAILURES
+        or int(counts.get(client, 0)) >= settings.ADMIN_LOGIN_MAX_FAILURES_PER_CLIENT
     )
 
 
