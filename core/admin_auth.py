@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
@@ -18,7 +20,8 @@ from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.dispatch import receiver
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import URLPattern
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from core.models import AuditEvent, OIDCIdentity
@@ -30,6 +33,28 @@ AUDITOR_PERMISSIONS = [
     ("sessions_app", "view_sessionrecord"),
     ("sessions_app", "view_transcript"),
 ]
+
+
+def oidc_urlpatterns() -> list[URLPattern]:
+    """mozilla-django-oidc's views, each answering 404 unless admin OIDC is on: off, they
+    would still start a sign-in and write a session row for every anonymous hit."""
+    from mozilla_django_oidc import urls
+
+    return [
+        URLPattern(pattern.pattern, _only_when_enabled(pattern.callback), pattern.default_args, pattern.name)
+        for pattern in urls.urlpatterns
+        if isinstance(pattern, URLPattern)
+    ]
+
+
+def _only_when_enabled(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)  # keeps csrf_exempt and the other markers
+    def gated(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not settings.ADMIN_OIDC_ENABLED:
+            raise Http404
+        return view(request, *args, **kwargs)
+
+    return gated
 
 
 def oidc_context(request: HttpRequest) -> dict[str, Any]:

@@ -303,3 +303,24 @@ def test_a_userinfo_about_another_subject_or_another_issuer_is_refused(
     assert sign_in(Client(), provider)["Location"] == "/admin/"
 
     assert [link.subject for link in OIDCIdentity.objects.all()] == ["u-9"]
+
+
+def test_oidc_views_answer_404_and_write_no_session_when_oidc_is_off() -> None:
+    from django.contrib.sessions.models import Session
+
+    for path in ("/oidc/authenticate/", "/oidc/callback/?code=c&state=s", "/oidc/logout/"):
+        client = Client()
+        response = client.get(path)
+        assert response.status_code == 404 and response["Content-Type"] == "application/problem+json", path
+        assert "sessionid" not in response.cookies, path
+    assert Session.objects.count() == 0
+
+
+def test_a_csrf_failure_is_problem_json() -> None:
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post("/admin/login/", {"username": "root", "password": "x"})
+
+    assert response.status_code == 403 and response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == "forbidden" and "CSRF" in body["detail"] and body["instance"] == "/admin/login/"
