@@ -207,3 +207,24 @@ def test_a_session_ttl_shorter_than_the_archive_threshold_is_refused() -> None:
 
     assert result.returncode != 0 and "archive.E001" in result.stderr
     assert manage("check", env={"SESSION_TTL_SECONDS": "86400", "ARCHIVE_IDLE_SECONDS": "3600"}).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "code"),
+    [
+        ({"TURN_LOCK_SECONDS": "100"}, "sessions_app.E001"),  # under BACKEND_TIMEOUT_SECONDS (120)
+        ({"BACKEND_TARGETS": "a:1,b:2,c:3"}, "sessions_app.E001"),  # 3 servers x 120 s > 330
+        ({"TURN_LOCK_SECONDS": "240", "BACKEND_FIRST_DELTA_TIMEOUT_SECONDS": "250"}, "sessions_app.E001"),
+        ({"TURN_LOCK_SECONDS": "150", "BACKEND_SILENCE_TIMEOUT_SECONDS": "110"}, "sessions_app.E002"),
+    ],
+)
+def test_a_turn_lock_shorter_than_the_backend_deadlines_is_refused(env: dict[str, str], code: str) -> None:
+    result = manage("check", env=env)
+
+    assert result.returncode != 0 and code in result.stderr, result.stderr[-2000:]
+
+
+def test_the_default_turn_lock_outlasts_the_default_deadlines() -> None:
+    result = manage("check", env={"BACKEND_TARGETS": "a:1,b:2", "TURN_LOCK_SECONDS": "300"})
+
+    assert result.returncode == 0, result.stderr[-2000:]
