@@ -32,6 +32,8 @@ require_keks(ARCHIVE_KEKS, ARCHIVE_ACTIVE_KEK)  # noqa: F405
 
 if OIDC_RP_CLIENT_ID:  # noqa: F405
     OIDC_RP_CLIENT_SECRET = env("ADMIN_OIDC_CLIENT_SECRET")
+    # Admin accounts are linked by (issuer, subject): ID tokens from any other issuer are refused.
+    ADMIN_OIDC_ISSUER = env("ADMIN_OIDC_ISSUER")
 
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_BIND = env("METRICS_BIND", default="")

@@ -107,6 +107,16 @@ def test_production_refuses_dangerous_configuration(name: str, value: str) -> No
     assert "ImproperlyConfigured" in result.stderr and name in result.stderr, result.stderr[-2000:]
 
 
+def test_production_admin_oidc_needs_its_issuer() -> None:
+    oidc = {"ADMIN_OIDC_CLIENT_ID": "gateway-admin", "ADMIN_OIDC_CLIENT_SECRET": secrets.token_urlsafe(32)}
+
+    refused = manage("check", env=PRODUCTION | oidc)
+    accepted = manage("check", env=PRODUCTION | oidc | {"ADMIN_OIDC_ISSUER": "https://login.example.com/tenant/v2.0"})
+
+    assert refused.returncode != 0 and "ADMIN_OIDC_ISSUER" in refused.stderr
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+
+
 def test_secret_strength_is_judged_by_length_and_variety() -> None:
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management.utils import get_random_secret_key
