@@ -80,7 +80,8 @@ def test_no_token_or_cookie_reaches_the_process_output(chatty_gateway: Gateway) 
 
     output = output_after(gateway, "log-marker-0c4f")
     # There was plenty to look at: uvicorn's own WebSocket lines and DEBUG header lines.
-    assert "WebSocket" in output and "request" in output, output[-3000:]
+    assert "WebSocket" in output and "access_token=[redacted]" in output, output[-3000:]
+    assert "Sec-WebSocket-Protocol: [redacted]" in output or "Cookie: [redacted]" in output, output[-3000:]
     signature = valid.rsplit(".", 1)[1]
     for name, canary in {
         "valid token": valid,
