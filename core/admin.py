@@ -7,11 +7,13 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from core.admin_login import ThrottledAdminAuthenticationForm
 from core.models import AuditEvent
 
 admin.site.site_header = "LLM Session Gateway: audit"
 admin.site.site_title = "LLM Session Gateway"
 admin.site.login_template = "core/admin_login.html"
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]

@@ -76,6 +76,11 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
     return _problem(request, InvalidRequest())
 
 
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: problem+json like every other refusal, not Django's HTML page."""
+    return _problem(request, Forbidden("CSRF verification failed: reload the form and submit it again."))
+
+
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if request.path.startswith("/admin/"):
         return defaults.permission_denied(request, exception or Exception())

@@ -39,3 +39,15 @@ def build_context(
     context += [ContextMessage(m.role, m.content) for m in kept]
     context.append(ContextMessage(Role.USER, new_content))
     return context
+
+
+# A model's tokenizer is the model server's; the gateway only needs a fair count to charge
+# a turn the model server never reported on (cut short): about four characters a token,
+# plus a few tokens of chat template per message.
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+
+
+def estimate_input_tokens(context: Sequence[ContextMessage]) -> int:
+    """The input tokens of what the model was sent, estimated."""
+    return sum(-(-len(m.content) // CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE for m in context)

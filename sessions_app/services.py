@@ -21,7 +21,7 @@ from core.observability.context import annotate
 from core.result import Err, Ok, returns_result, unwrap
 from llm_backend.errors import BackendError
 from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, GenerationParams, TokenUsage
-from sessions_app.context import build_context
+from sessions_app.context import build_context, estimate_input_tokens
 from sessions_app.domain import (
     ChatMessage,
     ChatSession,
@@ -242,6 +242,19 @@ class SessionManager:
         else:
             await self._idempotency.release(owner, idempotent)
 
+    def _charge_sent(self, owner: str, tokens: int) -> None:
+        """Charge the input of a turn cut short before any reply: what the model was sent."""
+
+        async def charge() -> None:
+            try:
+                await self._limiter.charge(owner, tokens)
+            except StoreUnavailable:
+                logger.warning("could not count a cut-short turn's tokens")
+
+        task = asyncio.create_task(charge())
+        self._charging.add(task)
+        task.add_done_callback(self._charging.discard)
+
     async def _charge(self, owner: str, outcome: TurnOutcome) -> None:
         try:
             await self._limiter.charge(owner, outcome.usage.input_tokens + outcome.usage.output_tokens)
@@ -355,6 +368,8 @@ class SessionManager:
                 count_backend_error(exc)
                 await events.aclose()
                 await self._store.release_turn(session_id, token=turn.token)
+                if isinstance(exc, asyncio.CancelledError):  # the client left; the model had the prompt
+                    self._charge_sent(owner, estimate_input_tokens(request.messages))
                 raise
         return TurnStream(
             store=self._store,
@@ -365,6 +380,7 @@ class SessionManager:
             new_id=new_message_id,
             lock_seconds=self._policy.turn_lock_seconds,
             settled=functools.partial(self._turn_settled, owner, idempotent),
+            sent=request.messages,
         )
 
     async def _open_turn(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -13,7 +13,8 @@ from typing import Protocol
 from core.errors import GatewayError
 from core.result import unwrap
 from llm_backend.errors import BackendError
-from llm_backend.ports import Delta, FinishReason, StreamEnd, StreamEvent
+from llm_backend.ports import ContextMessage, Delta, FinishReason, StreamEnd, StreamEvent
+from sessions_app.context import estimate_input_tokens
 from sessions_app.domain import ChatMessage, ChatSession, MessageStatus, Role, TokenUsage, TurnOutcome
 from sessions_app.ports import ActiveSessionStore
 from sessions_app.telemetry import count_backend_error, record_completion, tracer
@@ -76,6 +77,7 @@ class TurnStream:
         new_id: Callable[[], str],
         lock_seconds: float,
         settled: Callable[[TurnOutcome | None], Awaitable[None]] | None = None,
+        sent: Sequence[ContextMessage] = (),
     ) -> None:
         self._store = store
         self._settled_hook = settled
@@ -85,6 +87,7 @@ class TurnStream:
         self._clock = clock
         self._new_id = new_id
         self._lock_seconds = lock_seconds
+        self._sent = sent  # what the model was sent: a cut-short turn is charged for it
         self._lock_renewed = time.monotonic()
         self._settled = False
         self._stopped_as = MessageStatus.CANCELLED
@@ -134,9 +137,11 @@ class TurnStream:
             return
         try:
             if pieces:
-                # Tokens actually produced are unknown without the final message; each delta
-                # is about one token, and input is not counted for a cut-short turn.
-                await self._store_reply("".join(pieces), status, TokenUsage(0, len(pieces)), None)
+                # Tokens are unknown without the final message: each delta is about one token,
+                # and the input is what the model was sent, estimated. Charged like any turn, so
+                # cancelling after one delta does not dodge the tokens-per-minute limit.
+                usage = TokenUsage(estimate_input_tokens(self._sent), len(pieces))
+                await self._store_reply("".join(pieces), status, usage, None)
             else:
                 self._settled = True
                 await self._store.release_turn(self._turn.session.id, token=self._turn.token)

@@ -57,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# A CSRF refusal is a problem+json 403 like every other refusal.
+CSRF_FAILURE_VIEW = "core.views.csrf_failure"
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
 WSGI_APPLICATION = None
@@ -197,6 +199,12 @@ AUTHENTICATION_BACKENDS = [
     *(["core.admin_auth.AuditorOIDCBackend"] if ADMIN_OIDC_ENABLED else []),
     "django.contrib.auth.backends.ModelBackend",
 ]
+# The admin's password sign-in locks a name out after this many failures, and a client
+# after this many (whatever names it tried), for this long (counted in Django's cache:
+# Redis when REDIS_URL is set, so shared by every process).
+ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=5)
+ADMIN_LOGIN_MAX_FAILURES_PER_CLIENT = env.int("ADMIN_LOGIN_MAX_FAILURES_PER_CLIENT", default=20)
+ADMIN_LOGIN_LOCKOUT_SECONDS = env.int("ADMIN_LOGIN_LOCKOUT_SECONDS", default=900)
 
 # Keys the owner pseudonym derived from (iss, sub); changing it orphans every session.
 OWNER_PSEUDONYM_SECRET = env("OWNER_PSEUDONYM_SECRET", default="dev-only-owner-pseudonym-secret")

@@ -1,14 +1,17 @@
 """Production: every secret must come from the environment; nothing falls back to a default.
 
 Missing `SECRET_KEY`, `OWNER_PSEUDONYM_SECRET`, `DATABASE_URL`, `REDIS_URL`,
-`JWT_ISSUER`, `JWT_JWKS_URL`, `JWT_AUDIENCE` or `ALLOWED_HOSTS` stops the
-process at start-up with ImproperlyConfigured.
+`JWT_ISSUER`, `JWT_JWKS_URL`, `JWT_AUDIENCE`, `ARCHIVE_KEKS` or `ALLOWED_HOSTS`
+stops the process at start-up with ImproperlyConfigured; so do weak secrets, an
+empty or malformed KEK list, `ALLOWED_HOSTS=*` and JWT algorithms the verifier
+refuses (config/settings/safety.py).
 """
 
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import REDIS_KEY_PREFIX, env, redis_session_store
+from config.settings.safety import require_algorithms, require_hosts, require_keks, require_strong_secret
 from core.observability.logs import logging_config
 
 SECRET_KEY = env("SECRET_KEY")
@@ -16,28 +19,35 @@ OWNER_PSEUDONYM_SECRET = env("OWNER_PSEUDONYM_SECRET")
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+require_hosts(ALLOWED_HOSTS)
 JWT_ISSUER = env("JWT_ISSUER")
 JWT_JWKS_URL = env("JWT_JWKS_URL")
 JWT_AUDIENCE = env.list("JWT_AUDIENCE")
+require_algorithms(JWT_ALGORITHMS)  # noqa: F405
 
-# Archives are encrypted under keys that only the environment holds.
+# Archives are encrypted under keys that only the environment holds: never the
+# development key made on local disk (different per replica, lost with the container).
 ARCHIVE_KEKS = env("ARCHIVE_KEKS")
+require_keks(ARCHIVE_KEKS, ARCHIVE_ACTIVE_KEK)  # noqa: F405
 
 if OIDC_RP_CLIENT_ID:  # noqa: F405
     OIDC_RP_CLIENT_SECRET = env("ADMIN_OIDC_CLIENT_SECRET")
+    # Admin accounts are linked by (issuer, subject): ID tokens from any other issuer are refused.
+    ADMIN_OIDC_ISSUER = env("ADMIN_OIDC_ISSUER")
 
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_BIND = env("METRICS_BIND", default="")
 if not (METRICS_TOKEN or METRICS_BIND):
     raise ImproperlyConfigured("Set METRICS_TOKEN or METRICS_BIND: /metrics is never public in production.")
+if METRICS_TOKEN:
+    require_strong_secret("METRICS_TOKEN", METRICS_TOKEN, min_length=32, min_bits=64)
 
 # Development tokens are never accepted in production, whatever the environment says.
 DEV_MODE = False
 DEBUG = False
 
 for _name, _value in {"SECRET_KEY": SECRET_KEY, "OWNER_PSEUDONYM_SECRET": OWNER_PSEUDONYM_SECRET}.items():
-    if len(_value) < 50 or "dev-only" in _value:
-        raise ImproperlyConfigured(f"{_name} must be a random value of at least 50 characters.")
+    require_strong_secret(_name, _value, min_length=50, min_bits=128)
 
 # Active sessions must be shared by every gateway instance.
 REDIS_URL = env("REDIS_URL")

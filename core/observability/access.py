@@ -33,8 +33,12 @@ def route_of(path: str) -> str:
 
 
 class QueryTokenScrubber:
-    """The outermost layer: moves a WebSocket `access_token` query parameter out of the query
-    string into the scope, so no later layer (tracing, logs) ever sees a token in a URL."""
+    """The outermost layer: moves an `access_token` query parameter out of the query string into
+    the scope, so no later layer (tracing, logs) ever sees a token in a URL. Only the WebSocket
+    consumer reads it from there; an HTTP request's is dropped (HTTP takes tokens by header),
+    but a client that sends one anyway must not have it recorded in a span's URL either. The
+    server's own log lines, written from the unscrubbed scope, are redacted by
+    core/observability/logs.py."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -103,7 +107,7 @@ class AccessMiddleware:
 
 
 def _without_query_token(scope: dict[str, Any]) -> dict[str, Any]:
-    if scope["type"] != "websocket" or b"access_token" not in scope.get("query_string", b""):
+    if scope["type"] not in ("http", "websocket") or b"access_token" not in scope.get("query_string", b""):
         return scope
     pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
     token = next((v for k, v in pairs if k == "access_token"), None)

@@ -3,10 +3,16 @@
 The standard library's loggers (Django, uvicorn, our own) go through the same
 processors, so every line carries the time, level, logger, event and, within a
 request, its request id, trace id, span id, session id and owner pseudonym.
+
+No credential reaches a line: uvicorn and the WebSocket library log the raw
+request line (query string included) and, at DEBUG, every header, before any
+ASGI layer could scrub them, so the last processor redacts tokens, cookies and
+Authorization values from whatever any logger wrote.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -21,6 +27,69 @@ def add_trace_context(logger: Any, method: str, event: dict[str, Any]) -> dict[s
     return event
 
 
+REDACTED = "[redacted]"
+# Query parameters that carry credentials (the WebSocket `access_token`, OIDC's `code`, ...).
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:access_token|id_token|refresh_token|token|code|state|client_secret|password|api_key)=)[^&;\s\"'#]+"
+)
+# Header lines as the WebSocket library prints them at DEBUG ("< Cookie: ...").
+_SECRET_HEADER = re.compile(
+    r"(?im)((?:authorization|proxy-authorization|cookie|set-cookie|sec-websocket-protocol):\s*)\S.*$"
+)
+_BEARER = re.compile(r"(?i)(bearer[\s,]+)[A-Za-z0-9\-._~+/]+=*")
+# A JWT wherever it appears, whatever carried it.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_SECRET_KEYS = frozenset(
+    {"authorization", "cookie", "set-cookie", "access_token", "token", "password", "sessionid", "csrftoken"}
+)
+
+
+def redact_text(text: str) -> str:
+    """`text` without the credentials it may carry (a URL, a header line, a message)."""
+    if len(text) < 8:
+        return text
+    # Every line passes here (the access line of each request too): plain substring tests
+    # keep the regular expressions off the strings that cannot hold a credential.
+    lowered = text.lower()
+    if ":" in text and ("authorization" in lowered or "cookie" in lowered or "sec-websocket-protocol" in lowered):
+        text = _SECRET_HEADER.sub(r"\1" + REDACTED, text)
+    if "=" in text:
+        text = _SECRET_QUERY.sub(r"\1" + REDACTED, text)
+    if "bearer" in lowered:
+        text = _BEARER.sub(r"\1" + REDACTED, text)
+    if "eyJ" in text:
+        text = _JWT.sub(REDACTED, text)
+    return text
+
+
+def _redact(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bytes):
+        return redact_text(value.decode("latin-1"))
+    if depth < 4 and isinstance(value, dict):
+        return {k: REDACTED if str(k).lower() in _SECRET_KEYS else _redact(v, depth + 1) for k, v in value.items()}
+    if depth < 4 and isinstance(value, list | tuple):
+        return [_redact(v, depth + 1) for v in value]
+    return value
+
+
+def redact_credentials(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The last shared processor: runs after tracebacks became text, for structlog's lines and
+    the standard library's alike."""
+    for key, value in event.items():
+        if key.startswith("_"):  # structlog's and the formatter's own entries (the LogRecord)
+            continue
+        if key.lower() in _SECRET_KEYS:
+            event[key] = REDACTED
+        elif type(value) is str:
+            if len(value) >= 8:
+                event[key] = redact_text(value)
+        elif isinstance(value, dict | list | tuple | bytes):
+            event[key] = _redact(value)
+    return event
+
+
 SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -29,6 +98,7 @@ SHARED_PROCESSORS: list[Any] = [
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     # Tracebacks as text, never with local variables (they could hold content).
     structlog.processors.format_exc_info,
+    redact_credentials,
 ]
 
 
@@ -59,7 +129,13 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
         "root": {"handlers": ["stdout"], "level": level},
         "loggers": {
             # uvicorn configures its own loggers first; these take them over.
-            name: {"handlers": ["stdout"], "level": level, "propagate": False}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "daphne", "django")
+            **{
+                name: {"handlers": ["stdout"], "level": level, "propagate": False}
+                for name in ("uvicorn", "uvicorn.error", "daphne", "django")
+            },
+            # Off whatever the command line says: uvicorn logs its access line only when this
+            # logger has a handler, and that line has the raw query string. The gateway writes
+            # its own access line (core/observability/access.py) from the scrubbed scope.
+            "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
         },
     }

@@ -260,6 +260,63 @@ async def test_no_content_reaches_logs_spans_or_metrics(
         assert canary not in metrics_text, f"{name} canary in the metrics"
 
 
+TOKEN_CANARIES = {
+    "query": "canary-query-token-6a0d",
+    "header": "canary-header-token-c2e4",
+    "cookie": "canary-cookie-9f13",
+}
+
+
+async def test_no_token_or_cookie_reaches_logs_spans_or_metrics(
+    traced_client: httpx.AsyncClient, span_exporter: Any, captured_logs: io.StringIO, mint: Mint
+) -> None:
+    """Tokens by query parameter and by header, and cookies, over HTTP and WebSocket; and the
+    lines uvicorn and the WebSocket library write from the raw request (their loggers included):
+    no credential in any log line, span or metric."""
+    import logging
+
+    from config.asgi import application
+
+    valid = mint()
+    cookie = {"Cookie": f"sessionid={TOKEN_CANARIES['cookie']}"}
+    session_id = (await traced_client.post("/api/v1/sessions")).json()["id"]
+    ws_path = f"/ws/v1/sessions/{session_id}"
+    for query in (f"access_token={valid}", f"access_token={TOKEN_CANARIES['query']}&x=1"):
+        ws = WebsocketCommunicator(application, f"{ws_path}?{query}")
+        await ws.connect(timeout=5)
+        await ws.disconnect()
+    ws = WebsocketCommunicator(application, ws_path, subprotocols=["bearer", TOKEN_CANARIES["header"]])
+    await ws.connect(timeout=5)
+    await ws.disconnect()
+    anonymous = httpx.AsyncClient(transport=traced_client._transport, base_url=str(traced_client.base_url))
+    for headers in ({"Authorization": f"Bearer {TOKEN_CANARIES['header']}", **cookie}, cookie):
+        await anonymous.get("/api/v1/sessions", headers=headers)
+        await anonymous.get(f"/api/v1/sessions?access_token={TOKEN_CANARIES['query']}", headers=headers)
+        await anonymous.get(f"/healthz?access_token={TOKEN_CANARIES['query']}", headers=headers)
+    # What uvicorn (its error and access loggers) and websockets write, from the unscrubbed scope.
+    server_log = logging.getLogger("uvicorn.error")
+    server_log.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", f"{ws_path}?access_token={valid}")
+    server_log.debug("< GET %s HTTP/1.1", f"{ws_path}?x=1&access_token={TOKEN_CANARIES['query']}")
+    server_log.debug("< %s: %s", "Sec-WebSocket-Protocol", f"bearer, {TOKEN_CANARIES['header']}")
+    server_log.debug("< %s: %s", "Authorization", f"Bearer {TOKEN_CANARIES['header']}")
+    server_log.debug("< %s: %s", "Cookie", cookie["Cookie"])
+    logging.getLogger("uvicorn.access").info('%s - "GET %s" 200', "127.0.0.1:5", f"/x?access_token={valid}")
+    metrics_text = (await traced_client.get("/metrics")).text
+
+    logs = captured_logs.getvalue()
+    span_text = "\n".join(
+        orjson.dumps({"name": s.name, "attributes": dict(s.attributes or {})}, default=str).decode()
+        for s in span_exporter.get_finished_spans()
+    )
+    assert "WebSocket" in logs and "[redacted]" in logs and "access_token" in span_text + logs
+    for name, canary in {**TOKEN_CANARIES, "valid token": valid, "signature": valid.rsplit(".", 1)[1]}.items():
+        assert canary not in logs, f"{name} in the logs"
+        assert canary not in span_text, f"{name} in a span"
+        assert canary not in metrics_text, f"{name} in the metrics"
+    # uvicorn's access line (with the raw query string) stays off, whatever the command line said.
+    assert not logging.getLogger("uvicorn.access").hasHandlers()
+
+
 @pytest.mark.usefixtures("grpc_backend")
 async def test_each_websocket_turn_has_its_own_span(
     traced_client: httpx.AsyncClient, span_exporter: Any, mint: Mint

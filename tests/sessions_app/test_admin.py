@@ -22,7 +22,7 @@ from jwt.algorithms import RSAAlgorithm
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from core.admin_auth import AUDITOR_GROUP
-from core.models import AuditEvent
+from core.models import AuditEvent, OIDCIdentity
 from sessions_app.models import SessionRecord
 from sessions_app.wiring import get_session_manager
 
@@ -113,7 +113,8 @@ class Provider:
 
     def __init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.claims: dict[str, Any] = {}
+        self.claims: dict[str, Any] = {}  # the userinfo
+        self.id_sub: str | None = None  # the ID token's subject, when not the userinfo's
         self.nonce = ""
         provider = self
 
@@ -129,7 +130,8 @@ class Provider:
                 self.rfile.read(int(self.headers["Content-Length"]))
                 now = int(time.time())
                 id_token = jwt.encode(
-                    {"iss": provider.url, "aud": "gateway-admin", "sub": provider.claims["sub"], "iat": now,
+                    {"iss": provider.url, "aud": "gateway-admin", "sub": provider.id_sub or provider.claims["sub"],
+                     "iat": now,
                      "exp": now + 300, "nonce": provider.nonce},
                     provider.key, algorithm="RS256", headers={"kid": "k1"},
                 )  # fmt: skip
@@ -179,6 +181,10 @@ def sign_in(client: Client, provider: Provider) -> Any:
     return client.get("/oidc/callback/", {"code": "code-123", "state": query["state"][0]})
 
 
+def linked(provider: Provider, subject: str) -> Any:
+    return OIDCIdentity.objects.select_related("user").get(issuer=provider.url, subject=subject).user
+
+
 def test_an_auditor_signs_in_through_the_provider(provider: Provider) -> None:
     provider.claims = {
         "sub": "u-1",
@@ -192,10 +198,11 @@ def test_an_auditor_signs_in_through_the_provider(provider: Provider) -> None:
 
     assert callback.status_code == 302 and callback["Location"] == "/admin/"
     assert client.get("/admin/").status_code == 200
-    user = get_user_model().objects.get(username="dana")
+    user = linked(provider, "u-1")
+    assert user.username.startswith("dana~oidc-") and not user.has_usable_password()
     assert user.is_staff and not user.is_superuser and user.groups.filter(name=AUDITOR_GROUP).exists()
     assert client.get("/admin/sessions_app/sessionrecord/").status_code == 200
-    assert AuditEvent.objects.filter(action="admin.sign_in", actor="auditor:dana").exists()
+    assert AuditEvent.objects.filter(action="admin.sign_in", actor=f"auditor:{user.username}").exists()
     assert "Sign in with your organisation" in Client().get("/admin/login/").content.decode()
 
 
@@ -206,7 +213,8 @@ def test_someone_without_the_role_gets_no_account(provider: Provider) -> None:
     callback = sign_in(client, provider)
 
     assert callback.status_code == 302 and "denied" in callback["Location"]
-    assert not get_user_model().objects.filter(username="eve").exists()
+    assert not get_user_model().objects.filter(username__startswith="eve").exists()
+    assert not OIDCIdentity.objects.exists()
     assert client.get("/admin/").status_code == 302  # back to the login page
 
 
@@ -214,8 +222,105 @@ def test_a_revoked_role_is_revoked_at_the_next_sign_in(provider: Provider) -> No
     provider.claims = {"sub": "u-3", "preferred_username": "finn", "roles": "gateway-auditor"}
     sign_in(Client(), provider)
     provider.claims = {"sub": "u-3", "preferred_username": "finn", "roles": []}
+    client = Client()
+
+    callback = sign_in(client, provider)
+
+    assert callback.status_code == 302 and "denied" in callback["Location"]  # not signed in at all
+    user = linked(provider, "u-3")
+    assert not user.is_staff and not user.groups.filter(name=AUDITOR_GROUP).exists()
+    assert client.get("/admin/").status_code == 302
+
+
+def local_superuser() -> Any:
+    return get_user_model().objects.create_superuser("root", "root@example.com", "pw-for-tests")
+
+
+@pytest.mark.parametrize("claim", ["preferred_username", "email"])
+def test_a_local_superusers_name_or_email_signs_in_as_a_separate_account(provider: Provider, claim: str) -> None:
+    root = local_superuser()
+    provider.claims = {"sub": "u-4", claim: "root" if claim == "preferred_username" else "root@example.com"}
+    provider.claims["roles"] = ["gateway-auditor"]
+    client = Client()
+
+    sign_in(client, provider)
+
+    user = linked(provider, "u-4")
+    assert user.pk != root.pk and not user.is_superuser
+    assert client.session["_auth_user_id"] == str(user.pk)
+    root.refresh_from_db()
+    assert root.is_superuser and root.is_staff and not hasattr(root, "oidc_identity")
+
+
+def test_a_non_auditor_named_like_the_superuser_changes_nothing(provider: Provider) -> None:
+    root = local_superuser()
+    provider.claims = {"sub": "u-5", "preferred_username": "root", "email": "root@example.com", "roles": []}
+    client = Client()
+
+    callback = sign_in(client, provider)
+
+    assert "denied" in callback["Location"] and "_auth_user_id" not in client.session
+    root.refresh_from_db()
+    assert root.is_superuser and root.is_staff  # not demoted
+    assert get_user_model().objects.count() == 1
+
+
+def test_accounts_follow_the_subject_not_the_name(provider: Provider) -> None:
+    provider.claims = {"sub": "u-6", "preferred_username": "gail", "roles": ["gateway-auditor"]}
+    sign_in(Client(), provider)
+    first = linked(provider, "u-6")
+    # The same person renamed: the same account. Someone else taking the old name: another one.
+    provider.claims = {"sub": "u-6", "preferred_username": "gail.new", "roles": ["gateway-auditor"]}
+    sign_in(Client(), provider)
+    provider.claims = {"sub": "u-7", "preferred_username": "gail", "roles": ["gateway-auditor"]}
+    sign_in(Client(), provider)
+
+    assert linked(provider, "u-6").pk == first.pk
+    assert linked(provider, "u-7").pk != first.pk
+    assert OIDCIdentity.objects.count() == 2
+
+
+def test_superuser_is_never_kept_through_the_provider(provider: Provider) -> None:
+    provider.claims = {"sub": "u-8", "preferred_username": "hana", "roles": ["gateway-auditor"]}
+    sign_in(Client(), provider)
+    get_user_model().objects.filter(pk=linked(provider, "u-8").pk).update(is_superuser=True)
 
     sign_in(Client(), provider)
 
-    user = get_user_model().objects.get(username="finn")
-    assert not user.is_staff and not user.groups.filter(name=AUDITOR_GROUP).exists()
+    assert not linked(provider, "u-8").is_superuser
+
+
+def test_a_userinfo_about_another_subject_or_another_issuer_is_refused(
+    provider: Provider, api_settings: SettingsWrapper
+) -> None:
+    provider.claims = {"sub": "u-9", "preferred_username": "ivan", "roles": ["gateway-auditor"]}
+    provider.id_sub = "u-10"
+    assert "denied" in sign_in(Client(), provider)["Location"]
+    provider.id_sub = None
+    api_settings.ADMIN_OIDC_ISSUER = "https://login.other.example"
+    assert "denied" in sign_in(Client(), provider)["Location"]
+    api_settings.ADMIN_OIDC_ISSUER = provider.url + "/"
+    assert sign_in(Client(), provider)["Location"] == "/admin/"
+
+    assert [link.subject for link in OIDCIdentity.objects.all()] == ["u-9"]
+
+
+def test_oidc_views_answer_404_and_write_no_session_when_oidc_is_off() -> None:
+    from django.contrib.sessions.models import Session
+
+    for path in ("/oidc/authenticate/", "/oidc/callback/?code=c&state=s", "/oidc/logout/"):
+        client = Client()
+        response = client.get(path)
+        assert response.status_code == 404 and response["Content-Type"] == "application/problem+json", path
+        assert "sessionid" not in response.cookies, path
+    assert Session.objects.count() == 0
+
+
+def test_a_csrf_failure_is_problem_json() -> None:
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post("/admin/login/", {"username": "root", "password": "x"})
+
+    assert response.status_code == 403 and response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == "forbidden" and "CSRF" in body["detail"] and body["instance"] == "/admin/login/"
