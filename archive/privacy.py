@@ -90,16 +90,22 @@ class PrivacyService:
         """Erase everything about `owner`: their data key first (so every copy of their
         archives, backups included, is unreadable from that moment), then the archived
         objects, the active sessions and the session records. Running it again after a
-        crash finishes the job. The content-free receipt stays in the audit trail."""
-        key_destroyed = await self._keys.destroy(owner)
-        archived = await self._archive.delete_by_owner(owner)
-        active = 0
-        async for session_id in self._active_ids(owner):
-            if isinstance(await self._active.delete(session_id, owner=owner), Ok):
-                active += 1
-        for forget in self._forget:
-            await forget(owner)
-        records, _ = await SessionRecord.objects.filter(owner=owner).adelete()
+        crash finishes the job. The content-free receipt stays in the audit trail.
+
+        It runs with the owner closed to archiving and resuming (see `ArchiveService`): those
+        under way finish first, none starts until the receipt is written, so none can write an
+        object, a record or a new data key behind it. Busy past the wait: `OwnerBusy`, nothing
+        erased yet, retry."""
+        async with self._archive_service.owner_closed(owner):
+            key_destroyed = await self._keys.destroy(owner)
+            archived = await self._archive.delete_by_owner(owner)
+            active = 0
+            async for session_id in self._active_ids(owner):
+                if isinstance(await self._active.delete(session_id, owner=owner), Ok):
+                    active += 1
+            for forget in self._forget:
+                await forget(owner)
+            records, _ = await SessionRecord.objects.filter(owner=owner).adelete()
         receipt = ErasureReceipt(
             id=str(uuid.uuid4()),
             erased_at=self._clock(),
