@@ -6,7 +6,7 @@ import httpx
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from archive.wiring import get_archive_store
+from archive.wiring import get_archive_store, get_owner_gate
 from core.models import AuditEvent
 from sessions_app.models import SessionRecord
 from tests.support import Mint
@@ -130,3 +130,22 @@ async def test_erasing_me_removes_everything_and_returns_a_receipt(client: httpx
     assert (await client.get(f"/api/v1/sessions/{bobs}", headers=bob)).status_code == 200
     event = await AuditEvent.objects.aget(action="owner.erase")
     assert event.details["receipt_id"] == receipt["id"]
+
+
+async def test_erasing_me_while_my_sessions_are_archived_waits_then_answers_503(
+    client: httpx.AsyncClient, api_settings: SettingsWrapper
+) -> None:
+    session_id = await conversation(client, turns=1)
+    owner = (await SessionRecord.objects.aget(id=session_id)).owner
+    api_settings.ARCHIVE_ERASURE_WAIT_SECONDS = 0.2
+    gate = get_owner_gate()
+    assert await gate.enter(owner, "an-archive-under-way", hold_seconds=30)
+
+    busy = await client.delete("/api/v1/me")
+
+    assert busy.status_code == 503 and busy.headers["retry-after"]
+    assert busy.json()["code"] == "owner_busy"
+    assert (await client.get(f"/api/v1/sessions/{session_id}")).status_code == 200  # nothing erased yet
+    await gate.leave(owner, "an-archive-under-way")
+    assert (await client.delete("/api/v1/me")).status_code == 200
+    assert (await client.get(f"/api/v1/sessions/{session_id}")).status_code == 404
