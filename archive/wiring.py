@@ -64,6 +64,10 @@ def get_privacy_service() -> PrivacyService:
         clock=now_ms,
         # Looked up per call: those stores follow their own settings.
         forget=(lambda owner: get_idempotency_store().forget(owner), lambda owner: get_limiter().forget(owner)),
+        describe={
+            "idempotency_records": lambda owner: get_idempotency_store().describe(owner),
+            "rate_limits": lambda owner: get_limiter().describe(owner),
+        },
     )
 
 

@@ -53,6 +53,7 @@ def present_export(export: OwnerExport) -> dict[str, Any]:
             }
             for e in export.audit_events
         ],
+        "side_stores": export.side_stores,
     }
 
 

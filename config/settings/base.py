@@ -327,6 +327,9 @@ else:
 
 # Idempotency-Key: how long a key's first result is remembered.
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86_400)
+# The key of the requests' fingerprints (HMAC-SHA256) kept with each Idempotency-Key; empty:
+# derived from SECRET_KEY. Changing it makes keys in flight answer 422 idempotency_key_reused.
+IDEMPOTENCY_SECRET = env("IDEMPOTENCY_SECRET", default="")
 if REDIS_URL:
     IDEMPOTENCY_STORE = {
         "CLASS": "sessions_app.idempotency.RedisIdempotencyStore",
