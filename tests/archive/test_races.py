@@ -28,10 +28,11 @@ from archive.services import ArchiveService
 from archive.stores.azure_blob import AzureBlobArchiveStore
 from core.limits import RedisLimiter
 from core.result import Ok
+from llm_backend.fake import FakeChatBackend
 from sessions_app.idempotency import IdempotentRequest, RedisIdempotencyStore
 from sessions_app.models import SessionRecord
 from sessions_app.recording import DatabaseRecorder
-from sessions_app.services import now_ms
+from sessions_app.services import SessionManager, SessionPolicy, now_ms
 from sessions_app.stores.redis import RedisSessionStore
 from tests.archive.test_services import CANARY, manager_for, session_with_turns
 
@@ -214,3 +215,34 @@ async def test_purge_racing_archiving_never_destroys_a_key_in_use(
             assert archived is not None, f"round {round_}: session lost"
             assert archived.messages[0].content == f"{CANARY} 0"
         assert await blob_store.get(owner, expired) is None
+
+
+async def test_deleting_a_session_racing_its_archiving_leaves_no_copy_or_record(
+    processes: tuple[Process, Process], blob_store: AzureBlobArchiveStore, redis_url: str, redis_prefix: str
+) -> None:
+    gateway, scheduler = processes
+    manager = SessionManager(
+        store=gateway.store,
+        backend=FakeChatBackend(),
+        policy=SessionPolicy(),
+        recorder=DatabaseRecorder(),
+        archive=gateway.archive,
+        idempotency=gateway.idempotency,
+    )
+    rng = random.Random(5)  # noqa: S311 - seeded jitter
+    owner = f"o_delete_{uuid.uuid4().hex[:6]}"
+    ids = await owner_with_sessions(gateway, owner, SESSIONS)
+
+    async def delete_later(session_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await manager.session_delete(owner=owner, session_id=session_id)
+
+    await asyncio.gather(
+        *(scheduler.archive.archive(i, actor="scheduler") for i in ids),
+        *(delete_later(i, rng.uniform(0, 0.2)) for i in ids),
+    )
+
+    assert await blob_store.list_by_owner(owner) == []
+    assert not await SessionRecord.objects.filter(owner=owner).aexists()
+    left = [k for k in await owner_keys_in_redis(redis_url, redis_prefix, owner, ids) if ":idem" in k or ":s:" in k]
+    assert left == []
