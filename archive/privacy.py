@@ -104,8 +104,8 @@ class PrivacyService:
         crash finishes the job. The content-free receipt stays in the audit trail.
 
         It runs with the owner closed to archiving and resuming (see `ArchiveService`): those
-        under way finish first, none starts until the receipt is written, so none can write an
-        object, a record or a new data key behind it. Busy past the wait: `OwnerBusy`, nothing
+        under way finish first and none starts until it is done, so none can write an object,
+        a record or a new data key behind it. Busy past the wait: `OwnerBusy`, nothing
         erased yet, retry."""
         async with self._archive_service.owner_closed(owner):
             key_destroyed = await self._keys.destroy(owner)

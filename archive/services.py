@@ -65,7 +65,7 @@ class ArchiveService:
     behind, and a purge destroyed a key an archive was using. So the writers enter the owner's
     gate (many at once), the destroyers close it (alone, after the writers inside are done,
     waiting at most `close_wait` seconds before `503 owner_busy`). It costs archiving and
-    resuming one Redis round trip each to enter and leave; turns never touch it.
+    resuming two Redis round trips (enter, leave); turns never touch it.
     """
 
     def __init__(
