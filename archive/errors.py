@@ -23,3 +23,12 @@ class SessionNotArchived(GatewayError):
     status = 409
     title = "Session not archived"
     default_detail = "The session is not in the archive."
+
+
+class OwnerBusy(ServiceUnavailable):
+    """An erasure (or a key's destruction) and an archive or resume of the same owner met:
+    one waits for the other, for a bounded time, then this."""
+
+    code = "owner_busy"
+    title = "Owner's data busy"
+    default_detail = "Your sessions are being archived or erased right now; retry shortly."

@@ -97,6 +97,13 @@ class KeyRing:
         deleted, _ = await OwnerDataKey.objects.filter(owner=owner).adelete()
         return bool(deleted)
 
+    async def describe(self, owner: str) -> list[dict[str, str]]:
+        """The owner's data key as their export lists it: its id, wrapping KEK and age, never the key."""
+        return [
+            {"id": str(row.id), "kek_id": row.kek_id, "created_at": row.created_at.isoformat()}
+            async for row in OwnerDataKey.objects.filter(owner=owner)
+        ]
+
     async def rewrap(self) -> int:
         """Re-wrap every data key under the active KEK (after a KEK rotation)."""
         return await sync_to_async(self._rewrap)()

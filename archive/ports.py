@@ -46,3 +46,33 @@ class ArchiveSessionStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class OwnerGate(Protocol):
+    """Keeps the work that writes an owner's archives and data key (archiving, resuming) apart
+    from the work that destroys them (erasure, deleting a session, a purge destroying the key):
+    many of the first at once, or one of the second alone. Shared by every process.
+
+    Both kinds of hold lapse after `hold_seconds`, so a crashed process cannot close an owner
+    for good; a hold that lapsed mid-work is reported when it is left.
+    """
+
+    async def enter(self, owner: str, token: str, *, hold_seconds: float) -> bool:
+        """Start writing work on the owner's data; False (nothing held) while the owner is closed."""
+        ...
+
+    async def leave(self, owner: str, token: str) -> bool:
+        """End it; False if its hold had lapsed meanwhile."""
+        ...
+
+    async def close(self, owner: str, token: str, *, hold_seconds: float) -> int:
+        """Close the owner to new writing work, or renew the closing `token` holds. Returns how
+        much writing work is still inside (0: the owner is the caller's alone), or -1 while
+        another closing holds the owner (nothing taken)."""
+        ...
+
+    async def reopen(self, owner: str, token: str) -> None:
+        """Give the owner back, if `token` still holds the closing."""
+        ...
+
+    async def close_connections(self) -> None: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +39,7 @@ class OwnerExport:
     sessions: list[Transcript]
     records: list[SessionRecord]
     audit_events: list[AuditEvent]
+    side_stores: dict[str, Any]
 
 
 class PrivacyService:
@@ -51,15 +52,18 @@ class PrivacyService:
         keys: KeyRing,
         clock: Callable[[], datetime],
         forget: Sequence[Callable[[str], Awaitable[None]]] = (),
+        describe: Mapping[str, Callable[[str], Awaitable[Any]]] | None = None,
     ) -> None:
         """`forget`: the other places keyed by owner, each dropping what it holds about
-        one (idempotency records, which keep replies, and rate-limit counters)."""
+        one (idempotency records, which keep replies, and rate-limit counters); `describe`:
+        the same places by name, each listing what it holds about one, without content."""
         self._active = active
         self._archive = archive
         self._archive_service = archive_service
         self._keys = keys
         self._clock = clock
         self._forget = forget
+        self._describe = dict(describe or {})
 
     async def export(self, owner: str, *, actor: str) -> OwnerExport:
         """Everything the gateway holds about `owner`: active and archived sessions with their
@@ -84,22 +88,35 @@ class PrivacyService:
         await audit(
             actor=actor, action="owner.export", target_type="owner", target=owner, details={"sessions": len(sessions)}
         )
-        return OwnerExport(owner, self._clock(), sessions, records, events)
+        return OwnerExport(owner, self._clock(), sessions, records, events, await self.owner_side_stores(owner))
+
+    async def owner_side_stores(self, owner: str) -> dict[str, Any]:
+        """What the gateway keeps about `owner` beside their sessions: Idempotency-Key records,
+        rate-limit counts and data-key ids. Ids, counts and times; never content or key material."""
+        side = {name: await describe(owner) for name, describe in self._describe.items()}
+        side["data_keys"] = await self._keys.describe(owner)
+        return side
 
     async def erase(self, owner: str, *, actor: str) -> ErasureReceipt:
         """Erase everything about `owner`: their data key first (so every copy of their
         archives, backups included, is unreadable from that moment), then the archived
         objects, the active sessions and the session records. Running it again after a
-        crash finishes the job. The content-free receipt stays in the audit trail."""
-        key_destroyed = await self._keys.destroy(owner)
-        archived = await self._archive.delete_by_owner(owner)
-        active = 0
-        async for session_id in self._active_ids(owner):
-            if isinstance(await self._active.delete(session_id, owner=owner), Ok):
-                active += 1
-        for forget in self._forget:
-            await forget(owner)
-        records, _ = await SessionRecord.objects.filter(owner=owner).adelete()
+        crash finishes the job. The content-free receipt stays in the audit trail.
+
+        It runs with the owner closed to archiving and resuming (see `ArchiveService`): those
+        under way finish first and none starts until it is done, so none can write an object,
+        a record or a new data key behind it. Busy past the wait: `OwnerBusy`, nothing
+        erased yet, retry."""
+        async with self._archive_service.owner_closed(owner):
+            key_destroyed = await self._keys.destroy(owner)
+            archived = await self._archive.delete_by_owner(owner)
+            active = 0
+            async for session_id in self._active_ids(owner):
+                if isinstance(await self._active.delete(session_id, owner=owner), Ok):
+                    active += 1
+            for forget in self._forget:
+                await forget(owner)
+            records, _ = await SessionRecord.objects.filter(owner=owner).adelete()
         receipt = ErasureReceipt(
             id=str(uuid.uuid4()),
             erased_at=self._clock(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -15,9 +16,10 @@ from typing import Any
 from opentelemetry import trace
 
 from archive import codec, crypto, selectors
-from archive.errors import ArchiveUnavailable, ArchiveUnreadable
+from archive.errors import ArchiveUnavailable, ArchiveUnreadable, OwnerBusy
 from archive.keys import KeyRing
-from archive.ports import ArchiveSessionStore
+from archive.owner_gate import MemoryOwnerGate, owner_closed
+from archive.ports import ArchiveSessionStore, OwnerGate
 from core.errors import GatewayError
 from core.observability import metrics
 from core.result import Err, Ok, Result, returns_result, unwrap
@@ -57,6 +59,14 @@ class ArchiveService:
     read it back and compare, record it, and only then delete it from the active
     store, under the same lock. A crash or failure at any step leaves the session
     in the active store; the next attempt overwrites the same object.
+
+    Why a gate per owner: archiving and resuming write an owner's archives and may make their
+    data key, erasure and purge destroy them, and they run in different processes (gateways,
+    the scheduler, commands). Interleaved, an erasure left objects, a new key and records
+    behind, and a purge destroyed a key an archive was using. So the writers enter the owner's
+    gate (many at once), the destroyers close it (alone, after the writers inside are done,
+    waiting at most `close_wait` seconds before `503 owner_busy`). It costs archiving and
+    resuming two Redis round trips (enter, leave); turns never touch it.
     """
 
     def __init__(
@@ -69,6 +79,8 @@ class ArchiveService:
         clock: Callable[[], datetime],
         lock_seconds: float = 120.0,
         max_sessions_per_owner: int = 1000,
+        gate: OwnerGate | None = None,
+        close_wait: float = 10.0,
     ) -> None:
         self._active = active
         self._archive = archive
@@ -77,6 +89,8 @@ class ArchiveService:
         self._clock = clock
         self._lock_seconds = lock_seconds
         self._max_sessions = max_sessions_per_owner
+        self._gate = gate or MemoryOwnerGate()
+        self._close_wait = close_wait
 
     # -- the SessionArchive port ------------------------------------------------
 
@@ -93,6 +107,25 @@ class ArchiveService:
             await self._active.lock_for_archive(session_id, token=token, lock_seconds=self._lock_seconds)
         )
         owner = transcript.session.owner
+        try:
+            entered = await self._gate.enter(owner, token, hold_seconds=self._lock_seconds)
+        except BaseException:
+            await self._active.release_turn(session_id, token=token)
+            raise
+        if not entered:  # being erased: it will be deleted, not archived
+            await self._active.release_turn(session_id, token=token)
+            raise OwnerBusy()
+        try:
+            return await self._archive_locked(transcript, token=token, actor=actor)
+        finally:
+            await self._leave(owner, token)
+
+    async def _leave(self, owner: str, token: str) -> None:
+        if not await self._gate.leave(owner, token):
+            logger.error("an archive or resume outlasted its hold on the owner (ARCHIVE_LOCK_SECONDS)")
+
+    async def _archive_locked(self, transcript: Transcript, *, token: str, actor: str) -> ChatSession:
+        session_id, owner = transcript.session.id, transcript.session.owner
         try:
             key_id, key = await self._keys.key_for(owner)
             sealed = crypto.seal(
@@ -172,6 +205,16 @@ class ArchiveService:
 
     @returns_result
     async def _restore_one(self, session_id: str, *, owner: str, actor: str) -> ChatSession:
+        token = secrets.token_urlsafe(16)
+        # Entered like an archive: an erasure running meanwhile would miss the session it puts back.
+        if not await self._gate.enter(owner, token, hold_seconds=self._lock_seconds):
+            raise OwnerBusy()
+        try:
+            return await self._restore_entered(session_id, owner=owner, actor=actor)
+        finally:
+            await self._leave(owner, token)
+
+    async def _restore_entered(self, session_id: str, *, owner: str, actor: str) -> ChatSession:
         transcript = await self.fetch(session_id, owner=owner)
         if transcript is None:
             raise SessionNotFound()
@@ -195,7 +238,13 @@ class ArchiveService:
         return session
 
     async def erase(self, session_id: str, *, owner: str, actor: str) -> bool:
-        return await self._archive.delete(owner, session_id)
+        # After any archive of the owner under way: one of this session would write it again.
+        async with self.owner_closed(owner):
+            return await self._archive.delete(owner, session_id)
+
+    def owner_closed(self, owner: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the owner alone (no archive or resume of theirs runs) for a destroying job."""
+        return owner_closed(self._gate, owner, wait=self._close_wait, hold_seconds=self._lock_seconds)
 
     # -- the operators' passes ----------------------------------------------------
 
@@ -290,6 +339,12 @@ class ArchiveService:
             owners.add(record.owner)
             report.done += 1
         for owner in owners:
-            if not await selectors.has_archived(owner):
-                await self._keys.destroy(owner)
+            try:
+                # Checked with the owner held: an archive may have the key in hand and not yet
+                # its record; once it is done, its record shows and the key stays.
+                async with self.owner_closed(owner):
+                    if not await selectors.has_archived(owner):
+                        await self._keys.destroy(owner)
+            except OwnerBusy:  # an unused key kept: it goes with the owner's next purge or erasure
+                logger.warning("an owner's data key was kept: their archiving went on past the wait")
         return report

@@ -10,7 +10,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from archive.keys import KeyRing, development_kek, parse_keks
-from archive.ports import ArchiveSessionStore
+from archive.ports import ArchiveSessionStore, OwnerGate
 from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from core.adapters import build_adapter
@@ -24,6 +24,12 @@ from sessions_app.wiring import get_idempotency_store, get_session_store
 def get_archive_store() -> ArchiveSessionStore:
     store: ArchiveSessionStore = build_adapter(settings.ARCHIVE_STORE)
     return store
+
+
+@functools.cache
+def get_owner_gate() -> OwnerGate:
+    gate: OwnerGate = build_adapter(settings.ARCHIVE_OWNER_GATE)
+    return gate
 
 
 @functools.cache
@@ -43,6 +49,8 @@ def get_archive_service() -> ArchiveService:
         clock=now_ms,
         lock_seconds=settings.ARCHIVE_LOCK_SECONDS,
         max_sessions_per_owner=settings.SESSION_LIMITS["MAX_SESSIONS_PER_OWNER"],
+        gate=get_owner_gate(),
+        close_wait=settings.ARCHIVE_ERASURE_WAIT_SECONDS,
     )
 
 
@@ -56,11 +64,15 @@ def get_privacy_service() -> PrivacyService:
         clock=now_ms,
         # Looked up per call: those stores follow their own settings.
         forget=(lambda owner: get_idempotency_store().forget(owner), lambda owner: get_limiter().forget(owner)),
+        describe={
+            "idempotency_records": lambda owner: get_idempotency_store().describe(owner),
+            "rate_limits": lambda owner: get_limiter().describe(owner),
+        },
     )
 
 
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: object) -> None:
     if setting.startswith("ARCHIVE_") or setting in {"ACTIVE_SESSION_STORE", "SESSION_LIMITS"}:
-        for cached in (get_archive_store, get_key_ring, get_archive_service, get_privacy_service):
+        for cached in (get_archive_store, get_owner_gate, get_key_ring, get_archive_service, get_privacy_service):
             cached.cache_clear()

@@ -60,6 +60,10 @@ class OwnerLimiter(Protocol):
         """Drop every count about the owner (erasure)."""
         ...
 
+    async def describe(self, owner: str) -> dict[str, int]:
+        """The counts kept about the owner now, for their export."""
+        ...
+
     async def close(self) -> None:
         """Send what is still unsent; close connections."""
         ...
@@ -105,8 +109,16 @@ class MemoryLimiter:
         for key in [k for k in self._windows if k[0] == owner]:
             del self._windows[key]
 
+    async def describe(self, owner: str) -> dict[str, int]:
+        counts = self._windows.get((owner, int(self._clock() // WINDOW)), [0, 0])
+        return _counts(counts[0], counts[1], len(self._streams.get(owner, ())))
+
     async def close(self) -> None:
         pass
+
+
+def _counts(requests: int, tokens: int, streams: int) -> dict[str, int]:
+    return {"requests_this_minute": requests, "tokens_this_minute": tokens, "open_streams": streams}
 
 
 def _judge(limits: Limits, requests: int, tokens: int, now: float) -> None:
@@ -266,6 +278,18 @@ class RedisLimiter:
         client = self._client()
         keys = [k async for k in client.scan_iter(match=self._key(owner, "rl:*"), count=500)]
         await client.delete(*keys, self._key(owner, "streams"))
+
+    @store_errors
+    async def describe(self, owner: str) -> dict[str, int]:
+        now = time.time()
+        pipe = self._client().pipeline(transaction=False)
+        pipe.hmget(self._key(owner, f"rl:{int(now // WINDOW)}"), ["r", "t"])
+        pipe.zcount(self._key(owner, "streams"), now - self.limits.stream_seconds, "+inf")
+        (requests, tokens), streams = await pipe.execute()
+        tally = self._tallies.get(owner)
+        if tally is None or tally.window != int(now // WINDOW):
+            tally = _Tally(int(now // WINDOW))  # nothing unsent
+        return _counts(int(requests or 0) + tally.unsent_requests, int(tokens or 0) + tally.unsent_tokens, int(streams))
 
     async def close(self) -> None:
         await self.flush()

@@ -1,19 +1,26 @@
 """Idempotency-Key: a repeated request returns its first result, once, across every instance.
 
 What is remembered is ids and counts (which session, which messages), never content:
-a replay reads the messages back from the session.
+a replay reads the messages back from the session. The request's fingerprint is a keyed
+hash (HMAC-SHA256 under `IDEMPOTENCY_SECRET`), so a stored record cannot confirm a guess of
+the message; records go with their session (`DELETE /sessions/{id}`) and their owner (erasure).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import re
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from core.errors import GatewayError, InvalidRequest
 from core.redis_clients import LoopClients, WhenBack, store_errors
@@ -47,7 +54,22 @@ class IdempotentRequest:
             return None
         if not _KEY.match(header):
             raise InvalidRequest("Idempotency-Key: must be 1 to 255 printable ASCII characters.")
-        return cls(header, hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest())
+        payload = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+        return cls(header, hmac.new(fingerprint_key(), payload, hashlib.sha256).hexdigest())
+
+
+@functools.cache
+def fingerprint_key() -> bytes:
+    """The fingerprints' key: `IDEMPOTENCY_SECRET`, or else one derived from `SECRET_KEY`
+    (domain-separated, so the fingerprints reveal nothing about it)."""
+    secret = settings.IDEMPOTENCY_SECRET or settings.SECRET_KEY
+    return hmac.new(secret.encode(), b"gateway idempotency fingerprint", hashlib.sha256).digest()
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: object) -> None:
+    if setting in {"IDEMPOTENCY_SECRET", "SECRET_KEY"}:
+        fingerprint_key.cache_clear()
 
 
 class Claim(StrEnum):
@@ -75,7 +97,22 @@ class IdempotencyStore(Protocol):
         unreachable store: it keeps trying in the background (the claim lapses anyway)."""
         ...
 
-    async def forget(self, owner: str) -> None: ...
+    async def forget(self, owner: str) -> None:
+        """Drop every record of the owner (erasure)."""
+        ...
+
+    async def forget_session(self, owner: str, session_id: str) -> None:
+        """Drop the owner's records that name this session (it was deleted)."""
+        ...
+
+    async def describe(self, owner: str) -> list[dict[str, Any]]:
+        """What is kept about the owner, for their export: each record's state, ids, counts
+        and lifetime; never the fingerprint (nor content, which no record holds)."""
+        ...
+
+
+def _described(key_id: str, state: str, result: dict[str, Any] | None, expires_in: float) -> dict[str, Any]:
+    return {"key_id": key_id, "state": state, "result": result, "expires_in_seconds": max(0, round(expires_in))}
 
 
 class MemoryIdempotencyStore:
@@ -105,11 +142,28 @@ class MemoryIdempotencyStore:
         for key in [k for k in self._records if k[0] == owner]:
             del self._records[key]
 
+    async def forget_session(self, owner: str, session_id: str) -> None:
+        for key, (_, _, result, _) in list(self._records.items()):
+            if key[0] == owner and result is not None and result.get("session_id") == session_id:
+                del self._records[key]
 
+    async def describe(self, owner: str) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [
+            _described(_key_id(key), state, result, until - now)
+            for (holder, key), (_, state, result, until) in self._records.items()
+            if holder == owner and until > now
+        ]
+
+
+# KEYS: the record, the owner's index. ARGV: fingerprint, pending seconds, index member, now.
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
 if not current then
   redis.call('SET', KEYS[1], cjson.encode({fp = ARGV[1], state = 'pending'}), 'EX', ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[4] + ARGV[2], ARGV[3])
+  if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
   return {'new'}
 end
 local record = cjson.decode(current)
@@ -120,7 +174,9 @@ return {'done', current}
 
 
 class RedisIdempotencyStore:
-    """One key per owner and Idempotency-Key, under the owner's hash tag."""
+    """One key per owner and Idempotency-Key, under the owner's hash tag, and an index of the
+    owner's keys (`P:o:{owner}:idemidx`, sorted set by lapse time), written in the same round
+    trip as the record, so a session's records can be found without scanning Redis."""
 
     def __init__(self, *, url: str, prefix: str = "gw", pending_seconds: float = 600.0) -> None:
         """`pending_seconds`: how long a failed write is retried; pending claims lapse by then."""
@@ -130,14 +186,21 @@ class RedisIdempotencyStore:
         self._pending_seconds = pending_seconds
 
     def _key(self, owner: str, request: IdempotentRequest | None = None) -> str:
-        suffix = hashlib.sha256(request.key.encode()).hexdigest()[:32] if request else "*"
-        return f"{self._prefix}:o:{{{owner}}}:idem:{suffix}"
+        return self._record_key(owner, _key_id(request.key) if request else "*")
+
+    def _record_key(self, owner: str, key_id: str) -> str:
+        return f"{self._prefix}:o:{{{owner}}}:idem:{key_id}"
+
+    def _index_key(self, owner: str) -> str:
+        return f"{self._prefix}:o:{{{owner}}}:idemidx"
 
     @store_errors
     async def claim(
         self, owner: str, request: IdempotentRequest, *, pending_seconds: int
     ) -> tuple[Claim, dict[str, Any] | None]:
-        reply = await self._client().eval(_CLAIM, 1, self._key(owner, request), request.fingerprint, pending_seconds)
+        keys = (self._key(owner, request), self._index_key(owner))
+        args = (request.fingerprint, pending_seconds, _key_id(request.key), int(time.time()))
+        reply = await self._client().eval(_CLAIM, 2, *keys, *args)
         claim = Claim(reply[0].decode())
         return claim, (orjson.loads(reply[1])["result"] if claim == Claim.DONE else None)
 
@@ -149,7 +212,11 @@ class RedisIdempotencyStore:
 
     @store_errors
     async def _set(self, owner: str, request: IdempotentRequest, record: bytes, ttl: int) -> None:
-        await self._client().set(self._key(owner, request), record, ex=ttl)
+        pipe = self._client().pipeline(transaction=False)
+        pipe.set(self._key(owner, request), record, ex=ttl)
+        pipe.zadd(self._index_key(owner), {_key_id(request.key): int(time.time()) + ttl})
+        pipe.expire(self._index_key(owner), ttl)  # every record lives `ttl`: the newest lasts longest
+        await pipe.execute()
 
     async def release(self, owner: str, request: IdempotentRequest) -> None:
         await self._when_back.run(
@@ -162,11 +229,52 @@ class RedisIdempotencyStore:
 
     @store_errors
     async def forget(self, owner: str) -> None:
+        # A scan, not only the index: it also finds records written before there was one.
         client = self._client()
         keys = [k async for k in client.scan_iter(match=self._key(owner), count=500)]
-        if keys:
-            await client.delete(*keys)
+        await client.delete(*keys, self._index_key(owner))
+
+    async def _indexed(self, owner: str) -> list[tuple[str, bytes | None, float]]:
+        """(key id, record or None, seconds left) of each record in the owner's index."""
+        client = self._client()
+        now = time.time()
+        members = cast(
+            list[tuple[bytes, float]],
+            await client.zrangebyscore(self._index_key(owner), now, "+inf", withscores=True),
+        )
+        if not members:
+            return []
+        ids = [member.decode() for member, _ in members]
+        records = cast(list[bytes | None], await client.mget([self._record_key(owner, i) for i in ids]))
+        return [(i, r, until - now) for i, r, (_, until) in zip(ids, records, members, strict=True)]
+
+    @store_errors
+    async def forget_session(self, owner: str, session_id: str) -> None:
+        named = [
+            key_id
+            for key_id, record, _ in await self._indexed(owner)
+            if record is not None and (orjson.loads(record).get("result") or {}).get("session_id") == session_id
+        ]
+        if named:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.delete(*(self._record_key(owner, i) for i in named))
+            pipe.zrem(self._index_key(owner), *named)
+            await pipe.execute()
+
+    @store_errors
+    async def describe(self, owner: str) -> list[dict[str, Any]]:
+        described = []
+        for key_id, raw, left in await self._indexed(owner):
+            if raw is not None:
+                record = orjson.loads(raw)
+                described.append(_described(key_id, record["state"], record.get("result"), left))
+        return described
 
     async def close(self) -> None:
         self._when_back.cancel()
         await self._client.close()
+
+
+def _key_id(key: str) -> str:
+    """The Idempotency-Key as stored: hashed, so a client's key (any string) never names a Redis key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]

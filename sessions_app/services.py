@@ -475,9 +475,12 @@ class SessionManager:
 
     @returns_result
     async def session_delete(self, *, owner: str, session_id: str) -> None:
-        """Erase the session everywhere: the active store, the archive and its record."""
+        """Erase the session everywhere: the active store, the archive, its record and the
+        Idempotency-Key records that name it."""
         in_store = isinstance(await self._store.delete(session_id, owner=owner), Ok)
         in_archive = await self._archive.erase(session_id, owner=owner, actor=owner_actor(owner))
+        # Even when it is gone already: a retry after this step failed still clears them.
+        await self._idempotency.forget_session(owner, session_id)
         if not (in_store or in_archive):
             raise SessionNotFound()
         await self._recorder.record(

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from archive.errors import ArchiveUnavailable
+from archive.errors import ArchiveUnavailable, OwnerBusy
 from archive.privacy import ErasureReceipt, OwnerExport
 from archive.wiring import get_privacy_service
 from core.auth.drf import ChatScopes
@@ -53,6 +53,7 @@ def present_export(export: OwnerExport) -> dict[str, Any]:
             }
             for e in export.audit_events
         ],
+        "side_stores": export.side_stores,
     }
 
 
@@ -95,6 +96,7 @@ class OwnerErasureView(APIView):
     @documented(
         *VIEW_ERRORS,
         ArchiveUnavailable,
+        OwnerBusy,
         operation_id="me_erase",
         request=None,
         responses={

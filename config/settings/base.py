@@ -299,6 +299,17 @@ ARCHIVE_DEV_KEK_PATH = env("ARCHIVE_DEV_KEK_PATH", default=str(BASE_DIR / "var" 
 ARCHIVE_IDLE_SECONDS = env.int("ARCHIVE_IDLE_SECONDS", default=3600)
 ARCHIVE_RETENTION_DAYS = env.int("ARCHIVE_RETENTION_DAYS", default=90)
 ARCHIVE_LOCK_SECONDS = env.float("ARCHIVE_LOCK_SECONDS", default=120.0)
+# Erasure (DELETE /me, DELETE /sessions/{id}, erase_owner) and a purge's key destruction wait
+# this long for the owner's archiving or resuming under way, then answer 503 owner_busy.
+ARCHIVE_ERASURE_WAIT_SECONDS = env.float("ARCHIVE_ERASURE_WAIT_SECONDS", default=10.0)
+# Keeps an owner's archiving apart from their erasure, across every process (archive/owner_gate.py).
+if REDIS_URL:
+    ARCHIVE_OWNER_GATE = {
+        "CLASS": "archive.owner_gate.RedisOwnerGate",
+        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+    }
+else:
+    ARCHIVE_OWNER_GATE = {"CLASS": "archive.owner_gate.MemoryOwnerGate", "OPTIONS": {}}
 SESSION_ARCHIVE = "archive.wiring.get_archive_service"
 
 # The scheduler (`manage.py run_scheduler`): how often it archives and purges. Without
@@ -334,6 +345,9 @@ else:
 
 # Idempotency-Key: how long a key's first result is remembered.
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86_400)
+# The key of the requests' fingerprints (HMAC-SHA256) kept with each Idempotency-Key; empty:
+# derived from SECRET_KEY. Changing it makes keys in flight answer 422 idempotency_key_reused.
+IDEMPOTENCY_SECRET = env("IDEMPOTENCY_SECRET", default="")
 if REDIS_URL:
     IDEMPOTENCY_STORE = {
         "CLASS": "sessions_app.idempotency.RedisIdempotencyStore",

@@ -60,6 +60,10 @@ CACHES = {
 }
 ACTIVE_SESSION_STORE = redis_session_store(REDIS_URL)
 SCHEDULER_EMBEDDED = env.bool("SCHEDULER_EMBEDDED", default=False)  # run `manage.py run_scheduler`
+ARCHIVE_OWNER_GATE = {
+    "CLASS": "archive.owner_gate.RedisOwnerGate",
+    "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+}
 IDEMPOTENCY_STORE = {
     "CLASS": "sessions_app.idempotency.RedisIdempotencyStore",
     "OPTIONS": {

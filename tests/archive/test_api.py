@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from archive.wiring import get_archive_store
+from archive.wiring import get_archive_store, get_owner_gate
 from core.models import AuditEvent
 from sessions_app.models import SessionRecord
 from tests.support import Mint
@@ -95,6 +97,10 @@ async def test_export_holds_everything_about_the_caller(client: httpx.AsyncClien
     active = await conversation(client, turns=1)
     archived = await conversation(client, turns=2)
     await client.post(f"/api/v1/sessions/{archived}/end")
+    retried = await client.post(
+        f"/api/v1/sessions/{active}/messages", json={"content": "canary-idem"}, headers={"Idempotency-Key": "k-1"}
+    )
+    assert retried.status_code == 200
 
     response = await client.get("/api/v1/me/export")
 
@@ -102,10 +108,22 @@ async def test_export_holds_everything_about_the_caller(client: httpx.AsyncClien
     export = response.json()
     sessions = {s["id"]: s for s in export["sessions"]}
     assert set(sessions) == {active, archived}
-    assert len(sessions[active]["messages"]) == 2 and len(sessions[archived]["messages"]) == 4
+    assert len(sessions[active]["messages"]) == 4 and len(sessions[archived]["messages"]) == 4
     assert sessions[archived]["status"] == "archived"
     assert {r["session_id"]: r["status"] for r in export["records"]} == {active: "active", archived: "archived"}
     assert {"session.create", "session.end", "session.archive"} <= {e["action"] for e in export["audit_events"]}
+    # What the side stores keep about the caller: ids, counts and times, no content, no fingerprint.
+    side = export["side_stores"]
+    # (the in-process store is shared by this process's tests, and the caller is always alice)
+    remembered = [(r["state"], (r["result"] or {}).get("session_id")) for r in side["idempotency_records"]]
+    assert ("done", active) in remembered
+    assert side["rate_limits"]["open_streams"] == 0 and set(side["rate_limits"]) == {
+        "requests_this_minute",
+        "tokens_this_minute",
+        "open_streams",
+    }
+    assert [set(k) for k in side["data_keys"]] == [{"id", "kek_id", "created_at"}]
+    assert "canary-idem" not in json.dumps(side) and "fp" not in json.dumps(side["idempotency_records"])
     write_only = {"Authorization": f"Bearer {mint(scope='chat.write')}"}
     assert (await client.get("/api/v1/me/export", headers=write_only)).status_code == 403
 
@@ -130,3 +148,22 @@ async def test_erasing_me_removes_everything_and_returns_a_receipt(client: httpx
     assert (await client.get(f"/api/v1/sessions/{bobs}", headers=bob)).status_code == 200
     event = await AuditEvent.objects.aget(action="owner.erase")
     assert event.details["receipt_id"] == receipt["id"]
+
+
+async def test_erasing_me_while_my_sessions_are_archived_waits_then_answers_503(
+    client: httpx.AsyncClient, api_settings: SettingsWrapper
+) -> None:
+    session_id = await conversation(client, turns=1)
+    owner = (await SessionRecord.objects.aget(id=session_id)).owner
+    api_settings.ARCHIVE_ERASURE_WAIT_SECONDS = 0.2
+    gate = get_owner_gate()
+    assert await gate.enter(owner, "an-archive-under-way", hold_seconds=30)
+
+    busy = await client.delete("/api/v1/me")
+
+    assert busy.status_code == 503 and busy.headers["retry-after"]
+    assert busy.json()["code"] == "owner_busy"
+    assert (await client.get(f"/api/v1/sessions/{session_id}")).status_code == 200  # nothing erased yet
+    await gate.leave(owner, "an-archive-under-way")
+    assert (await client.delete("/api/v1/me")).status_code == 200
+    assert (await client.get(f"/api/v1/sessions/{session_id}")).status_code == 404

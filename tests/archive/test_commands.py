@@ -21,7 +21,7 @@ from django.core.management import CommandError, call_command
 from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings
 
-from archive.wiring import get_archive_service, get_archive_store
+from archive.wiring import get_archive_service, get_archive_store, get_owner_gate
 from core.auth.principal import owner_pseudonym
 from core.observability import metrics
 from core.observability.gauges import refresh_gauges
@@ -132,6 +132,18 @@ def test_erase_owner_erases_by_subject_and_issuer(wired: Settings) -> None:
     assert receipt["owner"] == owner and receipt["active_sessions"] == 1 and receipt["archived_sessions"] == 1
     assert receipt["data_key_destroyed"] is True
     assert not SessionRecord.objects.filter(id__in=[kept, archived]).exists()
+
+
+def test_erase_owner_refuses_clearly_while_the_owner_is_being_archived(wired: Settings) -> None:
+    owner = owner_pseudonym(secret=settings.OWNER_PSEUDONYM_SECRET.encode(), issuer="https://idp", subject="alice")
+    kept = new_session(owner)
+    wired.ARCHIVE_ERASURE_WAIT_SECONDS = 0.1
+    assert run(get_owner_gate().enter(owner, "an-archive-under-way", hold_seconds=30))
+
+    with pytest.raises(CommandError, match="Nothing was erased"):
+        command("erase_owner", "--sub", "alice", "--iss", "https://idp")
+
+    assert SessionRecord.objects.filter(id=kept).exists()
 
 
 def test_run_scheduler_once_archives_and_purges(wired: Settings) -> None:

@@ -63,6 +63,17 @@ async def test_forgetting_an_owner_clears_their_counts(limiter: OwnerLimiter) ->
     await limiter.admit("o_alice")
 
 
+async def test_an_owners_counts_are_described_for_their_export(limiter: OwnerLimiter) -> None:
+    assert await limiter.describe("o_alice") == {"requests_this_minute": 0, "tokens_this_minute": 0, "open_streams": 0}
+    await limiter.admit("o_alice")
+    await limiter.admit("o_alice")
+    await limiter.charge("o_alice", 7)
+    await limiter.open_stream("o_alice", "s1")
+    await limiter.admit("o_bob")
+
+    assert await limiter.describe("o_alice") == {"requests_this_minute": 2, "tokens_this_minute": 7, "open_streams": 1}
+
+
 async def test_forgetting_an_owner_leaves_other_keys_under_their_tag(redis_url: str, redis_prefix: str) -> None:
     """The session store keeps the owner's index under the same hash tag: erasure reads it next."""
     limiter = RedisLimiter(url=redis_url, prefix=redis_prefix, requests_per_minute=5, streams_per_owner=2)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from core.result import Err, Ok
@@ -188,6 +191,56 @@ async def test_keys_belong_to_their_owner_and_are_forgotten_with_them(idempotenc
     assert await idempotency.claim("o_alice", request, pending_seconds=60) == (Claim.DONE, {"session_id": "s"})
     await idempotency.forget("o_alice")
     assert (await idempotency.claim("o_alice", request, pending_seconds=60))[0] == Claim.NEW
+
+
+def test_the_fingerprint_is_keyed_so_a_stored_one_cannot_confirm_a_guessed_message(settings: Any) -> None:
+    parts = ("turn", "s", "my secret message")
+    bare = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    fingerprint = key("k", *parts).fingerprint
+    settings.IDEMPOTENCY_SECRET = "another-secret-entirely"
+    other = key("k", *parts).fingerprint
+
+    assert fingerprint != bare and other != bare and other != fingerprint
+    assert key("k", *parts).fingerprint == other  # stable under one secret: repeats still match
+
+
+async def test_deleting_a_session_forgets_the_records_that_name_it(
+    manager: SessionManager, idempotency: IdempotencyStore
+) -> None:
+    created = key("c-1", "create")
+    first = await manager.session_create(owner="o_alice", idempotent=created)
+    assert isinstance(first, Ok)
+    turn = key("t-1", "hello")
+    await manager.turn_send(owner="o_alice", session_id=first.value.id, content="hello", idempotent=turn)
+    other = await new_session(manager)
+    kept = key("t-2", "hi")
+    await manager.turn_send(owner="o_alice", session_id=other, content="hi", idempotent=kept)
+
+    assert isinstance(await manager.session_delete(owner="o_alice", session_id=first.value.id), Ok)
+
+    assert (await idempotency.claim("o_alice", created, pending_seconds=60))[0] == Claim.NEW
+    assert (await idempotency.claim("o_alice", turn, pending_seconds=60))[0] == Claim.NEW
+    assert (await idempotency.claim("o_alice", kept, pending_seconds=60))[0] == Claim.DONE
+
+
+async def test_an_owners_records_are_described_without_their_fingerprints(idempotency: IdempotencyStore) -> None:
+    done, pending = key("k-1", "hello"), key("k-2", "bye")
+    await idempotency.claim("o_alice", done, pending_seconds=60)
+    await idempotency.complete("o_alice", done, {"session_id": "s1", "message_id": "m1"}, ttl=600)
+    await idempotency.claim("o_alice", pending, pending_seconds=60)
+    await idempotency.claim("o_bob", key("k-3", "x"), pending_seconds=60)
+
+    described = sorted(await idempotency.describe("o_alice"), key=lambda r: r["state"])
+
+    assert [(r["state"], r["result"]) for r in described] == [
+        ("done", {"session_id": "s1", "message_id": "m1"}),
+        ("pending", None),
+    ]
+    assert 500 < described[0]["expires_in_seconds"] <= 600 and 0 < described[1]["expires_in_seconds"] <= 60
+    assert done.fingerprint not in str(described) and "k-1" not in str(described)
+    await idempotency.forget("o_alice")
+    assert await idempotency.describe("o_alice") == []
 
 
 def test_keys_must_be_printable_ascii() -> None:

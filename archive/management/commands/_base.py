@@ -25,7 +25,7 @@ def run(work: Coroutine[Any, Any, T]) -> T:
 
 async def _closing(work: Coroutine[Any, Any, T]) -> T:
     from archive.errors import ArchiveUnavailable
-    from archive.wiring import get_archive_store
+    from archive.wiring import get_archive_store, get_owner_gate
 
     try:
         try:
@@ -39,6 +39,7 @@ async def _closing(work: Coroutine[Any, Any, T]) -> T:
     finally:
         await get_session_store().close()
         await get_archive_store().close()
+        await get_owner_gate().close_connections()
 
 
 def require_shared_store() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from archive.errors import OwnerBusy
 from archive.management.commands._base import run
 from archive.privacy import receipt_details
 from archive.wiring import get_privacy_service
@@ -29,5 +30,8 @@ class Command(BaseCommand):
         if isinstance(get_session_store(), InMemorySessionStore):
             self.stderr.write("note: without REDIS_URL, active sessions live inside the gateway and are not reached")
         owner = owner_pseudonym(secret=settings.OWNER_PSEUDONYM_SECRET.encode(), issuer=iss, subject=sub)
-        receipt = run(get_privacy_service().erase(owner, actor="operator"))
+        try:
+            receipt = run(get_privacy_service().erase(owner, actor="operator"))
+        except OwnerBusy as exc:
+            raise CommandError(f"{exc.detail} Nothing was erased; run it again.") from exc
         self.stdout.write(json.dumps({"owner": owner, **receipt_details(receipt)}, indent=2))
