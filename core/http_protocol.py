@@ -8,9 +8,9 @@ unauthenticated, were enough to slow every other client. This subclass, which
 `REQUEST_HEAD_TIMEOUT_SECONDS` after it opened (or after the first bytes of a
 later request), or whose body is not whole `REQUEST_BODY_TIMEOUT_SECONDS` after
 its head (408 while no answer has begun); answers the server's connection cap
-(`MAX_CONNECTIONS`) with a problem+json 503; and when an answer went out before
-the body was read whole (413, 401), drains the rest for a moment before closing,
-so that the client reads the answer rather than a connection reset.
+(`MAX_CONNECTIONS`) with a problem+json 503. When an answer went out before the
+body came whole (413, 401), the rest is read and dropped for a moment: a client
+that finishes sending keeps its connection, one that does not is closed.
 
 Nothing here runs per request on a kept-alive connection whose request arrives
 whole: the timers are armed only while a head or a body is incomplete.
@@ -31,8 +31,8 @@ from core.errors import GatewayError
 from core.guards import HeadersTooLarge, RequestTimeout, TooManyConnections
 from core.problems import PROBLEM_CONTENT_TYPE, problem_from_error, problem_json, send_asgi_problem
 
-# After answering a request whose body is still coming: how long the rest is read and dropped
-# before the connection closes (nginx's lingering_timeout is 5 s).
+# After answering a request whose body is still coming, or refusing a head: how long the rest is
+# read and dropped before the connection closes (nginx's lingering_timeout is 5 s).
 LINGER_SECONDS = 2.0
 
 # What the connection waits for: a request's head, its body, nothing (the request is whole), or
@@ -90,12 +90,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self._refuse(HeadersTooLarge())
             elif self.deadline is None and self._answered():
                 self._arm(self.limits.head_timeout)  # (a request sent ahead waits for the answer before)
-        elif self.reading == BODY and self.deadline is None:
-            self._arm(self.limits.body_timeout)
+        elif self.reading == BODY and self.deadline is None and not self.pipeline:
+            self._arm(self.limits.body_timeout)  # (a request sent ahead is not read until it runs)
 
     # The parser's callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.reading == WHOLE:
+            self._disarm()  # the idle timer after a drained body; this head gets its own
         self.reading = HEAD
         self.head_began = True
         super().on_message_begin()
@@ -112,6 +114,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.reading == BODY:
             self.reading = WHOLE
             self._disarm()
+            if self.cycle.response_complete:  # the rest of an answered request: drained in time
+                self._arm(self.timeout_keep_alive)  # idle from here, as after any answer
         super().on_message_complete()
 
     # Answers -------------------------------------------------------------------------------
@@ -121,7 +125,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.reading == BODY:
-            self._linger()  # answered before the body came whole: it is not read
+            if self.cycle.response_complete:
+                # Answered before the body came whole: the parser drops the rest, for a moment.
+                self._arm(LINGER_SECONDS)
+            elif self.deadline is None:
+                self._arm(self.limits.body_timeout)  # a request sent ahead runs now: its body is due
         elif self.reading == HEAD and self.head_began and self.deadline is None:
             self._arm(self.limits.head_timeout)  # the next request began while this one was answered
 
