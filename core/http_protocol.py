@@ -62,6 +62,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.reading = HEAD
         self.head_bytes = 0  # of the head being read, counted from its first whole read on
         self.head_began = False
+        self.upgrade: bool | None = None  # whether this request becomes a WebSocket, once decided
         self.deadline: asyncio.TimerHandle | None = None
 
     # The connection ------------------------------------------------------------------------
@@ -100,6 +101,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._disarm()  # the idle timer after a drained body; this head gets its own
         self.reading = HEAD
         self.head_began = True
+        self.upgrade = None
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
@@ -132,6 +134,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self._arm(self.limits.body_timeout)  # a request sent ahead runs now: its body is due
         elif self.reading == HEAD and self.head_began and self.deadline is None:
             self._arm(self.limits.head_timeout)  # the next request began while this one was answered
+
+    def _should_upgrade(self) -> bool:
+        # uvicorn caps plain requests only: past the cap, a WebSocket handshake gets the same 503.
+        # Decided once per request, as uvicorn asks again at each step of the parse.
+        if self.upgrade is None:
+            self.upgrade = super()._should_upgrade() and not self._over_the_cap()
+        return self.upgrade
+
+    def _over_the_cap(self) -> bool:
+        cap = self.limit_concurrency
+        return cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if app is service_unavailable:  # over `limit_concurrency`

@@ -11,6 +11,8 @@ from contextlib import ExitStack
 import httpx
 import orjson
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tests.e2e.conftest import Gateway, StartGateway, read_answer, status_of
 from tests.e2e.test_turn_flow import problem
@@ -86,6 +88,9 @@ def test_connections_past_the_cap_are_refused_until_some_close(strict: Gateway, 
     with httpx.Client(base_url=strict.base_url, timeout=30) as bystander:
         refused = problem(bystander.get("/healthz"), 503, "too_many_connections")
         assert refused["status"] == 503
+        with pytest.raises(InvalidStatus) as socket_refused:
+            connect(strict.base_url.replace("http", "ws") + "/ws/v1/sessions/anything")
+        assert socket_refused.value.response.status_code == 503
         for raw in held:
             raw.close()
         deadline = time.monotonic() + 30
