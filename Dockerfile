@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The gateway's production image: uvicorn (faster than daphne for this app, see
-# bench/RESULTS.md) serving config.asgi on $PORT as a non-root user.
+# bench/RESULTS.md), through core/serving.py, serving config.asgi on $PORT as a non-root user.
 
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
@@ -31,4 +31,6 @@ EXPOSE 8000
 # where the certificate's names (the public host) cannot match, so it does not verify them.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import os, ssl, urllib.request; tls = bool(os.environ.get('HTTPS_CERT_FILE')); urllib.request.urlopen(('https' if tls else 'http') + f'://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=2, context=ssl._create_unverified_context() if tls else None)" || exit 1
-CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WEB_CONCURRENCY} --loop uvloop --http httptools --proxy-headers --forwarded-allow-ips='*' --no-access-log --timeout-graceful-shutdown 10 --ws-max-size 1048576 ${HTTPS_CERT_FILE:+--ssl-certfile \"$HTTPS_CERT_FILE\" --ssl-keyfile \"$HTTPS_KEY_FILE\"}"]
+# uvicorn with the gateway's read bounds and options from settings (core/serving.py); port and
+# workers from PORT and WEB_CONCURRENCY, trusted proxies from FORWARDED_ALLOW_IPS.
+CMD ["python", "-m", "core.serving", "--host", "0.0.0.0"]

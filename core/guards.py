@@ -1,8 +1,11 @@
-"""Bounds applied before routing: the size of a request's head.
+"""Bounds applied before routing: the size of a request's head and of its body.
 
-The ASGI server parses headers without a size limit (httptools has none), so the
-gateway refuses oversized heads itself: a 2 MB cookie or header costs one 431,
-not a trip through authentication and the views. Put a limit in the ingress too.
+The gateway's server (`core.serving`) refuses a head over `MAX_HEADER_BYTES`
+while it arrives; these layers refuse what reaches the application anyway (a
+head just under the server's count, any ASGI server) with a problem body: a
+large cookie or header costs one 431, not a trip through authentication and the
+views; a body over `MAX_REQUEST_BYTES` costs one 413, before anything reads it
+into memory or onto disk. Put limits in the ingress too.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from core.errors import GatewayError
+from core.errors import GatewayError, PayloadTooLarge
 from core.problems import send_asgi_problem
 
 
@@ -20,6 +23,23 @@ class HeadersTooLarge(GatewayError):
     status = 431
     title = "Request header fields too large"
     default_detail = "The request's headers are too large."
+
+
+class RequestTimeout(GatewayError):
+    code = "request_timeout"
+    status = 408
+    title = "Request timeout"
+    default_detail = "The request did not arrive whole in time."
+
+
+class TooManyConnections(GatewayError):
+    code = "too_many_connections"
+    status = 503
+    title = "Service unavailable"
+    default_detail = "The gateway serves as many connections as it can; retry later."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1", "Connection": "close"})
 
 
 class HeadLimit:
@@ -41,3 +61,65 @@ class HeadLimit:
 def head_size(scope: dict[str, Any]) -> int:
     path = scope.get("raw_path") or scope.get("path", "").encode()
     return len(path) + len(scope.get("query_string", b"")) + sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+
+
+class BodyLimit:
+    """Refuse request bodies over `MAX_REQUEST_BYTES` with 413 as soon as they pass it.
+
+    Django reads a whole body before routing, spooling it to a temporary file
+    past 2.5 MB, whoever sends it; the views refuse it only after that. A
+    declared `Content-Length` over the limit is refused before a byte is read; a
+    body within it cannot outgrow it (the server frames it by that length), so
+    only a chunked body is counted as it arrives: the body of a turn passes
+    through untouched and uncopied. Once refused, the application reads
+    `http.disconnect`, as if the client had left.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = settings.MAX_REQUEST_BYTES
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if _length(value) > limit:
+                    await send_asgi_problem(send, PayloadTooLarge(), instance=scope.get("path"))
+                    return
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked:
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, _CountedBody(receive, send, limit, scope.get("path")), send)
+
+
+def _length(value: bytes) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 0  # the server refuses such a request before it gets here
+
+
+class _CountedBody:
+    """A `receive` that answers 413 and then says `http.disconnect` once the body passes `limit`."""
+
+    def __init__(self, receive: Any, send: Any, limit: int, path: str | None) -> None:
+        self.receive, self.send, self.limit, self.path = receive, send, limit, path
+        self.size = 0
+        self.refused = False
+
+    async def __call__(self) -> dict[str, Any]:
+        if self.refused:
+            return {"type": "http.disconnect"}
+        message: dict[str, Any] = await self.receive()
+        if message["type"] == "http.request":
+            self.size += len(message.get("body", b""))
+            if self.size > self.limit:
+                self.refused = True
+                await send_asgi_problem(self.send, PayloadTooLarge(), instance=self.path)
+                return {"type": "http.disconnect"}
+        return message

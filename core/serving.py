@@ -1,30 +1,99 @@
-"""How the gateway's ASGI application is served: one place for the server command lines."""
+"""How the gateway's ASGI application is served: the server command lines, and the launcher.
+
+`python -m core.serving --host H --port P [--workers N]` runs uvicorn with the
+gateway's HTTP protocol (`core.http_protocol`: a bounded head, read timeouts)
+and every other server option from settings; `make run`, the end-to-end tests,
+the benchmarks and the Docker image all start the gateway this way.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
 import sys
+from typing import Any
 
 APPLICATION = "config.asgi:application"
+STARTUP_FAILURE = 3  # uvicorn's own exit code when the server did not start
 
 
-def server_command(server: str, *, host: str, port: int, certfile: str = "", keyfile: str = "") -> list[str]:
-    """The command that serves the gateway with `server` ("uvicorn", the fast one, or "daphne").
-
-    With `certfile` and `keyfile` (HTTPS_CERT_FILE / HTTPS_KEY_FILE) uvicorn serves HTTPS and
-    WSS itself, for deployments with no TLS-terminating proxy in front.
-    """
+def server_command(server: str, *, host: str, port: int) -> list[str]:
+    """The command that serves the gateway with `server` ("uvicorn", the fast one, or "daphne")."""
     if server == "uvicorn":
-        tls = ["--ssl-certfile", certfile, "--ssl-keyfile", keyfile] if certfile else []
-        return [
-            sys.executable, "-m", "uvicorn", APPLICATION, "--host", host, "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets", "--no-access-log", "--backlog", "8192",
-            # After the gateway's own drain (core/shutdown.py): a bound on closing what is left.
-            "--timeout-graceful-shutdown", "10",
-            # WebSocket frames over 1 MiB close the connection (1009); the gateway refuses smaller
-            # ones over MAX_REQUEST_BYTES itself, with an error frame.
-            "--ws-max-size", str(1024 * 1024),
-            *tls,
-        ]  # fmt: skip
+        return [sys.executable, "-m", "core.serving", "--host", host, "--port", str(port)]
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), APPLICATION]
     raise ValueError(f"unknown server {server!r}")
+
+
+def uvicorn_options(*, host: str, port: int, workers: int) -> dict[str, Any]:
+    """Every option the gateway's uvicorn runs with, in one place."""
+    from django.conf import settings
+
+    from core.http_protocol import GatewayHttpProtocol
+
+    return {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "loop": "uvloop",
+        "http": GatewayHttpProtocol,
+        "ws": "websockets",
+        "access_log": False,  # the gateway writes its own (core.observability.access)
+        "backlog": 8192,
+        # After the gateway's own drain (core/shutdown.py): a bound on closing what is left.
+        "timeout_graceful_shutdown": 10,
+        # WebSocket frames over 1 MiB close the connection (1009); the gateway refuses smaller
+        # ones over MAX_REQUEST_BYTES itself, with an error frame.
+        "ws_max_size": 1024 * 1024,
+        "limit_concurrency": settings.MAX_CONNECTIONS,
+        "timeout_keep_alive": settings.KEEP_ALIVE_TIMEOUT_SECONDS,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.FORWARDED_ALLOW_IPS,
+        # With HTTPS_CERT_FILE and HTTPS_KEY_FILE (both or neither) uvicorn serves HTTPS and WSS
+        # itself, for deployments with no TLS-terminating proxy in front.
+        "ssl_certfile": settings.HTTPS_CERT_FILE or None,
+        "ssl_keyfile": settings.HTTPS_KEY_FILE or None,
+    }
+
+
+def read_limits() -> Any:
+    from django.conf import settings
+
+    from core.http_protocol import ReadLimits
+
+    return ReadLimits(
+        max_head_bytes=settings.MAX_HEADER_BYTES,
+        head_timeout=settings.REQUEST_HEAD_TIMEOUT_SECONDS,
+        body_timeout=settings.REQUEST_BODY_TIMEOUT_SECONDS,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m core.serving", description="Serve the gateway with uvicorn.")
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from core.http_protocol import GatewayConfig
+
+    options = uvicorn_options(host=args.host, port=args.port, workers=args.workers)
+    config = GatewayConfig(APPLICATION, read_limits=read_limits(), **options)
+    server = uvicorn.Server(config)
+    if config.workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down already
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+if __name__ == "__main__":
+    main()

@@ -125,6 +125,20 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 MAX_HEADER_BYTES = env.int("MAX_HEADER_BYTES", default=32 * 1024)
 # Deepest nesting of arrays and objects a JSON body may have; deeper ones get 400 invalid_request.
 MAX_JSON_DEPTH = env.int("MAX_JSON_DEPTH", default=32)
+# The server's own bounds (core.serving). A request's head must arrive whole within
+# REQUEST_HEAD_TIMEOUT_SECONDS of the connection opening (or of its first bytes, on a kept-alive
+# connection), its body within REQUEST_BODY_TIMEOUT_SECONDS of the head; else the connection is
+# closed, with 408 request_timeout when an answer can still be sent.
+REQUEST_HEAD_TIMEOUT_SECONDS = env.float("REQUEST_HEAD_TIMEOUT_SECONDS", default=10.0)
+REQUEST_BODY_TIMEOUT_SECONDS = env.float("REQUEST_BODY_TIMEOUT_SECONDS", default=30.0)
+# An idle kept-alive connection closes after this many seconds (keep it above a load balancer's).
+KEEP_ALIVE_TIMEOUT_SECONDS = env.int("KEEP_ALIVE_TIMEOUT_SECONDS", default=5)
+# Connections (and running requests) one process holds; past it, 503 too_many_connections.
+# Above MAX_CONCURRENT_STREAMS, so that streams meet their own limit first.
+MAX_CONNECTIONS = env.int("MAX_CONNECTIONS", default=12_000)
+# Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: addresses or networks,
+# comma-separated ("*" believes every client, so never with clients reaching the gateway directly).
+FORWARDED_ALLOW_IPS = env("FORWARDED_ALLOW_IPS", default="127.0.0.1")
 
 # -- REST API -------------------------------------------------------------------
 

@@ -82,8 +82,9 @@ OWNER_LIMITER = {
     },
 }
 
-# HTTPS is terminated by the ingress in front of the gateway.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS is terminated by the ingress in front of the gateway. Django takes the scheme from the
+# server, which believes X-Forwarded-Proto only from FORWARDED_ALLOW_IPS (no SECURE_PROXY_SSL_HEADER:
+# it would believe the header from any client).
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)

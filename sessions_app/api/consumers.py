@@ -20,7 +20,7 @@ from django.conf import settings
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
-from core.errors import GatewayError, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from core.errors import GatewayError, MethodNotAllowed, UnsupportedMediaType
 from core.limits import get_limiter
 from core.observability import metrics
 from core.observability.context import annotate
@@ -47,38 +47,30 @@ SSE_HEADERS = [
 
 
 class HttpEdgeConsumer(AsyncHttpConsumer):
-    """An HTTP consumer with a bounded request body and problem+json errors.
+    """An HTTP consumer that reads its body when it chooses, with problem+json errors.
 
     It reads the body itself rather than through AsyncHttpConsumer's dispatch,
     which handles one message at a time: a consumer that streams must keep
-    listening for the client leaving while it writes.
+    listening for the client leaving while it writes. It reads the body only
+    after the checks the headers allow (authentication first), so a client
+    without a token never makes it wait for a body. The body's size is bounded
+    before the consumer sees it (`core.guards.BodyLimit`).
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.scope = scope
         self.base_send = send
         self.receive = receive
-        body = await self._read_body()
-        if body is not None:
-            await self.handle(body)
+        await self.handle()
 
-    async def _read_body(self) -> bytes | None:
-        """The whole body, or None when it was refused (413 sent) or the client left."""
-        limit = settings.MAX_REQUEST_BYTES
-        if self._declared_length() > limit:
-            await self.send_problem(PayloadTooLarge())
-            return None
-        chunks, size = [], 0
+    async def read_body(self) -> bytes | None:
+        """The whole body, or None when the client left (or its body was refused with 413)."""
+        chunks = []
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self.send_problem(PayloadTooLarge())
-                return None
-            chunks.append(chunk)
+            chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 return b"".join(chunks)
 
@@ -87,13 +79,6 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
             if key == name:
                 return bytes(value)
         return None
-
-    def _declared_length(self) -> int:
-        raw = self.header(b"content-length")
-        try:
-            return int(raw) if raw else 0
-        except ValueError:
-            return 0
 
     async def send_json(
         self, status: int, body: Any, headers: dict[str, str] | None = None, content_type: str = "application/json"
@@ -108,13 +93,17 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
 
 
 class TurnConsumer(HttpEdgeConsumer):
-    async def handle(self, body: bytes) -> None:
+    async def handle(self) -> None:
         self._started = asyncio.get_running_loop().time()
         self._idempotent: IdempotentRequest | None = None
         mode = "json"
         try:
             drain.check()  # a draining instance takes no new turns
-            principal, session_id, turn = await self._accept(body)
+            principal, session_id = await self._admit()
+            body = await self.read_body()
+            if body is None:
+                return  # the client left, or its body was too large (answered)
+            turn = self._turn(session_id, body)
             if self._wants_stream(turn):
                 mode = "sse"
                 await self._stream(principal, session_id, turn)
@@ -125,7 +114,8 @@ class TurnConsumer(HttpEdgeConsumer):
             observe_turn(mode=mode, outcome=code, started=self._started, relayed=None, turn=None)
             await self.send_problem(exc)
 
-    async def _accept(self, body: bytes) -> tuple[Principal, str, TurnInput]:
+    async def _admit(self) -> tuple[Principal, str]:
+        """Everything the headers decide, before a byte of the body is read."""
         if self.scope["method"] != "POST":
             raise MethodNotAllowed(["POST"])
         principal = await authenticate_authorization(_decode(self.header(b"authorization")))
@@ -138,12 +128,15 @@ class TurnConsumer(HttpEdgeConsumer):
         content_type = (self.header(b"content-type") or b"").split(b";")[0].strip().lower()
         if content_type != JSON:
             raise UnsupportedMediaType()
+        return principal, session_id
+
+    def _turn(self, session_id: str, body: bytes) -> TurnInput:
         turn = parse_turn(body)
         self._idempotent = IdempotentRequest.of(
             _decode(self.header(b"idempotency-key")),
             "turn", session_id, turn.content, turn.params.max_tokens, turn.params.temperature, list(turn.params.stop),
         )  # fmt: skip
-        return principal, session_id, turn
+        return turn
 
     def _wants_stream(self, turn: TurnInput) -> bool:
         if turn.stream is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from urllib.parse import urlsplit
 
 import httpx
@@ -11,7 +13,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, send_until_answered, status_of
 from tests.e2e.test_turn_flow import problem
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +52,38 @@ def test_deeply_nested_json_is_refused_before_parsing(gateway: Gateway, http: ht
     # Brackets inside a string are text, not nesting.
     assert http.post(f"{session}/messages", json={"content": "[" * 5_000}).status_code == 200
     assert http.get(session).json()["message_count"] == 2
+
+
+def test_pathological_json_at_the_size_limit_leaves_other_clients_served(gateway: Gateway, http: httpx.Client) -> None:
+    session = session_path(http)
+    limit = int(gateway.env["MAX_REQUEST_BYTES"])
+    # Many brackets, then a string that never ends, full of escaped quotes: the old depth check
+    # took tens of seconds on each of these, holding the event loop (and every other client).
+    worst = [
+        b'{"content": "' + b"[" * 40 + b'\\"' * ((limit - 60) // 2),
+        b"[" * 40 + b'"\\' * ((limit - 60) // 2),
+    ]
+    answers: list[object] = []
+    token = gateway.dev_token(sub="hostile")
+
+    def attack() -> None:
+        with gateway.client(token) as attacker:
+            for body in worst:
+                answers.append(attacker.post(f"{session}/messages", content=body, headers=JSON).status_code)
+                answers.append(attacker.post("/api/v1/sessions", content=body, headers=JSON).status_code)
+        url = gateway.base_url.replace("http", "ws") + f"/ws/v1/{session.removeprefix('/api/v1/')}"
+        with connect(url, subprotocols=["bearer", token]) as ws:  # type: ignore[list-item]
+            for body in worst:
+                ws.send(body.decode())
+                answers.append(orjson.loads(ws.recv(timeout=120))["code"])
+
+    attacker = threading.Thread(target=attack, daemon=True)
+    attacker.start()
+    with httpx.Client(base_url=gateway.base_url, timeout=5) as bystander:  # the old check: 30 s and more
+        while attacker.is_alive():
+            assert bystander.get("/healthz").status_code == 200
+            time.sleep(0.05)
+    assert answers == [400, 400, 400, 400, "invalid_request", "invalid_request"]
 
 
 def test_huge_json_is_payload_too_large(gateway: Gateway, http: httpx.Client) -> None:
@@ -125,6 +159,41 @@ def test_oversized_headers_are_431(gateway: Gateway, size: int) -> None:
         big_token = http.get("/api/v1/sessions", headers={"Authorization": "Bearer " + "x" * 20_000})
         problem(big_token, 401, "unauthenticated")
         assert http.get("/api/v1/sessions").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/v1/sessions", "/api/v1/me", "/admin/login/", "/nowhere", "turn"])
+def test_a_chunked_body_of_any_size_is_refused_once_it_passes_the_limit(gateway: Gateway, path: str) -> None:
+    headers = "Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n"
+    if path == "turn":
+        token = gateway.dev_token(sub="hostile")
+        with gateway.client(token) as http:
+            path = f"{session_path(http)}/messages"
+        headers += f"Authorization: Bearer {token}\r\n"
+    start = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode()
+    piece = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+    with gateway.connect() as raw:
+        # Before: read whole (to a temporary file) whatever its size, then 401, 403 or 404.
+        sent, answer = send_until_answered(raw, start, piece, most=64 * 1024 * 1024)
+    assert status_of(answer) == 413, answer[:300]
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "payload_too_large"
+    assert sent < 32 * 1024 * 1024  # the limit is 64 KiB; the rest is what the sockets' buffers hold
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(gateway: Gateway) -> None:
+    with gateway.connect(timeout=10) as raw:
+        raw.sendall(b"POST /api/v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000000\r\n\r\n")
+        _, answer = send_until_answered(raw, b"", b"", most=0)
+    assert status_of(answer) == 413
+
+
+def test_a_head_that_never_ends_is_refused_once_it_passes_the_limit(gateway: Gateway) -> None:
+    with gateway.connect() as raw:
+        # Before: buffered whole (64 MiB seen), answered only once complete.
+        start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: "
+        sent, answer = send_until_answered(raw, start, b"a" * 0x10000, most=64 * 1024 * 1024)
+    assert status_of(answer) == 431, answer[:300]
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "headers_too_large"
+    assert sent < 32 * 1024 * 1024
 
 
 def test_hostile_websocket_frames_get_error_frames(gateway: Gateway) -> None:
