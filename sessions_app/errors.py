@@ -47,3 +47,9 @@ class ContentTooLarge(PayloadTooLarge):
 
 class ModelNotAllowed(InvalidRequest):
     default_detail = "The requested model is not offered by this gateway."
+
+
+class InvalidCursor(InvalidRequest):
+    code = "invalid_cursor"
+    title = "Invalid cursor"
+    default_detail = "The cursor is not valid; pass the `next` of the previous page as it came."

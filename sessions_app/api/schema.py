@@ -24,6 +24,7 @@ from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, Ba
 from sessions_app.api.serializers import MAX_METADATA_DEPTH, TurnRequestSerializer, TurnResponseSerializer
 from sessions_app.api.streaming import TooManyStreams
 from sessions_app.errors import (
+    InvalidCursor,
     MessageLimitReached,
     SessionLimitReached,
     SessionNotActive,
@@ -55,7 +56,7 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 IDEMPOTENCY_ERRORS: tuple[ErrorType, ...] = (IdempotencyInProgress, IdempotencyKeyReused)
 JSON_BODY_ERRORS: tuple[ErrorType, ...] = (InvalidRequest, PayloadTooLarge, UnsupportedMediaType)
 
-LIST_ERRORS = (*VIEW_ERRORS, InvalidRequest, ARCHIVE_UNAVAILABLE)
+LIST_ERRORS = (*VIEW_ERRORS, InvalidRequest, InvalidCursor, ARCHIVE_UNAVAILABLE)
 # session_not_found: an Idempotency-Key replay whose session is gone from the active store.
 CREATE_ERRORS = (*VIEW_ERRORS, *JSON_BODY_ERRORS, *IDEMPOTENCY_ERRORS, SessionLimitReached, SessionNotFound)
 RETRIEVE_ERRORS = (*VIEW_ERRORS, SessionNotFound, ARCHIVE_UNAVAILABLE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -130,3 +132,21 @@ async def test_erasing_me_removes_everything_and_returns_a_receipt(client: httpx
     assert (await client.get(f"/api/v1/sessions/{bobs}", headers=bob)).status_code == 200
     event = await AuditEvent.objects.aget(action="owner.erase")
     assert event.details["receipt_id"] == receipt["id"]
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        "0000000000000:" + "-" * 36,  # the shape of an index member, but no session id
+        "1700000000000:00000000-0000-4000-8000-000000000000\n",  # a valid member with a newline after
+        "9999999999999:zzzzzzzz-0000-4000-8000-000000000000",
+    ],
+)
+async def test_a_forged_archived_list_cursor_is_invalid_cursor(client: httpx.AsyncClient, member: str) -> None:
+    await client.post(f"/api/v1/sessions/{await conversation(client, turns=0)}/end")
+    forged = base64.urlsafe_b64encode(member.encode()).decode().rstrip("=")
+
+    for status in ("archived", "active"):
+        response = await client.get("/api/v1/sessions", params={"status": status, "cursor": forged})
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "invalid_cursor"

@@ -273,7 +273,7 @@ async def test_list_pages_with_a_cursor(client: httpx.AsyncClient) -> None:
     assert [s["id"] for s in first["results"] + second["results"]] == list(reversed(ids))
     assert second["next"] is None
     assert_problem(await client.get("/api/v1/sessions", params={"limit": 0}), 400, "invalid_request")
-    assert_problem(await client.get("/api/v1/sessions", params={"cursor": "garbage!"}), 400, "invalid_request")
+    assert_problem(await client.get("/api/v1/sessions", params={"cursor": "garbage!"}), 400, "invalid_cursor")
 
 
 async def test_unknown_paths_are_problem_404s(client: httpx.AsyncClient) -> None:
