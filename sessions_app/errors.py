@@ -45,7 +45,9 @@ class ContentTooLarge(PayloadTooLarge):
     default_detail = "The content is longer than allowed."
 
 
-class ModelNotAllowed(InvalidRequest):
+class UnknownModel(InvalidRequest):
+    code = "unknown_model"
+    title = "Unknown model"
     default_detail = "The requested model is not offered by this gateway."
 
 

@@ -202,7 +202,8 @@ DEV_SIGNING_KEY_PATH = env("DEV_SIGNING_KEY_PATH", default=str(BASE_DIR / "var" 
 # -- Sessions -------------------------------------------------------------------
 
 DEFAULT_MODEL = env("DEFAULT_MODEL", default="echo")
-# Models clients may ask for; empty: any model the backend serves.
+# Models clients may ask for (others: 400 unknown_model); empty: DEFAULT_MODEL and the models
+# BACKEND_ROUTES names. Only these ever name a metric label, span or log field.
 ALLOWED_MODELS = env.list("ALLOWED_MODELS", default=[])
 
 SESSION_LIMITS = {

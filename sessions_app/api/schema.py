@@ -32,6 +32,7 @@ from sessions_app.errors import (
     TurnInProgress,
 )
 from sessions_app.idempotency import IdempotencyInProgress, IdempotencyKeyReused
+from sessions_app.wiring import known_models
 
 # The archive app raises it behind the SessionArchive port.
 ARCHIVE_UNAVAILABLE = ForeignProblem("archive_unavailable", 503, "The session archive cannot be reached; retry later.")
@@ -122,8 +123,7 @@ def document_input_rules(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
     components = result["components"]["schemas"]
     limits = settings.SESSION_LIMITS
     create = components["SessionCreateRequest"]["properties"]
-    if settings.ALLOWED_MODELS:
-        create["model"]["enum"] = sorted(settings.ALLOWED_MODELS)
+    create["model"]["enum"] = sorted(known_models())
     create["system_prompt"].update(pattern=_TEXT, maxLength=limits["MAX_SYSTEM_PROMPT_CHARS"])
     create["metadata"].update(_nested_object(MAX_METADATA_DEPTH))
     create["metadata"]["description"] += (
