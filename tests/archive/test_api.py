@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import httpx
+import orjson
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
 
@@ -150,3 +151,41 @@ async def test_a_forged_archived_list_cursor_is_invalid_cursor(client: httpx.Asy
         response = await client.get("/api/v1/sessions", params={"status": status, "cursor": forged})
         assert response.status_code == 400, response.text
         assert response.json()["code"] == "invalid_cursor"
+
+
+async def test_the_export_is_streamed_a_session_at_a_time(client: httpx.AsyncClient, mint: Mint) -> None:
+    """The document goes out in pieces as it is read, none near the size of the whole: the
+    gateway never holds every session at once."""
+    from channels.testing import ApplicationCommunicator
+
+    from config.asgi import application
+
+    sessions = [await conversation(client, turns=2) for _ in range(3)]
+    await client.post(f"/api/v1/sessions/{sessions[0]}/end")
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "path": "/api/v1/me/export",
+        "raw_path": b"/api/v1/me/export",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {mint()}".encode()), (b"host", b"localhost")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    app = ApplicationCommunicator(application, scope)
+    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await app.receive_output(timeout=10)
+    chunks = []
+    while True:
+        message = await app.receive_output(timeout=10)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+
+    assert start["status"] == 200
+    document = orjson.loads(b"".join(chunks))
+    assert [s["id"] for s in document["sessions"]] == sessions  # oldest first, archived or not
+    assert list(document) == ["owner", "exported_at", "sessions", "records", "audit_events"]
+    biggest_session = max(len(orjson.dumps(s)) for s in document["sessions"])
+    assert max(len(c) for c in chunks) <= biggest_session + 16
