@@ -488,15 +488,20 @@ class SessionManager:
         return await self._archive.is_archived(session_id, owner=owner)
 
     @returns_result
-    async def session_get(self, *, owner: str, session_id: str) -> Transcript:
-        """The session with its messages, from the active store or else the archive."""
-        match await self._store.load(session_id, owner=owner):
+    async def session_get(
+        self, *, owner: str, session_id: str, offset: int = 0, limit: int | None = None
+    ) -> Transcript:
+        """The session with its messages (all, or `limit` from the `offset`-th, oldest first),
+        from the active store or else the archive."""
+        match await self._store.load(session_id, owner=owner, offset=offset, limit=limit):
             case Ok(transcript):
                 return transcript
         archived = await self._archive.fetch(session_id, owner=owner)
         if archived is None:
             raise SessionNotFound()
-        return archived
+        # An archive is one sealed object, read whole (as bounded as the session it holds).
+        end = None if limit is None else offset + limit
+        return Transcript(archived.session, archived.messages[offset:end])
 
     @returns_result
     async def session_list(

@@ -61,6 +61,7 @@ LIST_ERRORS = (*VIEW_ERRORS, InvalidRequest, InvalidCursor, ARCHIVE_UNAVAILABLE)
 # session_not_found: an Idempotency-Key replay whose session is gone from the active store.
 CREATE_ERRORS = (*VIEW_ERRORS, *JSON_BODY_ERRORS, *IDEMPOTENCY_ERRORS, SessionLimitReached, SessionNotFound)
 RETRIEVE_ERRORS = (*VIEW_ERRORS, SessionNotFound, ARCHIVE_UNAVAILABLE)
+READ_ERRORS = (*RETRIEVE_ERRORS, InvalidRequest, InvalidCursor)
 DESTROY_ERRORS = RETRIEVE_ERRORS
 END_ERRORS = (*RETRIEVE_ERRORS, TurnInProgress)
 RESUME_ERRORS = (*END_ERRORS, SessionLimitReached)

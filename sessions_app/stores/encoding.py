@@ -78,3 +78,22 @@ def decode_cursor(cursor: str) -> str:
     if not _MEMBER.fullmatch(member):
         raise InvalidCursor()
     return member
+
+
+_MESSAGE_POSITION = re.compile(r"m:(\d{1,9})")
+
+
+def encode_message_cursor(offset: int) -> str:
+    """A cursor to a session's messages from the `offset`-th on."""
+    return encode_cursor(f"m:{offset}")
+
+
+def decode_message_cursor(cursor: str) -> int:
+    try:
+        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCursor() from exc
+    matched = _MESSAGE_POSITION.fullmatch(position)
+    if matched is None:
+        raise InvalidCursor()
+    return int(matched[1])

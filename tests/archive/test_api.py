@@ -189,3 +189,16 @@ async def test_the_export_is_streamed_a_session_at_a_time(client: httpx.AsyncCli
     assert list(document) == ["owner", "exported_at", "sessions", "records", "audit_events"]
     biggest_session = max(len(orjson.dumps(s)) for s in document["sessions"])
     assert max(len(c) for c in chunks) <= biggest_session + 16
+
+
+async def test_an_archived_sessions_messages_come_a_page_at_a_time(client: httpx.AsyncClient) -> None:
+    session_id = await conversation(client, turns=2)
+    await client.post(f"/api/v1/sessions/{session_id}/end")
+    path = f"/api/v1/sessions/{session_id}"
+
+    first = (await client.get(path, params={"messages_limit": 3})).json()
+    rest = (await client.get(path, params={"messages_limit": 3, "messages_cursor": first["messages_next"]})).json()
+
+    assert first["status"] == "archived"
+    assert [m["content"] for m in first["messages"]] == ["q0", "Echo: q0", "q1"]
+    assert [m["content"] for m in rest["messages"]] == ["Echo: q1"] and rest["messages_next"] is None
