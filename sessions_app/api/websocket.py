@@ -231,7 +231,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
                 "ws_turn",
                 turn_id=turn_id,
                 session_id=self.session_id,
-                model=turn_outcome.session.model if turn_outcome else None,
+                model=get_session_manager().policy.model_label(turn_outcome.session.model) if turn_outcome else None,
                 input_tokens=turn_outcome.usage.input_tokens if turn_outcome else None,
                 output_tokens=turn_outcome.usage.output_tokens if turn_outcome else None,
                 outcome=relayed.outcome,

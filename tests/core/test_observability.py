@@ -145,6 +145,7 @@ async def test_a_clients_model_never_becomes_a_label_span_name_or_log_field(
     api_settings: SettingsWrapper,
     span_exporter: Any,
     captured_logs: io.StringIO,
+    mint: Mint,
 ) -> None:
     """Only models the gateway knows are accepted, and only those name telemetry: a session
     kept from before the operator stopped offering its model is counted as `other`."""
@@ -160,6 +161,14 @@ async def test_a_clients_model_never_becomes_a_label_span_name_or_log_field(
     for stream in (False, True):
         turn = await traced_client.post(f"/api/v1/sessions/{kept}/messages", json={"content": "hi", "stream": stream})
         assert turn.status_code == 200
+    from config.asgi import application
+
+    ws = WebsocketCommunicator(application, f"/ws/v1/sessions/{kept}", subprotocols=["bearer", mint()])
+    await ws.connect(timeout=5)
+    await ws.send_json_to({"type": "message", "content": "hi"})
+    while (await ws.receive_json_from(timeout=5))["type"] != "done":
+        pass
+    await ws.disconnect()
     after = (await traced_client.get("/metrics")).text
 
     assert sample(after, "gateway_tokens_total", model="other", direction="output") > sample(
@@ -170,6 +179,7 @@ async def test_a_clients_model_never_becomes_a_label_span_name_or_log_field(
     assert "chat other" in names and not any("retired" in n or "evil" in n for n in names)
     logged = captured_logs.getvalue()
     assert "evil-" not in logged and "retired-model" not in logged
+    assert [line["model"] for line in lines(captured_logs) if line["event"] == "ws_turn"] == ["other"]
 
 
 async def test_metrics_need_their_token_when_one_is_set(
