@@ -133,9 +133,11 @@ def document_input_rules(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
     )
     if "TurnRequestRequest" in components:  # absent from a schema of Django's URLs alone
         _document_turn_rules(components["TurnRequestRequest"]["properties"], limits)
-    for parameter in result["paths"]["/api/v1/sessions"]["get"]["parameters"]:
-        # DRF reads a query parameter with an empty value as one left out.
-        parameter["allowEmptyValue"] = True
+    for path in ("/api/v1/sessions", "/api/v1/sessions/{session_id}"):
+        for parameter in result["paths"][path]["get"]["parameters"]:
+            if parameter["in"] == "query":
+                # DRF reads a query parameter with an empty value as one left out.
+                parameter["allowEmptyValue"] = True
     return result
 
 
