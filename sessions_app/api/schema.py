@@ -30,6 +30,7 @@ from sessions_app.errors import (
     SessionNotActive,
     SessionNotFound,
     TurnInProgress,
+    UnknownModel,
 )
 from sessions_app.idempotency import IdempotencyInProgress, IdempotencyKeyReused
 from sessions_app.wiring import known_models
@@ -59,7 +60,14 @@ JSON_BODY_ERRORS: tuple[ErrorType, ...] = (InvalidRequest, PayloadTooLarge, Unsu
 
 LIST_ERRORS = (*VIEW_ERRORS, InvalidRequest, InvalidCursor, ARCHIVE_UNAVAILABLE)
 # session_not_found: an Idempotency-Key replay whose session is gone from the active store.
-CREATE_ERRORS = (*VIEW_ERRORS, *JSON_BODY_ERRORS, *IDEMPOTENCY_ERRORS, SessionLimitReached, SessionNotFound)
+CREATE_ERRORS = (
+    *VIEW_ERRORS,
+    *JSON_BODY_ERRORS,
+    *IDEMPOTENCY_ERRORS,
+    UnknownModel,
+    SessionLimitReached,
+    SessionNotFound,
+)
 RETRIEVE_ERRORS = (*VIEW_ERRORS, SessionNotFound, ARCHIVE_UNAVAILABLE)
 READ_ERRORS = (*RETRIEVE_ERRORS, InvalidRequest, InvalidCursor)
 DESTROY_ERRORS = RETRIEVE_ERRORS

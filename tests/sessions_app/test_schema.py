@@ -80,6 +80,7 @@ async def test_each_operation_lists_its_own_statuses_and_codes(client: httpx.Asy
 
     create = ops["POST /api/v1/sessions"]["responses"]
     assert {"400", "404", "406", "409", "413", "415", "422"} <= set(create)
+    assert "`unknown_model`" in create["400"]["description"]
     assert create["201"]["headers"]["Location"]["required"] is True
     # Operations that read no input answer no 400.
     assert "400" not in ops["DELETE /api/v1/sessions/{session_id}"]["responses"]
