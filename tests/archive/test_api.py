@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
 
+from archive.errors import ArchiveUnreadable
 from archive.wiring import get_archive_store
 from core.models import AuditEvent
 from sessions_app.models import SessionRecord
@@ -153,6 +155,20 @@ async def test_a_forged_archived_list_cursor_is_invalid_cursor(client: httpx.Asy
         assert response.json()["code"] == "invalid_cursor"
 
 
+def export_scope(token: str) -> dict[str, object]:
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "path": "/api/v1/me/export",
+        "raw_path": b"/api/v1/me/export",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {token}".encode()), (b"host", b"localhost")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
 async def test_the_export_is_streamed_a_session_at_a_time(client: httpx.AsyncClient, mint: Mint) -> None:
     """The document goes out in pieces as it is read, none near the size of the whole: the
     gateway never holds every session at once."""
@@ -162,18 +178,7 @@ async def test_the_export_is_streamed_a_session_at_a_time(client: httpx.AsyncCli
 
     sessions = [await conversation(client, turns=2) for _ in range(3)]
     await client.post(f"/api/v1/sessions/{sessions[0]}/end")
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "path": "/api/v1/me/export",
-        "raw_path": b"/api/v1/me/export",
-        "query_string": b"",
-        "headers": [(b"authorization", f"Bearer {mint()}".encode()), (b"host", b"localhost")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-    app = ApplicationCommunicator(application, scope)
+    app = ApplicationCommunicator(application, export_scope(mint()))
     await app.send_input({"type": "http.request", "body": b"", "more_body": False})
     start = await app.receive_output(timeout=10)
     chunks = []
@@ -202,3 +207,34 @@ async def test_an_archived_sessions_messages_come_a_page_at_a_time(client: httpx
     assert first["status"] == "archived"
     assert [m["content"] for m in first["messages"]] == ["q0", "Echo: q0", "q1"]
     assert [m["content"] for m in rest["messages"]] == ["Echo: q1"] and rest["messages_next"] is None
+
+
+async def test_an_export_that_fails_half_way_is_cut_short_never_complete_looking(
+    client: httpx.AsyncClient, mint: Mint, api_settings: SettingsWrapper
+) -> None:
+    from channels.testing import ApplicationCommunicator
+
+    from config.asgi import application
+
+    await conversation(client, turns=1)
+    broken = await conversation(client, turns=1)
+    await client.post(f"/api/v1/sessions/{broken}/end")
+    for sealed in Path(api_settings.ARCHIVE_STORE["OPTIONS"]["root"]).rglob(f"{broken}*"):
+        sealed.write_bytes(b"not an archive")  # unreadable once the export reaches it
+    app = ApplicationCommunicator(application, export_scope(mint()))
+    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+
+    start = await app.receive_output(timeout=10)
+    body, ended = b"", False
+    try:
+        while not ended:
+            message = await app.receive_output(timeout=10)
+            body += message.get("body", b"")
+            ended = not message.get("more_body")
+    except ArchiveUnreadable:
+        pass  # the application fails: the server cuts the connection
+
+    assert start["status"] == 200 and not ended
+    assert body.startswith(b'{"owner":') and b"Echo: q0" in body  # the first session went out...
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)  # ...and the document is visibly incomplete
