@@ -110,11 +110,10 @@ class PrivacyService:
                 yield transcript
 
     async def _audit_events(self, owner: str, session_ids: list[str]) -> AsyncIterator[AuditEvent]:
-        for start in range(0, len(session_ids), _ROWS_PER_QUERY):
-            batch = session_ids[start : start + _ROWS_PER_QUERY]
-            async for event in _rows(AuditEvent.objects.filter(target_type="session", target__in=batch).order_by("at")):
-                yield event
-        async for event in _rows(AuditEvent.objects.filter(target_type="owner", target=owner).order_by("at")):
+        about_sessions = AuditEvent.objects.filter(target_type="session", target__in=session_ids)
+        async for event in _rows(about_sessions.order_by("at", "id")):
+            yield event
+        async for event in _rows(AuditEvent.objects.filter(target_type="owner", target=owner).order_by("at", "id")):
             yield event
 
     async def erase(self, owner: str, *, actor: str) -> ErasureReceipt:
