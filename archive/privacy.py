@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from django.db.models import Model, QuerySet
 
 from archive.keys import KeyRing
 from archive.ports import ArchiveSessionStore
@@ -15,7 +17,7 @@ from core.audit import audit
 from core.models import AuditEvent
 from core.observability import metrics
 from core.result import Ok
-from sessions_app.domain import Transcript
+from sessions_app.domain import ChatSession, Transcript
 from sessions_app.models import SessionRecord
 from sessions_app.ports import ActiveSessionStore
 
@@ -34,12 +36,20 @@ class ErasureReceipt:
 
 @dataclass(frozen=True, slots=True)
 class OwnerExport:
+    """The export, read as it is consumed: one session (or a chunk of rows) in memory at a
+    time, however much the owner has; an owner's sessions can add up to far more than a
+    response should hold (60 sessions made 30 MB)."""
+
     owner: str
     exported_at: datetime
-    sessions: list[Transcript]
-    records: list[SessionRecord]
-    audit_events: list[AuditEvent]
-    side_stores: dict[str, Any]
+    sessions: AsyncIterator[Transcript]  # oldest first
+    records: AsyncIterator[SessionRecord]
+    audit_events: AsyncIterator[AuditEvent]
+    side_stores: dict[str, Any]  # ids, counts and times: small
+
+
+_ROWS_PER_QUERY = 500
+Row = TypeVar("Row", bound=Model)
 
 
 class PrivacyService:
@@ -67,28 +77,31 @@ class PrivacyService:
 
     async def export(self, owner: str, *, actor: str) -> OwnerExport:
         """Everything the gateway holds about `owner`: active and archived sessions with their
-        messages, the session records and the audit events about them."""
-        sessions: list[Transcript] = []
-        async for session_id in self._active_ids(owner):
-            loaded = await self._active.load(session_id, owner=owner)
-            if isinstance(loaded, Ok):
-                sessions.append(loaded.value)
-        active_ids = {t.session.id for t in sessions}
-        for session_id in await self._archive.list_by_owner(owner):
-            if session_id not in active_ids:
-                archived = await self._archive_service.fetch(session_id, owner=owner)
-                if archived is not None:
-                    sessions.append(archived)
-        sessions.sort(key=lambda t: t.session.created_at)
-        records = [r async for r in SessionRecord.objects.filter(owner=owner).order_by("created_at")]
-        ids = [str(r.id) for r in records] + [t.session.id for t in sessions]
-        events = [e async for e in AuditEvent.objects.filter(target_type="session", target__in=ids).order_by("at")] + [
-            e async for e in AuditEvent.objects.filter(target_type="owner", target=owner).order_by("at")
-        ]
+        messages, the session records and the audit events about them.
+
+        Only the ids are gathered here (so an unreachable store fails the request before any
+        of it is sent); the content is read as the export is consumed."""
+        created = {
+            str(session_id): at
+            async for session_id, at in SessionRecord.objects.filter(owner=owner).values_list("id", "created_at")
+        }
+        active: dict[str, datetime] = {}
+        async for session in self._active_sessions(owner):
+            active[session.id] = session.created_at
+        archived = [i for i in await self._archive.list_by_owner(owner) if i not in active]
+        never = datetime.min.replace(tzinfo=UTC)  # an archive without its record: first
+        order = sorted([*active.items(), *((i, created.get(i, never)) for i in archived)], key=lambda p: (p[1], p[0]))
         await audit(
-            actor=actor, action="owner.export", target_type="owner", target=owner, details={"sessions": len(sessions)}
+            actor=actor, action="owner.export", target_type="owner", target=owner, details={"sessions": len(order)}
         )
-        return OwnerExport(owner, self._clock(), sessions, records, events, await self.owner_side_stores(owner))
+        return OwnerExport(
+            owner,
+            self._clock(),
+            self._transcripts(owner, [(i, i in active) for i, _ in order]),
+            _rows(SessionRecord.objects.filter(owner=owner).order_by("created_at", "id")),
+            self._audit_events(owner, sorted({*created, *active, *archived})),
+            await self.owner_side_stores(owner),
+        )
 
     async def owner_side_stores(self, owner: str) -> dict[str, Any]:
         """What the gateway keeps about `owner` beside their sessions: Idempotency-Key records,
@@ -96,6 +109,24 @@ class PrivacyService:
         side = {name: await describe(owner) for name, describe in self._describe.items()}
         side["data_keys"] = await self._keys.describe(owner)
         return side
+
+    async def _transcripts(self, owner: str, sessions: list[tuple[str, bool]]) -> AsyncIterator[Transcript]:
+        for session_id, is_active in sessions:
+            transcript = None
+            if is_active:
+                loaded = await self._active.load(session_id, owner=owner)
+                transcript = loaded.value if isinstance(loaded, Ok) else None
+            if transcript is None:  # archived, or archived since it was listed
+                transcript = await self._archive_service.fetch(session_id, owner=owner)
+            if transcript is not None:
+                yield transcript
+
+    async def _audit_events(self, owner: str, session_ids: list[str]) -> AsyncIterator[AuditEvent]:
+        about_sessions = AuditEvent.objects.filter(target_type="session", target__in=session_ids)
+        async for event in _rows(about_sessions.order_by("at", "id")):
+            yield event
+        async for event in _rows(AuditEvent.objects.filter(target_type="owner", target=owner).order_by("at", "id")):
+            yield event
 
     async def erase(self, owner: str, *, actor: str) -> ErasureReceipt:
         """Erase everything about `owner`: their data key first (so every copy of their
@@ -132,14 +163,24 @@ class PrivacyService:
         return receipt
 
     async def _active_ids(self, owner: str) -> AsyncIterator[str]:
+        async for session in self._active_sessions(owner):
+            yield session.id
+
+    async def _active_sessions(self, owner: str) -> AsyncIterator[ChatSession]:
         cursor: str | None = None
         while True:
             page = await self._active.list_by_owner(owner, limit=100, cursor=cursor)
             for session in page.sessions:
-                yield session.id
+                yield session
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+
+async def _rows(query: QuerySet[Row]) -> AsyncIterator[Row]:
+    """The query's rows, fetched a chunk at a time rather than all at once."""
+    async for row in query.aiterator(chunk_size=_ROWS_PER_QUERY):
+        yield row
 
 
 def receipt_details(receipt: ErasureReceipt) -> dict[str, Any]:

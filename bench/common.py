@@ -77,6 +77,7 @@ def stack(
         "RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000000",
         "RATE_LIMIT_TOKENS_PER_MINUTE": "1000000000",
         "RATE_LIMIT_STREAMS_PER_OWNER": "1000000",
+        "RATE_LIMIT_SOCKETS_PER_OWNER": "1000000",
         **(extra_env or {}),
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)

@@ -1,5 +1,5 @@
 """Per-owner limits shared by every gateway instance: requests and model tokens per minute,
-and streams open at once. Over a limit is `429 rate_limited` with Retry-After."""
+and streams and WebSockets open at once. Over a limit is `429 rate_limited` with Retry-After."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ class Limits:
     tokens_per_minute: int = 1_000_000
     streams_per_owner: int = 16
     stream_seconds: int = 3600  # an open stream's entry lapses after this, should its closing be lost
+    sockets_per_owner: int = 32
+    # An open WebSocket's entry lapses after this unless kept (`open_socket` again): a socket may
+    # stay open for hours, but one whose instance died must not hold its owner's slot for long.
+    socket_seconds: int = 300
 
 
 class OwnerStreamLimit(RateLimited):
@@ -37,11 +41,19 @@ class OwnerStreamLimit(RateLimited):
     default_detail = "You have as many replies streaming as allowed; wait for one to finish."
 
 
+class OwnerSocketLimit(RateLimited):
+    code = "owner_socket_limit"
+    title = "Too many WebSockets"
+    default_detail = "You have as many WebSockets open as allowed; close one first."
+
+
 def retry_after(now: float) -> float:
     return WINDOW - now % WINDOW
 
 
 class OwnerLimiter(Protocol):
+    limits: Limits
+
     async def admit(self, owner: str) -> None:
         """Count one request; raise `RateLimited` if the owner is over a per-minute limit."""
         ...
@@ -55,6 +67,14 @@ class OwnerLimiter(Protocol):
         ...
 
     async def close_stream(self, owner: str, stream_id: str) -> None: ...
+
+    async def open_socket(self, owner: str, socket_id: str) -> None:
+        """Raise `OwnerSocketLimit` if the owner holds the most WebSockets allowed already; else
+        count this one. Again with the same id: keep it counted (its entry lapses otherwise
+        after `socket_seconds`)."""
+        ...
+
+    async def close_socket(self, owner: str, socket_id: str) -> None: ...
 
     async def forget(self, owner: str) -> None:
         """Drop every count about the owner (erasure)."""
@@ -77,6 +97,7 @@ class MemoryLimiter:
         self._clock = clock
         self._windows: dict[tuple[str, int], list[int]] = {}
         self._streams: dict[str, set[str]] = {}
+        self._sockets: dict[str, set[str]] = {}
 
     def _window(self, owner: str) -> list[int]:
         window = int(self._clock() // WINDOW)
@@ -104,21 +125,40 @@ class MemoryLimiter:
     async def close_stream(self, owner: str, stream_id: str) -> None:
         self._streams.get(owner, set()).discard(stream_id)
 
+    async def open_socket(self, owner: str, socket_id: str) -> None:
+        open_now = self._sockets.setdefault(owner, set())
+        full = self.limits.sockets_per_owner and len(open_now) >= self.limits.sockets_per_owner
+        if full and socket_id not in open_now:
+            raise OwnerSocketLimit(retry_after=1)
+        open_now.add(socket_id)
+
+    async def close_socket(self, owner: str, socket_id: str) -> None:
+        open_now = self._sockets.get(owner, set())
+        open_now.discard(socket_id)
+        if not open_now:
+            self._sockets.pop(owner, None)
+
     async def forget(self, owner: str) -> None:
         self._streams.pop(owner, None)
+        self._sockets.pop(owner, None)
         for key in [k for k in self._windows if k[0] == owner]:
             del self._windows[key]
 
     async def describe(self, owner: str) -> dict[str, int]:
         counts = self._windows.get((owner, int(self._clock() // WINDOW)), [0, 0])
-        return _counts(counts[0], counts[1], len(self._streams.get(owner, ())))
+        return _counts(counts[0], counts[1], len(self._streams.get(owner, ())), len(self._sockets.get(owner, ())))
 
     async def close(self) -> None:
         pass
 
 
-def _counts(requests: int, tokens: int, streams: int) -> dict[str, int]:
-    return {"requests_this_minute": requests, "tokens_this_minute": tokens, "open_streams": streams}
+def _counts(requests: int, tokens: int, streams: int, sockets: int) -> dict[str, int]:
+    return {
+        "requests_this_minute": requests,
+        "tokens_this_minute": tokens,
+        "open_streams": streams,
+        "open_websockets": sockets,
+    }
 
 
 def _judge(limits: Limits, requests: int, tokens: int, now: float) -> None:
@@ -137,9 +177,12 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {requests, tokens}
 """
 
-_OPEN_STREAM = """
+# Count a member (a stream, a WebSocket) in the owner's set, unless the set is full; a member
+# counted already is kept (its time renewed) whatever the count.
+_OPEN_MEMBER = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[4])
-if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+if tonumber(ARGV[3]) > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[2])
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
@@ -258,7 +301,7 @@ class RedisLimiter:
     async def open_stream(self, owner: str, stream_id: str) -> None:
         if not self.limits.streams_per_owner:
             return
-        admitted = await self._script(_OPEN_STREAM)(
+        admitted = await self._script(_OPEN_MEMBER)(
             keys=[self._key(owner, "streams")],
             args=[time.time(), stream_id, self.limits.streams_per_owner, self.limits.stream_seconds],
             client=self._client(),
@@ -272,12 +315,29 @@ class RedisLimiter:
             await self._client().zrem(self._key(owner, "streams"), stream_id)
 
     @store_errors
+    async def open_socket(self, owner: str, socket_id: str) -> None:
+        if not self.limits.sockets_per_owner:
+            return
+        admitted = await self._script(_OPEN_MEMBER)(
+            keys=[self._key(owner, "sockets")],
+            args=[time.time(), socket_id, self.limits.sockets_per_owner, self.limits.socket_seconds],
+            client=self._client(),
+        )
+        if not admitted:
+            raise OwnerSocketLimit(retry_after=1)
+
+    @store_errors
+    async def close_socket(self, owner: str, socket_id: str) -> None:
+        if self.limits.sockets_per_owner:
+            await self._client().zrem(self._key(owner, "sockets"), socket_id)
+
+    @store_errors
     async def forget(self, owner: str) -> None:
         self._tallies.pop(owner, None)
         # Only the limiter's own keys: others live under the owner's hash tag too (the session index).
         client = self._client()
         keys = [k async for k in client.scan_iter(match=self._key(owner, "rl:*"), count=500)]
-        await client.delete(*keys, self._key(owner, "streams"))
+        await client.delete(*keys, self._key(owner, "streams"), self._key(owner, "sockets"))
 
     @store_errors
     async def describe(self, owner: str) -> dict[str, int]:
@@ -285,11 +345,17 @@ class RedisLimiter:
         pipe = self._client().pipeline(transaction=False)
         pipe.hmget(self._key(owner, f"rl:{int(now // WINDOW)}"), ["r", "t"])
         pipe.zcount(self._key(owner, "streams"), now - self.limits.stream_seconds, "+inf")
-        (requests, tokens), streams = await pipe.execute()
+        pipe.zcount(self._key(owner, "sockets"), now - self.limits.socket_seconds, "+inf")
+        (requests, tokens), streams, sockets = await pipe.execute()
         tally = self._tallies.get(owner)
         if tally is None or tally.window != int(now // WINDOW):
             tally = _Tally(int(now // WINDOW))  # nothing unsent
-        return _counts(int(requests or 0) + tally.unsent_requests, int(tokens or 0) + tally.unsent_tokens, int(streams))
+        return _counts(
+            int(requests or 0) + tally.unsent_requests,
+            int(tokens or 0) + tally.unsent_tokens,
+            int(streams),
+            int(sockets),
+        )
 
     async def close(self) -> None:
         await self.flush()

@@ -20,6 +20,9 @@ from core.result import Ok
 from sessions_app.models import SessionRecord
 from sessions_app.wiring import get_session_manager
 
+# Messages shown at once: a long session is read a page at a time, never loaded whole.
+TRANSCRIPT_PAGE = 100
+
 
 class TranscriptReasonForm(forms.Form):
     reason = forms.CharField(
@@ -27,6 +30,7 @@ class TranscriptReasonForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Why you need to read this conversation. It is kept in the audit trail with your name.",
     )
+    offset = forms.IntegerField(min_value=0, max_value=10**9, required=False, widget=forms.HiddenInput)
 
 
 @admin.register(SessionRecord)
@@ -60,16 +64,27 @@ class SessionRecordAdmin(ReadOnlyAdmin):
         context: dict[str, Any] = {**self.admin_site.each_context(request), "record": record, "opts": self.model._meta}
         form = TranscriptReasonForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            loaded = async_to_sync(get_session_manager().session_get)(owner=record.owner, session_id=str(record.pk))
+            offset = form.cleaned_data["offset"] or 0
+            loaded = async_to_sync(get_session_manager().session_get)(
+                owner=record.owner, session_id=str(record.pk), offset=offset, limit=TRANSCRIPT_PAGE
+            )
             outcome = "success" if isinstance(loaded, Ok) else "failure"
-            async_to_sync(audit)(
+            async_to_sync(audit)(  # every page read is its own event, with the same reason
                 actor=f"auditor:{request.user.get_username()}",
                 action="transcript.view",
                 target_type="session",
                 target=str(record.pk),
                 outcome=outcome,
-                details={"reason": form.cleaned_data["reason"]},
+                details={"reason": form.cleaned_data["reason"], "offset": offset},
             )
+            if isinstance(loaded, Ok):
+                shown = len(loaded.value.messages)
+                total = loaded.value.session.message_count
+                context["page"] = {"first": offset + 1, "last": offset + shown, "total": total}
+                if offset + shown < total:
+                    context["next_form"] = TranscriptReasonForm(
+                        initial={"reason": form.cleaned_data["reason"], "offset": offset + shown}
+                    )
             context["transcript"] = loaded.value if isinstance(loaded, Ok) else None
             context["unavailable"] = not isinstance(loaded, Ok)
         context["form"] = form

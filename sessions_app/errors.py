@@ -45,5 +45,13 @@ class ContentTooLarge(PayloadTooLarge):
     default_detail = "The content is longer than allowed."
 
 
-class ModelNotAllowed(InvalidRequest):
+class UnknownModel(InvalidRequest):
+    code = "unknown_model"
+    title = "Unknown model"
     default_detail = "The requested model is not offered by this gateway."
+
+
+class InvalidCursor(InvalidRequest):
+    code = "invalid_cursor"
+    title = "Invalid cursor"
+    default_detail = "The cursor is not valid; pass the `next` of the previous page as it came."

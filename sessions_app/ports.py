@@ -31,8 +31,11 @@ class ActiveSessionStore(Protocol):
         """The session's metadata, without its messages."""
         ...
 
-    async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
-        """The session with all its messages, oldest first."""
+    async def load(
+        self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None
+    ) -> Result[Transcript, SessionNotFound]:
+        """The session with its messages, oldest first: all of them, or at most `limit`
+        starting at the `offset`-th (a session's messages are only ever appended to)."""
         ...
 
     async def begin_turn(

@@ -34,9 +34,9 @@ from sessions_app.domain import (
 from sessions_app.errors import (
     ContentTooLarge,
     MessageLimitReached,
-    ModelNotAllowed,
     SessionNotActive,
     SessionNotFound,
+    UnknownModel,
 )
 from sessions_app.idempotency import (
     Claim,
@@ -58,7 +58,9 @@ class SessionPolicy:
     """The operator's limits; every one is a setting."""
 
     default_model: str = "echo"
-    allowed_models: frozenset[str] = frozenset()  # empty: any model
+    # The models the gateway knows (the default model always among them). A client's other
+    # strings are refused, so a model name is safe as a metric label, span name and log field.
+    known_models: frozenset[str] = frozenset()
     max_content_chars: int = 32_000
     max_system_prompt_chars: int = 16_000
     max_metadata_bytes: int = 4_096
@@ -68,6 +70,14 @@ class SessionPolicy:
     context_max_chars: int = 64_000
     context_max_messages: int = 200
     turn_lock_seconds: float = 330.0
+
+    def knows(self, model: str) -> bool:
+        return model == self.default_model or model in self.known_models
+
+    def model_label(self, model: str) -> str:
+        """The model as telemetry names it: a session stored before the operator stopped
+        offering its model is counted as `other`, never under a name outside the known set."""
+        return model if self.knows(model) else "other"
 
 
 logger = logging.getLogger(__name__)
@@ -159,10 +169,10 @@ class SessionManager:
     ) -> ChatSession:
         policy = self._policy
         model = model or policy.default_model
-        if policy.allowed_models and model not in policy.allowed_models:
-            raise ModelNotAllowed(
-                f"Model '{model[:100]}' is not offered; choose one of: {', '.join(sorted(policy.allowed_models))}."
-            )
+        if not policy.knows(model):
+            # The client's string is not echoed back: it may be anything, newlines included.
+            offered = sorted(policy.known_models | {policy.default_model})
+            raise UnknownModel(f"The model is not offered; choose one of: {', '.join(offered)}.")
         if len(system_prompt) > policy.max_system_prompt_chars:
             raise ContentTooLarge(f"The system prompt is longer than {policy.max_system_prompt_chars} characters.")
         metadata = dict(metadata or {})
@@ -280,7 +290,7 @@ class SessionManager:
     ) -> TurnOutcome:
         turn, request = await self._open_turn(owner, session_id, content, params, request_id)
         try:
-            with chat_span(request.model) as span:
+            with chat_span(self._policy.model_label(request.model)) as span:
                 started = time.perf_counter()
                 try:
                     completion = await self._backend.complete(request)
@@ -356,7 +366,7 @@ class SessionManager:
         idempotent: IdempotentRequest | None,
     ) -> TurnStream:
         turn, request = await self._open_turn(owner, session_id, content, params, request_id)
-        with chat_span(request.model, streaming=True):
+        with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
             started = time.perf_counter()
             try:
@@ -419,7 +429,7 @@ class SessionManager:
                 max_messages=self._policy.context_max_messages,
             )
             span.set_attribute("gateway.context.messages", len(context))
-        annotate(model=session.model)
+        annotate(model=self._policy.model_label(session.model))
         request = ChatRequest(model=session.model, messages=context, params=params, request_id=request_id)
         return OpenTurn(session, owner, token, content, received_at), request
 
@@ -497,15 +507,20 @@ class SessionManager:
         return await self._archive.is_archived(session_id, owner=owner)
 
     @returns_result
-    async def session_get(self, *, owner: str, session_id: str) -> Transcript:
-        """The session with its messages, from the active store or else the archive."""
-        match await self._store.load(session_id, owner=owner):
+    async def session_get(
+        self, *, owner: str, session_id: str, offset: int = 0, limit: int | None = None
+    ) -> Transcript:
+        """The session with its messages (all, or `limit` from the `offset`-th, oldest first),
+        from the active store or else the archive."""
+        match await self._store.load(session_id, owner=owner, offset=offset, limit=limit):
             case Ok(transcript):
                 return transcript
         archived = await self._archive.fetch(session_id, owner=owner)
         if archived is None:
             raise SessionNotFound()
-        return archived
+        # An archive is one sealed object, read whole (as bounded as the session it holds).
+        end = None if limit is None else offset + limit
+        return Transcript(archived.session, archived.messages[offset:end])
 
     @returns_result
     async def session_list(

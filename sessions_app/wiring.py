@@ -18,11 +18,19 @@ from sessions_app.recording import DatabaseRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 
 
+def known_models() -> frozenset[str]:
+    """`ALLOWED_MODELS`, or when it is empty the models `BACKEND_ROUTES` names; with the default
+    model always. The model servers are not asked: what a client may choose stays the operator's
+    decision, and one known set serves the schema, the checks and every metric label."""
+    routed = {model for model in getattr(settings, "BACKEND_ROUTES", {}) if model != "*"}
+    return frozenset(settings.ALLOWED_MODELS or routed) | {settings.DEFAULT_MODEL}
+
+
 def policy_from_settings() -> SessionPolicy:
     limits = settings.SESSION_LIMITS
     return SessionPolicy(
         default_model=settings.DEFAULT_MODEL,
-        allowed_models=frozenset(settings.ALLOWED_MODELS),
+        known_models=known_models(),
         max_content_chars=limits["MAX_CONTENT_CHARS"],
         max_system_prompt_chars=limits["MAX_SYSTEM_PROMPT_CHARS"],
         max_metadata_bytes=limits["MAX_METADATA_BYTES"],
@@ -76,6 +84,7 @@ def _reset(*, setting: str, **kwargs: object) -> None:
         "SESSION_LIMITS",
         "DEFAULT_MODEL",
         "ALLOWED_MODELS",
+        "BACKEND_ROUTES",
         "SESSION_ARCHIVE",
         "IDEMPOTENCY_STORE",
         "OWNER_LIMITER",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
+import orjson
 from asgiref.sync import async_to_sync
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
@@ -16,45 +19,74 @@ from archive.errors import ArchiveUnavailable, OwnerBusy
 from archive.privacy import ErasureReceipt, OwnerExport
 from archive.wiring import get_privacy_service
 from core.auth.drf import ChatScopes
+from core.models import AuditEvent
 from core.openapi import VIEW_ERRORS
 from sessions_app.api import presenters
 from sessions_app.api.schema import documented
 from sessions_app.api.views import owner_of
+from sessions_app.models import SessionRecord
 from sessions_app.services import owner_actor
+
+T = TypeVar("T")
 
 
 def present_export(export: OwnerExport) -> dict[str, Any]:
+    """The export document's top-level keys in order; a list is an async iterable, written
+    one item at a time by `json_stream`."""
     return {
         "owner": export.owner,
         "exported_at": presenters.iso(export.exported_at),
-        "sessions": [presenters.transcript(t) for t in export.sessions],
-        "records": [
-            {
-                "session_id": str(r.id),
-                "status": r.status,
-                "model": r.model,
-                "created_at": presenters.iso(r.created_at),
-                "last_activity_at": presenters.iso(r.last_activity_at),
-                "archived_at": presenters.iso(r.archived_at) if r.archived_at else None,
-                "message_count": r.message_count,
-                "usage": {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens},
-            }
-            for r in export.records
-        ],
-        "audit_events": [
-            {
-                "at": presenters.iso(e.at),
-                "actor": e.actor,
-                "action": e.action,
-                "target_type": e.target_type,
-                "target": e.target,
-                "outcome": e.outcome,
-                "details": e.details,
-            }
-            for e in export.audit_events
-        ],
+        "sessions": amap(presenters.transcript, export.sessions),
+        "records": amap(present_record, export.records),
+        "audit_events": amap(present_audit_event, export.audit_events),
         "side_stores": export.side_stores,
     }
+
+
+def present_record(r: SessionRecord) -> dict[str, Any]:
+    return {
+        "session_id": str(r.id),
+        "status": r.status,
+        "model": r.model,
+        "created_at": presenters.iso(r.created_at),
+        "last_activity_at": presenters.iso(r.last_activity_at),
+        "archived_at": presenters.iso(r.archived_at) if r.archived_at else None,
+        "message_count": r.message_count,
+        "usage": {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens},
+    }
+
+
+def present_audit_event(e: AuditEvent) -> dict[str, Any]:
+    return {
+        "at": presenters.iso(e.at),
+        "actor": e.actor,
+        "action": e.action,
+        "target_type": e.target_type,
+        "target": e.target,
+        "outcome": e.outcome,
+        "details": e.details,
+    }
+
+
+async def amap(present: Callable[[T], dict[str, Any]], items: AsyncIterator[T]) -> AsyncIterator[dict[str, Any]]:
+    async for item in items:
+        yield present(item)
+
+
+async def json_stream(document: dict[str, Any]) -> AsyncIterator[bytes]:
+    """One JSON object, written as it is read: an async iterable value becomes an array sent
+    an item at a time, anything else is written whole."""
+    for n, (key, value) in enumerate(document.items()):
+        yield (b"{" if n == 0 else b",") + orjson.dumps(key) + b":"
+        if not isinstance(value, AsyncIterator):
+            yield orjson.dumps(value)
+            continue
+        first = True
+        async for item in value:
+            yield (b"[" if first else b",") + orjson.dumps(item)
+            first = False
+        yield b"[]" if first else b"]"
+    yield b"}" if document else b"{}"
 
 
 def present_receipt(receipt: ErasureReceipt) -> dict[str, Any]:
@@ -81,13 +113,21 @@ class OwnerExportView(APIView):
             200: OpenApiResponse(OpenApiTypes.OBJECT, description="Everything held about you, as one JSON document."),
         },
         summary="Export all your data (GDPR Art. 15 and 20)",
-        description="Active and archived sessions with their messages, the session records and the "
-        "audit events about them.",
+        description="Active and archived sessions with their messages (oldest first), the session records "
+        "and the audit events about them. The document is streamed as it is read; should a store fail "
+        "half-way, the connection is cut and the document is left truncated (invalid JSON).",
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> StreamingHttpResponse:
         owner = owner_of(request)
         export = async_to_sync(get_privacy_service().export)(owner, actor=owner_actor(owner))
-        return Response(present_export(export), headers={"Content-Disposition": 'attachment; filename="export.json"'})
+        # Streamed: however much the owner holds, one session is in memory at a time. Should
+        # the archive fail half-way, the connection is cut (the status is sent already), so
+        # the client sees a truncated document, never a complete-looking partial one.
+        return StreamingHttpResponse(
+            json_stream(present_export(export)),
+            content_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="export.json"'},
+        )
 
 
 class OwnerErasureView(APIView):

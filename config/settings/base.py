@@ -231,7 +231,8 @@ DEV_SIGNING_KEY_PATH = env("DEV_SIGNING_KEY_PATH", default=str(BASE_DIR / "var" 
 # -- Sessions -------------------------------------------------------------------
 
 DEFAULT_MODEL = env("DEFAULT_MODEL", default="echo")
-# Models clients may ask for; empty: any model the backend serves.
+# Models clients may ask for (others: 400 unknown_model); empty: DEFAULT_MODEL and the models
+# BACKEND_ROUTES names. Only these ever name a metric label, span or log field.
 ALLOWED_MODELS = env.list("ALLOWED_MODELS", default=[])
 
 SESSION_LIMITS = {
@@ -254,8 +255,13 @@ SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=10.0)
 # On SIGTERM: how long running turns may go on before they are cut short (core/shutdown.py).
 # Keep it, plus about 15 s, under the orchestrator's kill timeout (Kubernetes: 30 s by default).
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=15.0)
-# Browser origins allowed to open WebSockets; clients that send no Origin (not browsers) are allowed.
+# Browser origins allowed to open WebSockets, as scheme://host[:port] and compared whole (scheme,
+# host and port); empty: the gateway's own origin only. Clients that send no Origin (not
+# browsers) are allowed.
 WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
+# A WebSocket is closed with 1008 after this many refused frames in a row (malformed, invalid,
+# or refused: turn in progress, rate limited); each is answered with an error frame until then.
+WEBSOCKET_MAX_REFUSED_FRAMES = env.int("WEBSOCKET_MAX_REFUSED_FRAMES", default=10)
 
 # Safety-net TTL on every Redis key of a session, refreshed on each turn.
 SESSION_TTL_SECONDS = env.int("SESSION_TTL_SECONDS", default=30 * 86400)
@@ -340,6 +346,8 @@ RATE_LIMITS = {
     "requests_per_minute": env.int("RATE_LIMIT_REQUESTS_PER_MINUTE", default=600),
     "tokens_per_minute": env.int("RATE_LIMIT_TOKENS_PER_MINUTE", default=1_000_000),
     "streams_per_owner": env.int("RATE_LIMIT_STREAMS_PER_OWNER", default=16),
+    # WebSockets one owner may hold open at once, idle or not, across every instance (more: 4429).
+    "sockets_per_owner": env.int("RATE_LIMIT_SOCKETS_PER_OWNER", default=32),
 }
 # How often each instance adds its counts to Redis (seconds); 0: on every request (exact limits,
 # one more Redis round trip per request). See core.limits.RedisLimiter.

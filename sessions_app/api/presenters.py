@@ -44,6 +44,10 @@ def transcript(value: Transcript) -> dict[str, Any]:
     return {**session(value.session), "messages": [message(m) for m in value.messages]}
 
 
+def transcript_page(value: Transcript, next_cursor: str | None) -> dict[str, Any]:
+    return {**transcript(value), "messages_next": next_cursor}
+
+
 def page(value: SessionPage) -> dict[str, Any]:
     return {"results": [session(s) for s in value.sessions], "next": value.next_cursor}
 

@@ -24,13 +24,16 @@ from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, Ba
 from sessions_app.api.serializers import MAX_METADATA_DEPTH, TurnRequestSerializer, TurnResponseSerializer
 from sessions_app.api.streaming import TooManyStreams
 from sessions_app.errors import (
+    InvalidCursor,
     MessageLimitReached,
     SessionLimitReached,
     SessionNotActive,
     SessionNotFound,
     TurnInProgress,
+    UnknownModel,
 )
 from sessions_app.idempotency import IdempotencyInProgress, IdempotencyKeyReused
+from sessions_app.wiring import known_models
 
 # The archive app raises it behind the SessionArchive port.
 ARCHIVE_UNAVAILABLE = ForeignProblem("archive_unavailable", 503, "The session archive cannot be reached; retry later.")
@@ -55,10 +58,18 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 IDEMPOTENCY_ERRORS: tuple[ErrorType, ...] = (IdempotencyInProgress, IdempotencyKeyReused)
 JSON_BODY_ERRORS: tuple[ErrorType, ...] = (InvalidRequest, PayloadTooLarge, UnsupportedMediaType)
 
-LIST_ERRORS = (*VIEW_ERRORS, InvalidRequest, ARCHIVE_UNAVAILABLE)
+LIST_ERRORS = (*VIEW_ERRORS, InvalidRequest, InvalidCursor, ARCHIVE_UNAVAILABLE)
 # session_not_found: an Idempotency-Key replay whose session is gone from the active store.
-CREATE_ERRORS = (*VIEW_ERRORS, *JSON_BODY_ERRORS, *IDEMPOTENCY_ERRORS, SessionLimitReached, SessionNotFound)
+CREATE_ERRORS = (
+    *VIEW_ERRORS,
+    *JSON_BODY_ERRORS,
+    *IDEMPOTENCY_ERRORS,
+    UnknownModel,
+    SessionLimitReached,
+    SessionNotFound,
+)
 RETRIEVE_ERRORS = (*VIEW_ERRORS, SessionNotFound, ARCHIVE_UNAVAILABLE)
+READ_ERRORS = (*RETRIEVE_ERRORS, InvalidRequest, InvalidCursor)
 DESTROY_ERRORS = RETRIEVE_ERRORS
 END_ERRORS = (*RETRIEVE_ERRORS, TurnInProgress)
 RESUME_ERRORS = (*END_ERRORS, SessionLimitReached)
@@ -121,8 +132,7 @@ def document_input_rules(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
     components = result["components"]["schemas"]
     limits = settings.SESSION_LIMITS
     create = components["SessionCreateRequest"]["properties"]
-    if settings.ALLOWED_MODELS:
-        create["model"]["enum"] = sorted(settings.ALLOWED_MODELS)
+    create["model"]["enum"] = sorted(known_models())
     create["system_prompt"].update(pattern=_TEXT, maxLength=limits["MAX_SYSTEM_PROMPT_CHARS"])
     create["metadata"].update(_nested_object(MAX_METADATA_DEPTH))
     create["metadata"]["description"] += (
@@ -131,9 +141,11 @@ def document_input_rules(result: dict[str, Any], **kwargs: Any) -> dict[str, Any
     )
     if "TurnRequestRequest" in components:  # absent from a schema of Django's URLs alone
         _document_turn_rules(components["TurnRequestRequest"]["properties"], limits)
-    for parameter in result["paths"]["/api/v1/sessions"]["get"]["parameters"]:
-        # DRF reads a query parameter with an empty value as one left out.
-        parameter["allowEmptyValue"] = True
+    for path in ("/api/v1/sessions", "/api/v1/sessions/{session_id}"):
+        for parameter in result["paths"][path]["get"]["parameters"]:
+            if parameter["in"] == "query":
+                # DRF reads a query parameter with an empty value as one left out.
+                parameter["allowEmptyValue"] = True
     return result
 
 

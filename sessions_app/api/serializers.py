@@ -56,6 +56,23 @@ class SessionListQuerySerializer(serializers.Serializer):
     )
 
 
+MESSAGES_PAGE_DEFAULT = 100
+MESSAGES_PAGE_MAX = 1_000
+
+
+class SessionDetailQuerySerializer(serializers.Serializer):
+    messages_limit = serializers.IntegerField(
+        required=False,
+        default=MESSAGES_PAGE_DEFAULT,
+        min_value=1,
+        max_value=MESSAGES_PAGE_MAX,
+        help_text="How many messages to return, oldest first.",
+    )
+    messages_cursor = serializers.CharField(
+        required=False, max_length=200, help_text="The `messages_next` of the previous page."
+    )
+
+
 class UsageSerializer(serializers.Serializer):
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
@@ -85,7 +102,10 @@ class SessionSerializer(serializers.Serializer):
 
 
 class SessionDetailSerializer(SessionSerializer):
-    messages = MessageSerializer(many=True)
+    messages = MessageSerializer(many=True, help_text="A page of the messages, oldest first (`messages_limit`).")
+    messages_next = serializers.CharField(
+        allow_null=True, help_text="Pass as `messages_cursor` for the next messages; null when there are no more."
+    )
 
 
 class SessionPageSerializer(serializers.Serializer):

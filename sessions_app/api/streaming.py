@@ -22,6 +22,7 @@ from sessions_app.api import presenters
 from sessions_app.domain import TurnOutcome
 from sessions_app.telemetry import count_tokens
 from sessions_app.turn_stream import RunningTurn, TurnDone
+from sessions_app.wiring import get_session_manager
 
 SendFrame = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -108,6 +109,6 @@ def observe_turn(*, mode: str, outcome: str, started: float, relayed: Relayed | 
     if relayed is not None and relayed.first_delta_at is not None:
         metrics.FIRST_DELTA.labels(mode=mode).observe(relayed.first_delta_at - started)
     if turn is not None:
-        count_tokens(turn.session.model, turn.usage)
+        count_tokens(get_session_manager().policy.model_label(turn.session.model), turn.usage)
         annotate(input_tokens=turn.usage.input_tokens, output_tokens=turn.usage.output_tokens)
     annotate(outcome=outcome)

@@ -22,13 +22,14 @@ from sessions_app.api.schema import (
     END_ERRORS,
     IDEMPOTENCY_KEY,
     LIST_ERRORS,
+    READ_ERRORS,
     RESUME_ERRORS,
-    RETRIEVE_ERRORS,
     SESSION_ID,
     documented,
 )
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
+    SessionDetailQuerySerializer,
     SessionDetailSerializer,
     SessionListQuerySerializer,
     SessionPageSerializer,
@@ -37,6 +38,7 @@ from sessions_app.api.serializers import (
 from sessions_app.domain import SessionStatus, is_session_id
 from sessions_app.errors import SessionNotFound
 from sessions_app.idempotency import IdempotentRequest
+from sessions_app.stores.encoding import decode_message_cursor, encode_message_cursor
 from sessions_app.wiring import get_session_manager
 
 T = TypeVar("T")
@@ -110,15 +112,28 @@ class SessionDetailView(APIView):
     permission_classes = [ChatScopes]
 
     @documented(
-        *RETRIEVE_ERRORS,
+        *READ_ERRORS,
         operation_id="sessions_retrieve",
-        parameters=[SESSION_ID],
+        parameters=[SESSION_ID, SessionDetailQuerySerializer],
         responses={200: SessionDetailSerializer},
-        summary="A session with its messages",
+        summary="A session with its messages, a page at a time",
+        description="The messages come oldest first, `messages_limit` of them; `messages_next` continues.",
     )
     def get(self, request: Request, session_id: str) -> Response:
-        transcript = call(get_session_manager().session_get, owner=owner_of(request), session_id=checked_id(session_id))
-        return Response(presenters.transcript(transcript))
+        query = SessionDetailQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        cursor = query.validated_data.get("messages_cursor")
+        offset = decode_message_cursor(cursor) if cursor else 0
+        transcript = call(
+            get_session_manager().session_get,
+            owner=owner_of(request),
+            session_id=checked_id(session_id),
+            offset=offset,
+            limit=query.validated_data["messages_limit"],
+        )
+        end = offset + len(transcript.messages)
+        more = end < transcript.session.message_count
+        return Response(presenters.transcript_page(transcript, encode_message_cursor(end) if more else None))
 
     @documented(
         *DESTROY_ERRORS,

@@ -7,7 +7,10 @@ check closes the connection with:
   4401  no token, or a token that is invalid or expired
   4403  the token lacks the `chat.write` scope
   4404  no such session (or another owner's)
+  4429  the owner holds `RATE_LIMIT_SOCKETS_PER_OWNER` WebSockets already
   1013  the session store cannot be reached; try again later
+Once open, a run of `WEBSOCKET_MAX_REFUSED_FRAMES` refused frames in a row (each answered
+with an error frame) closes it with 1008.
 
 Client frames: `{"type": "message", "content", "max_tokens"?, "temperature"?, "stop"?}`
 and `{"type": "cancel"}`. Server frames: `{"type": "delta", "content"}`, `{"type":
@@ -33,8 +36,8 @@ from opentelemetry import trace
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
-from core.errors import Forbidden, GatewayError, InvalidRequest, PayloadTooLarge, Unauthenticated
-from core.limits import get_limiter
+from core.errors import Forbidden, GatewayError, InvalidRequest, PayloadTooLarge, StoreUnavailable, Unauthenticated
+from core.limits import OwnerSocketLimit, get_limiter
 from core.observability.context import annotate
 from core.problems import problem_for_exception
 from core.result import Err, Ok
@@ -52,7 +55,9 @@ tracer = trace.get_tracer("gateway.websocket")
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_POLICY_VIOLATION = 1008
 SUBPROTOCOL = "bearer"
 
 
@@ -66,6 +71,10 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         self._stream: RunningTurn | None = None
         self._done_sent = False
         self._answered = False
+        self._socket_id: str | None = None  # counted against the owner's open sockets
+        self._keeper: asyncio.Task[None] | None = None
+        self._refused_in_row = 0
+        self._closing = False
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # No database on this path: skip Channels' per-message stale-connection cleanup (a thread hop).
@@ -99,8 +108,33 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         match await get_session_manager().session_exists(owner=self.principal.owner, session_id=self.session_id):
             case Ok(False):
                 await self.close(CLOSE_NOT_FOUND)
+                return
             case Err():
                 await self.close(CLOSE_TRY_AGAIN_LATER)
+                return
+        await self._count_socket()
+
+    async def _count_socket(self) -> None:
+        """Count this socket against the owner's open sockets (in Redis, across instances) and
+        keep it counted while it is open: an entry not kept lapses, should this instance die."""
+        socket_id = uuid.uuid4().hex
+        limiter = get_limiter()
+        try:
+            await limiter.open_socket(self.principal.owner, socket_id)
+        except OwnerSocketLimit:
+            await self.close(CLOSE_TOO_MANY_SOCKETS)
+            return
+        except StoreUnavailable:
+            await self.close(CLOSE_TRY_AGAIN_LATER)
+            return
+        self._socket_id = socket_id
+        self._keeper = asyncio.create_task(self._keep_socket(socket_id, limiter.limits.socket_seconds / 3))
+
+    async def _keep_socket(self, socket_id: str, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(GatewayError):  # missed once: the next keep comes before the lapse
+                await get_limiter().open_socket(self.principal.owner, socket_id)
 
     def _token(self) -> tuple[str | None, bool]:
         """The token, and whether it came as the `bearer` subprotocol."""
@@ -117,10 +151,18 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         await self._stop_turn()
+        if self._keeper is not None:
+            self._keeper.cancel()
+        if self._socket_id is not None:
+            with contextlib.suppress(GatewayError):  # not freed: it lapses by itself
+                await get_limiter().close_socket(self.principal.owner, self._socket_id)
+            self._socket_id = None
 
     # -- frames -------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self._closing:  # frames already on their way when we closed: not answered
+            return
         try:
             raw = text_data.encode() if text_data is not None else bytes_data or b""
             if len(raw) > settings.MAX_REQUEST_BYTES:
@@ -135,6 +177,20 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
                 raise InvalidRequest("type: must be 'message' or 'cancel'.")
         except GatewayError as exc:
             await self._send_frame("error", problem_for_exception(exc)[0])
+            if exc.status < 500:  # the client's doing, not the gateway's
+                await self._refused()
+        else:
+            self._refused_in_row = 0
+
+    async def _refused(self) -> None:
+        """Answering refused frames forever would let one client keep the gateway busy for
+        nothing: a run of them ends the connection."""
+        self._refused_in_row += 1
+        limit = settings.WEBSOCKET_MAX_REFUSED_FRAMES
+        if limit and self._refused_in_row >= limit:
+            self._closing = True
+            await self._stop_turn()
+            await self.close(CLOSE_POLICY_VIOLATION)
 
     async def _start_turn(self, turn: TurnInput) -> None:
         if self._turn is not None and not self._turn.done():
@@ -175,7 +231,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
                 "ws_turn",
                 turn_id=turn_id,
                 session_id=self.session_id,
-                model=turn_outcome.session.model if turn_outcome else None,
+                model=get_session_manager().policy.model_label(turn_outcome.session.model) if turn_outcome else None,
                 input_tokens=turn_outcome.usage.input_tokens if turn_outcome else None,
                 output_tokens=turn_outcome.usage.output_tokens if turn_outcome else None,
                 outcome=relayed.outcome,

@@ -10,13 +10,15 @@ from typing import Any
 
 import orjson
 
-from core.errors import InvalidRequest
 from sessions_app.domain import ChatMessage, MessageStatus, Role
+from sessions_app.errors import InvalidCursor
 
 # One letter per role keeps a stored message close to the size of its content.
 _ROLE_CODE = {Role.USER: "u", Role.ASSISTANT: "a", Role.SYSTEM: "s"}
 _CODE_ROLE = {v: k for k, v in _ROLE_CODE.items()}
-_MEMBER = re.compile(r"^\d{13}:[0-9a-f-]{36}$")
+# A session id is a lowercase UUID; a cursor naming anything else is forged (matched whole: `$`
+# would let a trailing newline through to the SQL filter).
+_MEMBER = re.compile(r"\d{13}:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def to_ms(at: datetime) -> int:
@@ -68,11 +70,30 @@ def encode_cursor(member: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
-    """The owner-index member a cursor points after; a tampered cursor is a 400."""
+    """The owner-index member a cursor points after; a tampered cursor is a 400 `invalid_cursor`."""
     try:
         member = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRequest("The cursor is not valid.") from exc
-    if not _MEMBER.match(member):
-        raise InvalidRequest("The cursor is not valid.")
+        raise InvalidCursor() from exc
+    if not _MEMBER.fullmatch(member):
+        raise InvalidCursor()
     return member
+
+
+_MESSAGE_POSITION = re.compile(r"m:(\d{1,9})")
+
+
+def encode_message_cursor(offset: int) -> str:
+    """A cursor to a session's messages from the `offset`-th on."""
+    return encode_cursor(f"m:{offset}")
+
+
+def decode_message_cursor(cursor: str) -> int:
+    try:
+        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCursor() from exc
+    matched = _MESSAGE_POSITION.fullmatch(position)
+    if matched is None:
+        raise InvalidCursor()
+    return int(matched[1])

@@ -51,11 +51,13 @@ class InMemorySessionStore:
         entry = self._owned(session_id, owner)
         return Ok(entry.session) if entry is not None else Err(SessionNotFound())
 
-    async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
+    async def load(
+        self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None
+    ) -> Result[Transcript, SessionNotFound]:
         entry = self._owned(session_id, owner)
         if entry is None:
             return Err(SessionNotFound())
-        return Ok(Transcript(entry.session, tuple(entry.messages)))
+        return Ok(Transcript(entry.session, tuple(entry.messages[offset : None if limit is None else offset + limit])))
 
     async def begin_turn(
         self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int

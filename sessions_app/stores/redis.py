@@ -186,11 +186,13 @@ class RedisSessionStore:
         return Ok(self._session_from(session_id, meta))
 
     @store_errors
-    async def load(self, session_id: str, *, owner: str) -> Result[Transcript, SessionNotFound]:
+    async def load(
+        self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None
+    ) -> Result[Transcript, SessionNotFound]:
         meta_key, messages_key, _ = self._session_keys(session_id)
         pipe = self._client().pipeline(transaction=True)
         pipe.hmget(meta_key, lua.META_FIELDS)
-        pipe.lrange(messages_key, 0, -1)
+        pipe.lrange(messages_key, offset, -1 if limit is None else offset + limit - 1)
         meta, raw_messages = await pipe.execute()
         if meta[0] is None or meta[0].decode() != owner:
             return Err(SessionNotFound())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
 
+from archive.errors import ArchiveUnreadable
 from archive.wiring import get_archive_store, get_owner_gate
 from core.models import AuditEvent
 from sessions_app.models import SessionRecord
@@ -121,6 +125,7 @@ async def test_export_holds_everything_about_the_caller(client: httpx.AsyncClien
         "requests_this_minute",
         "tokens_this_minute",
         "open_streams",
+        "open_websockets",
     }
     assert [set(k) for k in side["data_keys"]] == [{"id", "kek_id", "created_at"}]
     assert "canary-idem" not in json.dumps(side) and "fp" not in json.dumps(side["idempotency_records"])
@@ -167,3 +172,106 @@ async def test_erasing_me_while_my_sessions_are_archived_waits_then_answers_503(
     await gate.leave(owner, "an-archive-under-way")
     assert (await client.delete("/api/v1/me")).status_code == 200
     assert (await client.get(f"/api/v1/sessions/{session_id}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        "0000000000000:" + "-" * 36,  # the shape of an index member, but no session id
+        "1700000000000:00000000-0000-4000-8000-000000000000\n",  # a valid member with a newline after
+        "9999999999999:zzzzzzzz-0000-4000-8000-000000000000",
+    ],
+)
+async def test_a_forged_archived_list_cursor_is_invalid_cursor(client: httpx.AsyncClient, member: str) -> None:
+    await client.post(f"/api/v1/sessions/{await conversation(client, turns=0)}/end")
+    forged = base64.urlsafe_b64encode(member.encode()).decode().rstrip("=")
+
+    for status in ("archived", "active"):
+        response = await client.get("/api/v1/sessions", params={"status": status, "cursor": forged})
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "invalid_cursor"
+
+
+def export_scope(token: str) -> dict[str, object]:
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "path": "/api/v1/me/export",
+        "raw_path": b"/api/v1/me/export",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {token}".encode()), (b"host", b"localhost")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def test_the_export_is_streamed_a_session_at_a_time(client: httpx.AsyncClient, mint: Mint) -> None:
+    """The document goes out in pieces as it is read, none near the size of the whole: the
+    gateway never holds every session at once."""
+    from channels.testing import ApplicationCommunicator
+
+    from config.asgi import application
+
+    sessions = [await conversation(client, turns=2) for _ in range(3)]
+    await client.post(f"/api/v1/sessions/{sessions[0]}/end")
+    app = ApplicationCommunicator(application, export_scope(mint()))
+    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await app.receive_output(timeout=10)
+    chunks = []
+    while True:
+        message = await app.receive_output(timeout=10)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+
+    assert start["status"] == 200
+    document = orjson.loads(b"".join(chunks))
+    assert [s["id"] for s in document["sessions"]] == sessions  # oldest first, archived or not
+    assert list(document) == ["owner", "exported_at", "sessions", "records", "audit_events", "side_stores"]
+    biggest_session = max(len(orjson.dumps(s)) for s in document["sessions"])
+    assert max(len(c) for c in chunks) <= biggest_session + 16
+
+
+async def test_an_archived_sessions_messages_come_a_page_at_a_time(client: httpx.AsyncClient) -> None:
+    session_id = await conversation(client, turns=2)
+    await client.post(f"/api/v1/sessions/{session_id}/end")
+    path = f"/api/v1/sessions/{session_id}"
+
+    first = (await client.get(path, params={"messages_limit": 3})).json()
+    rest = (await client.get(path, params={"messages_limit": 3, "messages_cursor": first["messages_next"]})).json()
+
+    assert first["status"] == "archived"
+    assert [m["content"] for m in first["messages"]] == ["q0", "Echo: q0", "q1"]
+    assert [m["content"] for m in rest["messages"]] == ["Echo: q1"] and rest["messages_next"] is None
+
+
+async def test_an_export_that_fails_half_way_is_cut_short_never_complete_looking(
+    client: httpx.AsyncClient, mint: Mint, api_settings: SettingsWrapper
+) -> None:
+    from channels.testing import ApplicationCommunicator
+
+    from config.asgi import application
+
+    await conversation(client, turns=1)
+    broken = await conversation(client, turns=1)
+    await client.post(f"/api/v1/sessions/{broken}/end")
+    for sealed in Path(api_settings.ARCHIVE_STORE["OPTIONS"]["root"]).rglob(f"{broken}*"):
+        sealed.write_bytes(b"not an archive")  # unreadable once the export reaches it
+    app = ApplicationCommunicator(application, export_scope(mint()))
+    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+
+    start = await app.receive_output(timeout=10)
+    body, ended = b"", False
+    try:
+        while not ended:
+            message = await app.receive_output(timeout=10)
+            body += message.get("body", b"")
+            ended = not message.get("more_body")
+    except ArchiveUnreadable:
+        pass  # the application fails: the server cuts the connection
+
+    assert start["status"] == 200 and not ended
+    assert body.startswith(b'{"owner":') and b"Echo: q0" in body  # the first session went out...
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)  # ...and the document is visibly incomplete

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from core.errors import RateLimited, StoreUnavailable
-from core.limits import MemoryLimiter, OwnerLimiter, OwnerStreamLimit, RedisLimiter
+from core.limits import MemoryLimiter, OwnerLimiter, OwnerSocketLimit, OwnerStreamLimit, RedisLimiter
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def limiter(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> AsyncIterator[OwnerLimiter]:
-    limits = {"requests_per_minute": 3, "tokens_per_minute": 100, "streams_per_owner": 2}
+    limits = {"requests_per_minute": 3, "tokens_per_minute": 100, "streams_per_owner": 2, "sockets_per_owner": 2}
     if request.param == "memory":
         yield MemoryLimiter(**limits)
     else:
@@ -54,6 +55,39 @@ async def test_open_streams_per_owner_are_bounded_and_freed(limiter: OwnerLimite
     assert refused.value.status == 429 and refused.value.code == "owner_stream_limit"
 
 
+async def test_open_sockets_per_owner_are_bounded_kept_and_freed(limiter: OwnerLimiter) -> None:
+    await limiter.open_socket("o_alice", "w1")
+    await limiter.open_socket("o_alice", "w2")
+
+    with pytest.raises(OwnerSocketLimit) as refused:
+        await limiter.open_socket("o_alice", "w3")
+    await limiter.open_socket("o_alice", "w1")  # keeping a counted socket is not opening one
+    await limiter.open_socket("o_bob", "w1")  # another owner has their own count
+    await limiter.close_socket("o_alice", "w1")
+    await limiter.open_socket("o_alice", "w3")
+
+    assert refused.value.status == 429 and refused.value.code == "owner_socket_limit"
+
+
+async def test_open_sockets_are_counted_across_instances_and_lapse_unless_kept(
+    redis_url: str, redis_prefix: str
+) -> None:
+    first, second = (
+        RedisLimiter(url=redis_url, prefix=redis_prefix, sockets_per_owner=2, socket_seconds=1) for _ in range(2)
+    )
+    await first.open_socket("o_alice", "w1")
+    await second.open_socket("o_alice", "w2")
+    with pytest.raises(OwnerSocketLimit):
+        await first.open_socket("o_alice", "w3")
+
+    await asyncio.sleep(2.5)  # neither was kept: as if their instances had died
+
+    await second.open_socket("o_alice", "w3")
+    await second.forget("o_alice")
+    await first.close()
+    await second.close()
+
+
 async def test_forgetting_an_owner_clears_their_counts(limiter: OwnerLimiter) -> None:
     for _ in range(3):
         await limiter.admit("o_alice")
@@ -64,14 +98,22 @@ async def test_forgetting_an_owner_clears_their_counts(limiter: OwnerLimiter) ->
 
 
 async def test_an_owners_counts_are_described_for_their_export(limiter: OwnerLimiter) -> None:
-    assert await limiter.describe("o_alice") == {"requests_this_minute": 0, "tokens_this_minute": 0, "open_streams": 0}
+    nothing = {"requests_this_minute": 0, "tokens_this_minute": 0, "open_streams": 0, "open_websockets": 0}
+    assert await limiter.describe("o_alice") == nothing
     await limiter.admit("o_alice")
     await limiter.admit("o_alice")
     await limiter.charge("o_alice", 7)
     await limiter.open_stream("o_alice", "s1")
+    await limiter.open_socket("o_alice", "w1")
     await limiter.admit("o_bob")
+    await limiter.open_socket("o_bob", "w2")
 
-    assert await limiter.describe("o_alice") == {"requests_this_minute": 2, "tokens_this_minute": 7, "open_streams": 1}
+    assert await limiter.describe("o_alice") == {
+        "requests_this_minute": 2,
+        "tokens_this_minute": 7,
+        "open_streams": 1,
+        "open_websockets": 1,
+    }
 
 
 async def test_forgetting_an_owner_leaves_other_keys_under_their_tag(redis_url: str, redis_prefix: str) -> None:
@@ -82,6 +124,7 @@ async def test_forgetting_an_owner_leaves_other_keys_under_their_tag(redis_url: 
     await other.zadd(index, {"session": 0})
     await limiter.admit("o_alice")
     await limiter.open_stream("o_alice", "s1")
+    await limiter.open_socket("o_alice", "w1")
 
     await limiter.forget("o_alice")
 

@@ -140,6 +140,48 @@ async def test_metrics_move_with_the_turns(traced_client: httpx.AsyncClient) -> 
     assert "gateway_open_streams 0.0" in after
 
 
+async def test_a_clients_model_never_becomes_a_label_span_name_or_log_field(
+    traced_client: httpx.AsyncClient,
+    api_settings: SettingsWrapper,
+    span_exporter: Any,
+    captured_logs: io.StringIO,
+    mint: Mint,
+) -> None:
+    """Only models the gateway knows are accepted, and only those name telemetry: a session
+    kept from before the operator stopped offering its model is counted as `other`."""
+    hostile = "evil-" + "x" * 180 + "\nforged"
+    refused = await traced_client.post("/api/v1/sessions", json={"model": hostile})
+    assert refused.status_code == 400 and refused.json()["code"] == "unknown_model"
+
+    api_settings.ALLOWED_MODELS = ["retired-model"]
+    kept = (await traced_client.post("/api/v1/sessions", json={"model": "retired-model"})).json()["id"]
+    api_settings.ALLOWED_MODELS = []  # the operator stops offering it; the session stays
+    span_exporter.clear()
+    before = (await traced_client.get("/metrics")).text
+    for stream in (False, True):
+        turn = await traced_client.post(f"/api/v1/sessions/{kept}/messages", json={"content": "hi", "stream": stream})
+        assert turn.status_code == 200
+    from config.asgi import application
+
+    ws = WebsocketCommunicator(application, f"/ws/v1/sessions/{kept}", subprotocols=["bearer", mint()])
+    await ws.connect(timeout=5)
+    await ws.send_json_to({"type": "message", "content": "hi"})
+    while (await ws.receive_json_from(timeout=5))["type"] != "done":
+        pass
+    await ws.disconnect()
+    after = (await traced_client.get("/metrics")).text
+
+    assert sample(after, "gateway_tokens_total", model="other", direction="output") > sample(
+        before, "gateway_tokens_total", model="other", direction="output"
+    )
+    assert "retired-model" not in after and "evil-" not in after
+    names = {s.name for s in span_exporter.get_finished_spans()}
+    assert "chat other" in names and not any("retired" in n or "evil" in n for n in names)
+    logged = captured_logs.getvalue()
+    assert "evil-" not in logged and "retired-model" not in logged
+    assert [line["model"] for line in lines(captured_logs) if line["event"] == "ws_turn"] == ["other"]
+
+
 async def test_metrics_need_their_token_when_one_is_set(
     traced_client: httpx.AsyncClient, api_settings: SettingsWrapper
 ) -> None:

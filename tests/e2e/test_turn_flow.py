@@ -131,7 +131,7 @@ def test_malformed_and_oversized_requests_get_problem_answers(gateway: Gateway) 
         problem(http.post(turn, content=b"x" * 70_000, headers=json_header), 413, "payload_too_large")
         problem(http.post("/api/v1/sessions", content=b"x" * 70_000, headers=json_header), 413, "payload_too_large")
         problem(http.post(turn, json={"content": "y" * 8001}), 413, "payload_too_large")
-        problem(http.post("/api/v1/sessions", json={"model": "gpt-unknown"}), 400, "invalid_request")
+        problem(http.post("/api/v1/sessions", json={"model": "gpt-unknown"}), 400, "unknown_model")
         assert http.get(f"/api/v1/sessions/{session['id']}").json()["message_count"] == 0
 
 

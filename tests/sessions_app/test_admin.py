@@ -104,8 +104,31 @@ def test_opening_a_transcript_asks_why_and_records_who_read_it() -> None:
         "auditor:carol",
         session_id,
         "success",
-        {"reason": "complaint #42"},
+        {"reason": "complaint #42", "offset": 0},
     )
+
+
+def test_a_long_transcript_is_read_a_page_at_a_time_each_page_audited(settings: SettingsWrapper) -> None:
+    settings.SESSION_LIMITS = {**settings.SESSION_LIMITS, "MAX_MESSAGES_PER_SESSION": 1000}
+    session_id = a_session()
+
+    async def more_turns() -> None:
+        for n in range(60):
+            await get_session_manager().turn_send(owner="o_alice", session_id=session_id, content=f"turn {n}")
+
+    async_to_sync(more_turns)()
+    auditor = staff("dora", "view_sessionrecord", "view_transcript")
+    url = f"/admin/sessions_app/sessionrecord/{session_id}/transcript/"
+
+    first = auditor.post(url, {"reason": "long one"}).content.decode()
+    second = auditor.post(url, {"reason": "long one", "offset": "100"}).content.decode()
+
+    assert SECRET_WORDS in first and "turn 48" in first and "turn 49" not in first  # 100 messages of 122
+    assert "Messages 1 to 100 of 122." in first and 'name="offset" value="100"' in first
+    assert "turn 49" in second and "turn 59" in second and SECRET_WORDS not in second
+    assert "Messages 101 to 122 of 122." in second and "Next messages" not in second
+    offsets = [e.details["offset"] for e in AuditEvent.objects.filter(action="transcript.view").order_by("at")]
+    assert offsets == [0, 100]
 
 
 class Provider:

@@ -6,6 +6,8 @@ store and an in-process fake backend; `tests/e2e` drives the real servers.
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -273,7 +275,37 @@ async def test_list_pages_with_a_cursor(client: httpx.AsyncClient) -> None:
     assert [s["id"] for s in first["results"] + second["results"]] == list(reversed(ids))
     assert second["next"] is None
     assert_problem(await client.get("/api/v1/sessions", params={"limit": 0}), 400, "invalid_request")
-    assert_problem(await client.get("/api/v1/sessions", params={"cursor": "garbage!"}), 400, "invalid_request")
+    assert_problem(await client.get("/api/v1/sessions", params={"cursor": "garbage!"}), 400, "invalid_cursor")
+
+
+async def test_a_sessions_messages_come_a_page_at_a_time(
+    client: httpx.AsyncClient, api_settings: SettingsWrapper
+) -> None:
+    api_settings.SESSION_LIMITS = {**api_settings.SESSION_LIMITS, "MAX_MESSAGES_PER_SESSION": 100}
+    session = await create(client)
+    path = f"/api/v1/sessions/{session['id']}"
+    for n in range(6):
+        await client.post(f"{path}/messages", json={"content": f"q{n}"})
+
+    whole = (await client.get(path)).json()  # the default page holds them all
+    pages, params = [], {"messages_limit": 5}
+    while True:
+        page = (await client.get(path, params=params)).json()
+        pages.append([m["content"] for m in page["messages"]])
+        if page["messages_next"] is None:
+            break
+        params["messages_cursor"] = page["messages_next"]
+
+    assert len(whole["messages"]) == 12 and whole["messages_next"] is None and whole["message_count"] == 12
+    assert [len(p) for p in pages] == [5, 5, 2]
+    walked = [content for page in pages for content in page]
+    assert walked == [m["content"] for m in whole["messages"]]
+    assert walked[:4] == ["q0", "Echo: q0", "q1", "Echo: q1"]
+    forged = base64.urlsafe_b64encode(b"m:-1").decode()
+    for bad in ("garbage!", forged, base64.urlsafe_b64encode(b"0000000000000:x").decode()):
+        assert_problem(await client.get(path, params={"messages_cursor": bad}), 400, "invalid_cursor")
+    for limit in ("0", "1001", "x"):
+        assert_problem(await client.get(path, params={"messages_limit": limit}), 400, "invalid_request")
 
 
 async def test_unknown_paths_are_problem_404s(client: httpx.AsyncClient) -> None:

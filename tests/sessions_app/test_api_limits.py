@@ -135,3 +135,30 @@ async def test_a_repeated_session_creation_with_its_key_creates_one(client: http
     assert_problem(changed, 422, "idempotency_key_reused")
     assert_problem(bad_key, 400, "invalid_request")
     assert len((await client.get("/api/v1/sessions")).json()["results"]) == 1
+
+
+async def test_websockets_per_owner_are_capped_and_freed_on_close(api_settings: SettingsWrapper, mint: Mint) -> None:
+    """Idle sockets count too: the owner's third is closed with 4429; closing one frees a slot."""
+    from channels.testing import WebsocketCommunicator
+
+    from tests.sessions_app.test_streaming_api import application
+
+    limits(api_settings, sockets_per_owner=2)
+    token = mint()
+    session_id = await new_session(owner_of(token))
+    first, _ = await connect(token, session_id)
+    second, _ = await connect(token, session_id)
+    others, _ = await connect(mint(sub="bob"), await new_session(owner_of(mint(sub="bob"))))
+
+    third = WebsocketCommunicator(application(), f"/ws/v1/sessions/{session_id}", subprotocols=["bearer", token])
+    await third.connect(timeout=5)
+    refused = await third.receive_output(timeout=5)
+    await first.disconnect()
+    fourth, _ = await connect(token, session_id)
+    await fourth.send_json_to({"type": "message", "content": "still works"})
+    frame = await fourth.receive_json_from(timeout=5)
+
+    assert refused == {"type": "websocket.close", "code": 4429}
+    assert frame["type"] == "delta"
+    for ws in (second, others, fourth):
+        await ws.disconnect()

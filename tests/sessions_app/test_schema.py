@@ -80,9 +80,11 @@ async def test_each_operation_lists_its_own_statuses_and_codes(client: httpx.Asy
 
     create = ops["POST /api/v1/sessions"]["responses"]
     assert {"400", "404", "406", "409", "413", "415", "422"} <= set(create)
+    assert "`unknown_model`" in create["400"]["description"]
     assert create["201"]["headers"]["Location"]["required"] is True
     # Operations that read no input answer no 400.
-    assert "400" not in ops["GET /api/v1/sessions/{session_id}"]["responses"]
+    assert "400" not in ops["DELETE /api/v1/sessions/{session_id}"]["responses"]
+    assert "`invalid_cursor`" in ops["GET /api/v1/sessions/{session_id}"]["responses"]["400"]["description"]
     assert "400" not in ops["DELETE /api/v1/me"]["responses"]
 
 

@@ -16,11 +16,11 @@ from sessions_app.domain import SessionStatus
 from sessions_app.errors import (
     ContentTooLarge,
     MessageLimitReached,
-    ModelNotAllowed,
     SessionLimitReached,
     SessionNotActive,
     SessionNotFound,
     TurnInProgress,
+    UnknownModel,
 )
 from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
@@ -72,17 +72,22 @@ async def test_create_uses_the_default_model_and_keeps_prompt_and_metadata(manag
     assert session.status == SessionStatus.ACTIVE and session.message_count == 0
 
 
-async def test_models_outside_a_non_empty_allow_list_are_rejected(store, backend) -> None:  # type: ignore[no-untyped-def]
-    manager = manager_with(store, backend, allowed_models=frozenset({"echo", "small"}))
+async def test_models_the_gateway_does_not_know_are_unknown_model(store, backend) -> None:  # type: ignore[no-untyped-def]
+    manager = manager_with(store, backend, known_models=frozenset({"small"}))
 
-    assert isinstance(error_of(await manager.session_create(owner="o", model="gpt-9")), ModelNotAllowed)
+    refused = error_of(await manager.session_create(owner="o", model="gpt-9"))
+    assert isinstance(refused, UnknownModel) and refused.code == "unknown_model" and refused.status == 400
     assert isinstance(await manager.session_create(owner="o", model="small"), Ok)
+    assert isinstance(await manager.session_create(owner="o", model="echo"), Ok)  # the default is always known
 
 
-async def test_any_model_goes_when_the_allow_list_is_empty(manager: SessionManager) -> None:
-    result = await manager.session_create(owner="o", model="whatever-7b")
+async def test_with_no_list_only_the_default_model_is_known(manager: SessionManager) -> None:
+    hostile = "m" * 100 + "\nlevel=error forged log line " + "x" * 70
 
-    assert isinstance(result, Ok) and result.value.model == "whatever-7b"
+    refused = error_of(await manager.session_create(owner="o", model=hostile))
+
+    assert isinstance(refused, UnknownModel) and hostile not in refused.detail
+    assert isinstance(await manager.session_create(owner="o"), Ok)
 
 
 async def test_oversized_metadata_and_prompt_are_refused(store, backend) -> None:  # type: ignore[no-untyped-def]
@@ -118,7 +123,8 @@ async def test_a_turn_stores_question_and_answer_and_counts_usage(manager: Sessi
     assert loaded.value.messages == (outcome.user_message, outcome.message)
 
 
-async def test_the_backend_sees_the_history_model_and_params(manager: SessionManager, backend) -> None:  # type: ignore[no-untyped-def]
+async def test_the_backend_sees_the_history_model_and_params(store, backend) -> None:  # type: ignore[no-untyped-def]
+    manager = manager_with(store, backend, known_models=frozenset({"tiny"}))
     session_id = await new_session(manager, system_prompt="Be brief.", model="tiny")
     await manager.turn_send(owner="o_alice", session_id=session_id, content="one")
 

@@ -71,6 +71,25 @@ async def test_turn_appends_both_messages_in_order_and_adds_usage(any_store: Act
     assert loaded.value.session.usage == TokenUsage(6, 10)
 
 
+async def test_load_pages_the_messages_oldest_first(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    for n in (1, 2, 3):
+        await run_turn(any_store, session.id, n)
+
+    def contents(result: object) -> list[str]:
+        assert isinstance(result, Ok)
+        return [m.content for m in result.value.messages]
+
+    assert contents(await any_store.load(session.id, owner="o_alice", limit=2)) == ["question 1", "answer 1"]
+    assert contents(await any_store.load(session.id, owner="o_alice", offset=3, limit=2)) == ["answer 2", "question 3"]
+    assert contents(await any_store.load(session.id, owner="o_alice", offset=5, limit=10)) == ["answer 3"]
+    assert contents(await any_store.load(session.id, owner="o_alice", offset=6, limit=10)) == []
+    assert len(contents(await any_store.load(session.id, owner="o_alice", offset=1))) == 5
+    paged = await any_store.load(session.id, owner="o_alice", offset=4, limit=1)
+    assert isinstance(paged, Ok) and paged.value.session.message_count == 6
+
+
 async def test_stored_message_round_trips_exactly(any_store: ActiveSessionStore) -> None:
     session = make_session()
     await any_store.create(session, max_sessions_per_owner=LIMIT)

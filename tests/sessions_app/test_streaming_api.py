@@ -401,6 +401,29 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(mint: Mint, 
     await ws.disconnect()
 
 
+async def test_a_run_of_refused_frames_closes_the_socket_with_1008(mint: Mint, api_settings: SettingsWrapper) -> None:
+    """Each refused frame is answered until the run is long enough; then the connection is
+    closed. A frame that goes through starts the count again."""
+    api_settings.WEBSOCKET_MAX_REFUSED_FRAMES = 3
+    token = mint()
+    session_id = await new_session(owner_of(token))
+    ws, _ = await connect(token, session_id)
+
+    for _ in range(2):
+        await ws.send_to(text_data="{nope")
+        assert (await ws.receive_json_from(timeout=5))["code"] == "invalid_request"
+    await ws.send_json_to({"type": "message", "content": "fine"})  # a good frame ends the run
+    assert (await collect_turn(ws))[-1]["type"] == "done"
+    answers = []
+    for frame in ('{"type": "dance"}', "[1]", '{"type": "cancel"}', "{nope", "{nope"):
+        await ws.send_to(text_data=frame)
+    while (output := await ws.receive_output(timeout=5))["type"] == "websocket.send":
+        answers.append(orjson.loads(output["text"])["code"])
+
+    assert answers == ["invalid_request"] * 3
+    assert output == {"type": "websocket.close", "code": 1008}
+
+
 async def test_unknown_websocket_paths_close_with_4404(mint: Mint) -> None:
     ws = WebsocketCommunicator(application(), "/ws/elsewhere")
     await ws.connect(timeout=5)
@@ -408,22 +431,61 @@ async def test_unknown_websocket_paths_close_with_4404(mint: Mint) -> None:
     assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
 
 
-async def test_browser_origins_must_be_allowed_hosts(mint: Mint) -> None:
+async def origin_check(token: str, session_id: str, origin: bytes, host: bytes = b"gw.example:8443") -> bool:
+    """Whether a WebSocket with this Origin (on a request to `host` over wss) is accepted."""
+    ws = WebsocketCommunicator(
+        application(),
+        f"/ws/v1/sessions/{session_id}",
+        headers=[(b"host", host), (b"origin", origin)],
+        subprotocols=["bearer", token],
+    )
+    ws.scope["scheme"] = "wss"
+    accepted = (await ws.connect(timeout=5))[0]
+    if accepted:
+        await ws.disconnect()
+    return bool(accepted)
+
+
+@pytest.mark.parametrize(
+    ("origin", "accepted"),
+    [
+        (b"https://gw.example:8443", True),  # the gateway's own origin
+        (b"HTTPS://GW.example:8443/", True),
+        (b"https://gw.example", False),  # another port of the same host
+        (b"https://gw.example:8444", False),
+        (b"http://gw.example:8443", False),  # another scheme
+        (b"https://evil.example:8443", False),
+        (b"https://sub.gw.example:8443", False),
+        (b"null", False),
+        (b"https://gw.example:8443/path", False),
+        (b"https://user@gw.example:8443", False),
+    ],
+)
+async def test_browser_origins_are_compared_whole_with_the_gateways_own(
+    mint: Mint, origin: bytes, accepted: bool
+) -> None:
+    token = mint()
+    assert await origin_check(token, await new_session(owner_of(token)), origin) is accepted
+
+
+async def test_allowed_origins_from_settings_are_compared_whole(mint: Mint, api_settings: SettingsWrapper) -> None:
+    api_settings.WEBSOCKET_ALLOWED_ORIGINS = ["https://app.example", "http://localhost:3000"]
     token = mint()
     session_id = await new_session(owner_of(token))
-    evil = WebsocketCommunicator(
-        application(),
-        f"/ws/v1/sessions/{session_id}",
-        headers=[(b"origin", b"https://evil.example")],
-        subprotocols=["bearer", token],
-    )
-    good = WebsocketCommunicator(
-        application(),
-        f"/ws/v1/sessions/{session_id}",
-        headers=[(b"origin", b"http://localhost:8000")],
-        subprotocols=["bearer", token],
-    )
 
-    assert (await evil.connect(timeout=5))[0] is False
-    assert (await good.connect(timeout=5))[0] is True
-    await good.disconnect()
+    assert await origin_check(token, session_id, b"https://app.example:443") is True
+    assert await origin_check(token, session_id, b"http://localhost:3000") is True
+    assert await origin_check(token, session_id, b"http://app.example") is False
+    assert await origin_check(token, session_id, b"https://app.example:8443") is False
+    assert await origin_check(token, session_id, b"http://localhost:3001") is False
+    assert await origin_check(token, session_id, b"https://gw.example:8443") is False  # only the list, then
+
+
+def test_an_allowed_origin_that_is_not_an_origin_stops_the_start(api_settings: SettingsWrapper) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from core.websocket import BrowserOriginValidator
+
+    api_settings.WEBSOCKET_ALLOWED_ORIGINS = ["app.example"]
+    with pytest.raises(ImproperlyConfigured):
+        BrowserOriginValidator(application())
