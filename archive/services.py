@@ -284,7 +284,8 @@ class ArchiveService:
                 match await self.archive(session_id, actor=actor):
                     case Ok():
                         report.done += 1
-                    case Err(TurnInProgress() | SessionNotFound()):
+                    # An owner being erased: their sessions go with the erasure, not to the archive.
+                    case Err(TurnInProgress() | SessionNotFound() | OwnerBusy()):
                         report.skipped += 1
                         passed.add(session_id)
                     case Err(ArchiveUnavailable() as error):

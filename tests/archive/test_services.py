@@ -12,6 +12,7 @@ import redis
 
 from archive.errors import ArchiveUnavailable
 from archive.keys import KeyRing
+from archive.owner_gate import MemoryOwnerGate
 from archive.services import ArchiveService
 from archive.stores.azure_blob import AzureBlobArchiveStore
 from core.errors import StoreUnavailable
@@ -302,6 +303,25 @@ async def test_index_entries_of_vanished_sessions_do_not_stall_the_idle_pass(
     assert not report.unfinished
     assert sorted(await blob_store.list_by_owner("o_alice")) == sorted(sessions)
     assert client.zcard(f"{redis_prefix}:{{activity}}") == 0
+
+
+async def test_an_idle_pass_skips_the_sessions_of_an_owner_being_erased(
+    redis_store: RedisSessionStore, blob_store: AzureBlobArchiveStore, keys: KeyRing
+) -> None:
+    gate = MemoryOwnerGate()
+    service = ArchiveService(
+        active=redis_store, archive=blob_store, keys=keys, recorder=DatabaseRecorder(), clock=now_ms, gate=gate
+    )
+    sessions = [await session_with_turns(manager_for(redis_store, service), turns=1) for _ in range(2)]
+    await asyncio.sleep(0.3)
+    assert await gate.close("o_alice", "an-erasure", hold_seconds=30) == 0  # no archive was under way
+
+    report = await service.archive_idle(idle_for=timedelta(seconds=0.2))
+
+    assert (report.done, report.skipped, report.failed) == (0, 2, 0)  # not archive failures: nothing to alarm on
+    assert await blob_store.list_by_owner("o_alice") == []
+    for session_id in sessions:  # left for the erasure, unlocked
+        assert isinstance(await redis_store.load(session_id, owner="o_alice"), Ok)
 
 
 async def test_sessions_mid_turn_at_the_oldest_end_do_not_stall_the_idle_pass(
