@@ -183,7 +183,8 @@ async def test_erasure_racing_archiving_leaves_nothing_of_the_owner_anywhere(
         assert not await SessionRecord.objects.filter(owner=owner).aexists(), f"round {round_}"
         assert not await OwnerDataKey.objects.filter(owner=owner).aexists(), f"round {round_}"
         export = await gateway.privacy.export(owner, actor="operator")
-        assert (export.sessions, export.records) == ([], []), f"round {round_}"
+        sessions, records = [s async for s in export.sessions], [r async for r in export.records]
+        assert (sessions, records) == ([], []), f"round {round_}"
 
 
 async def test_purge_racing_archiving_never_destroys_a_key_in_use(
