@@ -270,7 +270,8 @@ async def main() -> None:
             return
         # A model that answers its first word at once, then pauses for a minute: streams stay open.
         # The streams must outlast the measurement: no silence deadline in the way.
-        held = {"SSE_HEARTBEAT_SECONDS": "30", "BACKEND_SILENCE_TIMEOUT_SECONDS": "300"}
+        # (A turn's lock must outlast that deadline by half again: `manage.py check` insists.)
+        held = {"SSE_HEARTBEAT_SECONDS": "30", "BACKEND_SILENCE_TIMEOUT_SECONDS": "300", "TURN_LOCK_SECONDS": "600"}
         with stack(redis_url=args.redis_url, token_delay=60, extra_env=held) as run:
             port, gateway = run.start_gateway()
             await capacity(port, gateway.pid, run.token, args.open)
