@@ -117,13 +117,13 @@ def base_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The reference model server (echo), a little slow per word so turns can overlap."""
+    yield from serve_model(tmp_path_factory.mktemp("model") / "model.log", base_env(), "--token-delay", "0.002")
+
+
+def serve_model(log: Path, env: dict[str, str], *options: str) -> Iterator[str]:
+    """A reference model server process with `options`, as a fixture's body: yields its target."""
     port = free_port()
-    log = tmp_path_factory.mktemp("model") / "model.log"
-    process = spawn(
-        [sys.executable, "manage.py", "serve_backend", "--bind", f"127.0.0.1:{port}", "--token-delay", "0.002"],
-        base_env(),
-        log,
-    )
+    process = spawn([sys.executable, "manage.py", "serve_backend", "--bind", f"127.0.0.1:{port}", *options], env, log)
     try:
         wait_for_port(port, proc=process.proc)
     except (RuntimeError, TimeoutError):

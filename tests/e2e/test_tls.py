@@ -15,8 +15,8 @@ import orjson
 import pytest
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import ROOT, Gateway, StartGateway, base_env, spawn
-from tests.support import free_port, wait_for_port
+from tests.e2e.conftest import ROOT, Gateway, StartGateway, base_env, serve_model
+from tests.support import free_port
 from tests.tlscerts import Issued, TestCA
 
 
@@ -85,21 +85,12 @@ def test_a_client_that_does_not_trust_the_certificate_is_stopped(https_gateway: 
 def mtls_model_server(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Iterator[str]:
     """The reference model server serving only clients with a certificate from `ca`."""
     served = ca.issue("model-server")
-    port = free_port()
-    log = tmp_path_factory.mktemp("mtls-model") / "model.log"
     env = base_env() | {
         "MODEL_SERVER_TLS_CERT_FILE": str(served.cert),
         "MODEL_SERVER_TLS_KEY_FILE": str(served.key),
         "MODEL_SERVER_TLS_CLIENT_CA_FILE": str(ca.bundle),
     }
-    process = spawn([sys.executable, "manage.py", "serve_backend", "--bind", f"127.0.0.1:{port}"], env, log)
-    try:
-        wait_for_port(port, proc=process.proc)
-    except (RuntimeError, TimeoutError):
-        process.stop()
-        pytest.fail(f"model server did not start:\n{process.output()}")
-    yield f"127.0.0.1:{port}"
-    process.stop()
+    yield from serve_model(tmp_path_factory.mktemp("mtls-model") / "model.log", env)
 
 
 def backend_tls(ca: TestCA, client: Issued | None) -> dict[str, str]:
