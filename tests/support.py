@@ -125,6 +125,17 @@ class TestIssuer:
         return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
 
 
+def redis_caches(redis_url: str, prefix: str) -> dict[str, Any]:
+    """Django's CACHES on the real Redis, as base.py sets it up with REDIS_URL, under a test's prefix."""
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"{prefix}:cache",
+        }
+    }
+
+
 def unsigned_token(claims: dict[str, Any], kid: str) -> str:
     """A token with `alg: none`, which must never be accepted."""
     import base64

@@ -29,6 +29,7 @@ from core.result import Ok
 from sessions_app.models import SessionRecord
 from sessions_app.wiring import get_session_manager, get_session_store
 from tests.archive.conftest import b64, kek
+from tests.support import redis_caches
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,13 +235,7 @@ def test_run_scheduler_once_releases_the_lock_and_its_progress_shows_in_the_gate
 ) -> None:
     env = scheduler_env(wired, redis_url, redis_prefix, azurite)
     # The gateway's side: Django's cache on the same Redis, as base.py sets it up with REDIS_URL.
-    wired.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": redis_url,
-            "KEY_PREFIX": f"{redis_prefix}:cache",
-        }
-    }
+    wired.CACHES = redis_caches(redis_url, redis_prefix)
     wired.ARCHIVE_IDLE_SECONDS = 1
     wired.SCHEDULER_ARCHIVE_INTERVAL_SECONDS = 0.3
     idle = new_session("o_alice")

@@ -14,7 +14,7 @@ from django.test import Client
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from core.admin_login import LOCKED_MESSAGE
-from tests.support import ROOT
+from tests.support import ROOT, redis_caches
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,13 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def shared_cache(settings: SettingsWrapper, redis_url: str, redis_prefix: str) -> str:
     """Django's cache on the real Redis, as production has it, under the test's own prefix."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": redis_url,
-            "KEY_PREFIX": f"{redis_prefix}:cache",
-        }
-    }
+    settings.CACHES = redis_caches(redis_url, redis_prefix)
     settings.ADMIN_LOGIN_MAX_FAILURES = 3
     settings.ADMIN_LOGIN_MAX_FAILURES_PER_CLIENT = 8
     settings.ADMIN_LOGIN_LOCKOUT_SECONDS = 600
