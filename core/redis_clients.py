@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
@@ -16,6 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from core.errors import StoreUnavailable
+from core.per_loop import PerLoop
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -56,30 +56,17 @@ def bounded_pool(url: str, *, max_connections: int, timeout: float, retries: int
     )
 
 
-class LoopClients:
-    """One client per event loop: redis.asyncio connections belong to the loop that opened them."""
+class LoopClients(PerLoop[Redis]):
+    """A Redis client per event loop (see `core.per_loop`), each on its own bounded pool."""
+
+    __slots__ = ()
 
     def __init__(self, url: str, *, max_connections: int = 32, timeout: float = 5.0, retries: int = 3) -> None:
-        self._url = url
-        self._max_connections = max_connections
-        self._timeout = timeout
-        self._retries = retries
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
+        def make() -> Redis:
+            pool = bounded_pool(url, max_connections=max_connections, timeout=timeout, retries=retries)
+            return Redis(connection_pool=pool)
 
-    def __call__(self) -> Redis:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            pool = bounded_pool(
-                self._url, max_connections=self._max_connections, timeout=self._timeout, retries=self._retries
-            )
-            client = self._clients[loop] = Redis(connection_pool=pool)
-        return client
-
-    async def close(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        super().__init__(make, Redis.aclose)
 
 
 class WhenBack:
