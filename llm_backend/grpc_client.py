@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import weakref
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -13,6 +12,7 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from core.per_loop import PerLoop
 from llm_backend import codec
 from llm_backend.errors import BackendError, BackendTimeout, BackendUnavailable
 from llm_backend.ports import ChatRequest, Completion, StreamEnd, StreamEvent
@@ -112,27 +112,21 @@ class GrpcChatBackend:
         self._first_delta_timeout = first_delta_timeout
         self._silence_timeout = silence_timeout
         self._stream_timeout = stream_timeout
-        self._channels: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[aio.Channel, pb_grpc.ChatBackendServiceStub]
-        ] = weakref.WeakKeyDictionary()
+        self._channels = PerLoop(self._open_channel, _close_channel)
 
-    def _entry(self) -> tuple[aio.Channel, pb_grpc.ChatBackendServiceStub]:
-        loop = asyncio.get_running_loop()
-        entry = self._channels.get(loop)
-        if entry is None:
-            if self._credentials is not None:
-                channel = aio.secure_channel(self._target, self._credentials, options=self._options)
-            else:
-                channel = aio.insecure_channel(self._target, options=self._options)
-            entry = self._channels[loop] = (channel, pb_grpc.ChatBackendServiceStub(channel))
-        return entry
+    def _open_channel(self) -> tuple[aio.Channel, pb_grpc.ChatBackendServiceStub]:
+        if self._credentials is not None:
+            channel = aio.secure_channel(self._target, self._credentials, options=self._options)
+        else:
+            channel = aio.insecure_channel(self._target, options=self._options)
+        return channel, pb_grpc.ChatBackendServiceStub(channel)
 
     def _channel(self) -> aio.Channel:
-        return self._entry()[0]
+        return self._channels()[0]
 
     @property
     def _stub(self) -> pb_grpc.ChatBackendServiceStub:
-        return self._entry()[1]
+        return self._channels()[1]
 
     async def complete(self, request: ChatRequest) -> Completion:
         try:
@@ -216,9 +210,11 @@ class GrpcChatBackend:
             self.tls_problem = None
 
     async def close(self) -> None:
-        entry = self._channels.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[0].close(grace=None)
+        await self._channels.close()
+
+
+async def _close_channel(entry: tuple[aio.Channel, pb_grpc.ChatBackendServiceStub]) -> None:
+    await entry[0].close(grace=None)
 
 
 class _SilenceWatchdog:

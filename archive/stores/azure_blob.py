@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import random
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -16,6 +14,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient, Exponenti
 
 from archive.errors import ArchiveUnavailable
 from archive.ports import object_name, owner_prefix
+from core.per_loop import PerLoop
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -78,26 +77,23 @@ class AzureBlobArchiveStore:
             "connection_timeout": connection_timeout,
             "read_timeout": read_timeout,
         }
-        self._clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Any, BlobServiceClient, ContainerClient]
-        ] = weakref.WeakKeyDictionary()
+        self._clients = PerLoop(self._open_clients, _close_clients)
         self._started = False
 
-    def _client(self) -> ContainerClient:
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(loop)
-        if entry is None:
-            options = self._options
-            if self._connection_string:
-                service = BlobServiceClient.from_connection_string(self._connection_string, **options)
-                credential = None
-            else:
-                from azure.identity.aio import DefaultAzureCredential
+    def _open_clients(self) -> tuple[Any, BlobServiceClient, ContainerClient]:
+        options = self._options
+        if self._connection_string:
+            service = BlobServiceClient.from_connection_string(self._connection_string, **options)
+            credential = None
+        else:
+            from azure.identity.aio import DefaultAzureCredential
 
-                credential = DefaultAzureCredential()
-                service = BlobServiceClient(self._account_url, credential=credential, **options)
-            entry = self._clients[loop] = (credential, service, service.get_container_client(self._container))
-        return entry[2]
+            credential = DefaultAzureCredential()
+            service = BlobServiceClient(self._account_url, credential=credential, **options)
+        return credential, service, service.get_container_client(self._container)
+
+    def _client(self) -> ContainerClient:
+        return self._clients()[2]
 
     @_archive_errors
     async def start(self) -> None:
@@ -169,10 +165,12 @@ class AzureBlobArchiveStore:
         return deleted
 
     async def close(self) -> None:
-        entry = self._clients.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            credential, service, container = entry
-            await container.close()
-            await service.close()
-            if credential is not None:
-                await credential.close()
+        await self._clients.close()
+
+
+async def _close_clients(entry: tuple[Any, BlobServiceClient, ContainerClient]) -> None:
+    credential, service, container = entry
+    await container.close()
+    await service.close()
+    if credential is not None:
+        await credential.close()

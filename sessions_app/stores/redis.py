@@ -13,10 +13,8 @@ refreshed on each turn, a safety net far longer than the archiver's threshold.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +25,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from core.per_loop import PerLoop
 from core.redis_clients import WhenBack, bounded_pool, store_errors
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
@@ -68,20 +67,16 @@ class RedisSessionStore:
         self._max_connections = max_connections
         self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
         self._when_back = WhenBack()
-        # redis.asyncio connections belong to the loop that opened them.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = weakref.WeakKeyDictionary()
+        # A client (and the scripts registered on it) per event loop: see core.per_loop.
+        self._connection = PerLoop(self._connect, _disconnect)
 
     # -- plumbing -----------------------------------------------------------
 
-    def _connection(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        connection = self._clients.get(loop)
-        if connection is None:
-            pool = bounded_pool(
-                self._url, max_connections=self._max_connections, timeout=self._socket_timeout, retries=self._retries
-            )
-            connection = self._clients[loop] = _Connection(Redis(connection_pool=pool))
-        return connection
+    def _connect(self) -> _Connection:
+        pool = bounded_pool(
+            self._url, max_connections=self._max_connections, timeout=self._socket_timeout, retries=self._retries
+        )
+        return _Connection(Redis(connection_pool=pool))
 
     def _client(self) -> Redis:
         return self._connection().client
@@ -418,9 +413,7 @@ class RedisSessionStore:
 
     async def close(self) -> None:
         self._when_back.cancel()  # the locks lapse by themselves
-        connection = self._clients.pop(asyncio.get_running_loop(), None)
-        if connection is not None:
-            await connection.client.aclose()
+        await self._connection.close()
 
 
 def _meta_fields(session: ChatSession) -> dict[str, str | int | bytes]:
@@ -442,3 +435,7 @@ def _meta_fields(session: ChatSession) -> dict[str, str | int | bytes]:
 class _Connection:
     client: Redis
     scripts: dict[str, AsyncScript] = field(default_factory=dict)
+
+
+async def _disconnect(connection: _Connection) -> None:
+    await connection.client.aclose()
