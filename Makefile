@@ -51,10 +51,11 @@ test: $(VENV)/.dev node_modules/.installed ## Install what the tests need and ru
 	  || echo "note: the model could not be installed (see var/model-install.log); its tests will be skipped"
 	scripts/test.sh
 
-lint: $(VENV)/.dev ## ruff (lint and format check), mypy, and stale-stub check
+lint: $(VENV)/.dev ## ruff (lint and format check), mypy, import contracts (layers, public surfaces), stale-stub check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 	$(MAKE) --no-print-directory protos-check
 
 format: $(VENV)/.dev ## Format the code with ruff
@@ -81,4 +82,4 @@ bench: $(VENV)/.dev ## Measure the gateway's added latency, throughput and strea
 	$(PY) bench/stream_overhead.py
 
 clean: ## Remove the virtualenv, node_modules and local state
-	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -7,8 +7,15 @@ from typing import Any
 import orjson
 
 from llm_backend.ports import TokenUsage
-from sessions_app.domain import ChatSession, SessionStatus, Transcript
-from sessions_app.stores.encoding import from_ms, message_fields, message_from_fields, to_ms
+from sessions_app.public import (
+    ChatSession,
+    SessionStatus,
+    Transcript,
+    from_ms,
+    message_fields,
+    message_from_fields,
+    to_ms,
+)
 
 FORMAT = 1
 

@@ -6,8 +6,7 @@ import logging
 from archive.scheduler import CACHE_ERRORS, last_successes, overdue_threshold
 from archive.wiring import get_archive_store
 from core.observability import metrics
-from sessions_app.services import now_ms
-from sessions_app.wiring import get_session_store
+from sessions_app.public import get_session_store, now_ms
 
 logger = logging.getLogger(__name__)
 

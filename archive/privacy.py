@@ -17,9 +17,7 @@ from core.audit import audit
 from core.models import AuditEvent
 from core.observability import metrics
 from core.result import Ok
-from sessions_app.domain import ChatSession, Transcript
-from sessions_app.models import SessionRecord
-from sessions_app.ports import ActiveSessionStore
+from sessions_app.public import ActiveSessionStore, ChatSession, SessionRecord, Transcript
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,7 @@ from datetime import datetime
 
 from django.db.models import Q
 
-from sessions_app.models import SessionRecord
-from sessions_app.stores.encoding import from_ms, member_session_id
+from sessions_app.public import SessionRecord, from_ms, member_session_id
 
 
 async def archived_records(owner: str, *, limit: int, after: str | None) -> list[SessionRecord]:

@@ -23,11 +23,20 @@ from archive.ports import ArchiveSessionStore, OwnerGate
 from core.errors import GatewayError
 from core.observability import metrics
 from core.result import Err, Ok, Result, returns_result, unwrap
-from sessions_app.domain import ChatSession, SessionPage, SessionStatus, Transcript
-from sessions_app.errors import SessionNotFound, TurnInProgress
-from sessions_app.ports import ActiveSessionStore
-from sessions_app.recording import SessionEvent, SessionRecorder
-from sessions_app.stores.encoding import decode_cursor, encode_cursor, index_member
+from sessions_app.public import (
+    ActiveSessionStore,
+    ChatSession,
+    SessionEvent,
+    SessionNotFound,
+    SessionPage,
+    SessionRecorder,
+    SessionStatus,
+    Transcript,
+    TurnInProgress,
+    decode_cursor,
+    encode_cursor,
+    index_member,
+)
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("gateway.archive")

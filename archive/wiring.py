@@ -15,9 +15,7 @@ from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from core.adapters import build_adapter
 from core.limits import get_limiter
-from sessions_app.recording import DatabaseRecorder
-from sessions_app.services import now_ms
-from sessions_app.wiring import get_idempotency_store, get_session_store
+from sessions_app.public import DatabaseRecorder, get_idempotency_store, get_session_store, now_ms
 
 
 @functools.cache

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 
 from core.errors import (
@@ -105,6 +106,12 @@ def problem_headers(*errors: ErrorType) -> list[OpenApiParameter]:
         for status in statuses
         for name, schema, description, required in _HEADERS[status]
     ]
+
+
+def documented(*errors: ErrorType, parameters: list[Any] | None = None, **kwargs: Any) -> Any:
+    """`extend_schema` with the problem responses of these errors and the headers they carry."""
+    responses = {**kwargs.pop("responses"), **problem_responses(*errors)}
+    return extend_schema(responses=responses, parameters=[*(parameters or []), *problem_headers(*errors)], **kwargs)
 
 
 def _describe(errors: Iterable[ErrorType]) -> str:

@@ -16,6 +16,7 @@ from sessions_app.idempotency import IdempotencyStore
 from sessions_app.ports import ActiveSessionStore, SessionArchive
 from sessions_app.recording import DatabaseRecorder
 from sessions_app.services import SessionManager, SessionPolicy
+from sessions_app.stores.memory import InMemorySessionStore
 
 
 def known_models() -> frozenset[str]:
@@ -47,6 +48,12 @@ def policy_from_settings() -> SessionPolicy:
 def get_session_store() -> ActiveSessionStore:
     store: ActiveSessionStore = build_adapter(settings.ACTIVE_SESSION_STORE)
     return store
+
+
+def session_store_in_process() -> bool:
+    """Whether the active sessions live inside this process (no REDIS_URL): a separate process,
+    such as a management command, then cannot see the gateway's sessions."""
+    return isinstance(get_session_store(), InMemorySessionStore)
 
 
 @functools.cache

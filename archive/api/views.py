@@ -18,14 +18,10 @@ from rest_framework.views import APIView
 from archive.errors import ArchiveUnavailable, OwnerBusy
 from archive.privacy import ErasureReceipt, OwnerExport
 from archive.wiring import get_privacy_service
-from core.auth.drf import ChatScopes
+from core.auth.drf import ChatScopes, owner_of
 from core.models import AuditEvent
-from core.openapi import VIEW_ERRORS
-from sessions_app.api import presenters
-from sessions_app.api.schema import documented
-from sessions_app.api.views import owner_of
-from sessions_app.models import SessionRecord
-from sessions_app.services import owner_actor
+from core.openapi import VIEW_ERRORS, documented
+from sessions_app.public import SessionRecord, owner_actor, present_time, present_transcript
 
 T = TypeVar("T")
 
@@ -35,8 +31,8 @@ def present_export(export: OwnerExport) -> dict[str, Any]:
     one item at a time by `json_stream`."""
     return {
         "owner": export.owner,
-        "exported_at": presenters.iso(export.exported_at),
-        "sessions": amap(presenters.transcript, export.sessions),
+        "exported_at": present_time(export.exported_at),
+        "sessions": amap(present_transcript, export.sessions),
         "records": amap(present_record, export.records),
         "audit_events": amap(present_audit_event, export.audit_events),
         "side_stores": export.side_stores,
@@ -48,9 +44,9 @@ def present_record(r: SessionRecord) -> dict[str, Any]:
         "session_id": str(r.id),
         "status": r.status,
         "model": r.model,
-        "created_at": presenters.iso(r.created_at),
-        "last_activity_at": presenters.iso(r.last_activity_at),
-        "archived_at": presenters.iso(r.archived_at) if r.archived_at else None,
+        "created_at": present_time(r.created_at),
+        "last_activity_at": present_time(r.last_activity_at),
+        "archived_at": present_time(r.archived_at) if r.archived_at else None,
         "message_count": r.message_count,
         "usage": {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens},
     }
@@ -58,7 +54,7 @@ def present_record(r: SessionRecord) -> dict[str, Any]:
 
 def present_audit_event(e: AuditEvent) -> dict[str, Any]:
     return {
-        "at": presenters.iso(e.at),
+        "at": present_time(e.at),
         "actor": e.actor,
         "action": e.action,
         "target_type": e.target_type,
@@ -92,7 +88,7 @@ async def json_stream(document: dict[str, Any]) -> AsyncIterator[bytes]:
 def present_receipt(receipt: ErasureReceipt) -> dict[str, Any]:
     return {
         "id": receipt.id,
-        "erased_at": presenters.iso(receipt.erased_at),
+        "erased_at": present_time(receipt.erased_at),
         "erased": {
             "active_sessions": receipt.active_sessions,
             "archived_sessions": receipt.archived_sessions,

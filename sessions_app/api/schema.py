@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from core.jsonbody import CONTROL_CHARACTERS
 from core.limits import OwnerStreamLimit
-from core.openapi import EDGE_ERRORS, VIEW_ERRORS, ErrorType, ForeignProblem, problem_headers, problem_responses
+from core.openapi import EDGE_ERRORS, VIEW_ERRORS, ErrorType, ForeignProblem, documented
 from core.shutdown import ShuttingDown
 from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from sessions_app.api.serializers import MAX_METADATA_DEPTH, TurnRequestSerializer, TurnResponseSerializer
@@ -113,12 +113,6 @@ TURN_EVENT = {
         _event("error", {"$ref": "#/components/schemas/Problem"}, "The turn failed after it began; the last event."),
     ]
 }
-
-
-def documented(*errors: ErrorType, parameters: list[Any] | None = None, **kwargs: Any) -> Any:
-    """`extend_schema` with the problem responses of these errors and the headers they carry."""
-    responses = {**kwargs.pop("responses"), **problem_responses(*errors)}
-    return extend_schema(responses=responses, parameters=[*(parameters or []), *problem_headers(*errors)], **kwargs)
 
 
 _TEXT = f"^[^{CONTROL_CHARACTERS}]*$"

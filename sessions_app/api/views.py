@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.auth.drf import ChatScopes
-from core.auth.principal import Principal
+from core.auth.drf import ChatScopes, owner_of
+from core.openapi import documented
 from core.result import Result, unwrap
 from sessions_app.api import presenters
 from sessions_app.api.schema import (
@@ -25,7 +25,6 @@ from sessions_app.api.schema import (
     READ_ERRORS,
     RESUME_ERRORS,
     SESSION_ID,
-    documented,
 )
 from sessions_app.api.serializers import (
     SessionCreateSerializer,
@@ -51,12 +50,6 @@ LOCATION = OpenApiParameter(
 def call(method: Callable[..., Awaitable[Result[T, Any]]], /, **kwargs: Any) -> T:
     """Run an async service method from a sync view (on the server's event loop under ASGI)."""
     return unwrap(async_to_sync(method)(**kwargs))
-
-
-def owner_of(request: Request) -> str:
-    principal = request.user
-    assert isinstance(principal, Principal)  # ChatScopes let no one else through
-    return principal.owner
 
 
 def checked_id(session_id: str) -> str:

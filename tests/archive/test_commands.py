@@ -147,6 +147,18 @@ def test_erase_owner_refuses_clearly_while_the_owner_is_being_archived(wired: Se
     assert SessionRecord.objects.filter(id=kept).exists()
 
 
+def test_erase_owner_says_when_active_sessions_live_in_the_gateway_process(wired: Settings) -> None:
+    def erase_owner_stderr() -> str:
+        err = io.StringIO()
+        call_command("erase_owner", "--sub", "alice", "--iss", "https://idp", stdout=io.StringIO(), stderr=err)
+        return err.getvalue()
+
+    assert "not reached" not in erase_owner_stderr()  # on Redis the command reaches them
+
+    wired.ACTIVE_SESSION_STORE = {"CLASS": "sessions_app.stores.memory.InMemorySessionStore"}
+    assert "without REDIS_URL, active sessions live inside the gateway and are not reached" in erase_owner_stderr()
+
+
 def test_run_scheduler_once_archives_and_purges(wired: Settings) -> None:
     wired.ARCHIVE_IDLE_SECONDS = 1
     session_id = new_session("o_alice")

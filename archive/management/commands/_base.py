@@ -11,8 +11,7 @@ from django.core.management.base import CommandError
 
 from core.durations import parse_duration
 from core.observability.tracing import setup_tracing
-from sessions_app.stores.memory import InMemorySessionStore
-from sessions_app.wiring import get_session_store
+from sessions_app.public import get_session_store, session_store_in_process
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ async def _closing(work: Coroutine[Any, Any, T]) -> T:
 
 def require_shared_store() -> None:
     """Commands run in their own process: they cannot see sessions that live inside the gateway."""
-    if isinstance(get_session_store(), InMemorySessionStore):
+    if session_store_in_process():
         raise CommandError(
             "Without REDIS_URL the active sessions live inside the gateway process, which archives them "
             "itself (SCHEDULER_EMBEDDED). Set REDIS_URL to run this command."

@@ -13,8 +13,7 @@ from archive.management.commands._base import run
 from archive.privacy import receipt_details
 from archive.wiring import get_privacy_service
 from core.auth.principal import owner_pseudonym
-from sessions_app.stores.memory import InMemorySessionStore
-from sessions_app.wiring import get_session_store
+from sessions_app.public import session_store_in_process
 
 
 class Command(BaseCommand):
@@ -27,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, sub: str, iss: str, **options: Any) -> None:
         if not sub.strip() or not iss.strip():
             raise CommandError("--sub and --iss must not be empty.")
-        if isinstance(get_session_store(), InMemorySessionStore):
+        if session_store_in_process():
             self.stderr.write("note: without REDIS_URL, active sessions live inside the gateway and are not reached")
         owner = owner_pseudonym(secret=settings.OWNER_PSEUDONYM_SECRET.encode(), issuer=iss, subject=sub)
         try:

@@ -1,0 +1,59 @@
+"""What other apps may use of the sessions app: everything they import from it comes from here.
+
+The archive app is the one client: it stores and restores sessions (the domain, the storage
+encoding it shares with the active stores), reads and counts the active store, records what it
+does, and presents sessions in exports. The import linter (`make lint`, contracts in
+pyproject.toml) refuses an import of any other sessions_app module from another app, so a change
+inside this app cannot quietly break another: what is listed here is the contract.
+"""
+
+from __future__ import annotations
+
+from sessions_app.api.presenters import iso as present_time
+from sessions_app.api.presenters import transcript as present_transcript
+from sessions_app.domain import ChatSession, SessionPage, SessionStatus, Transcript
+from sessions_app.errors import SessionNotFound, TurnInProgress
+from sessions_app.models import SessionRecord
+from sessions_app.ports import ActiveSessionStore
+from sessions_app.recording import DatabaseRecorder, SessionEvent, SessionRecorder
+from sessions_app.services import now_ms, owner_actor
+from sessions_app.stores.encoding import (
+    decode_cursor,
+    encode_cursor,
+    from_ms,
+    index_member,
+    member_session_id,
+    message_fields,
+    message_from_fields,
+    to_ms,
+)
+from sessions_app.wiring import get_idempotency_store, get_session_store, session_store_in_process
+
+__all__ = [
+    "ActiveSessionStore",
+    "ChatSession",
+    "DatabaseRecorder",
+    "SessionEvent",
+    "SessionNotFound",
+    "SessionPage",
+    "SessionRecord",
+    "SessionRecorder",
+    "SessionStatus",
+    "Transcript",
+    "TurnInProgress",
+    "decode_cursor",
+    "encode_cursor",
+    "from_ms",
+    "get_idempotency_store",
+    "get_session_store",
+    "index_member",
+    "member_session_id",
+    "message_fields",
+    "message_from_fields",
+    "now_ms",
+    "owner_actor",
+    "present_time",
+    "present_transcript",
+    "session_store_in_process",
+    "to_ms",
+]
