@@ -16,7 +16,7 @@ from archive.services import ArchiveService
 from core.adapters import build_adapter
 from core.limits import get_limiter
 from sessions_app.recording import DatabaseRecorder
-from sessions_app.services import now_ms
+from sessions_app.services import utc_now_ms_precision
 from sessions_app.wiring import get_idempotency_store, get_session_store
 
 
@@ -46,7 +46,7 @@ def get_archive_service() -> ArchiveService:
         archive=get_archive_store(),
         keys=get_key_ring(),
         recorder=DatabaseRecorder(),
-        clock=now_ms,
+        clock=utc_now_ms_precision,
         lock_seconds=settings.ARCHIVE_LOCK_SECONDS,
         max_sessions_per_owner=settings.SESSION_LIMITS["MAX_SESSIONS_PER_OWNER"],
         gate=get_owner_gate(),
@@ -61,7 +61,7 @@ def get_privacy_service() -> PrivacyService:
         archive=get_archive_store(),
         archive_service=get_archive_service(),
         keys=get_key_ring(),
-        clock=now_ms,
+        clock=utc_now_ms_precision,
         # Looked up per call: those stores follow their own settings.
         forget=(lambda owner: get_idempotency_store().forget(owner), lambda owner: get_limiter().forget(owner)),
         describe={
