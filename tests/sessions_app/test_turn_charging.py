@@ -52,7 +52,7 @@ async def new_session(manager: SessionManager) -> str:
 
 
 def charged(limiter: MemoryLimiter) -> int:
-    return limiter._window("o_alice")[1]
+    return limiter._window("o_alice").tokens
 
 
 async def settle(manager: SessionManager) -> None:
