@@ -18,13 +18,6 @@ class ArchiveUnreadable(GatewayError):
     default_detail = "The archived session cannot be read."
 
 
-class SessionNotArchived(GatewayError):
-    code = "session_not_archived"
-    status = 409
-    title = "Session not archived"
-    default_detail = "The session is not in the archive."
-
-
 class OwnerBusy(ServiceUnavailable):
     """An erasure (or a key's destruction) and an archive or resume of the same owner met:
     one waits for the other, for a bounded time, then this."""

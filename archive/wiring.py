@@ -15,7 +15,7 @@ from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from core.adapters import build_adapter
 from core.limits import get_limiter
-from sessions_app.public import DatabaseRecorder, get_idempotency_store, get_session_store, now_ms
+from sessions_app.public import DatabaseRecorder, get_idempotency_store, get_session_store, utc_now_ms_precision
 
 
 @functools.cache
@@ -44,7 +44,7 @@ def get_archive_service() -> ArchiveService:
         archive=get_archive_store(),
         keys=get_key_ring(),
         recorder=DatabaseRecorder(),
-        clock=now_ms,
+        clock=utc_now_ms_precision,
         lock_seconds=settings.ARCHIVE_LOCK_SECONDS,
         max_sessions_per_owner=settings.SESSION_LIMITS["MAX_SESSIONS_PER_OWNER"],
         gate=get_owner_gate(),
@@ -59,7 +59,7 @@ def get_privacy_service() -> PrivacyService:
         archive=get_archive_store(),
         archive_service=get_archive_service(),
         keys=get_key_ring(),
-        clock=now_ms,
+        clock=utc_now_ms_precision,
         # Looked up per call: those stores follow their own settings.
         forget=(lambda owner: get_idempotency_store().forget(owner), lambda owner: get_limiter().forget(owner)),
         describe={

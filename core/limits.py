@@ -89,32 +89,40 @@ class OwnerLimiter(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _MinuteCounts:
+    """One owner's counts in one minute window of `MemoryLimiter`."""
+
+    requests: int = 0
+    tokens: int = 0
+
+
 class MemoryLimiter:
     """One process's counts: the embedded default, and the unit tests'."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time, **limits: int) -> None:
         self.limits = Limits(**limits)
         self._clock = clock
-        self._windows: dict[tuple[str, int], list[int]] = {}
+        self._windows: dict[tuple[str, int], _MinuteCounts] = {}
         self._streams: dict[str, set[str]] = {}
         self._sockets: dict[str, set[str]] = {}
 
-    def _window(self, owner: str) -> list[int]:
+    def _window(self, owner: str) -> _MinuteCounts:
         window = int(self._clock() // WINDOW)
         counts = self._windows.get((owner, window))
         if counts is None:
             if len(self._windows) > 10_000:  # forget past minutes
                 self._windows = {k: v for k, v in self._windows.items() if k[1] == window}
-            counts = self._windows[(owner, window)] = [0, 0]
+            counts = self._windows[(owner, window)] = _MinuteCounts()
         return counts
 
     async def admit(self, owner: str) -> None:
         counts = self._window(owner)
-        counts[0] += 1
-        _judge(self.limits, counts[0], counts[1], self._clock())
+        counts.requests += 1
+        _judge(self.limits, counts.requests, counts.tokens, self._clock())
 
     async def charge(self, owner: str, tokens: int) -> None:
-        self._window(owner)[1] += tokens
+        self._window(owner).tokens += tokens
 
     async def open_stream(self, owner: str, stream_id: str) -> None:
         open_now = self._streams.setdefault(owner, set())
@@ -145,8 +153,10 @@ class MemoryLimiter:
             del self._windows[key]
 
     async def describe(self, owner: str) -> dict[str, int]:
-        counts = self._windows.get((owner, int(self._clock() // WINDOW)), [0, 0])
-        return _counts(counts[0], counts[1], len(self._streams.get(owner, ())), len(self._sockets.get(owner, ())))
+        counts = self._windows.get((owner, int(self._clock() // WINDOW)), _MinuteCounts())
+        return _counts(
+            counts.requests, counts.tokens, len(self._streams.get(owner, ())), len(self._sockets.get(owner, ()))
+        )
 
     async def close(self) -> None:
         pass

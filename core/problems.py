@@ -50,11 +50,6 @@ def problem_json(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body)
 
 
-def error_frame(error: GatewayError) -> dict[str, Any]:
-    """The error frame for WebSocket and SSE streams: the same code and detail as HTTP."""
-    return {"type": "error", "code": error.code, "status": error.status, "detail": error.detail}
-
-
 async def send_asgi_problem(send: Any, error: GatewayError, *, instance: str | None = None) -> None:
     """A whole problem response through a bare ASGI `send`, for middleware below the views."""
     body = problem_json(problem_from_error(error, instance=instance))

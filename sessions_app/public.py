@@ -16,7 +16,7 @@ from sessions_app.errors import SessionNotFound, TurnInProgress
 from sessions_app.models import SessionRecord
 from sessions_app.ports import ActiveSessionStore
 from sessions_app.recording import DatabaseRecorder, SessionEvent, SessionRecorder
-from sessions_app.services import now_ms, owner_actor
+from sessions_app.services import owner_actor, utc_now_ms_precision
 from sessions_app.stores.encoding import (
     decode_cursor,
     encode_cursor,
@@ -50,10 +50,10 @@ __all__ = [
     "member_session_id",
     "message_fields",
     "message_from_fields",
-    "now_ms",
     "owner_actor",
     "present_time",
     "present_transcript",
     "session_store_in_process",
     "to_ms",
+    "utc_now_ms_precision",
 ]

@@ -87,7 +87,7 @@ def owner_actor(owner: str) -> str:
     return f"owner:{owner}"
 
 
-def now_ms() -> datetime:
+def utc_now_ms_precision() -> datetime:
     """Now, at the millisecond precision the stores keep, so every read agrees with every write."""
     return from_ms(time.time_ns() // 1_000_000)
 
@@ -110,7 +110,7 @@ class SessionManager:
         idempotency: IdempotencyStore | None = None,
         limiter: OwnerLimiter | None = None,
         idempotency_ttl: int = 86_400,
-        clock: Callable[[], datetime] = now_ms,
+        clock: Callable[[], datetime] = utc_now_ms_precision,
     ) -> None:
         self._store = store
         self._backend = backend

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from redis import exceptions as redis_errors
@@ -45,6 +45,14 @@ from sessions_app.stores.encoding import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class _SessionKeys(NamedTuple):
+    """One session's keys, in the order the scripts take them as KEYS (meta, messages, lock)."""
+
+    meta: str
+    messages: str
+    lock: str
 
 
 class RedisSessionStore:
@@ -81,9 +89,9 @@ class RedisSessionStore:
     def _client(self) -> Redis:
         return self._connection().client
 
-    def _session_keys(self, session_id: str) -> list[str]:
+    def _session_keys(self, session_id: str) -> _SessionKeys:
         base = f"{self._prefix}:s:{{{session_id}}}"
-        return [f"{base}:m", f"{base}:l", f"{base}:t"]
+        return _SessionKeys(meta=f"{base}:m", messages=f"{base}:l", lock=f"{base}:t")
 
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:i"
@@ -149,7 +157,7 @@ class RedisSessionStore:
             reserved = await self._script(lua.RESERVE_SLOT, [owner_key], [max_sessions_per_owner, member, self._ttl])
         if not reserved:
             return Err(SessionLimitReached())
-        meta_key = self._session_keys(session.id)[0]
+        meta_key = self._session_keys(session.id).meta
         try:
             pipe = self._client().pipeline(transaction=False)
             pipe.hset(meta_key, mapping=_meta_fields(session))  # type: ignore[arg-type]
@@ -167,7 +175,7 @@ class RedisSessionStore:
         members = [m.decode() for m in cast(list[bytes], await self._client().zrange(owner_key, 0, -1))]
         pipe = self._client().pipeline(transaction=False)
         for member in members:
-            pipe.exists(self._session_keys(member_session_id(member))[0])
+            pipe.exists(self._session_keys(member_session_id(member)).meta)
         gone = [m for m, exists in zip(members, await pipe.execute(), strict=True) if not exists]
         if gone:
             await self._client().zrem(owner_key, *gone)
@@ -175,7 +183,8 @@ class RedisSessionStore:
 
     @store_errors
     async def get(self, session_id: str, *, owner: str) -> Result[ChatSession, SessionNotFound]:
-        meta = cast(list[bytes | None], await self._client().hmget(self._session_keys(session_id)[0], lua.META_FIELDS))
+        meta_key = self._session_keys(session_id).meta
+        meta = cast(list[bytes | None], await self._client().hmget(meta_key, lua.META_FIELDS))
         if meta[0] is None or meta[0].decode() != owner:
             return Err(SessionNotFound())
         return Ok(self._session_from(session_id, meta))
@@ -184,7 +193,8 @@ class RedisSessionStore:
     async def load(
         self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None
     ) -> Result[Transcript, SessionNotFound]:
-        meta_key, messages_key, _ = self._session_keys(session_id)
+        keys = self._session_keys(session_id)
+        meta_key, messages_key = keys.meta, keys.messages
         pipe = self._client().pipeline(transaction=True)
         pipe.hmget(meta_key, lua.META_FIELDS)
         pipe.lrange(messages_key, offset, -1 if limit is None else offset + limit - 1)
@@ -245,7 +255,7 @@ class RedisSessionStore:
     @store_errors
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
         extended = await self._script(
-            lua.EXTEND_TURN, [self._session_keys(session_id)[2]], [token, int(lock_seconds * 1000)]
+            lua.EXTEND_TURN, [self._session_keys(session_id).lock], [token, int(lock_seconds * 1000)]
         )
         return bool(extended)
 
@@ -258,13 +268,14 @@ class RedisSessionStore:
 
     @store_errors
     async def _release(self, session_id: str, token: str) -> None:
-        await self._script(lua.RELEASE_TURN, [self._session_keys(session_id)[2]], [token])
+        await self._script(lua.RELEASE_TURN, [self._session_keys(session_id).lock], [token])
 
     @store_errors
     async def set_status(
         self, session_id: str, *, owner: str, status: SessionStatus, at: datetime
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
-        meta_key, _, lock_key = self._session_keys(session_id)
+        keys = self._session_keys(session_id)
+        meta_key, lock_key = keys.meta, keys.lock
         at_ms = to_ms(at)
 
         def touch_indexes(pipe: Any) -> None:
@@ -320,9 +331,10 @@ class RedisSessionStore:
         if not reserved:
             return Err(SessionLimitReached())
         meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in _meta_fields(session).items()}
+        keys = self._session_keys(session.id)
         created = await self._script(
             lua.RESTORE,
-            self._session_keys(session.id)[:2],
+            [keys.meta, keys.messages],
             [self._ttl, orjson.dumps(meta), *map(encode_message, transcript.messages)],
         )
         await self._client().zadd(self._activity_key(), {session.id: to_ms(session.last_activity_at)})
@@ -337,7 +349,7 @@ class RedisSessionStore:
         page, more = members[:limit], len(members) > limit
         pipe = self._client().pipeline(transaction=False)
         for member in page:
-            pipe.hmget(self._session_keys(member_session_id(member))[0], lua.META_FIELDS)
+            pipe.hmget(self._session_keys(member_session_id(member)).meta, lua.META_FIELDS)
         metas = await pipe.execute() if page else []
         sessions, gone = [], []
         for member, meta in zip(page, metas, strict=True):
@@ -360,7 +372,7 @@ class RedisSessionStore:
             ids = [i.decode() for i in cast(list[bytes], raw)]
             pipe = client.pipeline(transaction=False)
             for session_id in ids:
-                pipe.exists(self._session_keys(session_id)[0])
+                pipe.exists(self._session_keys(session_id).meta)
             gone = [i for i, exists in zip(ids, await pipe.execute() if ids else [], strict=True) if not exists]
             if not gone:
                 return ids
@@ -380,7 +392,7 @@ class RedisSessionStore:
         await client.zrem(self._activity_key(), *session_ids)
         pipe = client.pipeline(transaction=False)
         for session_id in session_ids:
-            pipe.hget(self._session_keys(session_id)[0], "la")
+            pipe.hget(self._session_keys(session_id).meta, "la")
         back = {i: int(la) for i, la in zip(session_ids, await pipe.execute(), strict=True) if la is not None}
         if back:
             await client.zadd(self._activity_key(), back, nx=True)

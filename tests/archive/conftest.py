@@ -17,7 +17,7 @@ from archive.stores.azure_blob import AzureBlobArchiveStore
 from archive.stores.filesystem import FilesystemArchiveStore
 from archive.stores.memory import InMemoryArchiveStore
 from sessions_app.recording import DatabaseRecorder
-from sessions_app.services import now_ms
+from sessions_app.services import utc_now_ms_precision
 from sessions_app.stores.redis import RedisSessionStore
 
 
@@ -58,7 +58,12 @@ def keys() -> KeyRing:
 def service(redis_store: RedisSessionStore, blob_store: AzureBlobArchiveStore, keys: KeyRing) -> ArchiveService:
     """The archive service on the real Redis, Azurite and the test database."""
     return ArchiveService(
-        active=redis_store, archive=blob_store, keys=keys, recorder=DatabaseRecorder(), clock=now_ms, lock_seconds=30
+        active=redis_store,
+        archive=blob_store,
+        keys=keys,
+        recorder=DatabaseRecorder(),
+        clock=utc_now_ms_precision,
+        lock_seconds=30,
     )
 
 

@@ -15,7 +15,7 @@ from core.models import AuditEvent
 from core.result import Err, Ok
 from sessions_app.idempotency import Claim, IdempotentRequest, MemoryIdempotencyStore
 from sessions_app.models import SessionRecord
-from sessions_app.services import now_ms
+from sessions_app.services import utc_now_ms_precision
 from sessions_app.stores.redis import RedisSessionStore
 from tests.archive.test_services import CANARY, manager_for, session_with_turns
 
@@ -31,7 +31,7 @@ def privacy(
         archive=blob_store,
         archive_service=service,
         keys=keys,
-        clock=now_ms,
+        clock=utc_now_ms_precision,
         forget=(idempotency.forget, limiter.forget),
     )
 

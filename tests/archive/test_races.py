@@ -32,7 +32,7 @@ from llm_backend.fake import FakeChatBackend
 from sessions_app.idempotency import IdempotentRequest, RedisIdempotencyStore
 from sessions_app.models import SessionRecord
 from sessions_app.recording import DatabaseRecorder
-from sessions_app.services import SessionManager, SessionPolicy, now_ms
+from sessions_app.services import SessionManager, SessionPolicy, utc_now_ms_precision
 from sessions_app.stores.redis import RedisSessionStore
 from tests.archive.test_services import CANARY, manager_for, session_with_turns
 
@@ -72,7 +72,7 @@ class Process:
             archive=blob,
             keys=keys,
             recorder=DatabaseRecorder(),
-            clock=now_ms,
+            clock=utc_now_ms_precision,
             lock_seconds=30,
             gate=self.gate,
             close_wait=30,  # generous: the verdict must not hang on a loaded machine's speed
@@ -82,7 +82,7 @@ class Process:
             archive=blob,
             archive_service=self.archive,
             keys=keys,
-            clock=now_ms,
+            clock=utc_now_ms_precision,
             forget=(self.idempotency.forget, self.limiter.forget),
         )
         self.uploads: SlowUploads | None = None

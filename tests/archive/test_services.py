@@ -23,7 +23,7 @@ from sessions_app.domain import SessionStatus
 from sessions_app.errors import SessionNotActive, TurnInProgress
 from sessions_app.models import SessionRecord
 from sessions_app.recording import DatabaseRecorder
-from sessions_app.services import SessionManager, SessionPolicy, now_ms
+from sessions_app.services import SessionManager, SessionPolicy, utc_now_ms_precision
 from sessions_app.stores.redis import RedisSessionStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -159,7 +159,7 @@ def service_with(
         archive=blob_store,
         keys=keys,
         recorder=recorder or DatabaseRecorder(),
-        clock=now_ms,
+        clock=utc_now_ms_precision,
         lock_seconds=lock_seconds,
     )
 
@@ -310,7 +310,12 @@ async def test_an_idle_pass_skips_the_sessions_of_an_owner_being_erased(
 ) -> None:
     gate = MemoryOwnerGate()
     service = ArchiveService(
-        active=redis_store, archive=blob_store, keys=keys, recorder=DatabaseRecorder(), clock=now_ms, gate=gate
+        active=redis_store,
+        archive=blob_store,
+        keys=keys,
+        recorder=DatabaseRecorder(),
+        clock=utc_now_ms_precision,
+        gate=gate,
     )
     sessions = [await session_with_turns(manager_for(redis_store, service), turns=1) for _ in range(2)]
     await asyncio.sleep(0.3)

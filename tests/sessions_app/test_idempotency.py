@@ -15,8 +15,8 @@ from core.result import Err, Ok
 from llm_backend.errors import BackendUnavailable
 from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import Delta
-from sessions_app.archive_memory import InMemorySessionArchive
 from sessions_app.domain import SessionStatus
+from sessions_app.fake_archive import InMemorySessionArchive
 from sessions_app.idempotency import (
     Claim,
     IdempotencyInProgress,

@@ -14,9 +14,9 @@ from core.errors import StoreUnavailable
 from core.result import Err, Ok
 from llm_backend.grpc_client import GrpcChatBackend
 from llm_backend.ports import TokenUsage
-from sessions_app.archive_memory import InMemorySessionArchive
 from sessions_app.domain import Role, Transcript
 from sessions_app.errors import TurnInProgress
+from sessions_app.fake_archive import InMemorySessionArchive
 from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.redis import RedisSessionStore

@@ -11,7 +11,6 @@ from core.result import Err, Ok
 from llm_backend.errors import BackendUnavailable
 from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import FinishReason, GenerationParams, Role, TokenUsage
-from sessions_app.archive_memory import InMemorySessionArchive
 from sessions_app.domain import SessionStatus
 from sessions_app.errors import (
     ContentTooLarge,
@@ -22,6 +21,7 @@ from sessions_app.errors import (
     TurnInProgress,
     UnknownModel,
 )
+from sessions_app.fake_archive import InMemorySessionArchive
 from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore

@@ -12,8 +12,8 @@ from core.limits import MemoryLimiter
 from core.result import Ok
 from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import ContextMessage, Delta, Role
-from sessions_app.archive_memory import InMemorySessionArchive
 from sessions_app.context import estimate_input_tokens
+from sessions_app.fake_archive import InMemorySessionArchive
 from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore
@@ -52,7 +52,7 @@ async def new_session(manager: SessionManager) -> str:
 
 
 def charged(limiter: MemoryLimiter) -> int:
-    return limiter._window("o_alice")[1]
+    return limiter._window("o_alice").tokens
 
 
 async def settle(manager: SessionManager) -> None:

@@ -10,9 +10,9 @@ from core.result import Err, Ok
 from llm_backend.errors import BackendError, BackendUnavailable
 from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import Delta, FinishReason
-from sessions_app.archive_memory import InMemorySessionArchive
 from sessions_app.domain import MessageStatus
 from sessions_app.errors import TurnInProgress
+from sessions_app.fake_archive import InMemorySessionArchive
 from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore

@@ -1,4 +1,5 @@
-"""An in-memory `SessionArchive` for unit tests: archived transcripts kept in a dict."""
+"""The fake of the `SessionArchive` port, for unit tests: archived transcripts kept in a dict
+(the archive app's `ArchiveSessionStore` and its fakes are another port)."""
 
 from __future__ import annotations
 
