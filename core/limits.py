@@ -309,14 +309,9 @@ class RedisLimiter:
 
     @store_errors
     async def open_stream(self, owner: str, stream_id: str) -> None:
-        if not self.limits.streams_per_owner:
-            return
-        admitted = await self._script(_OPEN_MEMBER)(
-            keys=[self._key(owner, "streams")],
-            args=[time.time(), stream_id, self.limits.streams_per_owner, self.limits.stream_seconds],
-            client=self._client(),
-        )
-        if not admitted:
+        if not await self._open_member(
+            owner, "streams", stream_id, cap=self.limits.streams_per_owner, seconds=self.limits.stream_seconds
+        ):
             raise OwnerStreamLimit(retry_after=1)
 
     @store_errors
@@ -326,15 +321,20 @@ class RedisLimiter:
 
     @store_errors
     async def open_socket(self, owner: str, socket_id: str) -> None:
-        if not self.limits.sockets_per_owner:
-            return
-        admitted = await self._script(_OPEN_MEMBER)(
-            keys=[self._key(owner, "sockets")],
-            args=[time.time(), socket_id, self.limits.sockets_per_owner, self.limits.socket_seconds],
-            client=self._client(),
-        )
-        if not admitted:
+        if not await self._open_member(
+            owner, "sockets", socket_id, cap=self.limits.sockets_per_owner, seconds=self.limits.socket_seconds
+        ):
             raise OwnerSocketLimit(retry_after=1)
+
+    async def _open_member(self, owner: str, kind: str, member: str, *, cap: int, seconds: int) -> bool:
+        """Add `member` to the owner's set of open `kind` unless `cap` are open (0: no cap, nothing
+        counted); entries not renewed within `seconds` lapse, so a dead instance's go by themselves."""
+        if not cap:
+            return True
+        admitted = await self._script(_OPEN_MEMBER)(
+            keys=[self._key(owner, kind)], args=[time.time(), member, cap, seconds], client=self._client()
+        )
+        return bool(admitted)
 
     @store_errors
     async def close_socket(self, owner: str, socket_id: str) -> None:
