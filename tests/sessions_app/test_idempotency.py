@@ -16,7 +16,6 @@ from llm_backend.errors import BackendUnavailable
 from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import Delta
 from sessions_app.domain import SessionStatus
-from sessions_app.fake_archive import InMemorySessionArchive
 from sessions_app.idempotency import (
     Claim,
     IdempotencyInProgress,
@@ -26,10 +25,9 @@ from sessions_app.idempotency import (
     MemoryIdempotencyStore,
     RedisIdempotencyStore,
 )
-from sessions_app.recording import MemoryRecorder
-from sessions_app.services import SessionManager, SessionPolicy
-from sessions_app.stores.memory import InMemorySessionStore
+from sessions_app.services import SessionManager
 from sessions_app.turn_stream import TurnDone
+from tests.sessions_app.builders import fake_manager
 from tests.support import RedisServer
 
 
@@ -52,15 +50,7 @@ def backend() -> FakeChatBackend:
 
 @pytest.fixture
 async def manager(backend: FakeChatBackend, idempotency: IdempotencyStore) -> SessionManager:
-    store = InMemorySessionStore()
-    return SessionManager(
-        store=store,
-        backend=backend,
-        policy=SessionPolicy(),
-        recorder=MemoryRecorder(),
-        archive=InMemorySessionArchive(store),
-        idempotency=idempotency,
-    )
+    return fake_manager(backend, idempotency=idempotency)
 
 
 async def new_session(manager: SessionManager) -> str:

@@ -21,10 +21,9 @@ from sessions_app.errors import (
     TurnInProgress,
     UnknownModel,
 )
-from sessions_app.fake_archive import InMemorySessionArchive
-from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore
+from tests.sessions_app.builders import fake_manager
 
 
 @pytest.fixture
@@ -38,13 +37,7 @@ def store() -> InMemorySessionStore:
 
 
 def manager_with(store: InMemorySessionStore, backend: FakeChatBackend, **policy: object) -> SessionManager:
-    return SessionManager(
-        store=store,
-        backend=backend,
-        recorder=MemoryRecorder(),
-        archive=InMemorySessionArchive(store),
-        policy=SessionPolicy(**policy),
-    )  # type: ignore[arg-type]
+    return fake_manager(backend, store, SessionPolicy(**policy))  # type: ignore[arg-type]
 
 
 @pytest.fixture

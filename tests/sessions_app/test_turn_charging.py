@@ -13,10 +13,8 @@ from core.result import Ok
 from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import ContextMessage, Delta, Role
 from sessions_app.context import estimate_input_tokens
-from sessions_app.fake_archive import InMemorySessionArchive
-from sessions_app.recording import MemoryRecorder
-from sessions_app.services import SessionManager, SessionPolicy
-from sessions_app.stores.memory import InMemorySessionStore
+from sessions_app.services import SessionManager
+from tests.sessions_app.builders import fake_manager
 
 PROMPT = "a long system prompt the model must read before it answers anything " * 20
 CONTENT = "a question that costs the model real work to read " * 20
@@ -34,15 +32,7 @@ def limiter() -> MemoryLimiter:
 
 @pytest.fixture
 def manager(backend: FakeChatBackend, limiter: MemoryLimiter) -> SessionManager:
-    store = InMemorySessionStore()
-    return SessionManager(
-        store=store,
-        backend=backend,
-        recorder=MemoryRecorder(),
-        archive=InMemorySessionArchive(store),
-        policy=SessionPolicy(),
-        limiter=limiter,
-    )
+    return fake_manager(backend, limiter=limiter)
 
 
 async def new_session(manager: SessionManager) -> str:

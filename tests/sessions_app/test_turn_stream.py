@@ -12,11 +12,10 @@ from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import Delta, FinishReason
 from sessions_app.domain import MessageStatus
 from sessions_app.errors import TurnInProgress
-from sessions_app.fake_archive import InMemorySessionArchive
-from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.turn_stream import TurnDone, TurnStream
+from tests.sessions_app.builders import fake_manager
 
 CONTENT = 'one two "three"\nfour five'
 
@@ -33,13 +32,7 @@ def store() -> InMemorySessionStore:
 
 @pytest.fixture
 async def manager(store: InMemorySessionStore, backend: FakeChatBackend) -> SessionManager:
-    return SessionManager(
-        store=store,
-        backend=backend,
-        recorder=MemoryRecorder(),
-        archive=InMemorySessionArchive(store),
-        policy=SessionPolicy(),
-    )
+    return fake_manager(backend, store)
 
 
 @pytest.fixture
@@ -159,13 +152,7 @@ async def test_a_model_failure_mid_stream_keeps_the_partial_reply_as_incomplete(
 async def test_a_stream_holds_the_session_and_keeps_its_lock_alive(
     store: InMemorySessionStore, backend: FakeChatBackend
 ) -> None:
-    manager = SessionManager(
-        store=store,
-        backend=backend,
-        recorder=MemoryRecorder(),
-        archive=InMemorySessionArchive(store),
-        policy=SessionPolicy(turn_lock_seconds=0.15),
-    )
+    manager = fake_manager(backend, store, SessionPolicy(turn_lock_seconds=0.15))
     created = await manager.session_create(owner="o_alice")
     assert isinstance(created, Ok)
     session_id = created.value.id
