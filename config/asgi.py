@@ -18,7 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from config.lifespan import LifespanApp  # noqa: E402
-from core.guards import BodyLimit, HeadLimit  # noqa: E402
+from core.guards import RequestLimits  # noqa: E402
 from core.observability.access import AccessMiddleware, QueryTokenScrubber  # noqa: E402
 from core.websocket import BrowserOriginValidator  # noqa: E402
 from sessions_app.api.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
@@ -33,4 +33,4 @@ router = ProtocolTypeRouter(
 )
 # Outside in: no token in URLs, a server span per request, the access log and metrics, a bounded
 # head, a bounded body.
-application = QueryTokenScrubber(asgi_middleware(AccessMiddleware(HeadLimit(BodyLimit(router)))))
+application = QueryTokenScrubber(asgi_middleware(AccessMiddleware(RequestLimits(router))))

@@ -42,29 +42,9 @@ class TooManyConnections(GatewayError):
         super().__init__(headers={"Retry-After": "1", "Connection": "close"})
 
 
-class HeadLimit:
-    """Refuse requests whose headers and URL together exceed `MAX_HEADER_BYTES`."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket") and head_size(scope) > settings.MAX_HEADER_BYTES:
-            if scope["type"] == "http":
-                await send_asgi_problem(send, HeadersTooLarge(), instance=scope.get("path"))
-            else:
-                await send({"type": "websocket.close", "code": 1009})  # refused before the handshake: HTTP 403
-            return
-        await self.app(scope, receive, send)
-
-
-def head_size(scope: dict[str, Any]) -> int:
-    path = scope.get("raw_path") or scope.get("path", "").encode()
-    return len(path) + len(scope.get("query_string", b"")) + sum(len(k) + len(v) + 4 for k, v in scope["headers"])
-
-
-class BodyLimit:
-    """Refuse request bodies over `MAX_REQUEST_BYTES` with 413 as soon as they pass it.
+class RequestLimits:
+    """Refuse a head (URL and headers) over `MAX_HEADER_BYTES` with 431 (a WebSocket: closed
+    before the handshake) and a body over `MAX_REQUEST_BYTES` with 413 as soon as it passes it.
 
     Django reads a whole body before routing, spooling it to a temporary file
     past 2.5 MB, whoever sends it; the views refuse it only after that. A
@@ -72,29 +52,40 @@ class BodyLimit:
     body within it cannot outgrow it (the server frames it by that length), so
     only a chunked body is counted as it arrives: the body of a turn passes
     through untouched and uncopied. Once refused, the application reads
-    `http.disconnect`, as if the client had left.
+    `http.disconnect`, as if the client had left. One pass over the headers
+    serves both bounds: this runs on every request.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        limit = settings.MAX_REQUEST_BYTES
-        chunked = False
+        path = scope.get("raw_path") or scope.get("path", "").encode()
+        size = len(path) + len(scope.get("query_string", b""))
+        length, chunked = 0, False
         for name, value in scope["headers"]:
+            size += len(name) + len(value) + 4
             if name == b"content-length":
-                if _length(value) > limit:
-                    await send_asgi_problem(send, PayloadTooLarge(), instance=scope.get("path"))
-                    return
+                length = _length(value)
             elif name == b"transfer-encoding":
                 chunked = True
-        if not chunked:
+        if size > settings.MAX_HEADER_BYTES:
+            if kind == "http":
+                await send_asgi_problem(send, HeadersTooLarge(), instance=scope.get("path"))
+            else:
+                await send({"type": "websocket.close", "code": 1009})  # refused before the handshake: HTTP 403
+            return
+        if kind == "websocket" or not (chunked or length > settings.MAX_REQUEST_BYTES):
             await self.app(scope, receive, send)
             return
-        await self.app(scope, _CountedBody(receive, send, limit, scope.get("path")), send)
+        if not chunked:
+            await send_asgi_problem(send, PayloadTooLarge(), instance=scope.get("path"))
+            return
+        await self.app(scope, _CountedBody(receive, send, settings.MAX_REQUEST_BYTES, scope.get("path")), send)
 
 
 def _length(value: bytes) -> int:

@@ -81,7 +81,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.reading == HEAD:
             # A read that starts in a head is head up to the end of the read, or the head ends in
             # it: the count never overshoots. (The first read of a later request on a kept-alive
-            # connection goes uncounted; HeadLimit sees what it adds.)
+            # connection goes uncounted; RequestLimits sees what it adds.)
             self.head_bytes += len(data)
         super().data_received(data)
         if self.transport.is_closing():

@@ -54,7 +54,7 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
     listening for the client leaving while it writes. It reads the body only
     after the checks the headers allow (authentication first), so a client
     without a token never makes it wait for a body. The body's size is bounded
-    before the consumer sees it (`core.guards.BodyLimit`).
+    before the consumer sees it (`core.guards.RequestLimits`).
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
