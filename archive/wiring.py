@@ -14,7 +14,7 @@ from archive.ports import ArchiveSessionStore, OwnerGate
 from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from core.adapters import build_adapter
-from core.limits import get_limiter
+from limits.wiring import get_limiter
 from sessions_app.public import DatabaseRecorder, get_idempotency_store, get_session_store, utc_now_ms_precision
 
 

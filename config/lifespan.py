@@ -65,7 +65,7 @@ class LifespanApp:
 
     async def _shutdown(self) -> None:
         from archive.wiring import get_archive_store
-        from core.limits import get_limiter
+        from limits.wiring import get_limiter
         from sessions_app.wiring import get_session_manager
 
         self._stop.set()

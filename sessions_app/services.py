@@ -16,9 +16,10 @@ from typing import Any
 import orjson
 
 from core.errors import InvalidRequest, PayloadTooLarge, StoreUnavailable
-from core.limits import MemoryLimiter, OwnerLimiter
 from core.observability.context import annotate
 from core.result import Err, Ok, returns_result, unwrap
+from limits.memory import MemoryLimiter
+from limits.ports import OwnerLimiter
 from llm_backend.errors import BackendError
 from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, GenerationParams, TokenUsage
 from sessions_app.context import build_context, estimate_input_tokens

@@ -10,7 +10,7 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from core.adapters import build_adapter
-from core.limits import get_limiter
+from limits.wiring import get_limiter
 from llm_backend.wiring import get_chat_backend
 from sessions_app.idempotency import IdempotencyStore
 from sessions_app.ports import ActiveSessionStore, SessionArchive

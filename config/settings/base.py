@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "core",
+    "limits",
     "llm_backend",
     "sessions_app",
     "archive",
@@ -145,7 +146,7 @@ FORWARDED_ALLOW_IPS = env("FORWARDED_ALLOW_IPS", default="127.0.0.1")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["core.auth.drf.BearerAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["core.auth.drf.ChatScopes"],
-    "DEFAULT_THROTTLE_CLASSES": ["core.auth.drf.OwnerRateLimit"],
+    "DEFAULT_THROTTLE_CLASSES": ["limits.drf.OwnerRateLimit"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.jsonbody.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "core.drf.exception_handler",
@@ -350,11 +351,11 @@ RATE_LIMITS = {
     "sockets_per_owner": env.int("RATE_LIMIT_SOCKETS_PER_OWNER", default=32),
 }
 # How often each instance adds its counts to Redis (seconds); 0: on every request (exact limits,
-# one more Redis round trip per request). See core.limits.RedisLimiter.
+# one more Redis round trip per request). See limits.redis.RedisLimiter.
 RATE_LIMIT_SYNC_SECONDS = env.float("RATE_LIMIT_SYNC_SECONDS", default=0.1)
 if REDIS_URL:
     OWNER_LIMITER = {
-        "CLASS": "core.limits.RedisLimiter",
+        "CLASS": "limits.redis.RedisLimiter",
         "OPTIONS": {
             "url": REDIS_URL,
             "prefix": REDIS_KEY_PREFIX,
@@ -363,7 +364,7 @@ if REDIS_URL:
         },
     }
 else:
-    OWNER_LIMITER = {"CLASS": "core.limits.MemoryLimiter", "OPTIONS": RATE_LIMITS}
+    OWNER_LIMITER = {"CLASS": "limits.memory.MemoryLimiter", "OPTIONS": RATE_LIMITS}
 
 # Idempotency-Key: how long a key's first result is remembered.
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86_400)

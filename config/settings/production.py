@@ -73,7 +73,7 @@ IDEMPOTENCY_STORE = {
     },
 }
 OWNER_LIMITER = {
-    "CLASS": "core.limits.RedisLimiter",
+    "CLASS": "limits.redis.RedisLimiter",
     "OPTIONS": {
         "url": REDIS_URL,
         "prefix": REDIS_KEY_PREFIX,

@@ -1,18 +1,16 @@
-"""DRF adapters over the shared authentication: an authentication class and scope permissions."""
+"""DRF adapters over the shared authentication: an authentication class and scope permissions
+(the per-owner request throttle is the limits app's: limits.drf)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
-from rest_framework.throttling import BaseThrottle
 
 from core.auth.principal import READ_SCOPE, WRITE_SCOPE, Principal
 from core.auth.service import authenticate_authorization_sync, require_scope
-from core.limits import get_limiter
 
 
 class BearerAuthentication(BaseAuthentication):
@@ -24,15 +22,6 @@ class BearerAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="llm-gateway"'
-
-
-class OwnerRateLimit(BaseThrottle):
-    """The per-owner request limit (shared by every instance), for the DRF views."""
-
-    def allow_request(self, request: Request, view: Any) -> bool:
-        if isinstance(request.user, Principal):
-            async_to_sync(get_limiter().admit)(request.user.owner)  # raises RateLimited (429)
-        return True
 
 
 class ChatScopes(BasePermission):

@@ -17,9 +17,9 @@ from rest_framework.views import APIView
 
 from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from core.jsonbody import CONTROL_CHARACTERS
-from core.limits import OwnerStreamLimit
 from core.openapi import EDGE_ERRORS, VIEW_ERRORS, ErrorType, ForeignProblem, documented
 from core.shutdown import ShuttingDown
+from limits.errors import OwnerStreamLimit
 from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from sessions_app.api.serializers import MAX_METADATA_DEPTH, TurnRequestSerializer, TurnResponseSerializer
 from sessions_app.api.streaming import TooManyStreams

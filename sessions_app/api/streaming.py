@@ -13,10 +13,10 @@ from typing import Any
 from django.conf import settings
 
 from core.errors import GatewayError, ServiceUnavailable
-from core.limits import get_limiter
 from core.observability import metrics
 from core.observability.context import annotate
 from core.problems import problem_for_exception
+from limits.wiring import get_limiter
 from llm_backend.ports import Delta
 from sessions_app.api import presenters
 from sessions_app.domain import TurnOutcome

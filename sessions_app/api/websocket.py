@@ -37,11 +37,12 @@ from opentelemetry import trace
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
 from core.errors import Forbidden, GatewayError, InvalidRequest, PayloadTooLarge, StoreUnavailable, Unauthenticated
-from core.limits import OwnerSocketLimit, get_limiter
 from core.observability.context import annotate
 from core.problems import problem_for_exception
 from core.result import Err, Ok
 from core.shutdown import ShuttingDown, Ticket, drain, taken_back
+from limits.errors import OwnerSocketLimit
+from limits.wiring import get_limiter
 from sessions_app.api import presenters
 from sessions_app.api.streaming import Relayed, observe_turn, owner_stream, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_object, turn_from_data

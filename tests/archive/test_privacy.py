@@ -10,9 +10,9 @@ from archive.keys import KeyRing
 from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from archive.stores.azure_blob import AzureBlobArchiveStore
-from core.limits import MemoryLimiter
 from core.models import AuditEvent
 from core.result import Err, Ok
+from limits.memory import MemoryLimiter
 from sessions_app.idempotency import Claim, IdempotentRequest, MemoryIdempotencyStore
 from sessions_app.models import SessionRecord
 from sessions_app.services import utc_now_ms_precision

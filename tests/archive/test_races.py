@@ -26,8 +26,8 @@ from archive.ports import ArchiveSessionStore
 from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from archive.stores.azure_blob import AzureBlobArchiveStore
-from core.limits import RedisLimiter
 from core.result import Ok
+from limits.redis import RedisLimiter
 from llm_backend.fake import FakeChatBackend
 from sessions_app.idempotency import IdempotentRequest, RedisIdempotencyStore
 from sessions_app.models import SessionRecord

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def limits(settings: SettingsWrapper, **values: int) -> None:
     settings.OWNER_LIMITER = {
-        "CLASS": "core.limits.MemoryLimiter",
+        "CLASS": "limits.memory.MemoryLimiter",
         "OPTIONS": {"requests_per_minute": 0, "tokens_per_minute": 0, "streams_per_owner": 0, **values},
     }
 

@@ -10,7 +10,7 @@ import pytest
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from core.limits import MemoryLimiter
+from limits.memory import MemoryLimiter
 from llm_backend.errors import BackendError, BackendUnavailable
 from llm_backend.fake import FakeChatBackend
 from sessions_app.wiring import get_session_manager

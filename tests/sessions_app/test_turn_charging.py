@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from core.errors import RateLimited
-from core.limits import MemoryLimiter
 from core.result import Ok
+from limits.memory import MemoryLimiter
 from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import ContextMessage, Delta, Role
 from sessions_app.context import estimate_input_tokens

@@ -9,7 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.errors import RateLimited, StoreUnavailable
-from core.limits import MemoryLimiter, OwnerLimiter, OwnerSocketLimit, OwnerStreamLimit, RedisLimiter
+from limits.errors import OwnerSocketLimit, OwnerStreamLimit
+from limits.memory import MemoryLimiter
+from limits.ports import OwnerLimiter
+from limits.redis import RedisLimiter
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -1,182 +1,18 @@
-"""Per-owner limits shared by every gateway instance: requests and model tokens per minute,
-and streams and WebSockets open at once. Over a limit is `429 rate_limited` with Retry-After."""
+"""The Redis adapter of `OwnerLimiter`: counts under the owner's hash tag, shared by every instance."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from redis.commands.core import AsyncScript
 
-from core.adapters import build_adapter
-from core.errors import RateLimited, StoreUnavailable
+from core.errors import StoreUnavailable
 from core.redis_clients import LoopClients, store_errors
-
-WINDOW = 60  # seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    requests_per_minute: int = 600  # 0: no limit
-    tokens_per_minute: int = 1_000_000
-    streams_per_owner: int = 16
-    stream_seconds: int = 3600  # an open stream's entry lapses after this, should its closing be lost
-    sockets_per_owner: int = 32
-    # An open WebSocket's entry lapses after this unless kept (`open_socket` again): a socket may
-    # stay open for hours, but one whose instance died must not hold its owner's slot for long.
-    socket_seconds: int = 300
-
-
-class OwnerStreamLimit(RateLimited):
-    code = "owner_stream_limit"
-    title = "Too many streams"
-    default_detail = "You have as many replies streaming as allowed; wait for one to finish."
-
-
-class OwnerSocketLimit(RateLimited):
-    code = "owner_socket_limit"
-    title = "Too many WebSockets"
-    default_detail = "You have as many WebSockets open as allowed; close one first."
-
-
-def retry_after(now: float) -> float:
-    return WINDOW - now % WINDOW
-
-
-class OwnerLimiter(Protocol):
-    limits: Limits
-
-    async def admit(self, owner: str) -> None:
-        """Count one request; raise `RateLimited` if the owner is over a per-minute limit."""
-        ...
-
-    async def charge(self, owner: str, tokens: int) -> None:
-        """Add model tokens the owner used to this minute's count."""
-        ...
-
-    async def open_stream(self, owner: str, stream_id: str) -> None:
-        """Raise `OwnerStreamLimit` if the owner streams the most allowed already; else count it."""
-        ...
-
-    async def close_stream(self, owner: str, stream_id: str) -> None: ...
-
-    async def open_socket(self, owner: str, socket_id: str) -> None:
-        """Raise `OwnerSocketLimit` if the owner holds the most WebSockets allowed already; else
-        count this one. Again with the same id: keep it counted (its entry lapses otherwise
-        after `socket_seconds`)."""
-        ...
-
-    async def close_socket(self, owner: str, socket_id: str) -> None: ...
-
-    async def forget(self, owner: str) -> None:
-        """Drop every count about the owner (erasure)."""
-        ...
-
-    async def describe(self, owner: str) -> dict[str, int]:
-        """The counts kept about the owner now, for their export."""
-        ...
-
-    async def close(self) -> None:
-        """Send what is still unsent; close connections."""
-        ...
-
-
-@dataclass(slots=True)
-class _MinuteCounts:
-    """One owner's counts in one minute window of `MemoryLimiter`."""
-
-    requests: int = 0
-    tokens: int = 0
-
-
-class MemoryLimiter:
-    """One process's counts: the embedded default, and the unit tests'."""
-
-    def __init__(self, *, clock: Callable[[], float] = time.time, **limits: int) -> None:
-        self.limits = Limits(**limits)
-        self._clock = clock
-        self._windows: dict[tuple[str, int], _MinuteCounts] = {}
-        self._streams: dict[str, set[str]] = {}
-        self._sockets: dict[str, set[str]] = {}
-
-    def _window(self, owner: str) -> _MinuteCounts:
-        window = int(self._clock() // WINDOW)
-        counts = self._windows.get((owner, window))
-        if counts is None:
-            if len(self._windows) > 10_000:  # forget past minutes
-                self._windows = {k: v for k, v in self._windows.items() if k[1] == window}
-            counts = self._windows[(owner, window)] = _MinuteCounts()
-        return counts
-
-    async def admit(self, owner: str) -> None:
-        counts = self._window(owner)
-        counts.requests += 1
-        _judge(self.limits, counts.requests, counts.tokens, self._clock())
-
-    async def charge(self, owner: str, tokens: int) -> None:
-        self._window(owner).tokens += tokens
-
-    async def open_stream(self, owner: str, stream_id: str) -> None:
-        open_now = self._streams.setdefault(owner, set())
-        if self.limits.streams_per_owner and len(open_now) >= self.limits.streams_per_owner:
-            raise OwnerStreamLimit(retry_after=1)
-        open_now.add(stream_id)
-
-    async def close_stream(self, owner: str, stream_id: str) -> None:
-        self._streams.get(owner, set()).discard(stream_id)
-
-    async def open_socket(self, owner: str, socket_id: str) -> None:
-        open_now = self._sockets.setdefault(owner, set())
-        full = self.limits.sockets_per_owner and len(open_now) >= self.limits.sockets_per_owner
-        if full and socket_id not in open_now:
-            raise OwnerSocketLimit(retry_after=1)
-        open_now.add(socket_id)
-
-    async def close_socket(self, owner: str, socket_id: str) -> None:
-        open_now = self._sockets.get(owner, set())
-        open_now.discard(socket_id)
-        if not open_now:
-            self._sockets.pop(owner, None)
-
-    async def forget(self, owner: str) -> None:
-        self._streams.pop(owner, None)
-        self._sockets.pop(owner, None)
-        for key in [k for k in self._windows if k[0] == owner]:
-            del self._windows[key]
-
-    async def describe(self, owner: str) -> dict[str, int]:
-        counts = self._windows.get((owner, int(self._clock() // WINDOW)), _MinuteCounts())
-        return _counts(
-            counts.requests, counts.tokens, len(self._streams.get(owner, ())), len(self._sockets.get(owner, ()))
-        )
-
-    async def close(self) -> None:
-        pass
-
-
-def _counts(requests: int, tokens: int, streams: int, sockets: int) -> dict[str, int]:
-    return {
-        "requests_this_minute": requests,
-        "tokens_this_minute": tokens,
-        "open_streams": streams,
-        "open_websockets": sockets,
-    }
-
-
-def _judge(limits: Limits, requests: int, tokens: int, now: float) -> None:
-    if limits.requests_per_minute and requests > limits.requests_per_minute:
-        raise RateLimited(f"More than {limits.requests_per_minute} requests a minute.", retry_after=retry_after(now))
-    if limits.tokens_per_minute and tokens >= limits.tokens_per_minute:
-        raise RateLimited(f"More than {limits.tokens_per_minute} model tokens a minute.", retry_after=retry_after(now))
-
+from limits.errors import OwnerSocketLimit, OwnerStreamLimit
+from limits.policy import WINDOW, Limits, judge, owner_counts
 
 # One round trip: add this process's unsent counts to the owner's minute, read the totals,
 # set the window's expiry.
@@ -260,7 +96,7 @@ class RedisLimiter:
         tally = self._tally(owner, now)
         tally.unsent_requests += 1
         await self._sync_if_due(owner, tally, now)
-        _judge(self.limits, tally.requests + tally.unsent_requests, tally.tokens + tally.unsent_tokens, now)
+        judge(self.limits, tally.requests + tally.unsent_requests, tally.tokens + tally.unsent_tokens, now)
 
     async def charge(self, owner: str, tokens: int) -> None:
         if not self.limits.tokens_per_minute or tokens <= 0:
@@ -360,7 +196,7 @@ class RedisLimiter:
         tally = self._tallies.get(owner)
         if tally is None or tally.window != int(now // WINDOW):
             tally = _Tally(int(now // WINDOW))  # nothing unsent
-        return _counts(
+        return owner_counts(
             int(requests or 0) + tally.unsent_requests,
             int(tokens or 0) + tally.unsent_tokens,
             int(streams),
@@ -370,15 +206,3 @@ class RedisLimiter:
     async def close(self) -> None:
         await self.flush()
         await self._client.close()
-
-
-@functools.cache
-def get_limiter() -> OwnerLimiter:
-    limiter: OwnerLimiter = build_adapter(settings.OWNER_LIMITER)
-    return limiter
-
-
-@receiver(setting_changed)
-def _reset(*, setting: str, **kwargs: Any) -> None:
-    if setting == "OWNER_LIMITER":
-        get_limiter.cache_clear()
