@@ -6,7 +6,7 @@ import logging
 from archive.scheduler import CACHE_ERRORS, last_successes, overdue_threshold
 from archive.wiring import get_archive_store
 from core.observability import metrics
-from sessions_app.public import get_session_store, utc_now_ms_precision
+from sessions_app.public import get_archiver_store, utc_now_ms_precision
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ async def check_archive() -> None:
 async def refresh_scheduler_gauges() -> None:
     """Computed here, not reported by the scheduler: a scheduler that stalled or never runs
     still shows, as sessions overdue and a last success that grows old."""
-    overdue = await get_session_store().count_idle(before=utc_now_ms_precision() - overdue_threshold())
+    overdue = await get_archiver_store().count_idle(before=utc_now_ms_precision() - overdue_threshold())
     metrics.SESSIONS_OVERDUE.set(overdue)
     try:
         successes = await last_successes()

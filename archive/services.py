@@ -24,7 +24,7 @@ from core.errors import GatewayError
 from core.observability import metrics
 from core.result import Err, Ok, Result, returns_result, unwrap
 from sessions_app.public import (
-    ActiveSessionStore,
+    ArchiverSessionStore,
     ChatSession,
     SessionEvent,
     SessionNotFound,
@@ -81,7 +81,7 @@ class ArchiveService:
     def __init__(
         self,
         *,
-        active: ActiveSessionStore,
+        active: ArchiverSessionStore,
         archive: ArchiveSessionStore,
         keys: KeyRing,
         recorder: SessionRecorder,

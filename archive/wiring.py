@@ -15,7 +15,13 @@ from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from core.adapters import build_adapter
 from limits.wiring import get_limiter
-from sessions_app.public import DatabaseRecorder, get_idempotency_store, get_session_store, utc_now_ms_precision
+from sessions_app.public import (
+    DatabaseRecorder,
+    get_archiver_store,
+    get_idempotency_store,
+    get_session_store,
+    utc_now_ms_precision,
+)
 
 
 @functools.cache
@@ -40,7 +46,7 @@ def get_key_ring() -> KeyRing:
 @functools.cache
 def get_archive_service() -> ArchiveService:
     return ArchiveService(
-        active=get_session_store(),
+        active=get_archiver_store(),
         archive=get_archive_store(),
         keys=get_key_ring(),
         recorder=DatabaseRecorder(),

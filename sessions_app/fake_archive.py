@@ -9,13 +9,13 @@ from core.errors import GatewayError
 from core.result import Err, Ok, Result
 from sessions_app.domain import ChatSession, SessionPage, SessionStatus, Transcript
 from sessions_app.errors import SessionNotFound
-from sessions_app.ports import ActiveSessionStore
+from sessions_app.ports import ArchiverSessionStore
 
 ARCHIVE_TOKEN = "in-memory-archiver"  # noqa: S105 - a lock token, not a secret
 
 
 class InMemorySessionArchive:
-    def __init__(self, active: ActiveSessionStore) -> None:
+    def __init__(self, active: ArchiverSessionStore) -> None:
         self._active = active
         self.archived: dict[str, Transcript] = {}
         self.fail_with: GatewayError | None = None

@@ -1,4 +1,5 @@
-"""The `ActiveSessionStore` port: where active sessions live between turns."""
+"""The active store's two ports (the turn path's `ActiveSessionStore`, the archiver's
+`ArchiverSessionStore`: one adapter implements both) and the `SessionArchive` port."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ SessionLookupError = SessionNotFound | SessionNotActive | TurnInProgress
 
 
 class ActiveSessionStore(Protocol):
-    """Active sessions: metadata, ordered messages, an owner index and an activity index.
+    """Active sessions as the turn path and the owner's requests see them: metadata, ordered
+    messages, an owner index, and a turn lock per session.
 
     Every method that names a session takes its `owner`; a session owned by
     someone else answers exactly as a missing one does (`SessionNotFound`).
     Implementations raise `core.errors.StoreUnavailable` when their backing
-    service cannot be reached; other failures are returned as `Err`.
+    service cannot be reached; other failures are returned as `Err`. An adapter
+    implements `ArchiverSessionStore` too, over the same sessions.
     """
 
     async def create(self, session: ChatSession, *, max_sessions_per_owner: int) -> Result[None, SessionLimitReached]:
@@ -84,6 +87,51 @@ class ActiveSessionStore(Protocol):
         """Change the status, refusing while a turn holds the lock."""
         ...
 
+    async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
+        """The owner's sessions, newest first, `limit` at a time; `cursor` continues a page."""
+        ...
+
+    async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
+        """Remove the session and every message of it; a turn in flight then stores nothing."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store answers (for readiness checks)."""
+        ...
+
+    async def count_active(self) -> int:
+        """How many sessions the store holds (for the metrics)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class ArchiverSessionStore(Protocol):
+    """The active store as the archiver and the sweeper see it: the activity index of idle
+    sessions, a whole session taken under its turn lock whatever its owner, and a session put
+    back. Owners are not checked here: these callers act for the operator, never for a client.
+
+    The same adapter instance as the process's `ActiveSessionStore` (the lock is the turn lock,
+    so a turn and an archiving exclude each other). Implementations raise
+    `core.errors.StoreUnavailable` when their backing service cannot be reached.
+    """
+
+    async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
+        """Ids of sessions whose last activity is older than `before`, oldest first.
+
+        Only sessions that exist: an activity-index entry whose session vanished (its TTL ran
+        out, a delete stopped half-way) is removed when met, so fewer than `limit` ids means
+        no more idle sessions. An entry whose session exists is never removed.
+        """
+        ...
+
+    async def count_idle(self, *, before: datetime) -> int:
+        """How many activity-index entries are older than `before` (for the metrics): cheap,
+        and counting entries of vanished sessions too until `list_idle` meets them."""
+        ...
+
     async def lock_for_archive(
         self, session_id: str, *, token: str, lock_seconds: float
     ) -> Result[Transcript, SessionNotFound | TurnInProgress]:
@@ -101,38 +149,10 @@ class ActiveSessionStore(Protocol):
         """Put a whole session back (status and messages as given); Ok(False) if it is there already."""
         ...
 
-    async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
-        """The owner's sessions, newest first, `limit` at a time; `cursor` continues a page."""
-        ...
+    async def release_turn(self, session_id: str, *, token: str) -> None:
+        """Release the lock `lock_for_archive` took, if `token` still holds it; removes nothing.
 
-    async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
-        """Ids of sessions whose last activity is older than `before`, oldest first.
-
-        Only sessions that exist: an activity-index entry whose session vanished (its TTL ran
-        out, a delete stopped half-way) is removed when met, so fewer than `limit` ids means
-        no more idle sessions. An entry whose session exists is never removed.
-        """
-        ...
-
-    async def count_idle(self, *, before: datetime) -> int:
-        """How many activity-index entries are older than `before` (for the metrics): cheap,
-        and counting entries of vanished sessions too until `list_idle` meets them."""
-        ...
-
-    async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
-        """Remove the session and every message of it; a turn in flight then stores nothing."""
-        ...
-
-    async def ping(self) -> None:
-        """Raise `StoreUnavailable` unless the store answers (for readiness checks)."""
-        ...
-
-    async def count_active(self) -> int:
-        """How many sessions the store holds (for the metrics)."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections."""
+        Never fails for an unreachable store (as `ActiveSessionStore.release_turn`)."""
         ...
 
 

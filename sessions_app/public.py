@@ -14,7 +14,7 @@ from sessions_app.api.presenters import transcript as present_transcript
 from sessions_app.domain import ChatSession, SessionPage, SessionStatus, Transcript
 from sessions_app.errors import SessionNotFound, TurnInProgress
 from sessions_app.models import SessionRecord
-from sessions_app.ports import ActiveSessionStore
+from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
 from sessions_app.recording import DatabaseRecorder, SessionEvent, SessionRecorder
 from sessions_app.services import owner_actor, utc_now_ms_precision
 from sessions_app.stores.encoding import (
@@ -27,10 +27,16 @@ from sessions_app.stores.encoding import (
     message_from_fields,
     to_ms,
 )
-from sessions_app.wiring import get_idempotency_store, get_session_store, session_store_in_process
+from sessions_app.wiring import (
+    get_archiver_store,
+    get_idempotency_store,
+    get_session_store,
+    session_store_in_process,
+)
 
 __all__ = [
     "ActiveSessionStore",
+    "ArchiverSessionStore",
     "ChatSession",
     "DatabaseRecorder",
     "SessionEvent",
@@ -44,6 +50,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "from_ms",
+    "get_archiver_store",
     "get_idempotency_store",
     "get_session_store",
     "index_member",

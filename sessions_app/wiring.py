@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -13,7 +14,7 @@ from core.adapters import build_adapter
 from limits.wiring import get_limiter
 from llm_backend.wiring import get_chat_backend
 from sessions_app.idempotency import IdempotencyStore
-from sessions_app.ports import ActiveSessionStore, SessionArchive
+from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore, SessionArchive
 from sessions_app.recording import DatabaseRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore
@@ -48,6 +49,12 @@ def policy_from_settings() -> SessionPolicy:
 def get_session_store() -> ActiveSessionStore:
     store: ActiveSessionStore = build_adapter(settings.ACTIVE_SESSION_STORE)
     return store
+
+
+def get_archiver_store() -> ArchiverSessionStore:
+    """The same adapter as `get_session_store`, through the archiver's port (one set of
+    sessions, one turn lock: the adapter classes implement both ports)."""
+    return cast(ArchiverSessionStore, get_session_store())
 
 
 def session_store_in_process() -> bool:

@@ -8,7 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -21,7 +21,7 @@ from llm_backend.echo import EchoChatBackend
 from llm_backend.fake import FakeChatBackend
 from llm_backend.server import start_server
 from llm_backend.wiring import get_chat_backend
-from sessions_app.ports import ActiveSessionStore
+from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.stores.redis import RedisSessionStore
 from tests.support import AzuriteServer, Mint, TestIssuer
@@ -77,12 +77,16 @@ async def redis_store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisS
     await store.close()
 
 
+class SessionStorePorts(ActiveSessionStore, ArchiverSessionStore, Protocol):
+    """One active-store adapter through both its ports, as the contract tests use it."""
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def any_store(
     request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
-) -> AsyncIterator[ActiveSessionStore]:
+) -> AsyncIterator[SessionStorePorts]:
     """Each store adapter in turn, so one contract test covers both."""
-    store: ActiveSessionStore
+    store: SessionStorePorts
     if request.param == "memory":
         store = InMemorySessionStore()
     else:

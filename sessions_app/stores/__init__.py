@@ -1,1 +1,1 @@
-"""Adapters of the `ActiveSessionStore` port."""
+"""Adapters of the active store's ports (`ActiveSessionStore`, `ArchiverSessionStore`)."""

@@ -1,4 +1,5 @@
-"""In-process `ActiveSessionStore`: the embedded default for one process, and the unit tests' store.
+"""In-process `ActiveSessionStore` and `ArchiverSessionStore`: the embedded default for one process,
+and the unit tests' store.
 
 All methods run without awaiting inside, so on one event loop each call is
 atomic just as a Redis script is.

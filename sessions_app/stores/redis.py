@@ -1,4 +1,5 @@
-"""Redis `ActiveSessionStore`: one hash tag per session, so it also runs on Redis Cluster.
+"""Redis `ActiveSessionStore` and `ArchiverSessionStore`: one hash tag per session, so it also runs on
+Redis Cluster.
 
 Keys (prefix `P`):
   P:s:{id}:m   hash: metadata (owner, status, model, prompt, counters, times)
