@@ -13,8 +13,8 @@ from django.db.models import Model, QuerySet
 from archive.keys import KeyRing
 from archive.ports import ArchiveSessionStore
 from archive.services import ArchiveService
-from core.audit import audit
-from core.models import AuditEvent
+from audit.models import AuditEvent
+from audit.services import audit
 from core.observability import metrics
 from core.result import Ok
 from sessions_app.public import ActiveSessionStore, ChatSession, SessionRecord, Transcript

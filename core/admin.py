@@ -1,4 +1,5 @@
-"""The audit trail in the Django admin: read-only, filterable, searchable."""
+"""The admin site itself (its titles, its throttled login) and `ReadOnlyAdmin` for every app's
+records (the audit trail's is in audit/admin.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from core.admin_login import ThrottledAdminAuthenticationForm
-from core.models import AuditEvent
 
 admin.site.site_header = "LLM Session Gateway: audit"
 admin.site.site_title = "LLM Session Gateway"
@@ -27,12 +27,3 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor", "action", "target_type", "target", "outcome", "trace_id"]
-    list_filter = ["action", "outcome", "target_type", "at"]
-    search_fields = ["actor", "target", "action", "trace_id"]
-    date_hierarchy = "at"
-    ordering = ["-at"]

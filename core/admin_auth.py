@@ -10,26 +10,22 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
-from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
-from django.dispatch import receiver
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
-from core.models import AuditEvent, OIDCIdentity
-from core.observability.tracing import current_trace_id
+from core.models import OIDCIdentity
 
 AUDITOR_GROUP = "Auditors"
 AUDITOR_PERMISSIONS = [
-    ("core", "view_auditevent"),
+    ("audit", "view_auditevent"),
     ("sessions_app", "view_sessionrecord"),
     ("sessions_app", "view_transcript"),
 ]
@@ -147,16 +143,3 @@ class AuditorOIDCBackend(OIDCAuthenticationBackend):
         value = claims.get(settings.ADMIN_OIDC_STAFF_CLAIM)
         granted = {value} if isinstance(value, str) else set(value or [])
         return bool(granted & set(settings.ADMIN_OIDC_STAFF_VALUES))
-
-
-@receiver(user_logged_in)
-def _audit_sign_in(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
-    AuditEvent.objects.create(
-        at=datetime.now(UTC),
-        actor=f"auditor:{user.get_username()}",
-        action="admin.sign_in",
-        target_type="user",
-        target=user.get_username(),
-        trace_id=current_trace_id() or "",
-        details={"backend": getattr(user, "backend", "")},
-    )

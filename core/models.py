@@ -1,27 +1,9 @@
-"""The audit trail (who did what to which session or owner, never content) and admin OIDC links."""
+"""Admin OIDC links (the audit trail is the audit app's)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-
-
-class AuditEvent(models.Model):
-    at = models.DateTimeField(db_index=True)
-    actor = models.CharField(max_length=200, help_text="owner:<pseudonym>, auditor:<user>, operator or scheduler")
-    action = models.CharField(max_length=64, db_index=True)
-    target_type = models.CharField(max_length=32)
-    target = models.CharField(max_length=200, db_index=True)
-    outcome = models.CharField(max_length=16, default="success")
-    trace_id = models.CharField(max_length=32, blank=True)
-    details = models.JSONField(default=dict, blank=True, help_text="Counts, reasons and ids; never message content.")
-
-    class Meta:
-        ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["target_type", "target"])]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target_type}:{self.target} {self.outcome}"
 
 
 class OIDCIdentity(models.Model):

@@ -14,8 +14,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from audit.services import audit
 from core.admin import ReadOnlyAdmin
-from core.audit import audit
 from core.result import Ok
 from sessions_app.models import SessionRecord
 from sessions_app.wiring import get_session_manager

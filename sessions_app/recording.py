@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from core.models import AuditEvent
-from core.observability.tracing import current_trace_id
+from audit.services import audit_sync
 from sessions_app.domain import ChatSession
 from sessions_app.models import SessionRecord
 
@@ -51,15 +50,13 @@ class DatabaseRecorder:
                 SessionRecord.objects.filter(id=event.session_id).delete()
             elif event.session is not None or event.status is not None:
                 SessionRecord.objects.update_or_create(id=event.session_id, defaults=self._fields(event))
-        AuditEvent.objects.create(
-            at=datetime.now(UTC),
+        audit_sync(  # in this transaction: the record and its audit event commit together
             actor=event.actor,
             action=event.action,
             target_type="session",
             target=event.session_id,
             outcome=event.outcome,
-            trace_id=current_trace_id() or "",
-            details=dict(event.details),
+            details=event.details,
         )
 
     @staticmethod

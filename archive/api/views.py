@@ -18,8 +18,8 @@ from rest_framework.views import APIView
 from archive.errors import ArchiveUnavailable, OwnerBusy
 from archive.privacy import ErasureReceipt, OwnerExport
 from archive.wiring import get_privacy_service
+from audit.models import AuditEvent
 from core.auth.drf import ChatScopes, owner_of
-from core.models import AuditEvent
 from core.openapi import VIEW_ERRORS, documented
 from sessions_app.public import SessionRecord, owner_actor, present_time, present_transcript
 

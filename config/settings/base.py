@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "core",
+    "audit",
     "limits",
     "llm_backend",
     "sessions_app",

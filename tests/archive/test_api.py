@@ -13,7 +13,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from archive.errors import ArchiveUnreadable
 from archive.wiring import get_archive_store, get_owner_gate
-from core.models import AuditEvent
+from audit.models import AuditEvent
 from sessions_app.models import SessionRecord
 from tests.support import Mint
 

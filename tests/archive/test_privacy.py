@@ -10,7 +10,7 @@ from archive.keys import KeyRing
 from archive.privacy import PrivacyService
 from archive.services import ArchiveService
 from archive.stores.azure_blob import AzureBlobArchiveStore
-from core.models import AuditEvent
+from audit.models import AuditEvent
 from core.result import Err, Ok
 from limits.memory import MemoryLimiter
 from sessions_app.idempotency import Claim, IdempotentRequest, MemoryIdempotencyStore

@@ -15,8 +15,8 @@ from archive.keys import KeyRing
 from archive.owner_gate import MemoryOwnerGate
 from archive.services import ArchiveService
 from archive.stores.azure_blob import AzureBlobArchiveStore
+from audit.models import AuditEvent
 from core.errors import StoreUnavailable
-from core.models import AuditEvent
 from core.result import Err, Ok
 from llm_backend.fake import FakeChatBackend
 from sessions_app.domain import SessionStatus

@@ -21,8 +21,9 @@ from django.test import Client
 from jwt.algorithms import RSAAlgorithm
 from pytest_django.fixtures import Settings as SettingsWrapper
 
+from audit.models import AuditEvent
 from core.admin_auth import AUDITOR_GROUP
-from core.models import AuditEvent, OIDCIdentity
+from core.models import OIDCIdentity
 from sessions_app.models import SessionRecord
 from sessions_app.wiring import get_session_manager
 
@@ -57,13 +58,13 @@ def test_records_and_audit_events_are_read_only_even_for_a_superuser() -> None:
     assert event is not None
 
     assert admin.get("/admin/sessions_app/sessionrecord/").status_code == 200
-    assert admin.get("/admin/core/auditevent/").status_code == 200
+    assert admin.get("/admin/audit/auditevent/").status_code == 200
     assert admin.get("/admin/sessions_app/sessionrecord/add/").status_code == 403
     assert (
         admin.post(f"/admin/sessions_app/sessionrecord/{session_id}/change/", {"status": "purged"}).status_code == 403
     )
     assert admin.post(f"/admin/sessions_app/sessionrecord/{session_id}/delete/", {"post": "yes"}).status_code == 403
-    assert admin.post(f"/admin/core/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
     assert SessionRecord.objects.get(id=session_id).status == "active"
     page = admin.get(f"/admin/sessions_app/sessionrecord/{session_id}/change/").content.decode()
     assert SECRET_WORDS not in page and "Open the transcript" in page
