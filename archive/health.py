@@ -3,9 +3,9 @@ progress for /metrics."""
 
 import logging
 
+from archive import metrics
 from archive.scheduler import CACHE_ERRORS, last_successes, overdue_threshold
 from archive.wiring import get_archive_store
-from core.observability import metrics
 from sessions_app.public import get_archiver_store, utc_now_ms_precision
 
 logger = logging.getLogger(__name__)

@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 from django.db.models import Model, QuerySet
 
+from archive import metrics
 from archive.keys import KeyRing
 from archive.ports import ArchiveSessionStore
 from archive.services import ArchiveService
 from audit.models import AuditEvent
 from audit.services import audit
-from core.observability import metrics
 from core.result import Ok
 from sessions_app.public import ActiveSessionStore, ChatSession, SessionRecord, Transcript
 

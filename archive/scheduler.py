@@ -17,8 +17,8 @@ from django_redis.exceptions import ConnectionInterrupted  # type: ignore[import
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
+from archive import metrics
 from archive.services import ArchiveService, PassReport
-from core.observability import metrics
 from core.redis_clients import retry_policy
 
 logger = logging.getLogger(__name__)

@@ -15,13 +15,12 @@ from typing import Any
 
 from opentelemetry import trace
 
-from archive import codec, crypto, selectors
+from archive import codec, crypto, metrics, selectors
 from archive.errors import ArchiveUnavailable, ArchiveUnreadable, OwnerBusy
 from archive.keys import KeyRing
 from archive.owner_gate import MemoryOwnerGate, owner_closed
 from archive.ports import ArchiveSessionStore, OwnerGate
 from core.errors import GatewayError
-from core.observability import metrics
 from core.result import Err, Ok, Result, returns_result, unwrap
 from sessions_app.public import (
     ArchiverSessionStore,

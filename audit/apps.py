@@ -9,3 +9,6 @@ class AuditConfig(AppConfig):
 
     def ready(self) -> None:
         from audit import receivers  # noqa: F401 - connects the admin sign-in receiver
+        from core.auditors import grant_to_auditors
+
+        grant_to_auditors("audit", "view_auditevent")

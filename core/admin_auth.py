@@ -21,14 +21,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
+from core.auditors import auditor_permissions
 from core.models import OIDCIdentity
 
 AUDITOR_GROUP = "Auditors"
-AUDITOR_PERMISSIONS = [
-    ("audit", "view_auditevent"),
-    ("sessions_app", "view_sessionrecord"),
-    ("sessions_app", "view_transcript"),
-]
 
 
 def oidc_urlpatterns() -> list[URLPattern]:
@@ -69,7 +65,7 @@ def oidc_username(issuer: str, subject: str, claims: dict[str, Any]) -> str:
 
 def auditors_group() -> Group:
     group, _ = Group.objects.get_or_create(name=AUDITOR_GROUP)
-    for app_label, codename in AUDITOR_PERMISSIONS:
+    for app_label, codename in auditor_permissions():  # each app grants its own (core.auditors)
         permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
         if permission is not None:
             group.permissions.add(permission)

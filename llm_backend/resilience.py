@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequenc
 from enum import IntEnum
 from typing import Any
 
-from core.observability import metrics
+from llm_backend import metrics
 from llm_backend.errors import BackendError, BackendRejected, BackendUnavailable
 from llm_backend.ports import ChatBackend, ChatRequest, Completion, StreamEvent
 

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
-from core.observability import metrics
 from llm_backend.errors import BackendError
 from llm_backend.ports import FinishReason, TokenUsage
+from sessions_app import metrics
 
 tracer = trace.get_tracer("gateway.sessions")
 

@@ -470,9 +470,8 @@ READINESS_CHECKS = {
 # instead. With neither, only development mode serves it.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_BIND = env("METRICS_BIND", default="")
-ACTIVE_SESSIONS_COUNTER = "sessions_app.health.count_active_sessions"
-# The scheduler's progress (last successes, sessions overdue for archiving), wherever it runs.
-SCHEDULER_GAUGES = "archive.health.refresh_scheduler_gauges"
+# The gauges read when scraped (active sessions, the scheduler's progress) are each app's own:
+# registered in its AppConfig.ready with core.observability.gauges.refresh_on_scrape.
 
 # -- Logging --------------------------------------------------------------------
 

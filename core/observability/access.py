@@ -16,14 +16,19 @@ log = structlog.get_logger("gateway.access")
 
 # Routes as templates, so labels and span names stay few: ids become {id}.
 _UUID = re.compile(r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|$)")
-_KNOWN = re.compile(
-    r"^/(api/v1/(sessions|me)(/\{id\}(/(messages|end|resume))?|/export)?|ws/v1/sessions/\{id\}|healthz|readyz|metrics|api/schema/|api/docs/|dev/jwks\.json)$"
-)
+# The kernel's own routes; each app adds its own with `label_routes` (in its AppConfig.ready).
+_KNOWN = {"/healthz", "/readyz", "/metrics", "/api/schema/", "/api/docs/", "/dev/jwks.json"}
+
+
+def label_routes(*templates: str) -> None:
+    """Label requests to these routes (ids written `{id}`) by their template; any other path is
+    `other` (or `/admin/...`, `/static/...`), so a scan of made-up URLs cannot grow the labels."""
+    _KNOWN.update(templates)
 
 
 def route_of(path: str) -> str:
     templated = _UUID.sub("/{id}", path)
-    if _KNOWN.match(templated):
+    if templated in _KNOWN:
         return templated
     if templated.startswith("/admin/"):
         return "/admin/..."

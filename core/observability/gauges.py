@@ -1,21 +1,26 @@
-"""Gauges that are read from elsewhere when scraped."""
+"""Gauges read from elsewhere when scraped: each app registers how to refresh its own (in its
+AppConfig.ready), so core names none of them."""
 
 from __future__ import annotations
 
 import contextlib
-
-from django.conf import settings
-from django.utils.module_loading import import_string
+from collections.abc import Awaitable, Callable
 
 from core.errors import GatewayError
-from core.observability import metrics
+
+Refresh = Callable[[], Awaitable[None]]
+
+_REFRESHES: list[Refresh] = []
+
+
+def refresh_on_scrape(refresh: Refresh) -> None:
+    """Run `refresh` before every scrape (and now and then on the METRICS_BIND listener)."""
+    if refresh not in _REFRESHES:
+        _REFRESHES.append(refresh)
 
 
 async def refresh_gauges() -> None:
-    """The active-session count comes from the store, the scheduler's progress from where it
-    keeps it (settings names how to count)."""
-    count = import_string(settings.ACTIVE_SESSIONS_COUNTER)
-    with contextlib.suppress(GatewayError):
-        metrics.ACTIVE_SESSIONS.set(await count())
-    with contextlib.suppress(GatewayError):
-        await import_string(settings.SCHEDULER_GAUGES)()
+    """Each app's refresh in turn; one whose store is down leaves its gauges as they were."""
+    for refresh in _REFRESHES:
+        with contextlib.suppress(GatewayError):
+            await refresh()

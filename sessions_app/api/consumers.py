@@ -21,13 +21,13 @@ from django.conf import settings
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
 from core.errors import GatewayError, MethodNotAllowed, UnsupportedMediaType
-from core.observability import metrics
 from core.observability.context import annotate
 from core.observability.context import current as current_request
 from core.problems import PROBLEM_CONTENT_TYPE, problem_for_exception
 from core.result import unwrap
 from core.shutdown import ShuttingDown, Ticket, drain, taken_back
 from limits.wiring import get_limiter
+from sessions_app import metrics
 from sessions_app.api import presenters
 from sessions_app.api.streaming import Relayed, observe_turn, owner_stream, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_turn

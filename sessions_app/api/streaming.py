@@ -13,11 +13,11 @@ from typing import Any
 from django.conf import settings
 
 from core.errors import GatewayError, ServiceUnavailable
-from core.observability import metrics
 from core.observability.context import annotate
 from core.problems import problem_for_exception
 from limits.wiring import get_limiter
 from llm_backend.ports import Delta
+from sessions_app import metrics
 from sessions_app.api import presenters
 from sessions_app.domain import TurnOutcome
 from sessions_app.telemetry import count_tokens

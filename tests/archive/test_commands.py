@@ -21,9 +21,9 @@ from django.core.management import CommandError, call_command
 from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings
 
+from archive import metrics
 from archive.wiring import get_archive_service, get_archive_store, get_owner_gate
 from core.auth.principal import owner_pseudonym
-from core.observability import metrics
 from core.observability.gauges import refresh_gauges
 from core.result import Ok
 from sessions_app.models import SessionRecord

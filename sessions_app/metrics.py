@@ -1,0 +1,27 @@
+"""The sessions app's Prometheus metrics: turns, tokens, streams and active sessions (the same
+label rules as core.observability.metrics: never content, owners or session ids)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from core.observability.metrics import LATENCY_BUCKETS
+
+TURNS = Counter("gateway_turns_total", "Turns, by how they were served and how they ended.", ["mode", "outcome"])
+FIRST_DELTA = Histogram(
+    "gateway_time_to_first_delta_seconds",
+    "From a streamed turn's arrival to its first delta leaving the gateway.",
+    ["mode"],
+    buckets=LATENCY_BUCKETS,
+)
+TOKENS = Counter(
+    "gateway_tokens_total", "Model tokens, by model and direction (input, output).", ["model", "direction"]
+)
+OVERHEAD = Histogram(
+    "gateway_turn_overhead_seconds",
+    "Time a non-streaming turn spent in the gateway itself, outside the model server call.",
+    buckets=LATENCY_BUCKETS,
+)
+BACKEND_ERRORS = Counter("gateway_backend_errors_total", "Failed model server calls, by error code.", ["code"])
+ACTIVE_SESSIONS = Gauge("gateway_active_sessions", "Sessions in the active store (refreshed periodically).")
+OPEN_STREAMS = Gauge("gateway_open_streams", "Replies this process is streaming right now.")
