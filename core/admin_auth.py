@@ -21,9 +21,12 @@ from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.dispatch import receiver
 from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
+from core.admin_actor import admin_actor
+from core.admin_id_token import CheckedIDToken
+from core.admin_signin import refuse
 from core.models import AuditEvent, OIDCIdentity
 from core.observability.tracing import current_trace_id
 
@@ -40,9 +43,11 @@ def oidc_urlpatterns() -> list[URLPattern]:
     would still start a sign-in and write a session row for every anonymous hit."""
     from mozilla_django_oidc import urls
 
+    from core.admin_signin import refused
+
     return [
         URLPattern(pattern.pattern, _only_when_enabled(pattern.callback), pattern.default_args, pattern.name)
-        for pattern in urls.urlpatterns
+        for pattern in [*urls.urlpatterns, path("denied/", refused, name="oidc_refused")]
         if isinstance(pattern, URLPattern)
     ]
 
@@ -80,7 +85,7 @@ def auditors_group() -> Group:
     return group
 
 
-class AuditorOIDCBackend(OIDCAuthenticationBackend):
+class AuditorOIDCBackend(CheckedIDToken, OIDCAuthenticationBackend):
     """Signs in the identity (issuer, subject) the provider vouched for, as the account made
     for that identity and no other.
 
@@ -112,6 +117,7 @@ class AuditorOIDCBackend(OIDCAuthenticationBackend):
 
     def create_user_for(self, issuer: str, subject: str, claims: dict[str, Any]) -> Any:
         if not self.is_auditor(claims):
+            refuse(self.request, "no_auditor_role")
             return None  # not an auditor: no account, the sign-in fails
         username = oidc_username(issuer, subject, claims)
         if self.UserModel.objects.filter(username=username).exists():
@@ -140,6 +146,7 @@ class AuditorOIDCBackend(OIDCAuthenticationBackend):
             user.groups.add(group)
             return user
         user.groups.remove(group)
+        refuse(self.request, "no_auditor_role")
         return None
 
     @staticmethod
@@ -153,10 +160,10 @@ class AuditorOIDCBackend(OIDCAuthenticationBackend):
 def _audit_sign_in(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
     AuditEvent.objects.create(
         at=datetime.now(UTC),
-        actor=f"auditor:{user.get_username()}",
+        actor=admin_actor(user),
         action="admin.sign_in",
         target_type="user",
         target=user.get_username(),
         trace_id=current_trace_id() or "",
-        details={"backend": getattr(user, "backend", "")},
+        details={"backend": getattr(user, "backend", ""), "break_glass": user.is_superuser},
     )

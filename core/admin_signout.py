@@ -1,0 +1,65 @@
+"""Signing out of the admin: the Django session ends and, for someone who came through the
+organisation's provider, so does the provider's session (OpenID Connect RP-initiated logout)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth.signals import user_logged_out
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import resolve_url
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+
+from core.admin_actor import admin_actor
+from core.models import AuditEvent
+from core.observability.tracing import current_trace_id
+
+
+def provider_logout_url(request: HttpRequest) -> str:
+    """Where to send the browser once the Django session is over: the provider's end-session
+    endpoint with the ID token as a hint and the way back, or the login page when this session
+    did not come through the provider (or the provider has no end-session endpoint)."""
+    id_token = request.session.get("oidc_id_token")
+    endpoint = settings.ADMIN_OIDC_END_SESSION_ENDPOINT
+    if not (settings.ADMIN_OIDC_ENABLED and endpoint and id_token):
+        return resolve_url(settings.LOGOUT_REDIRECT_URL)
+    query = urlencode(
+        {
+            "id_token_hint": id_token,
+            "post_logout_redirect_uri": request.build_absolute_uri(reverse("admin:login")),
+            "client_id": settings.OIDC_RP_CLIENT_ID,
+        }
+    )
+    return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+
+
+@never_cache
+def sign_out(request: HttpRequest) -> HttpResponse:
+    """The admin's "Log out" (POST, CSRF-checked like the admin's own): Django's logout, then
+    on to the provider when the session came through it."""
+    destination = provider_logout_url(request) if request.session.get("oidc_id_token") else None
+    response: HttpResponse = admin.site.logout(request)
+    if destination is not None and response.status_code < 400:  # not the 405 of a GET
+        return HttpResponseRedirect(destination)
+    return response
+
+
+@receiver(user_logged_out)
+def _audit_sign_out(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
+    if user is None:
+        return
+    AuditEvent.objects.create(
+        at=datetime.now(UTC),
+        actor=admin_actor(user),
+        action="admin.sign_out",
+        target_type="user",
+        target=user.get_username(),
+        trace_id=current_trace_id() or "",
+        details={"provider_logout": bool(request.session.get("oidc_id_token"))},
+    )
