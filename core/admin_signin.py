@@ -14,6 +14,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView
 
+from core.admin_signout import end_session_url
+
 log = structlog.get_logger(__name__)
 
 REFUSAL_KEY = "admin_oidc_refusal"
@@ -70,5 +72,7 @@ def refused(request: HttpRequest) -> HttpResponse:
         "title": "Sign-in refused",
         "message": REFUSALS.get(reason, REFUSALS["invalid_response"]),
         "reason": reason,
+        # Signed in at the provider as someone without the role: the way to try another account.
+        "switch_account_url": end_session_url(request, id_token=None),
     }
     return render(request, "core/admin_refused.html", context, status=403)

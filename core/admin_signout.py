@@ -26,17 +26,23 @@ def provider_logout_url(request: HttpRequest) -> str:
     endpoint with the ID token as a hint and the way back, or the login page when this session
     did not come through the provider (or the provider has no end-session endpoint)."""
     id_token = request.session.get("oidc_id_token")
-    endpoint = settings.ADMIN_OIDC_END_SESSION_ENDPOINT
-    if not (settings.ADMIN_OIDC_ENABLED and endpoint and id_token):
+    if not id_token:
         return resolve_url(settings.LOGOUT_REDIRECT_URL)
-    query = urlencode(
-        {
-            "id_token_hint": id_token,
-            "post_logout_redirect_uri": request.build_absolute_uri(reverse("admin:login")),
-            "client_id": settings.OIDC_RP_CLIENT_ID,
-        }
-    )
-    return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+    return end_session_url(request, id_token=id_token) or resolve_url(settings.LOGOUT_REDIRECT_URL)
+
+
+def end_session_url(request: HttpRequest, *, id_token: str | None) -> str | None:
+    """The provider's end-session URL coming back to the admin's login page (RP-initiated logout
+    1.0: the ID token as hint when there is one, the client id always); None without one."""
+    endpoint = settings.ADMIN_OIDC_END_SESSION_ENDPOINT
+    if not (settings.ADMIN_OIDC_ENABLED and endpoint):
+        return None
+    params = {
+        **({"id_token_hint": id_token} if id_token else {}),
+        "post_logout_redirect_uri": request.build_absolute_uri(reverse("admin:login")),
+        "client_id": settings.OIDC_RP_CLIENT_ID,
+    }
+    return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
 
 
 @never_cache
