@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/llm/v1/*.proto)
 PROTOC = $(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=.
 
 .DEFAULT_GOAL := help
-.PHONY: help run install-model test lint format typecheck protos protos-check bench clean
+.PHONY: help run install-model chromium test screenshots lint format typecheck protos protos-check bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -45,11 +45,23 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $@
 
-test: $(VENV)/.dev node_modules/.installed ## Install what the tests need and run the whole suite (real Redis, Azurite, the real model; PostgreSQL when present)
+# The browser tests drive the distribution's Chromium (Playwright never downloads a browser here).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium: ## Install Debian's Chromium for the browser tests (nothing to do when it is there)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing chromium from the distribution's packages"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(VENV)/.dev node_modules/.installed ## Install what the tests need and run the whole suite (real Redis, Azurite, the real model, Chromium; PostgreSQL when present)
 	@mkdir -p var
+	@$(MAKE) --no-print-directory chromium > var/chromium-install.log 2>&1 \
+	  || echo "note: chromium could not be installed (see var/chromium-install.log); the browser tests will be skipped"
 	@$(MAKE) --no-print-directory install-model > var/model-install.log 2>&1 \
 	  || echo "note: the model could not be installed (see var/model-install.log); its tests will be skipped"
 	scripts/test.sh
+
+screenshots: $(VENV)/.dev node_modules/.installed chromium ## Refresh the admin screenshots in docs/screenshots (the browser tests, once)
+	SCREENSHOTS_DIR=docs/screenshots scripts/test.sh -q -p no:randomly tests/e2e/test_admin_browser.py
 
 lint: $(VENV)/.dev ## ruff (lint and format check), mypy, import contracts (layers, public surfaces), stale-stub check
 	$(VENV)/bin/ruff check .

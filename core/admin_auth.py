@@ -18,9 +18,11 @@ from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
+from core.admin_id_token import CheckedIDToken
+from core.admin_signin import refuse
 from core.auditors import auditor_permissions
 from core.models import OIDCIdentity
 
@@ -32,9 +34,11 @@ def oidc_urlpatterns() -> list[URLPattern]:
     would still start a sign-in and write a session row for every anonymous hit."""
     from mozilla_django_oidc import urls
 
+    from core.admin_signin import refused
+
     return [
         URLPattern(pattern.pattern, _only_when_enabled(pattern.callback), pattern.default_args, pattern.name)
-        for pattern in urls.urlpatterns
+        for pattern in [*urls.urlpatterns, path("denied/", refused, name="oidc_refused")]
         if isinstance(pattern, URLPattern)
     ]
 
@@ -72,7 +76,7 @@ def auditors_group() -> Group:
     return group
 
 
-class AuditorOIDCBackend(OIDCAuthenticationBackend):
+class AuditorOIDCBackend(CheckedIDToken, OIDCAuthenticationBackend):
     """Signs in the identity (issuer, subject) the provider vouched for, as the account made
     for that identity and no other.
 
@@ -104,6 +108,7 @@ class AuditorOIDCBackend(OIDCAuthenticationBackend):
 
     def create_user_for(self, issuer: str, subject: str, claims: dict[str, Any]) -> Any:
         if not self.is_auditor(claims):
+            refuse(self.request, "no_auditor_role")
             return None  # not an auditor: no account, the sign-in fails
         username = oidc_username(issuer, subject, claims)
         if self.UserModel.objects.filter(username=username).exists():
@@ -132,6 +137,7 @@ class AuditorOIDCBackend(OIDCAuthenticationBackend):
             user.groups.add(group)
             return user
         user.groups.remove(group)
+        refuse(self.request, "no_auditor_role")
         return None
 
     @staticmethod

@@ -16,6 +16,7 @@ from django.utils.html import format_html
 
 from audit.services import audit
 from core.admin import ReadOnlyAdmin
+from core.admin_actor import admin_actor
 from core.result import Ok
 from sessions_app.models import SessionRecord
 from sessions_app.wiring import get_session_manager
@@ -70,7 +71,7 @@ class SessionRecordAdmin(ReadOnlyAdmin):
             )
             outcome = "success" if isinstance(loaded, Ok) else "failure"
             async_to_sync(audit)(  # every page read is its own event, with the same reason
-                actor=f"auditor:{request.user.get_username()}",
+                actor=admin_actor(request.user),
                 action="transcript.view",
                 target_type="session",
                 target=str(record.pk),

@@ -1,5 +1,5 @@
 """Fixtures shared by every test: real Redis with a private key prefix, in-process gRPC servers,
-a stand-in OIDC issuer."""
+a stand-in OIDC issuer, and a real OIDC provider for the admin's sign-in."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from llm_backend.wiring import get_chat_backend
 from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.stores.redis import RedisSessionStore
+from tests.oidc.harness import OIDCProvider
 from tests.support import AzuriteServer, Mint, TestIssuer
 
 REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
@@ -118,6 +119,19 @@ def issuer() -> Iterator[TestIssuer]:
     test_issuer = TestIssuer().start()
     yield test_issuer
     test_issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OIDCProvider]:
+    """The real OIDC provider (tests/oidc/provider.mjs) as a process, for the in-process admin:
+    its client's callback is the Django test client's."""
+    provider = OIDCProvider(
+        tmp_path_factory.mktemp("oidc"),
+        redirect_uris=["http://testserver/oidc/callback/"],
+        post_logout_uris=["http://testserver/admin/login/"],
+    ).start()
+    yield provider
+    provider.stop()
 
 
 # -- the HTTP application in process -------------------------------------------------

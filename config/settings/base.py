@@ -208,8 +208,19 @@ OIDC_RP_SCOPES = env("ADMIN_OIDC_SCOPES", default="openid email profile")
 ADMIN_OIDC_STAFF_CLAIM = env("ADMIN_OIDC_STAFF_CLAIM", default="roles")
 ADMIN_OIDC_STAFF_VALUES = env.list("ADMIN_OIDC_STAFF_VALUES", default=["gateway-auditor"])
 ADMIN_OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
+# The provider's end_session_endpoint: signing out of the admin signs out there too (RP-initiated
+# logout, with the ID token as hint and the admin's login page to come back to). Empty: only here.
+ADMIN_OIDC_END_SESSION_ENDPOINT = env("ADMIN_OIDC_END_SESSION_ENDPOINT", default="")
+# Authorization code with PKCE (S256) and a nonce; the ID token is kept in the session for the
+# end-session hint. Every call to the provider gives up after this many seconds.
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_STORE_ID_TOKEN = True
+OIDC_TIMEOUT = env.int("ADMIN_OIDC_TIMEOUT_SECONDS", default=10)
+OIDC_CALLBACK_CLASS = "core.admin_signin.AuditorCallbackView"
+OIDC_OP_LOGOUT_URL_METHOD = "core.admin_signout.provider_logout_url"
 LOGIN_REDIRECT_URL = "/admin/"
-LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?oidc=denied"
+LOGIN_REDIRECT_URL_FAILURE = "/oidc/denied/"  # says why, with a 403
 LOGOUT_REDIRECT_URL = "/admin/login/"
 AUTHENTICATION_BACKENDS = [
     *(["core.admin_auth.AuditorOIDCBackend"] if ADMIN_OIDC_ENABLED else []),

@@ -146,9 +146,11 @@ def start_gateway(
     workdir = tmp_path_factory.mktemp("gateway")
     migrated = False
 
-    def start(backend_target: str, **overrides: str) -> Gateway:
-        """`HTTPS_CERT_FILE` and `HTTPS_KEY_FILE` among the overrides make it serve HTTPS."""
-        port = free_port()
+    def start(backend_target: str, *, port: int | None = None, **overrides: str) -> Gateway:
+        """`HTTPS_CERT_FILE` and `HTTPS_KEY_FILE` among the overrides make it serve HTTPS; `port`
+        is for a test that must name the gateway's address before it starts (an OIDC provider's
+        redirect URIs)."""
+        port = port or free_port()
         certfile = overrides.get("HTTPS_CERT_FILE", "")
         env = base_env() | {
             "DJANGO_SETTINGS_MODULE": "config.settings.local",
