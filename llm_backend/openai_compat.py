@@ -7,14 +7,16 @@ request asks the upstream not to store anything (`store: false`).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from yarl import URL
 
 from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from llm_backend.ports import ChatRequest, Completion, Delta, FinishReason, StreamEnd, StreamEvent, TokenUsage
@@ -44,6 +46,11 @@ class OpenAICompatibleBackend:
         self._model = model
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as httpx honoured them: read once, not on every call.
+        self._proxy: URL | None = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
+        with suppress(LookupError):  # no proxy for this URL
+            self._proxy, self._proxy_auth = get_env_proxy_for_url(URL(self._base_url))
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -53,6 +60,9 @@ class OpenAICompatibleBackend:
                 read_bufsize=1 << 16,
             )
         return self._session
+
+    def _via(self) -> dict[str, Any]:
+        return {"proxy": self._proxy, "proxy_auth": self._proxy_auth} if self._proxy else {}
 
     def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
         body: dict[str, Any] = {
@@ -86,7 +96,7 @@ class OpenAICompatibleBackend:
         try:
             with self._call("POST", "chat/completions") as (url, headers, span):
                 async with self._client().post(
-                    url, data=self._body(request, stream=False), headers=headers
+                    url, data=self._body(request, stream=False), headers=headers, **self._via()
                 ) as response:
                     _record_status(span, response.status)
                     _raise_for_status(response.status)
@@ -114,7 +124,9 @@ class OpenAICompatibleBackend:
         model = self._model or request.model
         try:
             with self._call("POST", "chat/completions") as (url, headers, span):
-                response = await self._client().post(url, data=self._body(request, stream=True), headers=headers)
+                response = await self._client().post(
+                    url, data=self._body(request, stream=True), headers=headers, **self._via()
+                )
                 _record_status(span, response.status)
             async with response:
                 _raise_for_status(response.status)
@@ -150,7 +162,7 @@ class OpenAICompatibleBackend:
         try:
             with self._call("GET", "models") as (url, headers, span):
                 timeout = aiohttp.ClientTimeout(total=min(self._timeout, 2.0))
-                async with self._client().get(url, headers=headers, timeout=timeout) as response:
+                async with self._client().get(url, headers=headers, timeout=timeout, **self._via()) as response:
                     status = response.status
                     _record_status(span, status)
         except (TimeoutError, aiohttp.ClientError) as exc:

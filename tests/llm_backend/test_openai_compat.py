@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -35,6 +36,7 @@ class Upstream:
     def __init__(self, port: int = 0) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.targets: list[str] = []  # the request lines' targets: absolute URLs when it is a proxy
         self.status = 200
         self.write_size = 0  # > 0: the stream goes out in pieces of this many bytes
         upstream = self
@@ -54,7 +56,8 @@ class Upstream:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 upstream.bodies.append(body)
                 upstream.headers.append(dict(self.headers))
-                if self.path != "/v1/chat/completions" or upstream.status != 200:
+                upstream.targets.append(self.path)
+                if urlsplit(self.path).path != "/v1/chat/completions" or upstream.status != 200:
                     self.send_response(upstream.status if upstream.status != 200 else 404)
                     self.end_headers()
                     self.wfile.write(b'{"error": {"message": "nope"}}')
@@ -154,6 +157,21 @@ async def test_a_stream_cut_anywhere_between_reads_relays_the_same_events(upstre
 
     assert [e.content for e in events if isinstance(e, Delta)] == ["Paris", " is", " the capital."]
     assert isinstance(events[-1], StreamEnd) and events[-1].usage.output_tokens == 3
+    await backend.close()
+
+
+async def test_the_upstream_is_reached_through_the_proxy_the_environment_names(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", upstream.base_url.removesuffix("/v1"))
+    backend = OpenAICompatibleBackend(base_url="http://model.invalid/v1")
+
+    completion = await backend.complete(REQUEST)
+
+    assert completion.content == "Paris."
+    assert upstream.targets == ["http://model.invalid/v1/chat/completions"]
     await backend.close()
 
 
