@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/llm/v1/*.proto)
 PROTOC = $(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=.
 
 .DEFAULT_GOAL := help
-.PHONY: help run install-model chromium test screenshots lint format typecheck protos protos-check bench clean
+.PHONY: help run install-model chromium test screenshots lint format typecheck protos protos-check bench bench-quick clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ protos-check: $(VENV)/.dev ## Fail when the committed gRPC stubs are stale
 bench: $(VENV)/.dev ## Measure the gateway's added latency, throughput and streams held (prints figures)
 	$(PY) bench/turn_overhead.py
 	$(PY) bench/stream_overhead.py
+
+bench-quick: $(VENV)/.dev ## The issue-13 ratios in under 40 s: gateway against the model server alone, native and streamed turns
+	$(PY) bench/quick.py
 
 clean: ## Remove the virtualenv, node_modules and local state
 	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

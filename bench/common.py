@@ -90,22 +90,7 @@ def stack(
         scopes="chat.read chat.write",
         ttl=3600,
     )
-    model = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "serve_backend",
-            "--bind",
-            f"127.0.0.1:{backend_port}",
-            "--adapter",
-            adapter,
-            *(["--token-delay", str(token_delay)] if adapter == "echo" else []),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    model = spawn_model_server(env, backend_port, adapter=adapter, token_delay=token_delay)
     run = Stack(env, backend_port, token, [model])
     try:
         wait_for_port(backend_port, proc=model)
@@ -119,6 +104,34 @@ def stack(
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
+
+
+def spawn_model_server(
+    env: dict[str, str], port: int, *, adapter: str = "echo", token_delay: float = 0.0
+) -> subprocess.Popen[bytes]:
+    """`manage.py serve_backend` on 127.0.0.1:`port` (wait for the port before using it)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "serve_backend",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--adapter",
+            adapter,
+            *(["--token-delay", str(token_delay)] if adapter == "echo" else []),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:

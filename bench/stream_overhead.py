@@ -46,11 +46,19 @@ class Stats:
     def line(self) -> str:
         first_p50, first_p99 = percentile(self.first, 0.5) * 1000, percentile(self.first, 0.99) * 1000
         return (
-            f"{self.label:<20} c={self.concurrency:<3} {len(self.total) / self.elapsed:7.0f} streams/s"
+            f"{self.label:<20} c={self.concurrency:<3} {self.rate:7.0f} streams/s"
             f"   first delta p50 {first_p50:6.2f} ms p99 {first_p99:7.2f} ms"
             f"   whole stream p50 {percentile(self.total, 0.5) * 1000:6.2f} ms"
             + (f"   errors {dict(self.errors)}" if self.errors else "")
         )
+
+    @property
+    def rate(self) -> float:
+        return len(self.total) / self.elapsed
+
+    @property
+    def first_p50(self) -> float:
+        return percentile(self.first, 0.5) * 1000
 
 
 async def drive(label: str, concurrency: int, seconds: float, make: Callable[[int], Awaitable[Stream]]) -> Stats:
@@ -262,7 +270,7 @@ async def main() -> None:
             print(base.line())
             for bench in (sse, websocket):
                 stats = await bench(port, run.token, c, args.seconds)
-                added = (percentile(stats.first, 0.5) - percentile(base.first, 0.5)) * 1000
+                added = stats.first_p50 - base.first_p50
                 print(stats.line() + f"   added to first delta p50 {added:5.2f} ms")
     if args.open:
         if args.open * 2 + 100 > limit:

@@ -40,11 +40,14 @@ class Stats:
     errors: int
 
     def line(self) -> str:
-        rate = len(self.latencies) / self.elapsed
         return (
-            f"{self.label:<22} c={self.concurrency:<3} {rate:8.0f} turns/s   p50 {self.p50:7.2f} ms"
+            f"{self.label:<22} c={self.concurrency:<3} {self.rate:8.0f} turns/s   p50 {self.p50:7.2f} ms"
             f"   p99 {percentile(self.latencies, 0.99) * 1000:7.2f} ms   errors {self.errors}"
         )
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed
 
     @property
     def p50(self) -> float:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.trace import SpanKind, StatusCode
 
 from llm_backend.errors import BackendError, BackendRejected, BackendUnavailable
 from llm_backend.grpc_client import SERVICE_NAME
@@ -33,7 +36,9 @@ class Upstream:
     def __init__(self, port: int = 0) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.targets: list[str] = []  # the request lines' targets: absolute URLs when it is a proxy
         self.status = 200
+        self.write_size = 0  # > 0: the stream goes out in pieces of this many bytes
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,7 +56,8 @@ class Upstream:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 upstream.bodies.append(body)
                 upstream.headers.append(dict(self.headers))
-                if self.path != "/v1/chat/completions" or upstream.status != 200:
+                upstream.targets.append(self.path)
+                if urlsplit(self.path).path != "/v1/chat/completions" or upstream.status != 200:
                     self.send_response(upstream.status if upstream.status != 200 else 404)
                     self.end_headers()
                     self.wfile.write(b'{"error": {"message": "nope"}}')
@@ -60,17 +66,22 @@ class Upstream:
                 if body["stream"]:
                     self.send_header("Content-Type", "text/event-stream")
                     self.end_headers()
+                    events = b""
                     for piece in ("Paris", " is", " the capital."):
                         chunk = {
                             "model": "upstream-1",
                             "choices": [{"delta": {"content": piece}, "finish_reason": None}],
                         }
-                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        events += f"data: {json.dumps(chunk)}\n\n".encode()
                     final = {"model": "upstream-1", "choices": [{"delta": {}, "finish_reason": "length"}]}
                     usage = {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}}
-                    self.wfile.write(
-                        f"data: {json.dumps(final)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode()
-                    )
+                    events += f"data: {json.dumps(final)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode()
+                    step = upstream.write_size or len(events)
+                    for start in range(0, len(events), step):
+                        self.wfile.write(events[start : start + step])
+                        self.wfile.flush()
+                        if upstream.write_size:
+                            time.sleep(0.001)  # separate reads on the other side, lines cut anywhere
                 else:
                     payload = {
                         "model": "upstream-1",
@@ -135,6 +146,62 @@ async def test_stream_relays_deltas_usage_and_finish_reason(upstream: Upstream) 
     assert (end.usage.input_tokens, end.usage.output_tokens) == (12, 3)
     assert upstream.bodies[0]["model"] == "configured-model"
     assert upstream.bodies[0]["store"] is False and upstream.bodies[0]["stream_options"] == {"include_usage": True}
+    await backend.close()
+
+
+async def test_a_stream_cut_anywhere_between_reads_relays_the_same_events(upstream: Upstream) -> None:
+    upstream.write_size = 7
+    backend = OpenAICompatibleBackend(base_url=upstream.base_url)
+
+    events = [e async for e in backend.stream(REQUEST)]
+
+    assert [e.content for e in events if isinstance(e, Delta)] == ["Paris", " is", " the capital."]
+    assert isinstance(events[-1], StreamEnd) and events[-1].usage.output_tokens == 3
+    await backend.close()
+
+
+async def test_the_upstream_is_reached_through_the_proxy_the_environment_names(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", upstream.base_url.removesuffix("/v1"))
+    backend = OpenAICompatibleBackend(base_url="http://model.invalid/v1")
+
+    completion = await backend.complete(REQUEST)
+
+    assert completion.content == "Paris."
+    assert upstream.targets == ["http://model.invalid/v1/chat/completions"]
+    await backend.close()
+
+
+async def test_each_upstream_call_is_a_client_span_whose_trace_the_upstream_receives(
+    upstream: Upstream, span_exporter: Any
+) -> None:
+    span_exporter.clear()  # the exporter outlives each test
+    backend = OpenAICompatibleBackend(base_url=upstream.base_url, api_key="sk-test")
+
+    await backend.complete(REQUEST)
+    _ = [e async for e in backend.stream(REQUEST)]
+    upstream.status = 500
+    with pytest.raises(BackendError):
+        await backend.complete(REQUEST)
+
+    spans = [
+        s
+        for s in span_exporter.get_finished_spans()
+        if s.kind == SpanKind.CLIENT and str(s.attributes.get("http.url", "")).startswith(upstream.base_url)
+    ]
+    assert {s.name for s in spans} == {"POST"}
+    assert [(s.attributes["http.url"], s.attributes["http.status_code"]) for s in spans] == [
+        (upstream.base_url + "/chat/completions", 200),
+        (upstream.base_url + "/chat/completions", 200),
+        (upstream.base_url + "/chat/completions", 500),
+    ]
+    assert [s.status.status_code for s in spans] == [StatusCode.UNSET, StatusCode.UNSET, StatusCode.ERROR]
+    sent = [h["traceparent"].split("-")[1:3] for h in upstream.headers]
+    assert sent == [[f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}"] for s in spans]
+    assert upstream.headers[0]["api-key"] == "sk-test"  # Azure OpenAI's header, beside Authorization
     await backend.close()
 
 
