@@ -23,9 +23,7 @@ from llm_backend.errors import BackendError
 from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, GenerationParams, TokenUsage
 from sessions_app.context import build_context, estimate_input_tokens
 from sessions_app.domain import (
-    ChatMessage,
     ChatSession,
-    Role,
     SessionPage,
     SessionStatus,
     Transcript,
@@ -50,7 +48,8 @@ from sessions_app.ports import ActiveSessionStore, SessionArchive
 from sessions_app.recording import SessionEvent, SessionRecorder
 from sessions_app.stores.encoding import from_ms
 from sessions_app.telemetry import chat_span, count_backend_error, record_completion, tracer
-from sessions_app.turn_stream import OpenTurn, ReplayStream, TurnStream
+from sessions_app.turn_commit import OpenTurn
+from sessions_app.turn_stream import ReplayStream, TurnStream
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,30 +300,13 @@ class SessionManager:
             count_backend_error(exc)
             await self._store.release_turn(session_id, token=turn.token)
             raise
-        answered_at = self._clock()
-        user_message = ChatMessage(new_message_id(), Role.USER, content, turn.received_at)
-        reply = ChatMessage(new_message_id(), Role.ASSISTANT, completion.content, answered_at)
-        with tracer.start_as_current_span("append turn"):
-            try:
-                appended = await self._store.append_turn(
-                    session_id,
-                    owner=owner,
-                    token=turn.token,
-                    messages=(user_message, reply),
-                    usage=completion.usage,
-                    at=answered_at,
-                )
-            except BaseException:
-                # Not stored (the store failed): the turn failed; free the session for a retry.
-                await self._store.release_turn(session_id, token=turn.token)
-                raise
-            updated = unwrap(appended)
-        return TurnOutcome(
-            session=updated,
-            user_message=user_message,
-            message=reply,
+        return await turn.commit(
+            self._store,
+            reply=completion.content,
             usage=completion.usage,
             finish_reason=completion.finish_reason,
+            at=self._clock(),
+            new_id=new_message_id,
         )
 
     @returns_result
