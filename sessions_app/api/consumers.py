@@ -147,7 +147,7 @@ class TurnConsumer(HttpEdgeConsumer):
     async def _reply(self, principal: Principal, session_id: str, turn: TurnInput) -> None:
         with drain.turn() as ticket:
             try:
-                result = await get_session_manager().turn_send(
+                result = await get_session_manager().turns.turn_send(
                     owner=principal.owner,
                     session_id=session_id,
                     content=turn.content,
@@ -199,7 +199,7 @@ class TurnConsumer(HttpEdgeConsumer):
 
     async def _stream_turn(self, principal: Principal, session_id: str, turn: TurnInput, ticket: Ticket) -> None:
         stream = unwrap(
-            await get_session_manager().turn_stream(
+            await get_session_manager().turns.turn_stream(
                 owner=principal.owner,
                 session_id=session_id,
                 content=turn.content,

@@ -105,7 +105,9 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         if not is_session_id(self.session_id):
             await self.close(CLOSE_NOT_FOUND)
             return
-        match await get_session_manager().session_exists(owner=self.principal.owner, session_id=self.session_id):
+        match await get_session_manager().selectors.session_exists(
+            owner=self.principal.owner, session_id=self.session_id
+        ):
             case Ok(False):
                 await self.close(CLOSE_NOT_FOUND)
                 return
@@ -240,7 +242,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
 
     async def _stream_turn(self, turn: TurnInput, turn_id: str, relayed: Relayed, ticket: Ticket) -> None:
         with slots.slot(), tracer.start_as_current_span("websocket turn", attributes={"gateway.turn_id": turn_id}):
-            result = await get_session_manager().turn_stream(
+            result = await get_session_manager().turns.turn_stream(
                 owner=self.principal.owner,
                 session_id=self.session_id,
                 content=turn.content,
