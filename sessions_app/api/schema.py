@@ -21,8 +21,8 @@ from core.limits import OwnerStreamLimit
 from core.openapi import EDGE_ERRORS, VIEW_ERRORS, ErrorType, ForeignProblem, documented
 from core.shutdown import ShuttingDown
 from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
+from sessions_app.admission import TooManyStreams
 from sessions_app.api.serializers import MAX_METADATA_DEPTH, TurnRequestSerializer, TurnResponseSerializer
-from sessions_app.api.streaming import TooManyStreams
 from sessions_app.errors import (
     InvalidCursor,
     MessageLimitReached,
