@@ -3,21 +3,22 @@
 An edge (the JSON and SSE consumer, the WebSocket consumer, and any new one) only parses
 its input into a `TurnRequest` and renders what the pipeline hands it:
 
-    refuse_if_draining()                      # first: a draining instance takes no turns
-    await admit(owner)                        # the owner's rate limit, once authenticated
-    turn = Turn(mode="json")                  # the turn's clock starts
-    outcome = await turn.reply(request)       # run and committed, or a GatewayError raised
-    turn.observe()                            # metrics and access-log facts, once
+    refuse_if_draining()                    # first: a draining instance takes no turns
+    await admit(owner)                      # the owner's rate limit, once authenticated
+    turn = Turn(mode="json")                # the turn's clock starts
+
+    outcome = await turn.reply(request)     # a whole turn: run and committed
+    turn.observe()                          # its metrics and access-log facts, once
     headers = {"Server-Timing": turn.server_timing()}
 
-    async with turn.stream(request, render) as running:   # owner's stream count, drain
-        ...send the head (turn.first_delta_timing())      # ticket, stream slot; raises
-        await turn.relay(render)                          # before the first delta
-    turn.observe()                                        # render(Delta), ...,
-                                                          # then TurnDone or TurnFailed
+    async with turn.stream(request, render):     # a streamed turn: the owner's stream count,
+        send_head(turn.first_delta_timing())     # a drain ticket and a stream slot held; the
+        await turn.relay(render)                 # model's first delta is in; render(Delta)...,
+    turn.observe()                               # then TurnDone or TurnFailed
 
 Failures before a stream begins are raised (`GatewayError`, `ShuttingDown` when the
-instance stopped the turn); after, they are rendered as one `TurnFailed`. Below the
+instance stopped the turn; the edge answers them and calls `turn.fail(exc)`, then
+`turn.observe()`); after, they are rendered as one `TurnFailed`. Below the
 pipeline, `TurnService` (turns.py) guards the Idempotency-Key, asks the model, commits
 the turn (`OpenTurn.commit`) and charges its tokens; `TurnStream` keeps what a stream cut
 short had sent.
