@@ -224,9 +224,10 @@ class RoutingChatBackend:
     async def complete(self, request: ChatRequest) -> Completion:
         return await self._for(request).complete(request)
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        async for event in self._for(request).stream(request):
-            yield event
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        # The route's own stream, handed over as it is: a generator here that only re-yielded
+        # would be one more hop for every delta.
+        return self._for(request).stream(request)
 
     async def prepare(self) -> None:
         for route in self.routes.values():

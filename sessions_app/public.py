@@ -14,9 +14,9 @@ from sessions_app.api.presenters import transcript as present_transcript
 from sessions_app.domain import ChatSession, SessionPage, SessionStatus, Transcript
 from sessions_app.errors import SessionNotFound, TurnInProgress
 from sessions_app.models import SessionRecord
+from sessions_app.policy import owner_actor, utc_now_ms_precision
 from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
 from sessions_app.recording import DatabaseRecorder, SessionEvent, SessionRecorder
-from sessions_app.services import owner_actor, utc_now_ms_precision
 from sessions_app.stores.encoding import (
     decode_cursor,
     encode_cursor,

@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Protocol
 
 from core.errors import GatewayError
-from core.result import unwrap
 from llm_backend.errors import BackendError
 from llm_backend.ports import ContextMessage, Delta, FinishReason, StreamEnd, StreamEvent
 from sessions_app.context import estimate_input_tokens
-from sessions_app.domain import ChatMessage, ChatSession, MessageStatus, Role, TokenUsage, TurnOutcome
+from sessions_app.domain import MessageStatus, TokenUsage, TurnOutcome
 from sessions_app.ports import ActiveSessionStore
-from sessions_app.telemetry import count_backend_error, record_completion, tracer
+from sessions_app.telemetry import count_backend_error
+from sessions_app.turn_commit import OpenTurn
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +39,6 @@ class RunningTurn(Protocol):
     def interrupt(self) -> None:
         """The coming stop is the gateway's (it is shutting down), not the client's."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class OpenTurn:
-    """A locked session and the turn about to run in it."""
-
-    session: ChatSession
-    owner: str
-    token: str
-    content: str
-    received_at: datetime
 
 
 class TurnStream:
@@ -161,30 +150,22 @@ class TurnStream:
         self, content: str, status: MessageStatus, usage: TokenUsage, finish_reason: FinishReason | None
     ) -> TurnOutcome:
         self._settled = True
-        turn = self._turn
-        answered_at = self._clock()
-        user_message = ChatMessage(self._new_id(), Role.USER, turn.content, turn.received_at)
-        reply = ChatMessage(self._new_id(), Role.ASSISTANT, content, answered_at, status)
-        with tracer.start_as_current_span("append turn", attributes={"gateway.reply.status": status.value}) as span:
-            record_completion(span, usage, finish_reason)
-            try:
-                result = await self._store.append_turn(
-                    turn.session.id,
-                    owner=turn.owner,
-                    token=turn.token,
-                    messages=(user_message, reply),
-                    usage=usage,
-                    at=answered_at,
-                )
-            except BaseException:
-                # Not stored: the turn failed, whatever the client saw; free the session (and
-                # the request's Idempotency-Key) for a retry.
-                await self._store.release_turn(turn.session.id, token=turn.token)
-                await self._notify(None)
-                raise
-        self.outcome = TurnOutcome(
-            session=unwrap(result), user_message=user_message, message=reply, usage=usage, finish_reason=finish_reason
-        )
+        try:
+            self.outcome = await self._turn.commit(
+                self._store,
+                reply=content,
+                usage=usage,
+                finish_reason=finish_reason,
+                at=self._clock(),
+                new_id=self._new_id,
+                status=status,
+                streamed=True,
+            )
+        except BaseException:
+            # Not stored: the turn failed, whatever the client saw; the session is free again,
+            # and so is the request's Idempotency-Key.
+            await self._notify(None)
+            raise
         await self._notify(self.outcome)
         return self.outcome
 

@@ -14,9 +14,10 @@ from core.adapters import build_adapter
 from limits.wiring import get_limiter
 from llm_backend.wiring import get_chat_backend
 from sessions_app.idempotency import IdempotencyStore
+from sessions_app.policy import SessionPolicy
 from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore, SessionArchive
 from sessions_app.recording import DatabaseRecorder
-from sessions_app.services import SessionManager, SessionPolicy
+from sessions_app.services import SessionManager
 from sessions_app.stores.memory import InMemorySessionStore
 
 

@@ -2,9 +2,10 @@
 
 It is the hot path, so it runs outside Django's request machinery (routed in
 `config/asgi.py` ahead of Django) and shares with the DRF views only what
-matters: the authentication function, the error mapping and the
-`SessionManager`. It answers JSON, or Server-Sent Events when the body says
-`"stream": true` or the client accepts only `text/event-stream`.
+matters: the authentication function and the error mapping. The turn itself goes
+through the turn pipeline (`sessions_app.pipeline`); this consumer parses it and
+renders it as JSON, or as Server-Sent Events when the body says `"stream": true` or
+the client accepts only `text/event-stream`.
 """
 
 from __future__ import annotations
@@ -20,22 +21,25 @@ from django.conf import settings
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
-from core.errors import GatewayError, MethodNotAllowed, UnsupportedMediaType
+from core.errors import MethodNotAllowed, UnsupportedMediaType
 from core.observability.context import annotate
 from core.observability.context import current as current_request
 from core.problems import PROBLEM_CONTENT_TYPE, problem_for_exception
-from core.result import unwrap
-from core.shutdown import ShuttingDown, Ticket, drain, taken_back
-from limits.wiring import get_limiter
-from sessions_app import metrics
+from llm_backend.ports import Delta
 from sessions_app.api import presenters
-from sessions_app.api.streaming import Relayed, observe_turn, owner_stream, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_turn
 from sessions_app.domain import is_session_id
 from sessions_app.errors import SessionNotFound
 from sessions_app.idempotency import IdempotentRequest
-from sessions_app.turn_stream import RunningTurn
-from sessions_app.wiring import get_session_manager
+from sessions_app.pipeline import (
+    Turn,
+    TurnDone,
+    TurnEvent,
+    TurnFailed,
+    TurnRequest,
+    admit,
+    refuse_if_draining,
+)
 
 logger = logging.getLogger(__name__)
 JSON = b"application/json"
@@ -93,25 +97,27 @@ class HttpEdgeConsumer(AsyncHttpConsumer):
 
 
 class TurnConsumer(HttpEdgeConsumer):
+    """Parses the turn and renders it, as JSON or as Server-Sent Events; the turn pipeline
+    (`sessions_app.pipeline`) admits, runs, commits and observes it."""
+
     async def handle(self) -> None:
-        self._started = asyncio.get_running_loop().time()
-        self._idempotent: IdempotentRequest | None = None
-        mode = "json"
+        turn = Turn(mode="json")
         try:
-            drain.check()  # a draining instance takes no new turns
+            refuse_if_draining()
             principal, session_id = await self._admit()
             body = await self.read_body()
             if body is None:
                 return  # the client left, or its body was too large (answered)
-            turn = self._turn(session_id, body)
-            if self._wants_stream(turn):
-                mode = "sse"
-                await self._stream(principal, session_id, turn)
+            parsed = parse_turn(body)
+            request = self._request(principal, session_id, parsed)
+            if self._wants_stream(parsed):
+                turn.mode = "sse"
+                await self._stream(turn, request)
             else:
-                await self._reply(principal, session_id, turn)
+                await self._reply(turn, request)
         except Exception as exc:  # noqa: BLE001 - every failure before a response becomes a problem
-            code = exc.code if isinstance(exc, GatewayError) else "internal_error"
-            observe_turn(mode=mode, outcome=code, started=self._started, relayed=None, turn=None)
+            turn.fail(exc)
+            turn.observe()
             await self.send_problem(exc)
 
     async def _admit(self) -> tuple[Principal, str]:
@@ -120,7 +126,7 @@ class TurnConsumer(HttpEdgeConsumer):
             raise MethodNotAllowed(["POST"])
         principal = await authenticate_authorization(_decode(self.header(b"authorization")))
         require_scope(principal, WRITE_SCOPE)
-        await get_limiter().admit(principal.owner)
+        await admit(principal.owner)
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
         if not is_session_id(session_id):
             raise SessionNotFound()
@@ -130,13 +136,19 @@ class TurnConsumer(HttpEdgeConsumer):
             raise UnsupportedMediaType()
         return principal, session_id
 
-    def _turn(self, session_id: str, body: bytes) -> TurnInput:
-        turn = parse_turn(body)
-        self._idempotent = IdempotentRequest.of(
+    def _request(self, principal: Principal, session_id: str, turn: TurnInput) -> TurnRequest:
+        idempotent = IdempotentRequest.of(
             _decode(self.header(b"idempotency-key")),
             "turn", session_id, turn.content, turn.params.max_tokens, turn.params.temperature, list(turn.params.stop),
         )  # fmt: skip
-        return turn
+        return TurnRequest(
+            owner=principal.owner,
+            session_id=session_id,
+            content=turn.content,
+            params=turn.params,
+            request_id=_request_id(),
+            idempotent=idempotent,
+        )
 
     def _wants_stream(self, turn: TurnInput) -> bool:
         if turn.stream is not None:
@@ -144,100 +156,44 @@ class TurnConsumer(HttpEdgeConsumer):
         accept = self.header(b"accept") or b""
         return b"text/event-stream" in accept and b"application/json" not in accept
 
-    async def _reply(self, principal: Principal, session_id: str, turn: TurnInput) -> None:
-        with drain.turn() as ticket:
+    async def _reply(self, turn: Turn, request: TurnRequest) -> None:
+        outcome = await turn.reply(request)
+        turn.observe()
+        await self.send_json(200, presenters.turn(outcome), headers={"Server-Timing": turn.server_timing()})
+
+    async def _stream(self, turn: Turn, request: TurnRequest) -> None:
+        async with turn.stream(request, self._render):
+            # From here on the answer is a 200 event stream; failures become `error` events.
+            headers = [*SSE_HEADERS, (b"server-timing", turn.first_delta_timing().encode())]
+            await self.send_headers(status=200, headers=headers)
+            self._last_write = asyncio.get_running_loop().time()
+            writer = asyncio.create_task(turn.relay(self._render))
+            watcher = asyncio.create_task(self._watch_client())
             try:
-                result = await get_session_manager().turn_send(
-                    owner=principal.owner,
-                    session_id=session_id,
-                    content=turn.content,
-                    params=turn.params,
-                    request_id=_request_id(),
-                    idempotent=self._idempotent,
-                )
-            except asyncio.CancelledError:
-                if not ticket.stopped:
-                    raise
-                taken_back()  # stopped by the shutdown: nothing was stored; say so
-                raise ShuttingDown() from None
-        outcome = unwrap(result)
-        observe_turn(mode="json", outcome="ok", started=self._started, relayed=None, turn=outcome)
-        await self.send_json(200, presenters.turn(outcome), headers={"Server-Timing": self._server_timing()})
-
-    def _server_timing(self) -> str:
-        """The gateway's own share of the turn and the model server's, in milliseconds."""
-        info = current_request()
-        backend = info.backend_seconds if info else 0.0
-        overhead = max(0.0, asyncio.get_running_loop().time() - self._started - backend)
-        metrics.OVERHEAD.observe(overhead)
-        return f"gateway;dur={overhead * 1000:.2f}, backend;dur={backend * 1000:.2f}"
-
-    async def _stream(self, principal: Principal, session_id: str, turn: TurnInput) -> None:
-        async with owner_stream(principal.owner):
-            with slots.slot(), drain.turn() as ticket:
-                self._relayed = Relayed()
-                self._running: RunningTurn | None = None
+                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watcher.cancel()
+                if not writer.done():
+                    writer.cancel()  # the client left (or the gateway stops): stop the model, keep what it saw
                 try:
-                    await self._stream_turn(principal, session_id, turn, ticket)
+                    await writer
                 except asyncio.CancelledError:
-                    if not ticket.stopped:
-                        raise
-                    taken_back()
-                    if self._running is None:  # before the stream began: nothing was stored
-                        raise ShuttingDown() from None
-                    # Cut short by the shutdown: the client keeps what it saw, and learns why.
-                    self._relayed.outcome = ShuttingDown.code
-                    await self._send_event("error", problem_for_exception(ShuttingDown())[0])
-                observe_turn(
-                    mode="sse",
-                    outcome=self._relayed.outcome,
-                    started=self._started,
-                    relayed=self._relayed,
-                    turn=self._running.outcome if self._running else None,
-                )
-                await self.send_body(b"", more_body=False)
+                    pass
+                except Exception as exc:
+                    logger.exception("stream relay failed session_id=%s", request.session_id)
+                    turn.outcome = "internal_error"
+                    await self._send_event(b"error", problem_for_exception(exc)[0])
+        turn.observe()
+        await self.send_body(b"", more_body=False)
 
-    async def _stream_turn(self, principal: Principal, session_id: str, turn: TurnInput, ticket: Ticket) -> None:
-        stream = unwrap(
-            await get_session_manager().turn_stream(
-                owner=principal.owner,
-                session_id=session_id,
-                content=turn.content,
-                params=turn.params,
-                request_id=_request_id(),
-                idempotent=self._idempotent,
-            )
-        )
-        self._running = stream
-        ticket.on_stop(stream.interrupt)
-        # From here on the answer is a 200 event stream; failures become `error` events.
-        headers = [*SSE_HEADERS, (b"server-timing", self._first_delta_timing().encode())]
-        await self.send_headers(status=200, headers=headers)
-        self._last_write = asyncio.get_running_loop().time()
-        relayed = self._relayed
-        writer = asyncio.create_task(relay_turn(stream, self._send_event, relayed))
-        watcher = asyncio.create_task(self._watch_client())
-        try:
-            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            if not writer.done():
-                writer.cancel()  # the client left (or the gateway stops): stop the model, keep what it saw
-            try:
-                await writer
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:
-                logger.exception("stream relay failed session_id=%s", session_id)
-                relayed.outcome = "internal_error"
-                await self._send_event("error", problem_for_exception(exc)[0])
-
-    def _first_delta_timing(self) -> str:
-        """Known when the stream's head goes out: the gateway's share of the wait for the first delta."""
-        info = current_request()
-        backend = info.backend_seconds if info else 0.0
-        overhead = max(0.0, asyncio.get_running_loop().time() - self._started - backend)
-        return f'gateway;dur={overhead * 1000:.2f}, backend;desc="first delta";dur={backend * 1000:.2f}'
+    async def _render(self, event: TurnEvent) -> None:
+        if type(event) is Delta:
+            await self._send_event(b"delta", {"content": event.content})
+        elif type(event) is TurnDone:
+            await self._send_event(b"done", presenters.turn(event.outcome))
+        else:
+            assert isinstance(event, TurnFailed)
+            await self._send_event(b"error", problem_for_exception(event.error)[0])
 
     async def _watch_client(self) -> None:
         """Returns when the client disconnects; meanwhile sends a comment line whenever the
@@ -257,9 +213,9 @@ class TurnConsumer(HttpEdgeConsumer):
             except TimeoutError:
                 pass
 
-    async def _send_event(self, event: str, data: dict[str, Any]) -> None:
+    async def _send_event(self, event: bytes, data: dict[str, Any]) -> None:
         self._last_write = asyncio.get_running_loop().time()
-        await self.send_body(b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n", more_body=True)
+        await self.send_body(b"event: " + event + b"\ndata: " + orjson.dumps(data) + b"\n\n", more_body=True)
 
 
 def _request_id() -> str:

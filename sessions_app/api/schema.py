@@ -21,8 +21,8 @@ from core.openapi import EDGE_ERRORS, VIEW_ERRORS, ErrorType, ForeignProblem, do
 from core.shutdown import ShuttingDown
 from limits.errors import OwnerStreamLimit
 from llm_backend.errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
+from sessions_app.admission import TooManyStreams
 from sessions_app.api.serializers import MAX_METADATA_DEPTH, TurnRequestSerializer, TurnResponseSerializer
-from sessions_app.api.streaming import TooManyStreams
 from sessions_app.errors import (
     InvalidCursor,
     MessageLimitReached,

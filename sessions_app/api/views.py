@@ -1,4 +1,4 @@
-"""DRF views for session CRUD; each validates input, calls one service method, shapes output."""
+"""DRF views for session CRUD; each validates input, calls one service (lifecycle or selectors), shapes output."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class SessionCollectionView(APIView):
         query.is_valid(raise_exception=True)
         status = query.validated_data.pop("status", None)
         page = call(
-            get_session_manager().session_list,
+            get_session_manager().selectors.session_list,
             owner=owner_of(request),
             status=SessionStatus(status) if status else None,
             **query.validated_data,
@@ -95,7 +95,10 @@ class SessionCollectionView(APIView):
         data.is_valid(raise_exception=True)
         idempotent = IdempotentRequest.of(request.headers.get("Idempotency-Key"), "create", data.validated_data)
         session = call(
-            get_session_manager().session_create, owner=owner_of(request), idempotent=idempotent, **data.validated_data
+            get_session_manager().lifecycle.session_create,
+            owner=owner_of(request),
+            idempotent=idempotent,
+            **data.validated_data,
         )
         location = request.build_absolute_uri(reverse("session-detail", kwargs={"session_id": session.id}))
         return Response(presenters.session(session), status=201, headers={"Location": location})
@@ -118,7 +121,7 @@ class SessionDetailView(APIView):
         cursor = query.validated_data.get("messages_cursor")
         offset = decode_message_cursor(cursor) if cursor else 0
         transcript = call(
-            get_session_manager().session_get,
+            get_session_manager().selectors.session_get,
             owner=owner_of(request),
             session_id=checked_id(session_id),
             offset=offset,
@@ -136,7 +139,7 @@ class SessionDetailView(APIView):
         summary="Erase a session and all its messages, from the active store and the archive",
     )
     def delete(self, request: Request, session_id: str) -> Response:
-        call(get_session_manager().session_delete, owner=owner_of(request), session_id=checked_id(session_id))
+        call(get_session_manager().lifecycle.session_delete, owner=owner_of(request), session_id=checked_id(session_id))
         return Response(status=204)
 
 
@@ -154,7 +157,9 @@ class SessionEndView(APIView):
         "`archived`); if the archive cannot be reached it stays `ended` and is archived later.",
     )
     def post(self, request: Request, session_id: str) -> Response:
-        session = call(get_session_manager().session_end, owner=owner_of(request), session_id=checked_id(session_id))
+        session = call(
+            get_session_manager().lifecycle.session_end, owner=owner_of(request), session_id=checked_id(session_id)
+        )
         return Response(presenters.session(session))
 
 
@@ -170,5 +175,7 @@ class SessionResumeView(APIView):
         summary="Bring a session back from the archive, active, with its whole history",
     )
     def post(self, request: Request, session_id: str) -> Response:
-        session = call(get_session_manager().session_resume, owner=owner_of(request), session_id=checked_id(session_id))
+        session = call(
+            get_session_manager().lifecycle.session_resume, owner=owner_of(request), session_id=checked_id(session_id)
+        )
         return Response(presenters.session(session))

@@ -40,15 +40,14 @@ from core.errors import Forbidden, GatewayError, InvalidRequest, PayloadTooLarge
 from core.observability.context import annotate
 from core.problems import problem_for_exception
 from core.result import Err, Ok
-from core.shutdown import ShuttingDown, Ticket, drain, taken_back
 from limits.errors import OwnerSocketLimit
 from limits.wiring import get_limiter
+from llm_backend.ports import Delta
 from sessions_app.api import presenters
-from sessions_app.api.streaming import Relayed, observe_turn, owner_stream, relay_turn, slots
 from sessions_app.api.turn_input import TurnInput, parse_object, turn_from_data
 from sessions_app.domain import is_session_id
 from sessions_app.errors import TurnInProgress
-from sessions_app.turn_stream import RunningTurn
+from sessions_app.pipeline import Turn, TurnDone, TurnEvent, TurnFailed, TurnRequest, admit, refuse_if_draining
 from sessions_app.wiring import get_session_manager
 
 log = structlog.get_logger("gateway.websocket")
@@ -69,7 +68,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turn: asyncio.Task[None] | None = None
-        self._stream: RunningTurn | None = None
+        self._running: Turn | None = None  # the turn of `_turn`, once it runs
         self._done_sent = False
         self._answered = False
         self._socket_id: str | None = None  # counted against the owner's open sockets
@@ -106,7 +105,9 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
         if not is_session_id(self.session_id):
             await self.close(CLOSE_NOT_FOUND)
             return
-        match await get_session_manager().session_exists(owner=self.principal.owner, session_id=self.session_id):
+        match await get_session_manager().selectors.session_exists(
+            owner=self.principal.owner, session_id=self.session_id
+        ):
             case Ok(False):
                 await self.close(CLOSE_NOT_FOUND)
                 return
@@ -193,76 +194,57 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
             await self._stop_turn()
             await self.close(CLOSE_POLICY_VIOLATION)
 
-    async def _start_turn(self, turn: TurnInput) -> None:
+    async def _start_turn(self, parsed: TurnInput) -> None:
         if self._turn is not None and not self._turn.done():
             if not self._answered:
                 raise TurnInProgress("This connection is already streaming a reply; wait for it or cancel it.")
             await self._turn  # its last frame is out; only its bookkeeping is left
-        drain.check()  # a draining instance takes no new turns
+        refuse_if_draining()
         if self.principal.expires_at <= time.time():
             await self._send_frame("error", problem_for_exception(Unauthenticated("The token has expired."))[0])
             await self.close(CLOSE_UNAUTHENTICATED)
             return
-        await get_limiter().admit(self.principal.owner)
-        self._stream, self._done_sent, self._answered = None, False, False
-        self._turn = asyncio.create_task(self._run_turn(turn))
+        await admit(self.principal.owner)
+        self._running, self._done_sent, self._answered = None, False, False
+        self._turn = asyncio.create_task(self._run_turn(parsed))
 
-    async def _run_turn(self, turn: TurnInput) -> None:
-        started = asyncio.get_running_loop().time()
-        relayed = Relayed()
+    async def _run_turn(self, parsed: TurnInput) -> None:
+        turn = self._running = Turn(mode="ws")
         turn_id = uuid.uuid4().hex
+        request = TurnRequest(
+            owner=self.principal.owner,
+            session_id=self.session_id,
+            content=parsed.content,
+            params=parsed.params,
+            request_id=turn_id,
+        )
+        span = tracer.start_as_current_span("websocket turn", attributes={"gateway.turn_id": turn_id})
         try:
-            async with owner_stream(self.principal.owner):
-                with drain.turn() as ticket:
-                    try:
-                        await self._stream_turn(turn, turn_id, relayed, ticket)
-                    except asyncio.CancelledError:
-                        if not ticket.stopped:
-                            raise
-                        # Cut short by the shutdown: what was streamed is kept; the client learns why.
-                        taken_back()
-                        raise ShuttingDown() from None
+            async with turn.stream(request, self._render, span=span):
+                await turn.relay(self._render)
         except GatewayError as exc:
-            relayed.outcome = exc.code
-            await self._send_frame("error", problem_for_exception(exc)[0])
+            turn.fail(exc)
+            await self._render(TurnFailed(exc))
         finally:
-            turn_outcome = self._stream.outcome if self._stream else None
-            observe_turn(mode="ws", outcome=relayed.outcome, started=started, relayed=relayed, turn=turn_outcome)
+            turn.observe()
+            stored = turn.result
             log.info(
                 "ws_turn",
                 turn_id=turn_id,
                 session_id=self.session_id,
-                model=get_session_manager().policy.model_label(turn_outcome.session.model) if turn_outcome else None,
-                input_tokens=turn_outcome.usage.input_tokens if turn_outcome else None,
-                output_tokens=turn_outcome.usage.output_tokens if turn_outcome else None,
-                outcome=relayed.outcome,
-                duration_ms=round((asyncio.get_running_loop().time() - started) * 1000, 2),
+                model=get_session_manager().policy.model_label(stored.session.model) if stored else None,
+                input_tokens=stored.usage.input_tokens if stored else None,
+                output_tokens=stored.usage.output_tokens if stored else None,
+                outcome=turn.outcome,
+                duration_ms=round((asyncio.get_running_loop().time() - turn.started) * 1000, 2),
             )
-
-    async def _stream_turn(self, turn: TurnInput, turn_id: str, relayed: Relayed, ticket: Ticket) -> None:
-        with slots.slot(), tracer.start_as_current_span("websocket turn", attributes={"gateway.turn_id": turn_id}):
-            result = await get_session_manager().turn_stream(
-                owner=self.principal.owner,
-                session_id=self.session_id,
-                content=turn.content,
-                params=turn.params,
-                request_id=turn_id,
-            )
-            match result:
-                case Err(error):
-                    relayed.outcome = error.code
-                    await self._send_frame("error", problem_for_exception(error)[0])
-                case Ok(stream):
-                    self._stream = stream
-                    ticket.on_stop(stream.interrupt)
-                    await relay_turn(stream, self._send_frame, relayed)
 
     async def _cancel_turn(self) -> None:
         if self._turn is None or self._turn.done():
             raise InvalidRequest("No reply is streaming; there is nothing to cancel.")
         await self._stop_turn()
         if not self._done_sent:
-            outcome = self._stream.outcome if self._stream else None
+            outcome = self._running.result if self._running else None
             await self._send_frame(
                 "done",
                 {
@@ -279,6 +261,15 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
             self._turn.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._turn
+
+    async def _render(self, event: TurnEvent) -> None:
+        if type(event) is Delta:
+            await self.send(text_data=orjson.dumps({"type": "delta", "content": event.content}).decode())
+        elif type(event) is TurnDone:
+            await self._send_frame("done", presenters.turn(event.outcome))
+        else:
+            assert isinstance(event, TurnFailed)
+            await self._send_frame("error", problem_for_exception(event.error)[0])
 
     async def _send_frame(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "done":

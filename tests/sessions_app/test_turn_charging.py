@@ -46,7 +46,7 @@ def charged(limiter: MemoryLimiter) -> int:
 
 
 async def settle(manager: SessionManager) -> None:
-    await asyncio.gather(*manager._charging)
+    await asyncio.gather(*manager.turns.charging)
 
 
 def test_the_estimate_counts_every_message_sent() -> None:

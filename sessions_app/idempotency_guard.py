@@ -1,0 +1,74 @@
+"""The Idempotency-Key sequence, claim → run → complete or release, for every service that takes one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sessions_app.idempotency import (
+    Claim,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    IdempotencyStore,
+    IdempotentRequest,
+)
+
+T = TypeVar("T")
+Recorded = dict[str, Any]
+
+
+class IdempotencyGuard:
+    """Runs a request once per Idempotency-Key; a repeat gets the first result back."""
+
+    def __init__(self, store: IdempotencyStore, *, pending_seconds: int, ttl: int) -> None:
+        self._store = store
+        self._pending_seconds = pending_seconds  # how long a claim holds while its request runs
+        self._ttl = ttl  # how long a result is remembered
+
+    async def once(
+        self,
+        owner: str,
+        request: IdempotentRequest | None,
+        run: Callable[[], Awaitable[T]],
+        *,
+        replay: Callable[[Recorded], Awaitable[T]],
+        then: Callable[[T], Awaitable[None]] | None = None,
+    ) -> T:
+        """`run()`, unless the key was answered before: then `replay(what was recorded)`.
+
+        A key still being answered raises `IdempotencyInProgress`; one used with another
+        request, `IdempotencyKeyReused`. Should `run()` fail, the key is released so a retry
+        runs it again. What `run()` returns goes to `then` (not a replay's), which `settle`s the
+        key, now or once what it started has ended.
+        """
+        if request is None:
+            value = await run()
+        else:
+            claim, recorded = await self._store.claim(owner, request, pending_seconds=self._pending_seconds)
+            if claim == Claim.PENDING:
+                raise IdempotencyInProgress()
+            if claim == Claim.MISMATCH:
+                raise IdempotencyKeyReused()
+            if claim == Claim.DONE and recorded is not None:
+                return await replay(recorded)
+            try:
+                value = await run()
+            except BaseException:
+                await self._store.release(owner, request)
+                raise
+        if then is not None:
+            await then(value)
+        return value
+
+    async def settle(self, owner: str, request: IdempotentRequest | None, recorded: Recorded | None) -> None:
+        """Remember `recorded` for the key's repeats, or (None: the request did not complete)
+        release the key, so a retry runs it again."""
+        if request is None:
+            return
+        if recorded is not None:
+            await self._store.complete(owner, request, recorded, ttl=self._ttl)
+        else:
+            await self._store.release(owner, request)
+
+    async def forget_session(self, owner: str, session_id: str) -> None:
+        await self._store.forget_session(owner, session_id)

@@ -1,0 +1,67 @@
+"""A turn in a locked session, and its commit: the one place a turn's question and answer are stored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.result import unwrap
+from llm_backend.ports import FinishReason
+from sessions_app.domain import ChatMessage, ChatSession, MessageStatus, Role, TokenUsage, TurnOutcome
+from sessions_app.ports import ActiveSessionStore
+from sessions_app.telemetry import record_completion, tracer
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTurn:
+    """A locked session and the turn about to run in it."""
+
+    session: ChatSession
+    owner: str
+    token: str
+    content: str
+    received_at: datetime
+
+    async def commit(
+        self,
+        store: ActiveSessionStore,
+        *,
+        reply: str,
+        usage: TokenUsage,
+        finish_reason: FinishReason | None,
+        at: datetime,
+        new_id: Callable[[], str],
+        status: MessageStatus = MessageStatus.COMPLETE,
+        streamed: bool = False,
+    ) -> TurnOutcome:
+        """Store the question and `reply` together, in one atomic append that frees the lock.
+
+        Should the store fail, nothing is stored: the lock is released so the client can retry,
+        and the failure is raised. `streamed`: the model's span has ended by now, so the reply's
+        figures go on this one.
+        """
+        user_message = ChatMessage(new_id(), Role.USER, self.content, self.received_at)
+        message = ChatMessage(new_id(), Role.ASSISTANT, reply, at, status)
+        attributes = {"gateway.reply.status": status.value} if streamed else None
+        with tracer.start_as_current_span("append turn", attributes=attributes) as span:
+            if streamed:
+                record_completion(span, usage, finish_reason)
+            try:
+                appended = await store.append_turn(
+                    self.session.id,
+                    owner=self.owner,
+                    token=self.token,
+                    messages=(user_message, message),
+                    usage=usage,
+                    at=at,
+                )
+            except BaseException:
+                await store.release_turn(self.session.id, token=self.token)
+                raise
+            if not streamed:  # a refused append marks this span; a streamed turn's caller reports it
+                session = unwrap(appended)
+        session = unwrap(appended)
+        return TurnOutcome(
+            session=session, user_message=user_message, message=message, usage=usage, finish_reason=finish_reason
+        )

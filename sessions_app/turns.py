@@ -1,0 +1,287 @@
+"""Turns: lock and load, ask the model (whole or streamed), commit, charge, remember the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from core.errors import InvalidRequest, StoreUnavailable
+from core.observability.context import annotate
+from core.result import Err, returns_result, unwrap
+from limits.ports import OwnerLimiter
+from llm_backend.errors import BackendError
+from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, GenerationParams, TokenUsage
+from sessions_app.context import build_context, estimate_input_tokens
+from sessions_app.domain import TurnOutcome
+from sessions_app.errors import ContentTooLarge, MessageLimitReached, SessionNotActive, SessionNotFound
+from sessions_app.idempotency import IdempotentRequest
+from sessions_app.idempotency_guard import IdempotencyGuard, Recorded
+from sessions_app.policy import SessionPolicy, new_message_id
+from sessions_app.ports import ActiveSessionStore, SessionArchive
+from sessions_app.selectors import SessionSelectors
+from sessions_app.telemetry import chat_span, count_backend_error, record_completion, tracer
+from sessions_app.turn_commit import OpenTurn
+from sessions_app.turn_stream import ReplayStream, TurnStream
+
+logger = logging.getLogger(__name__)
+
+
+class TurnService:
+    """Runs one turn at a time per session, on any store and backend; see `turn_send` and `turn_stream`."""
+
+    def __init__(
+        self,
+        *,
+        store: ActiveSessionStore,
+        backend: ChatBackend,
+        archive: SessionArchive,
+        policy: SessionPolicy,
+        guard: IdempotencyGuard,
+        limiter: OwnerLimiter,
+        selectors: SessionSelectors,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._archive = archive
+        self._policy = policy
+        self._guard = guard
+        self._limiter = limiter
+        self._selectors = selectors
+        self._clock = clock
+        self.charging: set[asyncio.Task[None]] = set()  # token counts still on their way
+
+    @property
+    def policy(self) -> SessionPolicy:
+        return self._policy
+
+    @returns_result
+    async def turn_send(
+        self,
+        *,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None = None,
+        request_id: str = "",
+        idempotent: IdempotentRequest | None = None,
+    ) -> TurnOutcome:
+        """One turn: lock and load, ask the model, store question and answer together.
+
+        Nothing is stored unless the answer is: a failed or cancelled turn
+        releases its lock and leaves the session as it was, so the client can
+        simply retry. With an Idempotency-Key, a repeat returns the first answer
+        without asking the model or storing anything again.
+        """
+
+        async def send() -> TurnOutcome:
+            return await self._send(owner, session_id, content, params, request_id)
+
+        async def settled(outcome: TurnOutcome) -> None:
+            await self._turn_settled(owner, idempotent, outcome)
+
+        return await self._guard.once(
+            owner, idempotent, send, replay=functools.partial(self._replay, owner), then=settled
+        )
+
+    @returns_result
+    async def turn_stream(
+        self,
+        *,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None = None,
+        request_id: str = "",
+        idempotent: IdempotentRequest | None = None,
+    ) -> TurnStream | ReplayStream:
+        """Start a streamed turn; returns once the model's first delta has arrived.
+
+        Failures up to then (not found, turn in progress, model server down)
+        come back as `Err` with nothing stored and the lock released; see
+        `TurnStream` for what a stream cut short keeps. A repeat of an answered
+        Idempotency-Key streams the first answer back at once.
+        """
+
+        async def start() -> TurnStream | ReplayStream:
+            return await self._start_stream(owner, session_id, content, params, request_id, idempotent)
+
+        async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
+            return ReplayStream(await self._replay(owner, recorded))
+
+        return await self._guard.once(owner, idempotent, start, replay=replay)
+
+    async def _send(
+        self, owner: str, session_id: str, content: str, params: GenerationParams | None, request_id: str
+    ) -> TurnOutcome:
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id)
+        try:
+            with chat_span(self._policy.model_label(request.model)) as span:
+                started = time.perf_counter()
+                try:
+                    completion = await self._backend.complete(request)
+                finally:
+                    annotate(backend_seconds=time.perf_counter() - started)
+                record_completion(span, completion.usage, completion.finish_reason)
+        except BaseException as exc:
+            count_backend_error(exc)
+            await self._store.release_turn(session_id, token=turn.token)
+            raise
+        return await turn.commit(
+            self._store,
+            reply=completion.content,
+            usage=completion.usage,
+            finish_reason=completion.finish_reason,
+            at=self._clock(),
+            new_id=new_message_id,
+        )
+
+    async def _start_stream(
+        self,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None,
+        request_id: str,
+        idempotent: IdempotentRequest | None,
+    ) -> TurnStream:
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id)
+        with chat_span(self._policy.model_label(request.model), streaming=True):
+            events = self._backend.stream(request)
+            started = time.perf_counter()
+            try:
+                first = await anext(events, None)
+                annotate(backend_seconds=time.perf_counter() - started)
+                if first is None:
+                    raise BackendError("The model server ended the stream without answering.")
+            except BaseException as exc:
+                count_backend_error(exc)
+                await events.aclose()
+                await self._store.release_turn(session_id, token=turn.token)
+                if isinstance(exc, asyncio.CancelledError):  # the client left; the model had the prompt
+                    self._charge_sent(owner, estimate_input_tokens(request.messages))
+                raise
+        return TurnStream(
+            store=self._store,
+            turn=turn,
+            first=first,
+            events=events,
+            clock=self._clock,
+            new_id=new_message_id,
+            lock_seconds=self._policy.turn_lock_seconds,
+            settled=functools.partial(self._turn_settled, owner, idempotent),
+            sent=request.messages,
+        )
+
+    async def _open_turn(
+        self, owner: str, session_id: str, content: str, params: GenerationParams | None, request_id: str
+    ) -> tuple[OpenTurn, ChatRequest]:
+        """Check the input, lock the session and build the model's request."""
+        params = params or GenerationParams()
+        self._check_turn_input(content, params)
+        received_at = self._clock()
+        token = secrets.token_urlsafe(16)
+        with tracer.start_as_current_span("load history"):
+            begun = await self._store.begin_turn(
+                session_id,
+                owner=owner,
+                token=token,
+                lock_seconds=self._policy.turn_lock_seconds,
+                history_limit=self._policy.context_max_messages,
+            )
+        if (
+            isinstance(begun, Err)
+            and isinstance(begun.error, SessionNotFound)
+            and await self._archive.is_archived(session_id, owner=owner)
+        ):
+            raise SessionNotActive("The session is archived; resume it to continue the conversation.")
+        transcript = unwrap(begun)
+        session = transcript.session
+        if session.message_count + 2 > self._policy.max_messages_per_session:
+            await self._store.release_turn(session_id, token=token)
+            raise MessageLimitReached()
+        with tracer.start_as_current_span("build context") as span:
+            context = build_context(
+                system_prompt=session.system_prompt,
+                history=transcript.messages,
+                new_content=content,
+                max_chars=self._policy.context_max_chars,
+                max_messages=self._policy.context_max_messages,
+            )
+            span.set_attribute("gateway.context.messages", len(context))
+        annotate(model=self._policy.model_label(session.model))
+        request = ChatRequest(model=session.model, messages=context, params=params, request_id=request_id)
+        return OpenTurn(session, owner, token, content, received_at), request
+
+    def _check_turn_input(self, content: str, params: GenerationParams) -> None:
+        if not content.strip():
+            raise InvalidRequest("content: must not be empty.")
+        if len(content) > self._policy.max_content_chars:
+            raise ContentTooLarge(f"The content is longer than {self._policy.max_content_chars} characters.")
+        if params.max_tokens is not None and not 1 <= params.max_tokens <= self._policy.max_output_tokens:
+            raise InvalidRequest(f"max_tokens: must be between 1 and {self._policy.max_output_tokens}.")
+
+    async def _replay(self, owner: str, recorded: Recorded) -> TurnOutcome:
+        """The first answer to a repeated request, read back from the session (never stored twice)."""
+        transcript = unwrap(await self._selectors.session_get(owner=owner, session_id=recorded["session_id"]))
+        by_id = {m.id: m for m in transcript.messages}
+        if recorded["user_message_id"] not in by_id or recorded["message_id"] not in by_id:
+            raise SessionNotFound()
+        return TurnOutcome(
+            session=transcript.session,
+            user_message=by_id[recorded["user_message_id"]],
+            message=by_id[recorded["message_id"]],
+            usage=TokenUsage(*recorded["usage"]),
+            finish_reason=FinishReason(recorded["finish_reason"]),
+        )
+
+    # -- after a turn -------------------------------------------------------
+
+    async def _turn_settled(
+        self, owner: str, idempotent: IdempotentRequest | None, outcome: TurnOutcome | None
+    ) -> None:
+        """After a turn: charge its tokens to the owner, and remember it for its Idempotency-Key
+        if it completed (a cut-short or failed one may simply be retried)."""
+        if outcome is not None:
+            # Off the reply's path: the count is for the owner's next requests, not this one.
+            self._charge_later(self._charge(owner, outcome))
+        if idempotent is None:
+            return
+        recorded = None
+        if outcome is not None and outcome.finish_reason is not None:
+            recorded = {
+                "session_id": outcome.session.id,
+                "user_message_id": outcome.user_message.id,
+                "message_id": outcome.message.id,
+                "usage": [outcome.usage.input_tokens, outcome.usage.output_tokens],
+                "finish_reason": outcome.finish_reason.value,
+            }
+        await self._guard.settle(owner, idempotent, recorded)
+
+    def _charge_later(self, charge: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(charge)
+        self.charging.add(task)
+        task.add_done_callback(self.charging.discard)
+
+    def _charge_sent(self, owner: str, tokens: int) -> None:
+        """Charge the input of a turn cut short before any reply: what the model was sent."""
+
+        async def charge() -> None:
+            try:
+                await self._limiter.charge(owner, tokens)
+            except StoreUnavailable:
+                logger.warning("could not count a cut-short turn's tokens")
+
+        self._charge_later(charge())
+
+    async def _charge(self, owner: str, outcome: TurnOutcome) -> None:
+        try:
+            await self._limiter.charge(owner, outcome.usage.input_tokens + outcome.usage.output_tokens)
+        except StoreUnavailable:  # the turn is stored: it succeeded; its tokens go uncounted
+            logger.warning("could not count a turn's tokens session_id=%s", outcome.session.id)

@@ -1,0 +1,258 @@
+"""The turn pipeline on the fakes: admission, the run, what is stored and what is observed."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import REGISTRY
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from core.errors import RateLimited
+from core.shutdown import ShuttingDown, drain
+from limits.errors import OwnerStreamLimit
+from limits.wiring import get_limiter
+from llm_backend.errors import BackendError, BackendUnavailable
+from llm_backend.fake import FakeChatBackend
+from llm_backend.ports import Delta, GenerationParams
+from sessions_app.admission import TooManyStreams, slots
+from sessions_app.domain import MessageStatus
+from sessions_app.idempotency import IdempotentRequest
+from sessions_app.pipeline import Turn, TurnDone, TurnEvent, TurnFailed, TurnRequest, admit, refuse_if_draining
+from sessions_app.wiring import get_session_manager
+
+pytestmark = [pytest.mark.usefixtures("api_settings"), pytest.mark.django_db(transaction=True)]
+OWNER = "o_pipeline"
+CONTENT = "one two three"
+ANSWERED = [(CONTENT, MessageStatus.COMPLETE), (f"Echo: {CONTENT}", MessageStatus.COMPLETE)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_drain() -> Iterator[None]:
+    drain.reset()
+    yield
+    drain.reset()
+
+
+async def new_session() -> str:
+    created = await get_session_manager().lifecycle.session_create(owner=OWNER)
+    return created.value.id  # type: ignore[union-attr]
+
+
+def request_for(session_id: str, content: str = CONTENT, idempotent: IdempotentRequest | None = None) -> TurnRequest:
+    return TurnRequest(
+        owner=OWNER,
+        session_id=session_id,
+        content=content,
+        params=GenerationParams(),
+        request_id="req-1",
+        idempotent=idempotent,
+    )
+
+
+async def history(session_id: str) -> list[tuple[str, MessageStatus]]:
+    loaded = await get_session_manager().selectors.session_get(owner=OWNER, session_id=session_id)
+    return [(m.content, m.status) for m in loaded.value.messages]  # type: ignore[union-attr]
+
+
+def turns_counted(mode: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("gateway_turns_total", {"mode": mode, "outcome": outcome}) or 0.0
+
+
+class Rendered:
+    """An edge that keeps what it was asked to render."""
+
+    def __init__(self) -> None:
+        self.events: list[TurnEvent] = []
+
+    async def __call__(self, event: TurnEvent) -> None:
+        self.events.append(event)
+
+    @property
+    def deltas(self) -> list[str]:
+        return [e.content for e in self.events if isinstance(e, Delta)]
+
+
+async def stream_whole(turn: Turn, request: TurnRequest) -> Rendered:
+    render = Rendered()
+    async with turn.stream(request, render):
+        await turn.relay(render)
+    return render
+
+
+async def test_a_reply_is_run_committed_and_observed() -> None:
+    session_id = await new_session()
+    before = turns_counted("json", "ok")
+    turn = Turn(mode="json")
+
+    outcome = await turn.reply(request_for(session_id))
+    turn.observe()
+
+    assert outcome.message.content == f"Echo: {CONTENT}" and turn.result == outcome
+    assert turn.outcome == "ok"
+    assert await history(session_id) == ANSWERED
+    assert turns_counted("json", "ok") == before + 1
+    assert re.fullmatch(r"gateway;dur=\d+\.\d\d, backend;dur=\d+\.\d\d", turn.server_timing())
+
+
+async def test_a_failed_reply_is_raised_stores_nothing_and_is_observed_with_its_code(
+    backend: FakeChatBackend,
+) -> None:
+    session_id = await new_session()
+    backend.fail_with = BackendUnavailable()
+    before = turns_counted("json", "backend_unavailable")
+    turn = Turn(mode="json")
+
+    with pytest.raises(BackendUnavailable) as raised:
+        await turn.reply(request_for(session_id))
+    turn.fail(raised.value)
+    turn.observe()
+
+    assert turn.outcome == "backend_unavailable" and turn.result is None
+    assert await history(session_id) == []
+    assert turns_counted("json", "backend_unavailable") == before + 1
+
+
+async def test_a_stream_renders_each_delta_then_done_and_frees_its_slot() -> None:
+    session_id = await new_session()
+    turn = Turn(mode="sse")
+
+    render = await stream_whole(turn, request_for(session_id))
+
+    assert "".join(render.deltas) == f"Echo: {CONTENT}"
+    done = render.events[-1]
+    assert isinstance(done, TurnDone) and done.outcome.finish_reason is not None
+    assert turn.outcome == "ok" and turn.result == done.outcome
+    assert turn.first_delta_at is not None and turn.first_delta_at >= turn.started
+    assert slots.open == 0
+    assert await history(session_id) == ANSWERED
+    assert re.fullmatch(r'gateway;dur=\d+\.\d\d, backend;desc="first delta";dur=\d+\.\d\d', turn.first_delta_timing())
+
+
+async def test_a_failure_before_the_first_delta_is_raised_with_nothing_held(backend: FakeChatBackend) -> None:
+    session_id = await new_session()
+    backend.fail_with = BackendUnavailable()
+    turn = Turn(mode="sse")
+    render = Rendered()
+
+    with pytest.raises(BackendUnavailable):
+        async with turn.stream(request_for(session_id), render):
+            raise AssertionError("the stream must not begin")
+
+    assert render.events == [] and turn.running is None and slots.open == 0
+    assert (await get_limiter().describe(OWNER))["open_streams"] == 0
+    assert await history(session_id) == []
+
+
+async def test_a_failure_mid_stream_is_rendered_and_keeps_the_partial_as_incomplete(
+    backend: FakeChatBackend,
+) -> None:
+    session_id = await new_session()
+    backend.fail_with, backend.fail_after = BackendError(), 2
+    turn = Turn(mode="ws")
+
+    render = await stream_whole(turn, request_for(session_id))
+
+    failed = render.events[-1]
+    assert isinstance(failed, TurnFailed) and failed.error.code == "backend_error"
+    assert turn.outcome == "backend_error"
+    assert await history(session_id) == [(CONTENT, MessageStatus.COMPLETE), ("Echo: one ", MessageStatus.INCOMPLETE)]
+
+
+async def test_the_shutdown_after_the_stream_began_is_rendered_and_keeps_the_part(backend: FakeChatBackend) -> None:
+    session_id = await new_session()
+    backend.pause_after = 1
+    turn = Turn(mode="sse")
+    render = Rendered()
+
+    async def run() -> None:
+        async with turn.stream(request_for(session_id), render):
+            await turn.relay(render)
+
+    running = asyncio.create_task(run())
+    while not render.events:
+        await asyncio.sleep(0.01)
+    await drain.drain(grace=0.05)
+    await running  # ends normally: the client is told, not cut off
+
+    last = render.events[-1]
+    assert isinstance(last, TurnFailed) and isinstance(last.error, ShuttingDown)
+    assert turn.outcome == "shutting_down" and slots.open == 0
+    assert await history(session_id) == [(CONTENT, MessageStatus.COMPLETE), ("Echo: ", MessageStatus.INCOMPLETE)]
+
+
+async def test_the_shutdown_before_the_stream_began_is_raised(backend: FakeChatBackend) -> None:
+    session_id = await new_session()
+    backend.gate = asyncio.Event()  # the model has not answered yet
+    turn = Turn(mode="ws")
+
+    running = asyncio.create_task(stream_whole(turn, request_for(session_id)))
+    while not backend.requests:
+        await asyncio.sleep(0.01)
+    await drain.drain(grace=0.05)
+
+    with pytest.raises(ShuttingDown):
+        await running
+    assert turn.running is None and await history(session_id) == []
+
+
+async def test_a_client_that_stops_reading_keeps_the_partial_as_cancelled(backend: FakeChatBackend) -> None:
+    session_id = await new_session()
+    backend.pause_after = 1
+    turn = Turn(mode="sse")
+    render = Rendered()
+
+    async def run() -> None:
+        async with turn.stream(request_for(session_id), render):
+            await turn.relay(render)
+
+    running = asyncio.create_task(run())
+    while not render.events:
+        await asyncio.sleep(0.01)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    assert turn.outcome == "cancelled" and slots.open == 0
+    assert backend.stream_closed_early.is_set()
+    assert await history(session_id) == [(CONTENT, MessageStatus.COMPLETE), ("Echo: ", MessageStatus.CANCELLED)]
+
+
+async def test_admission_refuses_a_draining_instance_the_stream_cap_and_the_owners_limits(
+    api_settings: SettingsWrapper,
+) -> None:
+    session_id = await new_session()
+    api_settings.MAX_CONCURRENT_STREAMS = 0
+    with pytest.raises(TooManyStreams):
+        await stream_whole(Turn(mode="sse"), request_for(session_id))
+
+    api_settings.MAX_CONCURRENT_STREAMS = 10
+    limits = {"requests_per_minute": 1, "tokens_per_minute": 0, "streams_per_owner": 1, "sockets_per_owner": 0}
+    api_settings.OWNER_LIMITER = {"CLASS": "limits.memory.MemoryLimiter", "OPTIONS": limits}
+    await get_limiter().open_stream(OWNER, "another stream")
+    with pytest.raises(OwnerStreamLimit):
+        await stream_whole(Turn(mode="sse"), request_for(session_id))
+    await admit(OWNER)
+    with pytest.raises(RateLimited):
+        await admit(OWNER)
+
+    await drain.drain(grace=0)
+    with pytest.raises(ShuttingDown):
+        refuse_if_draining()
+    assert await history(session_id) == []
+
+
+async def test_a_repeated_idempotent_stream_replays_the_first_answer() -> None:
+    session_id = await new_session()
+    key = IdempotentRequest.of("k-1", "turn", session_id, CONTENT)
+    first = await stream_whole(Turn(mode="sse"), request_for(session_id, idempotent=key))
+
+    again = await stream_whole(Turn(mode="sse"), request_for(session_id, idempotent=key))
+
+    assert again.deltas == ["".join(first.deltas)]
+    replayed, answered = again.events[-1], first.events[-1]
+    assert isinstance(replayed, TurnDone) and isinstance(answered, TurnDone)
+    assert replayed.outcome.message.id == answered.outcome.message.id
+    assert len(await history(session_id)) == 2  # stored once
