@@ -1,5 +1,8 @@
 """Settings shared by every environment. Each value comes from an environment variable
-listed in `.env.example`, with a safe development default."""
+listed in `.env.example`, with a safe development default.
+
+One long file on purpose: every setting and its default in one place, as `.env.example` lists
+them, so an operator finds a variable with one search."""
 
 from __future__ import annotations
 
