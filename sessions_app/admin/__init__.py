@@ -1,37 +1,21 @@
-"""Session records in the Django admin; transcripts only through an explicit, audited view."""
+"""Session records in the Django admin: found by metadata, looked at with their lifecycle, and
+read only through an explicit, audited transcript view (sessions_app/admin/transcript.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from django import forms
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from audit.services import audit
 from core.admin import ReadOnlyAdmin
-from core.admin_actor import admin_actor
-from core.result import Ok
+from core.admin_filters import date_range, text_value
+from sessions_app.admin.timeline import session_timeline
+from sessions_app.admin.transcript import transcript_view
 from sessions_app.models import SessionRecord
-from sessions_app.wiring import get_session_manager
-
-# Messages shown at once: a long session is read a page at a time, never loaded whole.
-TRANSCRIPT_PAGE = 100
-
-
-class TranscriptReasonForm(forms.Form):
-    reason = forms.CharField(
-        max_length=500,
-        widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Why you need to read this conversation. It is kept in the audit trail with your name.",
-    )
-    offset = forms.IntegerField(min_value=0, max_value=10**9, required=False, widget=forms.HiddenInput)
 
 
 @admin.register(SessionRecord)
@@ -40,9 +24,21 @@ class SessionRecordAdmin(ReadOnlyAdmin):
         "id", "owner", "status", "model", "created_at", "last_activity_at", "archived_at", "message_count",
         "input_tokens", "output_tokens",
     ]  # fmt: skip
-    list_filter = ["status", "model", "created_at", "archived_at"]
+    list_filter = [
+        "status",
+        "model",
+        text_value("owner", "owner pseudonym", lambda value: Q(owner=value)),
+        date_range("created_at", "created"),
+        date_range("last_activity_at", "last activity"),
+    ]
     search_fields = ["id", "owner", "model"]
-    date_hierarchy = "created_at"
+    search_help_text = "Part of a session id, an owner pseudonym or a model."
+    fieldsets = [
+        ("Session", {"fields": ["id", "owner", "status", "model", "object_name"]}),
+        ("When", {"fields": ["created_at", "last_activity_at", "archived_at", "updated_at"]}),
+        ("Usage", {"fields": ["message_count", "input_tokens", "output_tokens"]}),
+        ("Content", {"fields": ["transcript_link"]}),
+    ]
     readonly_fields = ["transcript_link"]
 
     @admin.display(description="Transcript")
@@ -58,35 +54,16 @@ class SessionRecordAdmin(ReadOnlyAdmin):
         ]
 
     def transcript_view(self, request: HttpRequest, record_id: str) -> HttpResponse:
-        """Shows a conversation only after the auditor states why, and records who read it."""
-        if not request.user.has_perm("sessions_app.view_transcript"):
-            raise PermissionDenied
-        record = get_object_or_404(SessionRecord, pk=record_id)
-        context: dict[str, Any] = {**self.admin_site.each_context(request), "record": record, "opts": self.model._meta}
-        form = TranscriptReasonForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            offset = form.cleaned_data["offset"] or 0
-            loaded = async_to_sync(get_session_manager().session_get)(
-                owner=record.owner, session_id=str(record.pk), offset=offset, limit=TRANSCRIPT_PAGE
-            )
-            outcome = "success" if isinstance(loaded, Ok) else "failure"
-            async_to_sync(audit)(  # every page read is its own event, with the same reason
-                actor=admin_actor(request.user),
-                action="transcript.view",
-                target_type="session",
-                target=str(record.pk),
-                outcome=outcome,
-                details={"reason": form.cleaned_data["reason"], "offset": offset},
-            )
-            if isinstance(loaded, Ok):
-                shown = len(loaded.value.messages)
-                total = loaded.value.session.message_count
-                context["page"] = {"first": offset + 1, "last": offset + shown, "total": total}
-                if offset + shown < total:
-                    context["next_form"] = TranscriptReasonForm(
-                        initial={"reason": form.cleaned_data["reason"], "offset": offset + shown}
-                    )
-            context["transcript"] = loaded.value if isinstance(loaded, Ok) else None
-            context["unavailable"] = not isinstance(loaded, Ok)
-        context["form"] = form
-        return TemplateResponse(request, "admin/sessions_app/sessionrecord/transcript.html", context)
+        return transcript_view(self, request, record_id)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        record = self.get_object(request, object_id)
+        extra = {**(extra_context or {}), "timeline": session_timeline(record) if record is not None else []}
+        return super().change_view(request, object_id, form_url, extra)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # Erasure removes a session's record; what is left of it is the receipt in the audit trail.
+        erased = reverse("admin:audit_auditevent_changelist") + "?action__in=session.delete,owner.erase"
+        return super().changelist_view(request, {**(extra_context or {}), "erasures_url": erased})
