@@ -9,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 BAR_HEIGHT = 22
-LABEL_WIDTH = 170
+LABEL_WIDTH = 210
 BAR_WIDTH = 260
 VALUE_WIDTH = 70
 
@@ -44,4 +44,4 @@ def _bar(index: int, label: str, value: int, largest: int) -> tuple[object, ...]
 
 
 def _short(label: str) -> str:
-    return label if len(label) <= 24 else label[:23] + "…"
+    return label if len(label) <= 26 else label[:25] + "…"

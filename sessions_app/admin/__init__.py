@@ -13,7 +13,7 @@ from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdmin
 from core.admin_filters import date_range, text_value
-from sessions_app.admin.timeline import session_timeline
+from sessions_app.admin.timeline import live_session, session_timeline
 from sessions_app.admin.transcript import transcript_view
 from sessions_app.models import SessionRecord
 
@@ -60,7 +60,9 @@ class SessionRecordAdmin(ReadOnlyAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         record = self.get_object(request, object_id)
-        extra = {**(extra_context or {}), "timeline": session_timeline(record) if record is not None else []}
+        live = live_session(record) if record is not None else None
+        steps = session_timeline(record, live) if record is not None else []
+        extra = {**(extra_context or {}), "timeline": steps, "live": live}
         return super().change_view(request, object_id, form_url, extra)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:

@@ -60,6 +60,16 @@ def test_a_sessions_page_shows_its_lifecycle_and_usage_without_its_content() -> 
     assert timeline.index("Created") < timeline.index("Archived") < timeline.index("Transcript read")
 
 
+def test_an_active_sessions_page_shows_its_turns_as_the_active_store_holds_them_now() -> None:
+    session_id = a_session("o_alice")  # one turn: the record still says 0 messages
+
+    page = auditor().get(f"{LIST}{session_id}/change/").content.decode()
+
+    assert SessionRecord.objects.get(id=session_id).message_count == 0
+    assert "2 messages" in page[page.index('id="live-usage"') :] and "Turns (last activity)" in page
+    assert SECRET_WORDS not in page
+
+
 def test_an_archived_transcript_is_read_from_the_archive_and_the_reading_recorded() -> None:
     session_id = a_session("o_alice")
     end_session(session_id, "o_alice")
