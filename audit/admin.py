@@ -13,7 +13,7 @@ from django.urls import URLPattern, path
 
 from audit.admin_export import export_csv
 from audit.models import AuditEvent
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin, abbreviated
 from core.admin_filters import date_range, text_value
 
 # The kinds of actor an auditor may name by name alone ("ada" finds "auditor:ada").
@@ -34,7 +34,15 @@ def _session_id(value: str) -> str | None:
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor", "action", "target_type", "target", "owner", "outcome", "trace_id"]
+    # The rest (target type, trace id, details) on the event's page.
+    list_display = [
+        "at",
+        abbreviated("actor", "actor", keep=32),
+        "action",
+        "target",
+        abbreviated("owner", "owner"),
+        "outcome",
+    ]
     list_filter = [
         "action",
         "outcome",

@@ -10,6 +10,7 @@ from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.template.response import TemplateResponse
+from django.utils.html import format_html
 
 from core.admin_filters import MAX_VALUE_LENGTH, CheckedFilter
 from core.admin_login import ThrottledAdminAuthenticationForm
@@ -17,6 +18,7 @@ from core.admin_login import ThrottledAdminAuthenticationForm
 admin.site.site_header = "LLM Session Gateway: audit"
 admin.site.site_title = "LLM Session Gateway"
 admin.site.login_template = "core/admin_login.html"
+admin.site.enable_nav_sidebar = False  # the lists are wide: a session's id, an owner's pseudonym
 admin.site.index_template = "core/admin_index.html"  # adds the overview (archive/admin_overview.py)
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
@@ -76,3 +78,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         if self.get_object(request, object_id) is None:  # Django would redirect to the index
             raise Http404
+
+
+def abbreviated(field: str, description: str, *, keep: int = 14) -> Any:
+    """A list column showing the start of a long value (a pseudonym), the whole of it on hover,
+    still sorted by the field."""
+
+    @admin.display(description=description, ordering=field)
+    def column(obj: Any) -> str:
+        value = str(getattr(obj, field))
+        if len(value) <= keep + 1:
+            return value
+        return format_html('<abbr title="{}">{}…</abbr>', value, value[:keep])
+
+    return column

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin, abbreviated
 from core.admin_filters import date_range, text_value
 from sessions_app.admin.timeline import live_session, session_timeline
 from sessions_app.admin.transcript import transcript_view
@@ -21,8 +21,8 @@ from sessions_app.models import SessionRecord
 @admin.register(SessionRecord)
 class SessionRecordAdmin(ReadOnlyAdmin):
     list_display = [
-        "id", "owner", "status", "model", "created_at", "last_activity_at", "archived_at", "message_count",
-        "input_tokens", "output_tokens",
+        "id", abbreviated("owner", "owner"), "status", "model", "created_at", "last_activity_at", "archived_at",
+        "message_count", "input_tokens", "output_tokens",
     ]  # fmt: skip
     list_filter = [
         "status",
