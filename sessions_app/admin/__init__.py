@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
@@ -59,6 +60,8 @@ class SessionRecordAdmin(ReadOnlyAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied  # before reading anything about the session
         record = self.get_object(request, object_id)
         live = live_session(record) if record is not None else None
         steps = session_timeline(record, live) if record is not None else []
