@@ -206,3 +206,17 @@ def test_no_page_writes_message_content_to_a_log_line(caplog: pytest.LogCaptureF
         carol.get("/admin/overview/")
 
     assert caplog.records and SECRET_WORDS not in caplog.text
+
+
+def test_erased_sessions_are_found_through_their_receipts_in_the_trail() -> None:
+    session_id = a_session("o_alice")
+    erase_owner("o_alice")
+    carol = auditor()
+
+    listed = carol.get(LIST).content.decode()
+    link = "/admin/audit/auditevent/?action__in=session.delete,owner.erase"
+    page = carol.get(link).content.decode()
+    receipts = page[page.index('id="result_list"') : page.index("</table>", page.index('id="result_list"'))]
+
+    assert link in listed and session_id not in listed
+    assert "owner.erase" in receipts and "session.create" not in receipts and "1 audit event" in page
