@@ -11,6 +11,9 @@ class AuditEvent(models.Model):
     action = models.CharField(max_length=64, db_index=True)
     target_type = models.CharField(max_length=32)
     target = models.CharField(max_length=200, db_index=True)
+    owner = models.CharField(
+        max_length=64, blank=True, db_index=True, help_text="The pseudonym of the owner it concerns, when one does"
+    )
     outcome = models.CharField(max_length=16, default="success")
     trace_id = models.CharField(max_length=32, blank=True)
     details = models.JSONField(default=dict, blank=True, help_text="Counts, reasons and ids; never message content.")

@@ -19,9 +19,11 @@ async def audit(
     outcome: str = "success",
     details: Mapping[str, Any] | None = None,
     at: datetime | None = None,
+    owner: str = "",
 ) -> AuditEvent:
-    """Record one audit event; `details` must never carry message content."""
-    return await AuditEvent.objects.acreate(**_event(actor, action, target_type, target, outcome, details, at))
+    """Record one audit event; `details` must never carry message content. `owner`: the pseudonym
+    of the owner it concerns (taken from an owner target or an owner actor when not given)."""
+    return await AuditEvent.objects.acreate(**_event(actor, action, target_type, target, outcome, details, at, owner))
 
 
 def audit_sync(
@@ -33,9 +35,10 @@ def audit_sync(
     outcome: str = "success",
     details: Mapping[str, Any] | None = None,
     at: datetime | None = None,
+    owner: str = "",
 ) -> AuditEvent:
     """`audit` for synchronous code: inside a transaction, the event commits or rolls back with it."""
-    return AuditEvent.objects.create(**_event(actor, action, target_type, target, outcome, details, at))
+    return AuditEvent.objects.create(**_event(actor, action, target_type, target, outcome, details, at, owner))
 
 
 def _event(
@@ -46,6 +49,7 @@ def _event(
     outcome: str,
     details: Mapping[str, Any] | None,
     at: datetime | None,
+    owner: str,
 ) -> dict[str, Any]:
     return {
         "at": at or datetime.now(UTC),
@@ -53,7 +57,18 @@ def _event(
         "action": action,
         "target_type": target_type,
         "target": target,
+        "owner": owner or owner_concerned(actor=actor, target_type=target_type, target=target),
         "outcome": outcome,
         "trace_id": current_trace_id() or "",  # read here, in the caller's context
         "details": dict(details or {}),
     }
+
+
+def owner_concerned(*, actor: str, target_type: str, target: str) -> str:
+    """The owner an event is about when its caller did not say: its target, or who acted."""
+    if target_type == "owner":
+        return target
+    return actor.removeprefix(OWNER_ACTOR) if actor.startswith(OWNER_ACTOR) else ""
+
+
+OWNER_ACTOR = "owner:"

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from archive.admin_overview import overview_view
 from core import views as core_views
 from core.admin_auth import oidc_urlpatterns
 from core.admin_signout import sign_out
@@ -18,6 +19,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(urlconf="config.schema_urls"), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/logout/", sign_out, name="admin_sign_out"),  # ahead of the admin's: also ends the provider's
+    path("admin/overview/", admin.site.admin_view(overview_view), name="admin_overview"),
     path("admin/", admin.site.urls),
     path("oidc/", include(oidc_urlpatterns())),  # 404 unless admin OIDC is on
 ]

@@ -55,6 +55,7 @@ class DatabaseRecorder:
             action=event.action,
             target_type="session",
             target=event.session_id,
+            owner=event.owner,  # also when the scheduler acts: an auditor finds it by owner
             outcome=event.outcome,
             details=event.details,
         )

@@ -189,3 +189,56 @@ def test_the_break_glass_superuser_signs_in_with_a_password(page: Page, console:
     assert_accessible(page)
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(f"{console.url}/admin/login/")  # no provider to visit
+
+
+def test_an_auditor_finds_a_session_reads_it_for_a_reason_and_finds_that_in_the_trail(
+    page: Page, console: Console
+) -> None:
+    sign_in_through_provider(page, console, "ada")
+    expect(page).to_have_url(f"{console.url}/admin/")
+
+    page.get_by_role("link", name="Session records").click()  # find
+    page.locator("#searchbar").fill(console.session_id[:13])
+    page.locator("#searchbar").press("Enter")
+    expect(page.get_by_text("1 session record")).to_be_visible()
+    screenshot(page, "08-session-search")
+    assert_accessible(page)
+    page.get_by_role("link", name=console.session_id).click()  # look
+    expect(page.locator("#timeline")).to_contain_text("Created")
+    expect(page.locator("#timeline")).to_contain_text("Turns (last activity)")
+    expect(page.get_by_text("hello")).to_have_count(0)  # no content on the session's page
+    screenshot(page, "09-session-page")
+    assert_accessible(page)
+
+    page.get_by_role("link", name="Open the transcript (your reading is audited)").click()
+    page.get_by_label("Reason").fill("too short")
+    page.get_by_role("button", name="Open the transcript").click()  # the browser holds it back (minlength)
+    assert page.get_by_label("Reason").evaluate("el => el.validity.tooShort")
+    expect(page.get_by_role("status")).to_have_count(0)
+    screenshot(page, "10-transcript-reason")
+    assert_accessible(page)
+    page.get_by_label("Reason").fill("Subject access request 2026-118")
+    page.get_by_role("button", name="Open the transcript").click()
+    expect(page.get_by_role("status")).to_contain_text("has been recorded in the audit trail")
+    expect(page.get_by_role("cell", name="hello", exact=True)).to_be_visible()
+    screenshot(page, "11-transcript")
+    assert_accessible(page)
+
+    page.goto(f"{console.url}/admin/audit/auditevent/")  # the reading, in the trail
+    page.get_by_label("session", exact=True).fill(console.session_id)
+    page.get_by_role("form", name="Filter by session").get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("cell", name="transcript.view")).to_be_visible()
+    screenshot(page, "12-audit-trail-of-a-session")
+    assert_accessible(page)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export these events as CSV").click()
+    exported = download.value.path().read_text()
+    assert exported.startswith("at,actor,action,") and "Subject access request 2026-118" in exported
+    assert "hello" not in exported
+
+    page.goto(f"{console.url}/admin/")  # report
+    page.get_by_role("link", name="Overview: sessions, archiving, purges, erasures and transcript views").click()
+    expect(page.get_by_role("img", name="Transcript views per auditor")).to_be_visible()
+    expect(page.get_by_role("heading", name="Sessions by status")).to_be_visible()
+    screenshot(page, "13-overview")
+    assert_accessible(page)

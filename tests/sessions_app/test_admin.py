@@ -121,8 +121,8 @@ def test_a_long_transcript_is_read_a_page_at_a_time_each_page_audited(settings: 
     auditor = staff("dora", "view_sessionrecord", "view_transcript")
     url = f"/admin/sessions_app/sessionrecord/{session_id}/transcript/"
 
-    first = auditor.post(url, {"reason": "long one"}).content.decode()
-    second = auditor.post(url, {"reason": "long one", "offset": "100"}).content.decode()
+    first = auditor.post(url, {"reason": "a long complaint"}).content.decode()
+    second = auditor.post(url, {"reason": "a long complaint", "offset": "100"}).content.decode()
 
     assert SECRET_WORDS in first and "turn 48" in first and "turn 49" not in first  # 100 messages of 122
     assert "Messages 1 to 100 of 122." in first and 'name="offset" value="100"' in first
