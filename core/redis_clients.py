@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from core.errors import StoreUnavailable
+from core.observability.tracing import spans_exported
 from core.per_loop import PerLoop
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,6 @@ class Lua:
 
 
 Command = Sequence[Any]
-_tracer = trace.get_tracer(__name__)
 
 
 async def round_trip(client: Redis, commands: Sequence[Command]) -> list[Any]:
@@ -82,15 +82,15 @@ async def round_trip(client: Redis, commands: Sequence[Command]) -> list[Any]:
     The hot path's commands go this way rather than through redis-py's pipeline or
     `execute_command`: those wrap each call in several layers (observability hooks, the
     OpenTelemetry instrumentation's span per command) that cost more CPU than the round trip
-    itself. Here one client span covers the round trip, made only when the trace is recorded,
-    and it names the commands, never their arguments.
+    itself. Here one client span covers the round trip, made only when spans are exported and
+    the trace is recorded (sampled in); it names the commands, never their arguments. The
+    store's callers have their own span around each call ("load history", "append turn").
     """
-    parent = trace.get_current_span()
-    if not parent.is_recording():
+    if not (spans_exported() and trace.get_current_span().is_recording()):
         return await _round_trip(client, commands)
     kwargs = client.connection_pool.connection_kwargs
     names = " ".join(str(command[0]) for command in commands)
-    span = _tracer.start_span(
+    span = trace.get_tracer(__name__).start_span(
         names,
         kind=trace.SpanKind.CLIENT,
         attributes={
