@@ -1,20 +1,24 @@
-"""What every Redis-backed store shares: a client per event loop with redis-py's retry, and
-one meaning for "Redis is down" (`503 store_unavailable`)."""
+"""What every Redis-backed store shares: a client per event loop with redis-py's retry, one
+round trip for a turn's commands, and one meaning for "Redis is down" (`503 store_unavailable`)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 
+from opentelemetry import trace
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from core.errors import StoreUnavailable
+from core.observability.tracing import spans_exported
 from core.per_loop import PerLoop
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,107 @@ def bounded_pool(url: str, *, max_connections: int, timeout: float, retries: int
         health_check_interval=30,
         retry=retry_policy(retries),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Lua:
+    """A Lua script, run by its SHA-1 (computed once, not on every call)."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())  # noqa: S324 - Redis's name
+
+
+Command = Sequence[Any]
+
+
+async def round_trip(client: Redis, commands: Sequence[Command]) -> list[Any]:
+    """Send `commands` in one write and read their replies: one round trip, on a connection of
+    the client's pool, retried on connection errors by the pool's own `Retry` (as a pipeline
+    is). A reply that is an error comes back as its exception, in its place.
+
+    The hot path's commands go this way rather than through redis-py's pipeline or
+    `execute_command`: those wrap each call in several layers (observability hooks, the
+    OpenTelemetry instrumentation's span per command) that cost more CPU than the round trip
+    itself. Here one client span covers the round trip, made only when spans are exported and
+    the trace is recorded (sampled in); it names the commands, never their arguments. The
+    store's callers have their own span around each call ("load history", "append turn").
+    """
+    if not (spans_exported() and trace.get_current_span().is_recording()):
+        return await _round_trip(client, commands)
+    kwargs = client.connection_pool.connection_kwargs
+    names = " ".join(str(command[0]) for command in commands)
+    span = trace.get_tracer(__name__).start_span(
+        names,
+        kind=trace.SpanKind.CLIENT,
+        attributes={
+            "db.system": "redis",
+            "db.operation": names,
+            "db.redis.pipeline_length": len(commands),
+            "db.redis.database_index": kwargs.get("db", 0),
+            "net.peer.name": str(kwargs.get("host", "")),
+            "net.peer.port": int(kwargs.get("port", 6379)),
+        },
+    )
+    try:
+        return await _round_trip(client, commands)
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        span.end()
+
+
+async def _round_trip(client: Redis, commands: Sequence[Command]) -> list[Any]:
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+
+        async def attempt() -> list[Any]:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except redis_errors.ResponseError as error:
+                    replies.append(error)
+            return replies
+
+        async def failed(error: Exception) -> None:
+            await connection.disconnect()
+
+        replies: list[Any] = await connection.retry.call_with_retry(attempt, failed)
+        return replies
+    finally:
+        await pool.release(connection)
+
+
+async def command(client: Redis, *args: Any) -> Any:
+    """One command by `round_trip`: its reply, or its error raised."""
+    (reply,) = await round_trip(client, [args])
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+async def run_script(client: Redis, script: Lua, keys: Sequence[Any], args: Sequence[Any], *then: Command) -> Any:
+    """EVALSHA `script` and the commands `then` in one round trip: the script's reply, or the
+    first error reply raised. Should Redis have lost the script (a restart, SCRIPT FLUSH), it
+    is loaded and the round trip sent again (so `then` must bear being sent twice)."""
+    commands = [("EVALSHA", script.sha, len(keys), *keys, *args), *then]
+    replies = await round_trip(client, commands)
+    if isinstance(replies[0], redis_errors.NoScriptError):
+        loaded = await round_trip(client, [("SCRIPT", "LOAD", script.source)])
+        if isinstance(loaded[0], Exception):
+            raise loaded[0]
+        replies = await round_trip(client, commands)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies[0]
 
 
 class LoopClients(PerLoop[Redis]):

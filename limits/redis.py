@@ -7,32 +7,30 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from redis.commands.core import AsyncScript
-
 from core.errors import StoreUnavailable
-from core.redis_clients import LoopClients, store_errors
+from core.redis_clients import LoopClients, Lua, command, run_script, store_errors
 from limits.errors import OwnerSocketLimit, OwnerStreamLimit
 from limits.policy import WINDOW, Limits, judge, owner_counts
 
 # One round trip: add this process's unsent counts to the owner's minute, read the totals,
 # set the window's expiry.
-_ADD = """
+_ADD = Lua("""
 local requests = redis.call('HINCRBY', KEYS[1], 'r', ARGV[1])
 local tokens = redis.call('HINCRBY', KEYS[1], 't', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {requests, tokens}
-"""
+""")
 
 # Count a member (a stream, a WebSocket) in the owner's set, unless the set is full; a member
 # counted already is kept (its time renewed) whatever the count.
-_OPEN_MEMBER = """
+_OPEN_MEMBER = Lua("""
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[4])
 if tonumber(ARGV[3]) > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[2])
     and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
-"""
+""")
 
 
 @dataclass(slots=True)
@@ -65,20 +63,12 @@ class RedisLimiter:
         self.limits = Limits(**limits)
         self._prefix = prefix
         self._client = LoopClients(url, max_connections=max_connections)
-        self._scripts: dict[str, AsyncScript] = {}
         self._sync_seconds = sync_seconds
         self._tallies: dict[str, _Tally] = {}
         self._syncs: set[asyncio.Task[None]] = set()
 
     def _key(self, owner: str, suffix: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:{suffix}"
-
-    def _script(self, source: str) -> AsyncScript:
-        """A script run by its SHA (redis-py loads it again should Redis have lost it)."""
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self._client().register_script(source)
-        return script
 
     def _tally(self, owner: str, now: float) -> _Tally:
         window = int(now // WINDOW)
@@ -121,7 +111,7 @@ class RedisLimiter:
         tally.syncing = True
         try:
             key = self._key(owner, f"rl:{tally.window}")
-            totals = await self._script(_ADD)(keys=[key], args=[requests, tokens, 2 * WINDOW], client=self._client())
+            totals = await run_script(self._client(), _ADD, [key], [requests, tokens, 2 * WINDOW])
         except BaseException:
             tally.unsent_requests += requests  # to be sent with the next sync
             tally.unsent_tokens += tokens
@@ -153,7 +143,7 @@ class RedisLimiter:
     @store_errors
     async def close_stream(self, owner: str, stream_id: str) -> None:
         if self.limits.streams_per_owner:
-            await self._client().zrem(self._key(owner, "streams"), stream_id)
+            await command(self._client(), "ZREM", self._key(owner, "streams"), stream_id)
 
     @store_errors
     async def open_socket(self, owner: str, socket_id: str) -> None:
@@ -167,8 +157,8 @@ class RedisLimiter:
         counted); entries not renewed within `seconds` lapse, so a dead instance's go by themselves."""
         if not cap:
             return True
-        admitted = await self._script(_OPEN_MEMBER)(
-            keys=[self._key(owner, kind)], args=[time.time(), member, cap, seconds], client=self._client()
+        admitted = await run_script(
+            self._client(), _OPEN_MEMBER, [self._key(owner, kind)], [time.time(), member, cap, seconds]
         )
         return bool(admitted)
 

@@ -23,7 +23,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from core.errors import GatewayError, InvalidRequest
-from core.redis_clients import LoopClients, WhenBack, store_errors
+from core.redis_clients import LoopClients, Lua, WhenBack, run_script, store_errors
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
@@ -157,7 +157,7 @@ class MemoryIdempotencyStore:
 
 
 # KEYS: the record, the owner's index. ARGV: fingerprint, pending seconds, index member, now.
-_CLAIM = """
+_CLAIM = Lua("""
 local current = redis.call('GET', KEYS[1])
 if not current then
   redis.call('SET', KEYS[1], cjson.encode({fp = ARGV[1], state = 'pending'}), 'EX', ARGV[2])
@@ -170,7 +170,7 @@ local record = cjson.decode(current)
 if record.fp ~= ARGV[1] then return {'mismatch'} end
 if record.state == 'pending' then return {'pending'} end
 return {'done', current}
-"""
+""")
 
 
 class RedisIdempotencyStore:
@@ -200,7 +200,7 @@ class RedisIdempotencyStore:
     ) -> tuple[Claim, dict[str, Any] | None]:
         keys = (self._key(owner, request), self._index_key(owner))
         args = (request.fingerprint, pending_seconds, _key_id(request.key), int(time.time()))
-        reply = await self._client().eval(_CLAIM, 2, *keys, *args)
+        reply = await run_script(self._client(), _CLAIM, keys, args)  # by SHA: not the source each time
         claim = Claim(reply[0].decode())
         return claim, (orjson.loads(reply[1])["result"] if claim == Claim.DONE else None)
 

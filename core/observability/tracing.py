@@ -4,7 +4,9 @@ OTEL_TRACES_EXPORTER picks where spans go: `otlp` (OTEL_EXPORTER_OTLP_ENDPOINT,
 http/protobuf), `console`, or `none` (the default: spans are made, so trace ids
 reach logs and error responses, but not exported). OTEL_SERVICE_NAME names the
 service. Instrumented: Django, the whole ASGI application (so the Channels
-consumers too), the gRPC client and server, redis, httpx and the Azure SDK.
+consumers too), the gRPC client and server, redis, httpx and the Azure SDK. A
+turn's own Redis round trips bypass redis-py's instrumented layers: they make one
+span each (`core.redis_clients.round_trip`), and only when spans are exported.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 _lock = threading.Lock()
 _done = False
+_exported = False  # whether any span goes anywhere (an exporter or a processor is set)
 
 
 def service_version() -> str:
@@ -46,13 +49,14 @@ def setup_tracing(*, default_service: str = "llm-session-gateway", processor: Sp
     `processor` replaces the exporter chosen by the environment (tests pass an
     in-memory one).
     """
-    global _done
+    global _done, _exported
     with _lock:
         if _done:
             if processor is not None:  # already set up: just add the processor
                 provider = trace.get_tracer_provider()
                 if isinstance(provider, TracerProvider):
                     provider.add_span_processor(processor)
+                    _exported = True
             return
         _done = True
     resource = Resource.create(
@@ -61,10 +65,12 @@ def setup_tracing(*, default_service: str = "llm-session-gateway", processor: Sp
     provider = TracerProvider(resource=resource)
     if processor is not None:
         provider.add_span_processor(processor)
+        _exported = True
     else:
         exporter = _exporter(os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",")[0].strip().lower())
         if exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(exporter))
+            _exported = True
     trace.set_tracer_provider(provider)
     _instrument()
 
@@ -82,6 +88,12 @@ def _instrument() -> None:
     RedisInstrumentor().instrument()  # records commands as "EVALSHA ? ?": never their arguments
     HTTPXClientInstrumentor().instrument()
     azure_settings.tracing_implementation = "opentelemetry"
+
+
+def spans_exported() -> bool:
+    """Whether spans go anywhere. With OTEL_TRACES_EXPORTER=none they only carry trace ids to
+    logs and error responses, which the request's own span does: finer spans can be skipped."""
+    return _exported
 
 
 def asgi_middleware(app: Any) -> Any:

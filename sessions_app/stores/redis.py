@@ -7,27 +7,25 @@ Keys (prefix `P`):
   P:s:{id}:t   string: the turn lock's token, with a PX expiry
   P:o:{owner}:i  sorted set (lexicographic): the owner's sessions by creation
   P:{activity}   sorted set: session id by last activity (ms), for the archiver
-A turn costs two round trips: one script loads and locks, one pipeline appends,
-releases the lock and touches the indexes. Every session key carries a TTL
-refreshed on each turn, a safety net far longer than the archiver's threshold.
+A turn costs two round trips: one script loads and locks, one script appends and releases
+the lock, sent with the commands that touch the indexes (other hash tags, so not in the
+script). Both go by `core.redis_clients.run_script`, not redis-py's per-command machinery.
+Every session key carries a TTL refreshed on each turn, a safety net far longer than the
+archiver's threshold.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 import orjson
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from core.per_loop import PerLoop
-from core.redis_clients import WhenBack, bounded_pool, store_errors
+from core.redis_clients import Command, Lua, WhenBack, bounded_pool, run_script, store_errors
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript
@@ -76,19 +74,19 @@ class RedisSessionStore:
         self._max_connections = max_connections
         self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
         self._when_back = WhenBack()
-        # A client (and the scripts registered on it) per event loop: see core.per_loop.
-        self._connection = PerLoop(self._connect, _disconnect)
+        # A client per event loop: see core.per_loop.
+        self._connection = PerLoop(self._connect, Redis.aclose)
 
     # -- plumbing -----------------------------------------------------------
 
-    def _connect(self) -> _Connection:
+    def _connect(self) -> Redis:
         pool = bounded_pool(
             self._url, max_connections=self._max_connections, timeout=self._socket_timeout, retries=self._retries
         )
-        return _Connection(Redis(connection_pool=pool))
+        return Redis(connection_pool=pool)
 
     def _client(self) -> Redis:
-        return self._connection().client
+        return self._connection()
 
     def _session_keys(self, session_id: str) -> _SessionKeys:
         base = f"{self._prefix}:s:{{{session_id}}}"
@@ -100,37 +98,9 @@ class RedisSessionStore:
     def _activity_key(self) -> str:
         return f"{self._prefix}:{{activity}}"
 
-    async def _script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a script by SHA (redis-py loads it again if the server lost it)."""
-        connection = self._connection()
-        script = connection.scripts.get(source)
-        if script is None:
-            script = connection.scripts[source] = connection.client.register_script(source)
-        return await script(keys=list(keys), args=list(args))
-
-    async def _pipeline_with_script(
-        self, source: str, keys: Sequence[str], args: Sequence[Any], extra: Callable[[Any], None]
-    ) -> Any:
-        """EVALSHA plus `extra` commands in one round trip, loading the script if Redis lost it.
-
-        (redis-py's own script support in pipelines asks SCRIPT EXISTS first:
-        one more round trip on every turn.)
-        """
-        client = self._client()
-        sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-        for attempt in range(2):
-            pipe = client.pipeline(transaction=False)
-            pipe.evalsha(sha, len(keys), *keys, *args)
-            extra(pipe)
-            results = await pipe.execute(raise_on_error=False)
-            if isinstance(results[0], redis_errors.NoScriptError) and attempt == 0:
-                await client.script_load(source)
-                continue
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
-            return results[0]
-        raise AssertionError("unreachable")
+    async def _script(self, script: Lua, keys: Sequence[str], args: Sequence[Any], *then: Command) -> Any:
+        """Run a script by SHA, and the commands `then` in the same round trip."""
+        return await run_script(self._client(), script, keys, args, *then)
 
     def _session_from(self, session_id: str, meta: Sequence[Any]) -> ChatSession:
         owner, status, model, prompt, metadata, created, last, count, tin, tout = meta
@@ -235,16 +205,12 @@ class RedisSessionStore:
         at: datetime,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         at_ms = to_ms(at)
-
-        def touch_indexes(pipe: Any) -> None:
-            pipe.zadd(self._activity_key(), {session_id: at_ms}, xx=True)
-            pipe.expire(self._owner_key(owner), self._ttl)
-
-        reply = await self._pipeline_with_script(
+        reply = await self._script(
             lua.APPEND_TURN,
             self._session_keys(session_id),
             [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(encode_message, messages)],
-            touch_indexes,
+            ("ZADD", self._activity_key(), "XX", at_ms, session_id),
+            ("EXPIRE", self._owner_key(owner), self._ttl),
         )
         match reply[0]:
             case b"ok":
@@ -278,12 +244,11 @@ class RedisSessionStore:
         keys = self._session_keys(session_id)
         meta_key, lock_key = keys.meta, keys.lock
         at_ms = to_ms(at)
-
-        def touch_indexes(pipe: Any) -> None:
-            pipe.zadd(self._activity_key(), {session_id: at_ms}, xx=True)
-
-        reply = await self._pipeline_with_script(
-            lua.SET_STATUS, [meta_key, lock_key], [owner, status.value, at_ms], touch_indexes
+        reply = await self._script(
+            lua.SET_STATUS,
+            [meta_key, lock_key],
+            [owner, status.value, at_ms],
+            ("ZADD", self._activity_key(), "XX", at_ms, session_id),
         )
         match reply[0]:
             case b"ok":
@@ -442,13 +407,3 @@ def _meta_fields(session: ChatSession) -> dict[str, str | int | bytes]:
         "ti": session.usage.input_tokens,
         "to": session.usage.output_tokens,
     }
-
-
-@dataclass
-class _Connection:
-    client: Redis
-    scripts: dict[str, AsyncScript] = field(default_factory=dict)
-
-
-async def _disconnect(connection: _Connection) -> None:
-    await connection.client.aclose()

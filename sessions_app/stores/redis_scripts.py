@@ -1,10 +1,12 @@
 """Lua scripts that make each multi-key step on one session atomic (all keys share a hash tag)."""
 
+from core.redis_clients import Lua
+
 META_FIELDS = ("o", "s", "md", "sp", "mt", "ca", "la", "n", "ti", "to")
 _HMGET_META = "redis.call('HMGET', KEYS[1], 'o', 's', 'md', 'sp', 'mt', 'ca', 'la', 'n', 'ti', 'to')"
 
 # KEYS: meta, messages, lock. ARGV: owner, token, lock_ms, history_limit.
-BEGIN_TURN = f"""
+BEGIN_TURN = Lua(f"""
 local meta = {_HMGET_META}
 if meta[1] ~= ARGV[1] then return {{'not_found'}} end
 if meta[2] ~= 'active' then return {{'not_active'}} end
@@ -13,11 +15,11 @@ local limit = tonumber(ARGV[4])
 local messages = {{}}
 if limit > 0 then messages = redis.call('LRANGE', KEYS[2], -limit, -1) end
 return {{'ok', meta, messages}}
-"""
+""")
 
 # KEYS: meta, messages, lock. ARGV: token, ttl_seconds, at_ms, input_tokens, output_tokens, message...
 # A retry after a lost reply finds its own last message already there and succeeds again.
-APPEND_TURN = f"""
+APPEND_TURN = Lua(f"""
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {{'not_found'}} end
   if redis.call('LINDEX', KEYS[2], -1) == ARGV[#ARGV] then return {{'ok', {_HMGET_META}}} end
@@ -32,46 +34,46 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[3])
 return {{'ok', {_HMGET_META}}}
-"""
+""")
 
 # KEYS: lock. ARGV: token, lock_ms.
-EXTEND_TURN = """
+EXTEND_TURN = Lua("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
-"""
+""")
 
 # KEYS: lock. ARGV: token.
-RELEASE_TURN = """
+RELEASE_TURN = Lua("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""")
 
 # KEYS: meta, lock. ARGV: owner, status, at_ms.
-SET_STATUS = f"""
+SET_STATUS = Lua(f"""
 if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return {{'not_found'}} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {{'busy'}} end
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'la', ARGV[3])
 return {{'ok', {_HMGET_META}}}
-"""
+""")
 
 # KEYS: meta, messages, lock. ARGV: token, lock_ms. Any status, any owner: for the archiver.
-LOCK_FOR_ARCHIVE = f"""
+LOCK_FOR_ARCHIVE = Lua(f"""
 local meta = {_HMGET_META}
 if not meta[1] then return {{'not_found'}} end
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {{'busy'}} end
 return {{'ok', meta, redis.call('LRANGE', KEYS[2], 0, -1)}}
-"""
+""")
 
 # KEYS: meta, messages, lock. ARGV: token. Returns {owner, created ms} of what it deleted.
-DELETE_LOCKED = """
+DELETE_LOCKED = Lua("""
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
 local meta = redis.call('HMGET', KEYS[1], 'o', 'ca')
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return meta
-"""
+""")
 
 # KEYS: meta, messages. ARGV: ttl_seconds, meta as JSON, message... Nothing if it exists already.
-RESTORE = """
+RESTORE = Lua("""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local meta = cjson.decode(ARGV[2])
 for field, value in pairs(meta) do redis.call('HSET', KEYS[1], field, value) end
@@ -79,21 +81,21 @@ for i = 3, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if #ARGV >= 3 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
 return 1
-"""
+""")
 
 # KEYS: owner index. ARGV: limit, member, ttl_seconds. Idempotent for a member already there.
-RESERVE_SLOT = """
+RESERVE_SLOT = Lua("""
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], 0, ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
-"""
+""")
 
 # KEYS: meta, messages, lock. ARGV: owner. Returns the creation time (ms) of what it deleted.
-DELETE = """
+DELETE = Lua("""
 local meta = redis.call('HMGET', KEYS[1], 'o', 'ca')
 if meta[1] ~= ARGV[1] then return false end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return meta[2]
-"""
+""")

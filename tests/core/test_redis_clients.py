@@ -1,0 +1,62 @@
+"""The hot path's Redis round trip: one write, every reply in its place, one span, no arguments in it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis
+from opentelemetry import trace
+from redis.asyncio import Redis
+
+from core.redis_clients import Lua, bounded_pool, command, round_trip, run_script
+
+SECRET = "canary-argument-7c1e"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis(connection_pool=bounded_pool(redis_url, max_connections=2, timeout=2.0, retries=1))
+    yield client
+    await client.aclose()
+
+
+async def test_replies_come_back_in_order_with_an_error_in_its_place(client: Redis, redis_prefix: str) -> None:
+    key = f"{redis_prefix}:k"
+    replies = await round_trip(client, [("SET", key, "v"), ("INCR", key), ("GET", key)])
+    assert replies[0] == b"OK"
+    assert isinstance(replies[1], redis.ResponseError)  # not an integer: the round trip goes on
+    assert replies[2] == b"v"
+    with pytest.raises(redis.ResponseError):
+        await command(client, "INCR", key)
+
+
+async def test_a_script_lost_by_redis_is_loaded_again_and_its_companions_run_once_more(
+    client: Redis, redis_url: str, redis_prefix: str
+) -> None:
+    script = Lua("return redis.call('INCR', KEYS[1])")
+    key, other = f"{redis_prefix}:n", f"{redis_prefix}:m"
+    assert await run_script(client, script, [key], [], ("SET", other, "x")) == 1
+    redis.Redis.from_url(redis_url).script_flush()  # as after a Redis restart
+    assert await run_script(client, script, [key], [], ("SET", other, "y")) == 2
+    assert redis.Redis.from_url(redis_url).get(other) == b"y"
+
+
+async def test_one_span_per_round_trip_naming_the_commands_never_their_arguments(
+    client: Redis, redis_prefix: str, span_exporter: Any
+) -> None:
+    span_exporter.clear()
+    with trace.get_tracer("test").start_as_current_span("request") as parent:
+        await round_trip(client, [("SET", f"{redis_prefix}:{SECRET}", SECRET), ("GET", f"{redis_prefix}:{SECRET}")])
+    spans = [s for s in span_exporter.get_finished_spans() if s.attributes.get("db.system") == "redis"]
+    assert [s.name for s in spans] == ["SET GET"]
+    assert spans[0].parent.span_id == parent.get_span_context().span_id
+    assert spans[0].kind is trace.SpanKind.CLIENT
+    assert SECRET not in str(dict(spans[0].attributes)) + spans[0].name
+
+
+async def test_no_span_outside_a_recorded_trace(client: Redis, redis_prefix: str, span_exporter: Any) -> None:
+    span_exporter.clear()
+    await round_trip(client, [("GET", f"{redis_prefix}:k")])
+    assert not [s for s in span_exporter.get_finished_spans() if s.attributes.get("db.system") == "redis"]
