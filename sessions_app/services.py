@@ -14,6 +14,7 @@ from datetime import datetime
 from limits.memory import MemoryLimiter
 from limits.ports import OwnerLimiter
 from llm_backend.ports import ChatBackend
+from sessions_app.edits import SessionEdits
 from sessions_app.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from sessions_app.idempotency_guard import IdempotencyGuard
 from sessions_app.lifecycle import SessionLifecycle
@@ -60,6 +61,7 @@ class SessionManager:
             selectors=self.selectors,
             clock=clock,
         )
+        self.edits = SessionEdits(store=store, recorder=recorder, policy=policy, lifecycle=self.lifecycle, clock=clock)
         self.turns = TurnService(
             store=store,
             backend=backend,
