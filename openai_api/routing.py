@@ -2,6 +2,7 @@
 
 from django.urls import re_path
 
+from openai_api.chat import ChatCompletionsConsumer
 from openai_api.conversations import (
     ConversationCollectionConsumer,
     ConversationConsumer,
@@ -19,6 +20,6 @@ http_urlpatterns = [
     re_path(
         r"^v1/conversations/(?P<conversation_id>[^/]+)/items/(?P<item_id>[^/]+)$", ConversationItemConsumer.as_asgi()
     ),
-    # Chat Completions (openai_api.chat) ...
+    re_path(r"^v1/chat/completions$", ChatCompletionsConsumer.as_asgi()),
     # Responses (openai_api.responses) ...
 ]

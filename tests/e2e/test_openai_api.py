@@ -167,3 +167,73 @@ def test_bad_parameters_are_400_naming_the_param(gateway: Gateway, issuer: TestI
         with pytest.raises(openai.BadRequestError) as caught:
             call()  # type: ignore[operator]
         assert caught.value.param == param, caught.value.body
+
+
+def test_chat_completions_whole_and_streamed(gateway: Gateway, issuer: TestIssuer) -> None:
+    client = sdk(gateway, issuer.token(sub="oa-chat"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+
+    whole = client.chat.completions.create(model="echo", messages=messages, max_tokens=50, user="u1")  # type: ignore[arg-type]
+    assert whole.object == "chat.completion" and whole.model == "echo"
+    assert whole.choices[0].message.role == "assistant" and whole.choices[0].message.content == "Echo: Hello"
+    assert whole.choices[0].finish_reason == "stop"
+    assert (
+        whole.usage is not None
+        and whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    )
+
+    chunks = list(
+        client.chat.completions.create(
+            model="echo-large",
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+            max_completion_tokens=50,
+        )
+    )
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Echo: Hello"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+    with gateway.client(issuer.token(sub="oa-chat")) as http:
+        body = http.post("/v1/chat/completions", json={"model": "echo", "messages": messages, "stream": True}).text
+    assert body.rstrip().endswith("data: [DONE]")
+
+    # Nothing was stored: the owner has no session.
+    with gateway.client(issuer.token(sub="oa-chat")) as http:
+        assert http.get("/api/v1/sessions").json()["results"] == []
+
+
+def test_chat_completions_refuse_what_the_models_cannot_honour(gateway: Gateway, issuer: TestIssuer) -> None:
+    client = sdk(gateway, issuer.token(sub="oa-chat-params"))
+    user = [{"role": "user", "content": "hi"}]
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"tools": [tool]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"n": 2}, "n"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+        ({"model": "gpt-4o"}, "model"),
+        ({"temperature": 3}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y"}}]}]},
+            "messages[0].content[0].type",
+        ),
+        ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "c"}]}, "messages[0].role"),
+        ({"messages": []}, "messages"),
+    ]
+    for overrides, param in cases:
+        arguments: dict[str, object] = {"model": "echo", "messages": user, **overrides}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(**arguments)  # type: ignore[call-overload]
+        assert caught.value.param == param, caught.value.body
+    # Neutral values ask for nothing and pass.
+    neutral = client.chat.completions.create(
+        model="echo", messages=user, n=1, top_p=1, response_format={"type": "text"}
+    )  # type: ignore[arg-type]
+    assert neutral.choices[0].message.content == "Echo: hi"
