@@ -23,5 +23,8 @@ class OpenAIApiConfig(AppConfig):
 
     def ready(self) -> None:
         from core.observability.access import label_routes
+        from core.problems import render_errors_under
+        from openai_api.errors import render_error
 
         label_routes(*ROUTES)
+        render_errors_under("/v1/", render_error)

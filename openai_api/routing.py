@@ -9,6 +9,7 @@ from openai_api.conversations import (
     ConversationItemConsumer,
     ConversationItemsConsumer,
 )
+from openai_api.http import UnknownRouteConsumer
 from openai_api.model_list import ModelConsumer, ModelsConsumer
 
 http_urlpatterns = [
@@ -22,4 +23,5 @@ http_urlpatterns = [
     ),
     re_path(r"^v1/chat/completions$", ChatCompletionsConsumer.as_asgi()),
     # Responses (openai_api.responses) ...
+    re_path(r"^v1/", UnknownRouteConsumer.as_asgi()),  # last: the rest of /v1/ is a 404 in OpenAI's shape
 ]
