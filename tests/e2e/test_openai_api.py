@@ -288,7 +288,9 @@ def test_an_edit_during_a_running_turn_is_a_conflict(observed_gateway: Gateway, 
             "POST", f"/api/v1/sessions/{session_id}/messages", json={"content": "slow " * 50, "stream": True}
         ) as response,
     ):
-        next(response.iter_lines())  # the turn runs
+        assert response.status_code == 200, response.read()
+        lines = response.iter_lines()  # (kept: a dropped iterator closes the connection)
+        assert next(lines).startswith("event: delta")  # the turn runs
         with pytest.raises(openai.ConflictError) as caught:
             client.conversations.items.create(conv.id, items=[{"role": "user", "content": "meanwhile"}])
         assert caught.value.code == "turn_in_progress"
