@@ -68,3 +68,14 @@ def test_the_param_is_named_and_unexpected_errors_are_opaque() -> None:
     assert envelope(native)["error"]["param"] == "content"
     status, body, _ = error_for_exception(RuntimeError("secret internals"))
     assert status == 500 and "secret" not in str(body)
+
+
+def test_v1_routes_are_labelled_by_their_template() -> None:
+    from core.observability.access import route_of
+
+    conv = conversation_id(str(uuid.uuid4()))
+    assert route_of(f"/v1/conversations/{conv}") == "/v1/conversations/{id}"
+    assert (
+        route_of(f"/v1/conversations/{conv}/items/{item_id(new_message_id())}") == "/v1/conversations/{id}/items/{id}"
+    )
+    assert route_of("/v1/conversations/made-up/items") == "other"
