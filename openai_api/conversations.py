@@ -93,7 +93,11 @@ class ConversationItemsConsumer(ConversationConsumer):
             messages.reverse()
         start = 0
         if "after" in query:
-            start = _index_of(messages, message_id_of(query["after"]), param="after") + 1
+            try:
+                after = message_id_of(query["after"])
+            except ItemNotFound:
+                raise InvalidParam("after", "must be an item id of this conversation") from None
+            start = _index_of(messages, after, param="after") + 1
         page = messages[start : start + limit]
         has_more = start + limit < len(messages)
         await self.send_json(200, item_list([message_item(m) for m in page], has_more=has_more))

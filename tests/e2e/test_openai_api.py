@@ -165,6 +165,8 @@ def test_bad_parameters_are_400_naming_the_param(gateway: Gateway, issuer: TestI
         ),
         (lambda: client.conversations.items.list(conv.id, limit=101), "limit"),
         (lambda: client.conversations.items.list(conv.id, order="up"), "order"),  # type: ignore[arg-type]
+        (lambda: client.conversations.items.list(conv.id, after="nope"), "after"),
+        (lambda: client.conversations.items.list(conv.id, after="msg_unknown"), "after"),
     ]
     for call, param in cases:
         with pytest.raises(openai.BadRequestError) as caught:
