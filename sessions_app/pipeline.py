@@ -16,6 +16,11 @@ its input into a `TurnRequest` and renders what the pipeline hands it:
         await turn.relay(render)                 # model's first delta is in; render(Delta)...,
     turn.observe()                               # then TurnDone or TurnFailed
 
+A stateless turn (OpenAI's Chat Completions: no session, nothing stored, the model asked
+with the messages given) is a `StatelessRequest` run by `turn.complete(request)` or
+`turn.stream_stateless(request, render)`, with the same holds, model call, span, metrics
+and charging (`StatelessTurns`, stateless.py); its stream ends with a `StatelessDone`.
+
 Failures before a stream begins are raised (`GatewayError`, `ShuttingDown` when the
 instance stopped the turn; the edge answers them and calls `turn.fail(exc)`, then
 `turn.observe()`); after, they are rendered as one `TurnFailed`. Below the
@@ -28,27 +33,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from core.errors import GatewayError
 from core.observability.context import annotate
 from core.observability.context import current as current_request
-from core.result import Ok, unwrap
+from core.result import Ok, Result, unwrap
 from core.shutdown import ShuttingDown, drain, taken_back
-from llm_backend.ports import Delta, GenerationParams
+from llm_backend.ports import ChatRequest, Completion, ContextMessage, Delta, GenerationParams, TokenUsage
 from sessions_app import metrics
 from sessions_app.admission import admit, owner_stream, refuse_if_draining, slots
 from sessions_app.domain import TurnOutcome
 from sessions_app.idempotency import IdempotentRequest
+from sessions_app.stateless import StatelessDone, StatelessStream
 from sessions_app.telemetry import count_tokens
 from sessions_app.turn_stream import RunningTurn, TurnDone
 from sessions_app.wiring import get_session_manager
 
 __all__ = [
     "Render",
+    "StatelessDone",
+    "StatelessRequest",
     "Turn",
     "TurnDone",
     "TurnEvent",
@@ -72,14 +81,27 @@ class TurnRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class StatelessRequest:
+    """A turn with no session (OpenAI's Chat Completions): the model asked with `messages`,
+    nothing stored."""
+
+    owner: str
+    model: str
+    messages: tuple[ContextMessage, ...]
+    params: GenerationParams
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class TurnFailed:
     """The last event of a stream that failed after it began (or that the shutdown stopped)."""
 
     error: GatewayError
 
 
-TurnEvent: TypeAlias = Delta | TurnDone | TurnFailed
+TurnEvent: TypeAlias = Delta | TurnDone | StatelessDone | TurnFailed
 Render = Callable[[TurnEvent], Awaitable[None]]
+Streamed: TypeAlias = RunningTurn | StatelessStream
 
 
 class Turn:
@@ -90,8 +112,9 @@ class Turn:
         self.started = asyncio.get_running_loop().time()
         self.outcome = "cancelled"  # "ok", an error code, or "cancelled" when it was stopped
         self.first_delta_at: float | None = None  # loop time the first delta was rendered
-        self.running: RunningTurn | None = None  # a streamed turn, once it began
+        self.running: Streamed | None = None  # a streamed turn, once it began
         self._reply: TurnOutcome | None = None
+        self._stateless: tuple[str, TokenUsage] | None = None  # a stateless turn's model and tokens
 
     @property
     def result(self) -> TurnOutcome | None:
@@ -123,6 +146,23 @@ class Turn:
         self.outcome = "ok"
         return self._reply
 
+    async def complete(self, request: StatelessRequest) -> Completion:
+        """Run a stateless turn whole: the model's answer (nothing stored), or the failure raised."""
+        with drain.turn() as ticket:
+            try:
+                result = await get_session_manager().stateless.complete(
+                    owner=request.owner, request=_chat_request(request)
+                )
+            except asyncio.CancelledError:
+                if not ticket.stopped:
+                    raise
+                taken_back()
+                raise ShuttingDown() from None
+        completion = unwrap(result)
+        self._stateless = (request.model, completion.usage)
+        self.outcome = "ok"
+        return completion
+
     @asynccontextmanager
     async def stream(
         self,
@@ -138,19 +178,49 @@ class Turn:
         shutdown stop the turn after it began, the client keeps what it saw and is told
         why (`render(TurnFailed(ShuttingDown()))`). `span`: the edge's span around the turn.
         """
+        manager = get_session_manager()
+        start = functools.partial(
+            manager.turns.turn_stream,
+            owner=request.owner,
+            session_id=request.session_id,
+            content=request.content,
+            params=request.params,
+            request_id=request.request_id,
+            idempotent=request.idempotent,
+        )
+        async with self._held(request.owner, start, render, span) as running:
+            yield running
+
+    @asynccontextmanager
+    async def stream_stateless(
+        self,
+        request: StatelessRequest,
+        render: Render,
+        *,
+        span: AbstractContextManager[object] | None = None,
+    ) -> AsyncIterator[Streamed]:
+        """`stream` for a stateless turn: the same holds, nothing stored; the last event is a
+        `StatelessDone` (or `TurnFailed`)."""
+        start = functools.partial(
+            get_session_manager().stateless.stream, owner=request.owner, request=_chat_request(request)
+        )
+        async with self._held(request.owner, start, render, span) as running:
+            yield running
+
+    @asynccontextmanager
+    async def _held(
+        self,
+        owner: str,
+        start: Callable[[], Awaitable[Result[Any, GatewayError]]],
+        render: Render,
+        span: AbstractContextManager[object] | None,
+    ) -> AsyncIterator[Any]:
         started = None
-        async with owner_stream(request.owner):
+        async with owner_stream(owner):
             with drain.turn() as ticket:
                 try:
                     with slots.slot(), span or contextlib.nullcontext():
-                        started = await get_session_manager().turns.turn_stream(
-                            owner=request.owner,
-                            session_id=request.session_id,
-                            content=request.content,
-                            params=request.params,
-                            request_id=request.request_id,
-                            idempotent=request.idempotent,
-                        )
+                        started = await start()
                         if isinstance(started, Ok):
                             self.running = started.value
                             ticket.on_stop(self.running.interrupt)
@@ -182,6 +252,8 @@ class Turn:
                         self.first_delta_at = asyncio.get_running_loop().time()
                 else:
                     self.outcome = "ok"
+                    if type(event) is StatelessDone:
+                        self._stateless = (event.model, event.usage)
         except GatewayError as exc:
             self.outcome = exc.code
             await render(TurnFailed(exc))
@@ -201,9 +273,11 @@ class Turn:
         if self.first_delta_at is not None:
             metrics.FIRST_DELTA.labels(mode=self.mode).observe(self.first_delta_at - self.started)
         stored = self.result
-        if stored is not None:
-            count_tokens(get_session_manager().policy.model_label(stored.session.model), stored.usage)
-            annotate(input_tokens=stored.usage.input_tokens, output_tokens=stored.usage.output_tokens)
+        used = (stored.session.model, stored.usage) if stored is not None else self._stateless
+        if used is not None:
+            model, usage = used
+            count_tokens(get_session_manager().policy.model_label(model), usage)
+            annotate(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
         annotate(outcome=self.outcome)
 
     def server_timing(self) -> str:
@@ -225,3 +299,9 @@ class Turn:
     def _backend_seconds() -> float:
         info = current_request()
         return info.backend_seconds if info else 0.0
+
+
+def _chat_request(request: StatelessRequest) -> ChatRequest:
+    return ChatRequest(
+        model=request.model, messages=request.messages, params=request.params, request_id=request.request_id
+    )

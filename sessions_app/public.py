@@ -1,18 +1,22 @@
 """What other apps may use of the sessions app: everything they import from it comes from here.
 
-The archive app is the one client: it stores and restores sessions (the domain, the storage
-encoding it shares with the active stores), reads and counts the active store, records what it
-does, and presents sessions in exports. The import linter (`make lint`, contracts in
-pyproject.toml) refuses an import of any other sessions_app module from another app, so a change
-inside this app cannot quietly break another: what is listed here is the contract.
+The archive app stores and restores sessions (the domain, the storage encoding it shares with
+the active stores), reads and counts the active store, records what it does, and presents
+sessions in exports. The OpenAI-compatible API (openai_api) reads and edits sessions through
+the session manager (lifecycle, selectors, edits) and runs turns through the turn pipeline.
+The import linter (`make lint`, contracts in pyproject.toml) refuses an import of any other
+sessions_app module from another app, so a change inside this app cannot quietly break another:
+what is listed here is the contract.
 """
 
 from __future__ import annotations
 
 from sessions_app.api.presenters import iso as present_time
 from sessions_app.api.presenters import transcript as present_transcript
-from sessions_app.domain import ChatSession, SessionPage, SessionStatus, Transcript
-from sessions_app.errors import SessionNotFound, TurnInProgress
+from sessions_app.domain import ChatMessage, ChatSession, MessageStatus, SessionPage, SessionStatus, Transcript
+from sessions_app.edits import NewMessage
+from sessions_app.errors import MessageNotFound, SessionNotFound, TurnInProgress
+from sessions_app.idempotency import IdempotentRequest
 from sessions_app.models import SessionRecord
 from sessions_app.policy import owner_actor, utc_now_ms_precision
 from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
@@ -30,15 +34,22 @@ from sessions_app.stores.encoding import (
 from sessions_app.wiring import (
     get_archiver_store,
     get_idempotency_store,
+    get_session_manager,
     get_session_store,
+    known_models,
     session_store_in_process,
 )
 
 __all__ = [
     "ActiveSessionStore",
     "ArchiverSessionStore",
+    "ChatMessage",
     "ChatSession",
     "DatabaseRecorder",
+    "IdempotentRequest",
+    "MessageNotFound",
+    "MessageStatus",
+    "NewMessage",
     "SessionEvent",
     "SessionNotFound",
     "SessionPage",
@@ -52,8 +63,10 @@ __all__ = [
     "from_ms",
     "get_archiver_store",
     "get_idempotency_store",
+    "get_session_manager",
     "get_session_store",
     "index_member",
+    "known_models",
     "member_session_id",
     "message_fields",
     "message_from_fields",

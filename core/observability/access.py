@@ -20,14 +20,22 @@ _UUID = re.compile(r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _KNOWN = {"/healthz", "/readyz", "/metrics", "/api/schema/", "/api/docs/", "/dev/jwks.json"}
 
 
-def label_routes(*templates: str) -> None:
+_IDS: list[re.Pattern[str]] = []  # apps' own id shapes, as path segments
+
+
+def label_routes(*templates: str, ids: str | None = None) -> None:
     """Label requests to these routes (ids written `{id}`) by their template; any other path is
-    `other` (or `/admin/...`, `/static/...`), so a scan of made-up URLs cannot grow the labels."""
+    `other` (or `/admin/...`, `/static/...`), so a scan of made-up URLs cannot grow the labels.
+    `ids`: a regular expression of the app's own ids (besides UUIDs), matched as whole segments."""
     _KNOWN.update(templates)
+    if ids:
+        _IDS.append(re.compile(f"/(?:{ids})(?=/|$)"))
 
 
 def route_of(path: str) -> str:
     templated = _UUID.sub("/{id}", path)
+    for ids in _IDS:
+        templated = ids.sub("/{id}", templated)
     if templated in _KNOWN:
         return templated
     if templated.startswith("/admin/"):
