@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -9,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from core.observability.tracing import RecordWhenExported
+from core.observability.tracing import RecordWhenExported, asgi_middleware
 
 
 def provider(configured: object = DEFAULT_ON) -> tuple[TracerProvider, RecordWhenExported, InMemorySpanExporter]:
@@ -61,7 +65,7 @@ def test_once_exporting_the_configured_sampler_decides() -> None:
         assert not span.is_recording()
 
 
-def test_the_process_provider_records_for_the_suites_exporter(span_exporter: object) -> None:
+def test_the_process_provider_records_for_the_suites_exporter(span_exporter: InMemorySpanExporter) -> None:
     """setup_tracing with a processor (as the suite's fixture does, after the server's own call
     without one) turns recording on."""
     live = trace.get_tracer_provider()
@@ -70,3 +74,69 @@ def test_the_process_provider_records_for_the_suites_exporter(span_exporter: obj
     assert live.sampler.exporting
     with trace.get_tracer("test").start_as_current_span("x") as span:
         assert span.is_recording()
+
+
+@pytest.fixture
+def not_exporting(span_exporter: InMemorySpanExporter) -> Iterator[None]:
+    """The process's provider as it is with OTEL_TRACES_EXPORTER=none: nothing recorded."""
+    sampler = trace.get_tracer_provider().sampler  # type: ignore[attr-defined]
+    sampler.exporting = False
+    try:
+        yield
+    finally:
+        sampler.exporting = True
+
+
+def _request(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {"type": "http", "method": "POST", "path": "/api/v1/sessions", "headers": headers, "query_string": b""}
+
+
+async def _serve(scope: dict[str, Any]) -> SpanContext:
+    seen: list[SpanContext] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(trace.get_current_span().get_span_context())
+        assert not trace.get_current_span().is_recording()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    await asgi_middleware(app)(scope, receive, send)
+    return seen[0]
+
+
+@pytest.mark.usefixtures("not_exporting")
+async def test_unrecorded_a_request_still_joins_its_callers_trace(span_exporter: InMemorySpanExporter) -> None:
+    span_exporter.clear()
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    joined = await _serve(_request([(b"traceparent", caller.encode()), (b"content-type", b"application/json")]))
+    fresh = await _serve(_request([]))
+
+    assert format(joined.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert joined.span_id != 0xB7AD6B7169203331  # a span of its own, child of the caller's
+    assert fresh.is_valid and fresh.trace_id != joined.trace_id
+    assert span_exporter.get_finished_spans() == ()
+
+
+async def test_recorded_a_request_gets_the_instrumentations_server_span(span_exporter: InMemorySpanExporter) -> None:
+    span_exporter.clear()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    await asgi_middleware(app)(_request([]) | {"server": ("127.0.0.1", 80), "scheme": "http"}, receive, send)
+
+    (span,) = span_exporter.get_finished_spans()
+    assert (span.name, span.kind.name) == ("POST /api/v1/sessions", "SERVER")
+    assert dict(span.attributes or {})["http.route"] == "/api/v1/sessions"
