@@ -6,14 +6,16 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc import aio
+from grpc.aio import _channel as _aio_channel
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.per_loop import PerLoop
 from llm_backend import codec
+from llm_backend.call_span import call_metadata, end_call_span, start_call_span
 from llm_backend.errors import BackendError, BackendTimeout, BackendUnavailable
 from llm_backend.ports import ChatRequest, Completion, StreamEnd, StreamEvent
 from llm_backend.tls import TokenCredential, channel_credentials, handshake_problem, load_certificate
@@ -115,10 +117,13 @@ class GrpcChatBackend:
         self._channels = PerLoop(self._open_channel, _close_channel)
 
     def _open_channel(self) -> tuple[aio.Channel, pb_grpc.ChatBackendServiceStub]:
+        # grpc.aio's own constructors, not the names OpenTelemetry's instrumentation replaces:
+        # it would add its interceptors, and this client makes its spans itself (call_span).
         if self._credentials is not None:
-            channel = aio.secure_channel(self._target, self._credentials, options=self._options)
+            made = _aio_channel.secure_channel(self._target, self._credentials, options=self._options)
         else:
-            channel = aio.insecure_channel(self._target, options=self._options)
+            made = _aio_channel.insecure_channel(self._target, options=self._options)
+        channel = cast(aio.Channel, made)
         return channel, pb_grpc.ChatBackendServiceStub(channel)
 
     def _channel(self) -> aio.Channel:
@@ -129,23 +134,32 @@ class GrpcChatBackend:
         return self._channels()[1]
 
     async def complete(self, request: ChatRequest) -> Completion:
+        span = start_call_span(SERVICE_NAME, "Complete")
         try:
             response = await self._stub.Complete(
-                codec.request_to_pb(request), timeout=self._timeout, metadata=_metadata(request)
+                codec.request_to_pb(request),
+                timeout=self._timeout,
+                metadata=call_metadata(span, request.request_id),
             )
-        except aio.AioRpcError as exc:
-            raise self._failed(exc) from exc
+        except BaseException as exc:
+            end_call_span(span, exc)
+            if isinstance(exc, aio.AioRpcError):
+                raise self._failed(exc) from exc
+            raise
+        end_call_span(span)
         self._served()
         return codec.completion_from_pb(response)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         """Deadlines bound the wait for the first delta and each silence after it, not
         the whole answer; `stream_timeout` only stops a runaway stream."""
+        span = start_call_span(SERVICE_NAME, "StreamComplete")
         call = self._stub.StreamComplete(
-            codec.request_to_pb(request), timeout=self._stream_timeout, metadata=_metadata(request)
+            codec.request_to_pb(request), timeout=self._stream_timeout, metadata=call_metadata(span, request.request_id)
         )
         watchdog = _SilenceWatchdog(call, self._first_delta_timeout)
         ended = False
+        failure: BaseException | None = None
         try:
             while True:
                 try:
@@ -164,10 +178,15 @@ class GrpcChatBackend:
                     self._served()
                     return
         except aio.AioRpcError as exc:
+            failure = exc
             if watchdog.timed_out:
                 raise BackendTimeout() from exc
             raise self._failed(exc) from exc
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
+            end_call_span(span, failure)
             watchdog.stop()
             # Stopped early (client gone, cancelled, timed out): stop the model too.
             if not ended:
@@ -180,12 +199,19 @@ class GrpcChatBackend:
     async def check(self) -> None:
         """The standard gRPC health service of the model server."""
         channel = self._channel()
+        span = start_call_span("grpc.health.v1.Health", "Check")
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=min(self._timeout, 2.0)
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME),
+                timeout=min(self._timeout, 2.0),
+                metadata=call_metadata(span, ""),
             )
-        except aio.AioRpcError as exc:
-            raise self._failed(exc) from exc
+        except BaseException as exc:
+            end_call_span(span, exc)
+            if isinstance(exc, aio.AioRpcError):
+                raise self._failed(exc) from exc
+            raise
+        end_call_span(span)
         self._served()
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise BackendUnavailable("The model server is not serving.")
@@ -246,7 +272,3 @@ class _SilenceWatchdog:
             self._call.cancel()
         else:
             self._handle = self._loop.call_at(self._deadline, self._check)
-
-
-def _metadata(request: ChatRequest) -> tuple[tuple[str, str], ...]:
-    return (("x-request-id", request.request_id),) if request.request_id else ()

@@ -72,8 +72,9 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         self._failures = 0
         self._probing = False
-        self._state = BreakerState.CLOSED
-        self._publish()
+        if self._state != BreakerState.CLOSED:  # on every call: the gauge moves only when it changes
+            self._state = BreakerState.CLOSED
+            self._publish()
 
     def abandoned(self) -> None:
         """The call ended without a verdict (it was cancelled): free the probe, if it was one."""

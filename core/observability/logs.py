@@ -105,7 +105,13 @@ SHARED_PROCESSORS: list[Any] = [
 def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
     """The LOGGING dict for Django; also configures structlog itself."""
     structlog.configure(
-        processors=[*SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # First, the level: a line the logger would drop (an access line at LOG_LEVEL=WARNING)
+        # is dropped before the processors build, time-stamp and redact it.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *SHARED_PROCESSORS,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

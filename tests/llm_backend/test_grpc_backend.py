@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -228,3 +229,64 @@ async def test_health_says_not_serving_until_the_backend_is_prepared() -> None:
     await client.check()  # what the gateway's readiness asks
     await client.close()
     await server.stop(None)
+
+
+# -- the client span (llm_backend.call_span) ------------------------------------------
+
+
+def _rpc_spans(span_exporter: Any, method: str) -> tuple[list[Any], list[Any]]:
+    """The client and server spans of `method`, in the order they ended."""
+    name = f"/llm.v1.ChatBackendService/{method}"
+    spans = [s for s in span_exporter.get_finished_spans() if s.name == name]
+    return [s for s in spans if s.kind.name == "CLIENT"], [s for s in spans if s.kind.name == "SERVER"]
+
+
+async def test_a_call_makes_one_client_span_whose_trace_the_server_joins(serve: Serve, span_exporter: Any) -> None:
+    client = await serve(RecordingBackend())
+    span_exporter.clear()
+
+    await client.complete(REQUEST)
+
+    clients, servers = _rpc_spans(span_exporter, "Complete")
+    assert len(clients) == 1  # ours alone: no interceptor on the channel makes a second
+    span = clients[0]
+    assert dict(span.attributes) == {
+        "rpc.system": "grpc",
+        "rpc.grpc.status_code": 0,
+        "rpc.method": "Complete",
+        "rpc.service": "llm.v1.ChatBackendService",
+    }
+    assert span.status.status_code.name == "UNSET"
+    # The traceparent in the call's metadata: the server's span is the client span's child.
+    assert [(s.context.trace_id, s.parent.span_id) for s in servers] == [(span.context.trace_id, span.context.span_id)]
+
+
+async def test_a_failed_call_marks_its_span(serve: Serve, span_exporter: Any) -> None:
+    client = await serve(FailingBackend(BackendRejected()))
+    span_exporter.clear()
+
+    with pytest.raises(BackendRejected):
+        await client.complete(REQUEST)
+
+    (span,), _ = _rpc_spans(span_exporter, "Complete")
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert [e.name for e in span.events] == ["exception"]
+
+
+async def test_a_streams_span_lasts_until_its_end(serve: Serve, span_exporter: Any) -> None:
+    client = await serve(RecordingBackend())
+    span_exporter.clear()
+
+    events = client.stream(REQUEST)
+    await anext(events)
+    assert _rpc_spans(span_exporter, "StreamComplete")[0] == []  # still open
+    _ = [e async for e in events]
+
+    (span,), _ = _rpc_spans(span_exporter, "StreamComplete")
+    assert span.status.status_code.name == "UNSET" and span.attributes["rpc.method"] == "StreamComplete"
+    for _ in range(100):  # the server's span ends once its handler has returned, a moment later
+        if servers := _rpc_spans(span_exporter, "StreamComplete")[1]:
+            break
+        await asyncio.sleep(0.01)
+    assert [s.parent.span_id for s in servers] == [span.context.span_id]
