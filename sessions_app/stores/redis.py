@@ -12,6 +12,10 @@ the lock, sent with the commands that touch the indexes (other hash tags, so not
 script). Both go by `core.redis_clients.run_script`, not redis-py's per-command machinery.
 Every session key carries a TTL refreshed on each turn, a safety net far longer than the
 archiver's threshold.
+
+Longer than the house's ~300 lines on purpose: both ports are one key layout, and every
+method leans on the same encoding of it (`_SessionKeys`, the metadata fields the scripts
+return); split by port, each half would restate the layout the other must agree with.
 """
 
 from __future__ import annotations
