@@ -69,6 +69,7 @@ class TurnRequest:
     params: GenerationParams
     request_id: str  # passed to the model server, so its logs line up with ours
     idempotent: IdempotentRequest | None = None
+    instructions: str | None = None  # the system prompt for this turn only, in place of the session's
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ class Turn:
                     params=request.params,
                     request_id=request.request_id,
                     idempotent=request.idempotent,
+                    instructions=request.instructions,
                 )
             except asyncio.CancelledError:
                 if not ticket.stopped:
@@ -150,6 +152,7 @@ class Turn:
                             params=request.params,
                             request_id=request.request_id,
                             idempotent=request.idempotent,
+                            instructions=request.instructions,
                         )
                         if isinstance(started, Ok):
                             self.running = started.value

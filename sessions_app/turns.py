@@ -71,17 +71,19 @@ class TurnService:
         params: GenerationParams | None = None,
         request_id: str = "",
         idempotent: IdempotentRequest | None = None,
+        instructions: str | None = None,
     ) -> TurnOutcome:
         """One turn: lock and load, ask the model, store question and answer together.
 
         Nothing is stored unless the answer is: a failed or cancelled turn
         releases its lock and leaves the session as it was, so the client can
         simply retry. With an Idempotency-Key, a repeat returns the first answer
-        without asking the model or storing anything again.
+        without asking the model or storing anything again. `instructions`: the system
+        prompt for this turn only, in place of the session's.
         """
 
         async def send() -> TurnOutcome:
-            return await self._send(owner, session_id, content, params, request_id)
+            return await self._send(owner, session_id, content, params, request_id, instructions)
 
         async def settled(outcome: TurnOutcome) -> None:
             await self._turn_settled(owner, idempotent, outcome)
@@ -100,6 +102,7 @@ class TurnService:
         params: GenerationParams | None = None,
         request_id: str = "",
         idempotent: IdempotentRequest | None = None,
+        instructions: str | None = None,
     ) -> TurnStream | ReplayStream:
         """Start a streamed turn; returns once the model's first delta has arrived.
 
@@ -110,7 +113,7 @@ class TurnService:
         """
 
         async def start() -> TurnStream | ReplayStream:
-            return await self._start_stream(owner, session_id, content, params, request_id, idempotent)
+            return await self._start_stream(owner, session_id, content, params, request_id, idempotent, instructions)
 
         async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
             return ReplayStream(await self._replay(owner, recorded))
@@ -118,9 +121,15 @@ class TurnService:
         return await self._guard.once(owner, idempotent, start, replay=replay)
 
     async def _send(
-        self, owner: str, session_id: str, content: str, params: GenerationParams | None, request_id: str
+        self,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None,
+        request_id: str,
+        instructions: str | None,
     ) -> TurnOutcome:
-        turn, request = await self._open_turn(owner, session_id, content, params, request_id)
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions)
         try:
             with chat_span(self._policy.model_label(request.model)) as span:
                 started = time.perf_counter()
@@ -150,8 +159,9 @@ class TurnService:
         params: GenerationParams | None,
         request_id: str,
         idempotent: IdempotentRequest | None,
+        instructions: str | None,
     ) -> TurnStream:
-        turn, request = await self._open_turn(owner, session_id, content, params, request_id)
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions)
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
             started = time.perf_counter()
@@ -180,11 +190,21 @@ class TurnService:
         )
 
     async def _open_turn(
-        self, owner: str, session_id: str, content: str, params: GenerationParams | None, request_id: str
+        self,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None,
+        request_id: str,
+        instructions: str | None = None,
     ) -> tuple[OpenTurn, ChatRequest]:
         """Check the input, lock the session and build the model's request."""
         params = params or GenerationParams()
         self._check_turn_input(content, params)
+        if instructions is not None and len(instructions) > self._policy.max_system_prompt_chars:
+            raise ContentTooLarge(
+                f"The instructions are longer than {self._policy.max_system_prompt_chars} characters."
+            )
         received_at = self._clock()
         token = secrets.token_urlsafe(16)
         with tracer.start_as_current_span("load history"):
@@ -208,7 +228,7 @@ class TurnService:
             raise MessageLimitReached()
         with tracer.start_as_current_span("build context") as span:
             context = build_context(
-                system_prompt=session.system_prompt,
+                system_prompt=session.system_prompt if instructions is None else instructions,
                 history=transcript.messages,
                 new_content=content,
                 max_chars=self._policy.context_max_chars,
