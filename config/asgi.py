@@ -21,12 +21,13 @@ from config.lifespan import LifespanApp  # noqa: E402
 from core.guards import RequestLimits  # noqa: E402
 from core.observability.access import AccessMiddleware, QueryTokenScrubber  # noqa: E402
 from core.websocket import BrowserOriginValidator  # noqa: E402
+from openai_api.routing import http_urlpatterns as openai_urlpatterns  # noqa: E402
 from sessions_app.api.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
         # Channels routes to ASGI apps; Django's stubs only know views.
-        "http": URLRouter([*http_urlpatterns, re_path(r"", django_application)]),  # type: ignore[arg-type]
+        "http": URLRouter([*openai_urlpatterns, *http_urlpatterns, re_path(r"", django_application)]),  # type: ignore[arg-type]
         "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),
         "lifespan": LifespanApp(),
     }

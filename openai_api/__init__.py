@@ -1,1 +1,1 @@
-"""OpenAI's API under `/v1/`: Conversations, Responses and Chat Completions over the gateway's sessions."""
+"""The OpenAI-compatible API under `/v1/`: OpenAI's paths, shapes and errors over the gateway's sessions."""

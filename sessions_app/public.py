@@ -31,6 +31,7 @@ from sessions_app.wiring import (
     get_archiver_store,
     get_idempotency_store,
     get_session_store,
+    known_models,
     session_store_in_process,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "get_idempotency_store",
     "get_session_store",
     "index_member",
+    "known_models",
     "member_session_id",
     "message_fields",
     "message_from_fields",

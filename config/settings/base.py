@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "llm_backend",
     "sessions_app",
     "archive",
+    "openai_api",
 ]
 
 MIDDLEWARE = [
