@@ -70,6 +70,7 @@ class TurnRequest:
     request_id: str  # passed to the model server, so its logs line up with ours
     idempotent: IdempotentRequest | None = None
     instructions: str | None = None  # the system prompt for this turn only, in place of the session's
+    message_ids: tuple[str, str] | None = None  # the question's and the answer's ids, when the edge names them
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ class Turn:
                     request_id=request.request_id,
                     idempotent=request.idempotent,
                     instructions=request.instructions,
+                    message_ids=request.message_ids,
                 )
             except asyncio.CancelledError:
                 if not ticket.stopped:
@@ -153,6 +155,7 @@ class Turn:
                             request_id=request.request_id,
                             idempotent=request.idempotent,
                             instructions=request.instructions,
+                            message_ids=request.message_ids,
                         )
                         if isinstance(started, Ok):
                             self.running = started.value

@@ -72,6 +72,7 @@ class TurnService:
         request_id: str = "",
         idempotent: IdempotentRequest | None = None,
         instructions: str | None = None,
+        message_ids: tuple[str, str] | None = None,
     ) -> TurnOutcome:
         """One turn: lock and load, ask the model, store question and answer together.
 
@@ -79,11 +80,13 @@ class TurnService:
         releases its lock and leaves the session as it was, so the client can
         simply retry. With an Idempotency-Key, a repeat returns the first answer
         without asking the model or storing anything again. `instructions`: the system
-        prompt for this turn only, in place of the session's.
+        prompt for this turn only, in place of the session's; `message_ids`: the ids the
+        question and the answer get (an edge that names the reply before it exists), new
+        ones otherwise.
         """
 
         async def send() -> TurnOutcome:
-            return await self._send(owner, session_id, content, params, request_id, instructions)
+            return await self._send(owner, session_id, content, params, request_id, instructions, message_ids)
 
         async def settled(outcome: TurnOutcome) -> None:
             await self._turn_settled(owner, idempotent, outcome)
@@ -103,6 +106,7 @@ class TurnService:
         request_id: str = "",
         idempotent: IdempotentRequest | None = None,
         instructions: str | None = None,
+        message_ids: tuple[str, str] | None = None,
     ) -> TurnStream | ReplayStream:
         """Start a streamed turn; returns once the model's first delta has arrived.
 
@@ -113,7 +117,9 @@ class TurnService:
         """
 
         async def start() -> TurnStream | ReplayStream:
-            return await self._start_stream(owner, session_id, content, params, request_id, idempotent, instructions)
+            return await self._start_stream(
+                owner, session_id, content, params, request_id, idempotent, instructions, message_ids
+            )
 
         async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
             return ReplayStream(await self._replay(owner, recorded))
@@ -128,6 +134,7 @@ class TurnService:
         params: GenerationParams | None,
         request_id: str,
         instructions: str | None,
+        message_ids: tuple[str, str] | None,
     ) -> TurnOutcome:
         turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions)
         try:
@@ -148,7 +155,7 @@ class TurnService:
             usage=completion.usage,
             finish_reason=completion.finish_reason,
             at=self._clock(),
-            new_id=new_message_id,
+            new_id=_id_source(message_ids),
         )
 
     async def _start_stream(
@@ -160,6 +167,7 @@ class TurnService:
         request_id: str,
         idempotent: IdempotentRequest | None,
         instructions: str | None,
+        message_ids: tuple[str, str] | None,
     ) -> TurnStream:
         turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions)
         with chat_span(self._policy.model_label(request.model), streaming=True):
@@ -183,7 +191,7 @@ class TurnService:
             first=first,
             events=events,
             clock=self._clock,
-            new_id=new_message_id,
+            new_id=_id_source(message_ids),
             lock_seconds=self._policy.turn_lock_seconds,
             settled=functools.partial(self._turn_settled, owner, idempotent),
             sent=request.messages,
@@ -305,3 +313,8 @@ class TurnService:
             await self._limiter.charge(owner, outcome.usage.input_tokens + outcome.usage.output_tokens)
         except StoreUnavailable:  # the turn is stored: it succeeded; its tokens go uncounted
             logger.warning("could not count a turn's tokens session_id=%s", outcome.session.id)
+
+
+def _id_source(message_ids: tuple[str, str] | None) -> Callable[[], str]:
+    """The commit's ids: the question's, then the answer's (given, or new)."""
+    return iter(message_ids).__next__ if message_ids is not None else new_message_id
