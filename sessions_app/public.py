@@ -11,8 +11,17 @@ from __future__ import annotations
 
 from sessions_app.api.presenters import iso as present_time
 from sessions_app.api.presenters import transcript as present_transcript
-from sessions_app.domain import ChatSession, SessionPage, SessionStatus, Transcript
-from sessions_app.errors import SessionNotFound, TurnInProgress
+from sessions_app.domain import (
+    ChatSession,
+    FinishReason,
+    MessageStatus,
+    SessionPage,
+    SessionStatus,
+    Transcript,
+    TurnOutcome,
+)
+from sessions_app.errors import SessionNotFound, TurnInProgress, UnknownModel
+from sessions_app.idempotency import IdempotentRequest
 from sessions_app.models import SessionRecord
 from sessions_app.policy import owner_actor, utc_now_ms_precision
 from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
@@ -30,6 +39,7 @@ from sessions_app.stores.encoding import (
 from sessions_app.wiring import (
     get_archiver_store,
     get_idempotency_store,
+    get_session_manager,
     get_session_store,
     known_models,
     session_store_in_process,
@@ -40,6 +50,9 @@ __all__ = [
     "ArchiverSessionStore",
     "ChatSession",
     "DatabaseRecorder",
+    "FinishReason",
+    "IdempotentRequest",
+    "MessageStatus",
     "SessionEvent",
     "SessionNotFound",
     "SessionPage",
@@ -48,11 +61,14 @@ __all__ = [
     "SessionStatus",
     "Transcript",
     "TurnInProgress",
+    "TurnOutcome",
+    "UnknownModel",
     "decode_cursor",
     "encode_cursor",
     "from_ms",
     "get_archiver_store",
     "get_idempotency_store",
+    "get_session_manager",
     "get_session_store",
     "index_member",
     "known_models",

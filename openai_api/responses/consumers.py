@@ -1,0 +1,258 @@
+"""`/v1/responses`: create a response (whole or streamed), read it, delete it, list its input.
+
+An edge like the native turn consumer: it parses, picks the session (`ResponsesService`),
+hands the turn to the turn pipeline and renders what comes back in OpenAI's shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from django.conf import settings
+
+from core.errors import GatewayError
+from llm_backend.ports import Delta
+from openai_api.errors import InvalidParam, error_for_exception
+from openai_api.http import OpenAIConsumer, integer_param
+from openai_api.responses import present
+from openai_api.responses.records import ResponseRecord
+from openai_api.responses.request import ResponseRequest, parse_response_request
+from openai_api.responses.service import Target, new_message_ids, response_id_for
+from openai_api.responses.stream import EventWriter
+from openai_api.responses.wiring import get_responses_service
+from sessions_app.pipeline import Turn, TurnDone, TurnEvent, TurnFailed, TurnRequest
+from sessions_app.public import IdempotentRequest, TurnOutcome
+
+logger = logging.getLogger(__name__)
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
+]
+
+
+class ResponsesConsumer(OpenAIConsumer):
+    """`POST /v1/responses`."""
+
+    methods = {"POST": "create"}
+    turn = True
+
+    async def create(self) -> None:
+        request = parse_response_request(await self.read_json())
+        if not request.store:
+            raise InvalidParam("store", "false is not supported yet")
+        content = request.stored_content()
+        key = self.decoded_header(b"idempotency-key")
+        service = get_responses_service()
+        target = await service.target(owner=self.owner, request=request, idempotency_key=key)
+        turn = Turn(mode="sse" if request.stream else "json")
+        ids = new_message_ids()
+        turn_request = TurnRequest(
+            owner=self.owner,
+            session_id=target.session_id,
+            content=content,
+            params=request.params,
+            request_id=self.request_id(),
+            idempotent=IdempotentRequest.of(
+                key,
+                "v1.responses",
+                target.session_id,
+                content,
+                request.turn_instructions,
+                request.params.max_tokens,
+                request.params.temperature,
+                list(request.params.stop),
+                request.metadata,
+            ),
+            instructions=request.turn_instructions,
+            message_ids=ids,
+        )
+        response_id = response_id_for(self.owner, key)
+        try:
+            if request.stream:
+                await _Streamed(self, turn, request, target, response_id).run(turn_request)
+            else:
+                await self._reply(turn, request, turn_request, response_id)
+        except BaseException as exc:
+            if turn.result is None:  # nothing stored: a session started for it goes too
+                await asyncio.shield(service.discard(owner=self.owner, target=target))
+            if not isinstance(exc, asyncio.CancelledError) and turn.outcome == "cancelled":
+                turn.fail(exc)
+                turn.observe()
+            raise
+
+    async def _reply(self, turn: Turn, request: ResponseRequest, turn_request: TurnRequest, response_id: str) -> None:
+        outcome = await turn.reply(turn_request)
+        turn.observe()
+        record = await get_responses_service().keep(
+            owner=self.owner, response_id=response_id, request=request, outcome=outcome
+        )
+        body = present.response(record, stored=True, output=outcome.message.content, completed_at=time.time())
+        await self.send_json(200, body, headers={"Server-Timing": turn.server_timing()})
+
+
+class _Streamed:
+    """One streamed response: the events as the turn runs, and its record once it is stored."""
+
+    def __init__(
+        self, consumer: ResponsesConsumer, turn: Turn, request: ResponseRequest, target: Target, response_id: str
+    ) -> None:
+        self.consumer = consumer
+        self.turn = turn
+        self.request = request
+        self.target = target
+        self.response_id = response_id
+        self.writer = EventWriter(self._write, stored=True)
+        self.record: ResponseRecord | None = None
+        self.kept = False
+        self._last_write = 0.0
+
+    async def run(self, turn_request: TurnRequest) -> None:
+        consumer = self.consumer
+        async with self.turn.stream(turn_request, self.render) as running:
+            # From here on the answer is a 200 event stream; failures become `error` events.
+            headers = [*SSE_HEADERS, (b"server-timing", self.turn.first_delta_timing().encode())]
+            await consumer.send_headers(status=200, headers=headers)
+            user_id, reply_id = turn_request.message_ids or ("", "")
+            if running.outcome is not None:  # a repeat of an answered Idempotency-Key
+                user_id, reply_id = running.outcome.user_message.id, running.outcome.message.id
+            self.record = ResponseRecord(
+                id=self.response_id,
+                owner=consumer.owner,
+                session_id=self.target.session_id,
+                model=self.request.model,
+                input_message_id=user_id,
+                output_message_id=reply_id,
+                status="in_progress",
+                created_at=time.time(),
+                instructions=self.request.turn_instructions,
+                metadata=self.request.metadata,
+                previous_response_id=self.request.previous_response_id,
+                temperature=self.request.params.temperature,
+                max_output_tokens=self.request.params.max_tokens,
+            )
+            await self.writer.begin(self.record)
+            relay = asyncio.create_task(self.turn.relay(self.render))
+            watcher = asyncio.create_task(self._watch_client())
+            try:
+                await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watcher.cancel()
+                if not relay.done():
+                    relay.cancel()  # the client left (or the gateway stops): stop the model, keep what it saw
+                try:
+                    await relay
+                except asyncio.CancelledError:
+                    pass
+                except Exception as exc:
+                    logger.exception("response stream failed session_id=%s", self.target.session_id)
+                    self.turn.outcome = "internal_error"
+                    _, body, _ = error_for_exception(exc)
+                    await self.writer.error(body["error"]["code"], body["error"]["message"])
+                await asyncio.shield(self._keep_cut_short())
+        self.turn.observe()
+        await consumer.send_body(b"", more_body=False)
+
+    async def render(self, event: TurnEvent) -> None:
+        assert self.record is not None or isinstance(event, TurnFailed)
+        if type(event) is Delta:
+            assert self.record is not None
+            await self.writer.delta(self.record, event.content)
+        elif type(event) is TurnDone:
+            await self._end(event.outcome, failed=False)
+        else:
+            assert isinstance(event, TurnFailed)
+            await self._fail(event.error)
+
+    async def _end(self, outcome: TurnOutcome, *, failed: bool) -> None:
+        self.kept = True
+        self.record = await get_responses_service().keep(
+            owner=self.consumer.owner,
+            response_id=self.response_id,
+            request=self.request,
+            outcome=outcome,
+            failed=failed,
+        )
+        await self.writer.end(self.record, completed_at=time.time())
+
+    async def _fail(self, error: GatewayError) -> None:
+        await self.writer.error(error.code, error.detail)
+        stored = self.turn.result
+        if stored is not None and self.record is not None:
+            await self._end(stored, failed=True)
+
+    async def _keep_cut_short(self) -> None:
+        """A reply cut short by the client is kept in the session (cancelled): so is its response."""
+        stored = self.turn.result
+        if stored is None or self.kept:
+            return
+        self.kept = True
+        try:
+            await get_responses_service().keep(
+                owner=self.consumer.owner, response_id=self.response_id, request=self.request, outcome=stored
+            )
+        except GatewayError:
+            logger.warning("could not record a cut-short response session_id=%s", self.target.session_id)
+
+    async def _write(self, data: bytes) -> None:
+        self._last_write = asyncio.get_running_loop().time()
+        await self.consumer.send_body(data, more_body=True)
+
+    async def _watch_client(self) -> None:
+        """Returns when the client disconnects; meanwhile sends a comment line whenever the
+        stream has been quiet for a while, so proxies keep it open."""
+        interval = settings.SSE_HEARTBEAT_SECONDS
+        loop = asyncio.get_running_loop()
+        while True:
+            quiet_for = loop.time() - self._last_write
+            if quiet_for >= interval:
+                await self._write(b": keep-alive\n\n")
+                continue
+            try:
+                async with asyncio.timeout(interval - quiet_for):
+                    if (await self.consumer.receive())["type"] == "http.disconnect":
+                        return
+            except TimeoutError:
+                pass
+
+
+class ResponseConsumer(OpenAIConsumer):
+    """`GET` and `DELETE /v1/responses/{id}`."""
+
+    methods = {"GET": "retrieve", "DELETE": "delete"}
+
+    async def retrieve(self) -> None:
+        found = await get_responses_service().find(owner=self.owner, response_id=self.route_kwarg("response_id"))
+        await self.send_json(
+            200, present.response(found.record, stored=True, output=found.answer, completed_at=found.record.created_at)
+        )
+
+    async def delete(self) -> None:
+        response_id = self.route_kwarg("response_id")
+        await get_responses_service().delete(owner=self.owner, response_id=response_id)
+        await self.send_json(200, {"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+class ResponseInputItemsConsumer(OpenAIConsumer):
+    """`GET /v1/responses/{id}/input_items`: the one user message a stored response appended."""
+
+    methods = {"GET": "list_items"}
+
+    async def list_items(self) -> None:
+        integer_param(self.query(), "limit", default=20, low=1, high=100)
+        found = await get_responses_service().find(owner=self.owner, response_id=self.route_kwarg("response_id"))
+        item = present.input_message(found.record.input_message_id, found.question)
+        after = self.query().get("after")
+        data = [] if after == item["id"] else [item]
+        await self.send_json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else "",
+                "last_id": data[-1]["id"] if data else "",
+                "has_more": False,
+            },
+        )
