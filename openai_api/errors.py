@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from core.errors import GatewayError, InvalidRequest, NotFound
+from sessions_app.public import MessageNotFound, SessionNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +48,14 @@ class UnsupportedParam(InvalidParam):
         super().__init__(param, message)
 
 
-class ConversationNotFound(NotFound):
-    """Also what another owner's conversation, or a forged id, looks like."""
+class ConversationNotFound(SessionNotFound):
+    """Also what another owner's conversation, or a forged id, looks like (a conversation is a
+    session: the native API's code)."""
 
-    code = "conversation_not_found"
-    title = "Conversation not found"
     default_detail = "No such conversation."
 
 
-class ItemNotFound(NotFound):
-    code = "item_not_found"
-    title = "Item not found"
+class ItemNotFound(MessageNotFound):
     default_detail = "No such item in this conversation."
 
 

@@ -9,6 +9,7 @@ with `read_json()` only after the checks the headers allow.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
 from opentelemetry import propagate
 
 from core.auth import authenticate_authorization, require_scope
@@ -25,12 +27,17 @@ from core.errors import InvalidRequest, MethodNotAllowed, UnsupportedMediaType
 from core.jsonbody import loads_object
 from core.observability.context import current as current_request
 from openai_api.errors import InvalidParam, error_for_exception
-from sessions_app.pipeline import admit, refuse_if_draining
+from sessions_app.pipeline import Render, Turn, admit, refuse_if_draining
 
 logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 JSON = b"application/json"
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
+]
 
 
 class ClientGone(Exception):
@@ -139,6 +146,60 @@ class OpenAIConsumer(AsyncHttpConsumer):
     async def send_error(self, exc: BaseException) -> None:
         status, body, headers = error_for_exception(exc)
         await self.send_json(status, body, {**headers, **trace_headers()})
+
+    # -- Server-Sent Events -----------------------------------------------------
+
+    async def relay_sse(self, turn: Turn, render: Render, *, opening: bytes | None = None) -> None:
+        """Inside the pipeline's stream block: send the 200 head (and the `opening` event's data),
+        relay the turn's events through `render` (which writes them with `send_sse`) and stop
+        the model when the client leaves. The caller ends the body (after its own last event)
+        and observes the turn."""
+        headers = [*SSE_HEADERS, (b"server-timing", turn.first_delta_timing().encode())]
+        headers += encode_headers(trace_headers())
+        await self.send_headers(status=200, headers=headers)
+        self._last_write = asyncio.get_running_loop().time()
+        if opening is not None:
+            await self.send_sse(opening)
+        writer = asyncio.create_task(turn.relay(render))
+        watcher = asyncio.create_task(self._watch_client())
+        try:
+            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not writer.done():
+                writer.cancel()  # the client left (or the gateway stops): stop the model
+            try:
+                await writer
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:
+                logger.exception("stream relay failed")
+                turn.outcome = "internal_error"
+                await self.send_sse(orjson.dumps(error_for_exception(exc)[1]))
+
+    async def send_sse(self, data: bytes, event: bytes | None = None) -> None:
+        """One event: `data` (and its `event:` name, when it has one)."""
+        self._last_write = asyncio.get_running_loop().time()
+        head = b"event: " + event + b"\n" if event else b""
+        await self.send_body(head + b"data: " + data + b"\n\n", more_body=True)
+
+    async def _watch_client(self) -> None:
+        """Returns when the client disconnects; meanwhile sends a comment line whenever the
+        stream has been quiet for a while, so proxies keep it open."""
+        interval = settings.SSE_HEARTBEAT_SECONDS
+        loop = asyncio.get_running_loop()
+        while True:
+            quiet_for = loop.time() - self._last_write
+            if quiet_for >= interval:
+                self._last_write = loop.time()
+                await self.send_body(b": keep-alive\n\n", more_body=True)
+                continue
+            try:
+                async with asyncio.timeout(interval - quiet_for):
+                    if (await self.receive())["type"] == "http.disconnect":
+                        return
+            except TimeoutError:
+                pass
 
 
 def trace_headers() -> dict[str, str]:

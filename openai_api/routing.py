@@ -2,13 +2,26 @@
 
 from django.urls import re_path
 
+from openai_api.chat import ChatCompletionsConsumer
+from openai_api.conversations import (
+    ConversationCollectionConsumer,
+    ConversationConsumer,
+    ConversationItemConsumer,
+    ConversationItemsConsumer,
+)
 from openai_api.model_list import ModelConsumer, ModelsConsumer
 from openai_api.responses.consumers import ResponseConsumer, ResponseInputItemsConsumer, ResponsesConsumer
 
 http_urlpatterns = [
     re_path(r"^v1/models$", ModelsConsumer.as_asgi()),
     re_path(r"^v1/models/(?P<model>[^/]+)$", ModelConsumer.as_asgi()),
-    # Conversations and Chat Completions (openai_api.conversations, openai_api.chat) ...
+    re_path(r"^v1/conversations$", ConversationCollectionConsumer.as_asgi()),
+    re_path(r"^v1/conversations/(?P<conversation_id>[^/]+)$", ConversationConsumer.as_asgi()),
+    re_path(r"^v1/conversations/(?P<conversation_id>[^/]+)/items$", ConversationItemsConsumer.as_asgi()),
+    re_path(
+        r"^v1/conversations/(?P<conversation_id>[^/]+)/items/(?P<item_id>[^/]+)$", ConversationItemConsumer.as_asgi()
+    ),
+    re_path(r"^v1/chat/completions$", ChatCompletionsConsumer.as_asgi()),
     re_path(r"^v1/responses$", ResponsesConsumer.as_asgi()),
     re_path(r"^v1/responses/(?P<response_id>[^/]+)$", ResponseConsumer.as_asgi()),
     re_path(r"^v1/responses/(?P<response_id>[^/]+)/input_items$", ResponseInputItemsConsumer.as_asgi()),

@@ -13,6 +13,12 @@ class SessionNotFound(NotFound):
     default_detail = "No such session."
 
 
+class MessageNotFound(NotFound):
+    code = "message_not_found"
+    title = "Message not found"
+    default_detail = "No such message in this session."
+
+
 class SessionNotActive(GatewayError):
     code = "session_not_active"
     status = 409

@@ -28,27 +28,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from core.errors import GatewayError
 from core.observability.context import annotate
 from core.observability.context import current as current_request
-from core.result import Ok, unwrap
+from core.result import Ok, Result, unwrap
 from core.shutdown import ShuttingDown, drain, taken_back
-from llm_backend.ports import Delta, GenerationParams
+from llm_backend.ports import ChatRequest, Completion, ContextMessage, Delta, GenerationParams, TokenUsage
 from sessions_app import metrics
 from sessions_app.admission import admit, owner_stream, refuse_if_draining, slots
 from sessions_app.domain import TurnOutcome
 from sessions_app.idempotency import IdempotentRequest
+from sessions_app.stateless import StatelessDone, StatelessStream
 from sessions_app.telemetry import count_tokens
 from sessions_app.turn_stream import RunningTurn, TurnDone
 from sessions_app.wiring import get_session_manager
 
 __all__ = [
     "Render",
+    "StatelessDone",
+    "StatelessRequest",
     "Turn",
     "TurnDone",
     "TurnEvent",
@@ -74,14 +78,27 @@ class TurnRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class StatelessRequest:
+    """A turn with no session (OpenAI's Chat Completions): the model asked with `messages`,
+    nothing stored."""
+
+    owner: str
+    model: str
+    messages: tuple[ContextMessage, ...]
+    params: GenerationParams
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class TurnFailed:
     """The last event of a stream that failed after it began (or that the shutdown stopped)."""
 
     error: GatewayError
 
 
-TurnEvent: TypeAlias = Delta | TurnDone | TurnFailed
+TurnEvent: TypeAlias = Delta | TurnDone | StatelessDone | TurnFailed
 Render = Callable[[TurnEvent], Awaitable[None]]
+Streamed: TypeAlias = RunningTurn | StatelessStream
 
 
 class Turn:
@@ -92,8 +109,9 @@ class Turn:
         self.started = asyncio.get_running_loop().time()
         self.outcome = "cancelled"  # "ok", an error code, or "cancelled" when it was stopped
         self.first_delta_at: float | None = None  # loop time the first delta was rendered
-        self.running: RunningTurn | None = None  # a streamed turn, once it began
+        self.running: Streamed | None = None  # a streamed turn, once it began
         self._reply: TurnOutcome | None = None
+        self._stateless: tuple[str, TokenUsage] | None = None  # a stateless turn's model and tokens
 
     @property
     def result(self) -> TurnOutcome | None:
@@ -127,6 +145,23 @@ class Turn:
         self.outcome = "ok"
         return self._reply
 
+    async def complete(self, request: StatelessRequest) -> Completion:
+        """Run a stateless turn whole: the model's answer (nothing stored), or the failure raised."""
+        with drain.turn() as ticket:
+            try:
+                result = await get_session_manager().stateless.complete(
+                    owner=request.owner, request=_chat_request(request)
+                )
+            except asyncio.CancelledError:
+                if not ticket.stopped:
+                    raise
+                taken_back()
+                raise ShuttingDown() from None
+        completion = unwrap(result)
+        self._stateless = (request.model, completion.usage)
+        self.outcome = "ok"
+        return completion
+
     @asynccontextmanager
     async def stream(
         self,
@@ -142,21 +177,51 @@ class Turn:
         shutdown stop the turn after it began, the client keeps what it saw and is told
         why (`render(TurnFailed(ShuttingDown()))`). `span`: the edge's span around the turn.
         """
+        manager = get_session_manager()
+        start = functools.partial(
+            manager.turns.turn_stream,
+            owner=request.owner,
+            session_id=request.session_id,
+            content=request.content,
+            params=request.params,
+            request_id=request.request_id,
+            idempotent=request.idempotent,
+            instructions=request.instructions,
+            message_ids=request.message_ids,
+        )
+        async with self._held(request.owner, start, render, span) as running:
+            yield running
+
+    @asynccontextmanager
+    async def stream_stateless(
+        self,
+        request: StatelessRequest,
+        render: Render,
+        *,
+        span: AbstractContextManager[object] | None = None,
+    ) -> AsyncIterator[Streamed]:
+        """`stream` for a stateless turn: the same holds, nothing stored; the last event is a
+        `StatelessDone` (or `TurnFailed`)."""
+        start = functools.partial(
+            get_session_manager().stateless.stream, owner=request.owner, request=_chat_request(request)
+        )
+        async with self._held(request.owner, start, render, span) as running:
+            yield running
+
+    @asynccontextmanager
+    async def _held(
+        self,
+        owner: str,
+        start: Callable[[], Awaitable[Result[Any, GatewayError]]],
+        render: Render,
+        span: AbstractContextManager[object] | None,
+    ) -> AsyncIterator[Any]:
         started = None
-        async with owner_stream(request.owner):
+        async with owner_stream(owner):
             with drain.turn() as ticket:
                 try:
                     with slots.slot(), span or contextlib.nullcontext():
-                        started = await get_session_manager().turns.turn_stream(
-                            owner=request.owner,
-                            session_id=request.session_id,
-                            content=request.content,
-                            params=request.params,
-                            request_id=request.request_id,
-                            idempotent=request.idempotent,
-                            instructions=request.instructions,
-                            message_ids=request.message_ids,
-                        )
+                        started = await start()
                         if isinstance(started, Ok):
                             self.running = started.value
                             ticket.on_stop(self.running.interrupt)
@@ -188,6 +253,8 @@ class Turn:
                         self.first_delta_at = asyncio.get_running_loop().time()
                 else:
                     self.outcome = "ok"
+                    if type(event) is StatelessDone:
+                        self._stateless = (event.model, event.usage)
         except GatewayError as exc:
             self.outcome = exc.code
             await render(TurnFailed(exc))
@@ -207,9 +274,11 @@ class Turn:
         if self.first_delta_at is not None:
             metrics.FIRST_DELTA.labels(mode=self.mode).observe(self.first_delta_at - self.started)
         stored = self.result
-        if stored is not None:
-            count_tokens(get_session_manager().policy.model_label(stored.session.model), stored.usage)
-            annotate(input_tokens=stored.usage.input_tokens, output_tokens=stored.usage.output_tokens)
+        used = (stored.session.model, stored.usage) if stored is not None else self._stateless
+        if used is not None:
+            model, usage = used
+            count_tokens(get_session_manager().policy.model_label(model), usage)
+            annotate(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
         annotate(outcome=self.outcome)
 
     def server_timing(self) -> str:
@@ -231,3 +300,9 @@ class Turn:
     def _backend_seconds() -> float:
         info = current_request()
         return info.backend_seconds if info else 0.0
+
+
+def _chat_request(request: StatelessRequest) -> ChatRequest:
+    return ChatRequest(
+        model=request.model, messages=request.messages, params=request.params, request_id=request.request_id
+    )

@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.errors import GatewayError
 from core.result import Result
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, TokenUsage, Transcript
-from sessions_app.errors import SessionLimitReached, SessionNotActive, SessionNotFound, TurnInProgress
+from sessions_app.errors import (
+    MessageNotFound,
+    SessionLimitReached,
+    SessionNotActive,
+    SessionNotFound,
+    TurnInProgress,
+)
 
 SessionLookupError = SessionNotFound | SessionNotActive | TurnInProgress
 
@@ -85,6 +91,23 @@ class ActiveSessionStore(Protocol):
         self, session_id: str, *, owner: str, status: SessionStatus, at: datetime
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         """Change the status, refusing while a turn holds the lock."""
+        ...
+
+    async def set_metadata(
+        self, session_id: str, *, owner: str, metadata: Mapping[str, Any], at: datetime
+    ) -> Result[ChatSession, SessionNotFound]:
+        """Replace the session's metadata (whatever its status, even during a turn: a turn
+        never writes metadata) and mark activity at `at`."""
+        ...
+
+    async def delete_message(
+        self, session_id: str, *, owner: str, message_id: str, at: datetime
+    ) -> Result[ChatSession, SessionNotFound | MessageNotFound | TurnInProgress]:
+        """Remove one message (the later ones move up by one) and mark activity at `at`.
+
+        Refused with `TurnInProgress` while a turn holds the lock (its commit appends after the
+        history it read); `MessageNotFound` when the session holds no message with that id.
+        """
         ...
 
     async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:

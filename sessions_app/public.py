@@ -1,10 +1,12 @@
 """What other apps may use of the sessions app: everything they import from it comes from here.
 
-The archive app is the one client: it stores and restores sessions (the domain, the storage
-encoding it shares with the active stores), reads and counts the active store, records what it
-does, and presents sessions in exports. The import linter (`make lint`, contracts in
-pyproject.toml) refuses an import of any other sessions_app module from another app, so a change
-inside this app cannot quietly break another: what is listed here is the contract.
+The archive app stores and restores sessions (the domain, the storage encoding it shares with
+the active stores), reads and counts the active store, records what it does, and presents
+sessions in exports. The OpenAI-compatible API (openai_api) reads and edits sessions through
+the session manager (lifecycle, selectors, edits) and runs turns through the turn pipeline.
+The import linter (`make lint`, contracts in pyproject.toml) refuses an import of any other
+sessions_app module from another app, so a change inside this app cannot quietly break another:
+what is listed here is the contract.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from sessions_app.api.presenters import iso as present_time
 from sessions_app.api.presenters import transcript as present_transcript
 from sessions_app.domain import (
+    ChatMessage,
     ChatSession,
     FinishReason,
     MessageStatus,
@@ -20,7 +23,8 @@ from sessions_app.domain import (
     Transcript,
     TurnOutcome,
 )
-from sessions_app.errors import SessionNotFound, TurnInProgress, UnknownModel
+from sessions_app.edits import NewMessage
+from sessions_app.errors import MessageNotFound, SessionNotFound, TurnInProgress, UnknownModel
 from sessions_app.idempotency import IdempotentRequest
 from sessions_app.models import SessionRecord
 from sessions_app.policy import owner_actor, utc_now_ms_precision
@@ -48,11 +52,14 @@ from sessions_app.wiring import (
 __all__ = [
     "ActiveSessionStore",
     "ArchiverSessionStore",
+    "ChatMessage",
     "ChatSession",
     "DatabaseRecorder",
     "FinishReason",
     "IdempotentRequest",
+    "MessageNotFound",
     "MessageStatus",
+    "NewMessage",
     "SessionEvent",
     "SessionNotFound",
     "SessionPage",

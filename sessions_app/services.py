@@ -14,6 +14,7 @@ from datetime import datetime
 from limits.memory import MemoryLimiter
 from limits.ports import OwnerLimiter
 from llm_backend.ports import ChatBackend
+from sessions_app.edits import SessionEdits
 from sessions_app.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from sessions_app.idempotency_guard import IdempotencyGuard
 from sessions_app.lifecycle import SessionLifecycle
@@ -21,6 +22,7 @@ from sessions_app.policy import SessionPolicy, owner_actor, utc_now_ms_precision
 from sessions_app.ports import ActiveSessionStore, SessionArchive
 from sessions_app.recording import SessionRecorder
 from sessions_app.selectors import SessionSelectors
+from sessions_app.stateless import StatelessTurns
 from sessions_app.turns import TurnService
 
 __all__ = ["SessionManager", "SessionPolicy", "owner_actor", "utc_now_ms_precision"]
@@ -62,13 +64,16 @@ class SessionManager:
             clock=clock,
             forget_session=forget_session,
         )
+        self.edits = SessionEdits(store=store, recorder=recorder, policy=policy, lifecycle=self.lifecycle, clock=clock)
+        limiter = limiter or MemoryLimiter(requests_per_minute=0, tokens_per_minute=0, streams_per_owner=0)
+        self.stateless = StatelessTurns(backend=backend, policy=policy, limiter=limiter)
         self.turns = TurnService(
             store=store,
             backend=backend,
             archive=archive,
             policy=policy,
             guard=guard,
-            limiter=limiter or MemoryLimiter(requests_per_minute=0, tokens_per_minute=0, streams_per_owner=0),
+            limiter=limiter,
             selectors=self.selectors,
             clock=clock,
         )

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from core.result import Err, Ok, Result
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, TokenUsage, Transcript
-from sessions_app.errors import SessionLimitReached, SessionNotActive, SessionNotFound, TurnInProgress
+from sessions_app.errors import (
+    MessageNotFound,
+    SessionLimitReached,
+    SessionNotActive,
+    SessionNotFound,
+    TurnInProgress,
+)
 from sessions_app.ports import SessionLookupError
 from sessions_app.stores.encoding import decode_cursor, encode_cursor, index_member
 
@@ -124,6 +131,31 @@ class InMemorySessionStore:
         if entry.locked():
             return Err(TurnInProgress())
         entry.session = dataclasses.replace(entry.session, status=status, last_activity_at=at)
+        return Ok(entry.session)
+
+    async def set_metadata(
+        self, session_id: str, *, owner: str, metadata: Mapping[str, Any], at: datetime
+    ) -> Result[ChatSession, SessionNotFound]:
+        entry = self._owned(session_id, owner)
+        if entry is None:
+            return Err(SessionNotFound())
+        entry.session = dataclasses.replace(entry.session, metadata=dict(metadata), last_activity_at=at)
+        return Ok(entry.session)
+
+    async def delete_message(
+        self, session_id: str, *, owner: str, message_id: str, at: datetime
+    ) -> Result[ChatSession, SessionNotFound | MessageNotFound | TurnInProgress]:
+        entry = self._owned(session_id, owner)
+        if entry is None:
+            return Err(SessionNotFound())
+        if entry.locked():
+            return Err(TurnInProgress())
+        index = next((i for i, m in enumerate(entry.messages) if m.id == message_id), None)
+        if index is None:
+            return Err(MessageNotFound())
+        del entry.messages[index]
+        old = entry.session
+        entry.session = dataclasses.replace(old, message_count=old.message_count - 1, last_activity_at=at)
         return Ok(entry.session)
 
     async def lock_for_archive(

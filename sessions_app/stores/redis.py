@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -31,7 +31,13 @@ from core.redis_clients import WhenBack, bounded_pool, store_errors
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript
-from sessions_app.errors import SessionLimitReached, SessionNotActive, SessionNotFound, TurnInProgress
+from sessions_app.errors import (
+    MessageNotFound,
+    SessionLimitReached,
+    SessionNotActive,
+    SessionNotFound,
+    TurnInProgress,
+)
 from sessions_app.ports import SessionLookupError
 from sessions_app.stores import redis_scripts as lua
 from sessions_app.stores.encoding import (
@@ -415,6 +421,32 @@ class RedisSessionStore:
         pipe.zrem(self._activity_key(), session_id)
         await pipe.execute()
         return Ok(None)
+
+    @store_errors
+    async def set_metadata(
+        self, session_id: str, *, owner: str, metadata: Mapping[str, Any], at: datetime
+    ) -> Result[ChatSession, SessionNotFound]:
+        keys = self._session_keys(session_id)
+        reply = await self._script(lua.SET_METADATA, [keys.meta], [owner, orjson.dumps(metadata), to_ms(at)])
+        if reply[0] != b"ok":
+            return Err(SessionNotFound())
+        await self._client().zadd(self._activity_key(), {session_id: to_ms(at)}, xx=True)
+        return Ok(self._session_from(session_id, reply[1]))
+
+    @store_errors
+    async def delete_message(
+        self, session_id: str, *, owner: str, message_id: str, at: datetime
+    ) -> Result[ChatSession, SessionNotFound | MessageNotFound | TurnInProgress]:
+        reply = await self._script(lua.DELETE_MESSAGE, self._session_keys(session_id), [owner, message_id, to_ms(at)])
+        match reply[0]:
+            case b"ok":
+                await self._client().zadd(self._activity_key(), {session_id: to_ms(at)}, xx=True)
+                return Ok(self._session_from(session_id, reply[1]))
+            case b"busy":
+                return Err(TurnInProgress())
+            case b"no_message":
+                return Err(MessageNotFound())
+        return Err(SessionNotFound())
 
     @store_errors
     async def ping(self) -> None:

@@ -54,6 +54,31 @@ redis.call('HSET', KEYS[1], 's', ARGV[2], 'la', ARGV[3])
 return {{'ok', {_HMGET_META}}}
 """
 
+# KEYS: meta. ARGV: owner, metadata as JSON, at_ms.
+SET_METADATA = f"""
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return {{'not_found'}} end
+redis.call('HSET', KEYS[1], 'mt', ARGV[2], 'la', ARGV[3])
+return {{'ok', {_HMGET_META}}}
+"""
+
+# KEYS: meta, messages, lock. ARGV: owner, message id, at_ms. A message is a JSON array, its id first.
+# The one found is overwritten with a marker no message can be (not JSON) and the marker removed.
+DELETE_MESSAGE = f"""
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return {{'not_found'}} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {{'busy'}} end
+local messages = redis.call('LRANGE', KEYS[2], 0, -1)
+for i, raw in ipairs(messages) do
+  if cjson.decode(raw)[1] == ARGV[2] then
+    redis.call('LSET', KEYS[2], i - 1, '\0deleted')
+    redis.call('LREM', KEYS[2], 1, '\0deleted')
+    redis.call('HINCRBY', KEYS[1], 'n', -1)
+    redis.call('HSET', KEYS[1], 'la', ARGV[3])
+    return {{'ok', {_HMGET_META}}}
+  end
+end
+return {{'no_message'}}
+"""
+
 # KEYS: meta, messages, lock. ARGV: token, lock_ms. Any status, any owner: for the archiver.
 LOCK_FOR_ARCHIVE = f"""
 local meta = {_HMGET_META}

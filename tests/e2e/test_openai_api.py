@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import openai
 import pytest
 from openai import OpenAI
@@ -37,3 +39,201 @@ def test_errors_come_in_openai_s_envelope_with_trace_headers(gateway: Gateway, i
     assert headers["x-request-id"] and headers["traceparent"].startswith("00-")
     with pytest.raises(openai.PermissionDeniedError):
         sdk(gateway, issuer.token(sub="oa-scope", scope="chat.write")).models.list()
+
+
+def test_conversations_and_items_crud_with_paging(gateway: Gateway, issuer: TestIssuer) -> None:
+    client = sdk(gateway, issuer.token(sub="oa-crud"))
+    conv = client.conversations.create(
+        metadata={"topic": "demo"},
+        items=[{"type": "message", "role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"}],
+    )
+    assert conv.id.startswith("conv_") and conv.object == "conversation" and conv.metadata == {"topic": "demo"}
+    assert client.conversations.retrieve(conv.id).created_at == conv.created_at
+
+    added = client.conversations.items.create(
+        conv.id,
+        items=[
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"n{n}"}]} for n in range(3)
+        ],
+    )
+    assert [item.content[0].text for item in added.data] == ["n0", "n1", "n2"]  # type: ignore[union-attr]
+    assert added.first_id == added.data[0].id and added.last_id == added.data[-1].id
+
+    newest = client.conversations.items.list(conv.id, limit=2)
+    assert [i.content[0].text for i in newest.data] == ["n2", "n1"]  # type: ignore[union-attr]
+    assert newest.has_more is True
+    everything = [i.content[0].text for i in client.conversations.items.list(conv.id, limit=2, order="asc")]  # type: ignore[union-attr]
+    assert everything == ["Hello", "Hi!", "n0", "n1", "n2"]  # the SDK followed `after` across pages
+    first = client.conversations.items.list(conv.id, order="asc", limit=5).data[0]
+    assert first.type == "message" and first.role == "user" and first.status == "completed"  # type: ignore[union-attr]
+    reply = client.conversations.items.list(conv.id, order="asc").data[1]
+    assert reply.content[0].type == "output_text"  # type: ignore[union-attr]
+
+    assert client.conversations.items.retrieve(first.id, conversation_id=conv.id).id == first.id  # type: ignore[union-attr]
+    after_delete = client.conversations.items.delete(first.id, conversation_id=conv.id)  # type: ignore[union-attr]
+    assert after_delete.id == conv.id
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve(first.id, conversation_id=conv.id)  # type: ignore[union-attr]
+    assert len(client.conversations.items.list(conv.id, limit=100).data) == 4
+
+    assert client.conversations.update(conv.id, metadata={"topic": "other"}).metadata == {"topic": "other"}
+    deleted = client.conversations.delete(conv.id)
+    assert deleted.deleted is True and deleted.id == conv.id and deleted.object == "conversation.deleted"
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)
+
+
+def test_a_conversation_is_a_session_both_ways(gateway: Gateway, issuer: TestIssuer) -> None:
+    token = issuer.token(sub="oa-both-ways")
+    client = sdk(gateway, token)
+    conv = client.conversations.create(metadata={"via": "v1"}, items=[{"role": "user", "content": "from v1"}])
+    session_id = str(uuid.UUID(hex=conv.id.removeprefix("conv_")))
+    with gateway.client(token) as http:
+        native = http.get(f"/api/v1/sessions/{session_id}").json()
+        assert native["metadata"] == {"via": "v1"} and native["messages"][0]["content"] == "from v1"
+
+        created = http.post("/api/v1/sessions", json={"metadata": {"via": "native"}}).json()
+        assert http.post(f"/api/v1/sessions/{created['id']}/messages", json={"content": "hey"}).status_code == 200
+    conv_id = "conv_" + created["id"].replace("-", "")
+    assert client.conversations.retrieve(conv_id).metadata == {"via": "native"}
+    items = client.conversations.items.list(conv_id, order="asc").data
+    assert [(i.role, i.content[0].text) for i in items] == [("user", "hey"), ("assistant", "Echo: hey")]  # type: ignore[union-attr]
+
+
+def test_an_archived_conversation_is_read_from_the_archive(gateway: Gateway, issuer: TestIssuer) -> None:
+    token = issuer.token(sub="oa-archived")
+    client = sdk(gateway, token)
+    conv = client.conversations.create(items=[{"role": "user", "content": "keep me"}])
+    session_id = str(uuid.UUID(hex=conv.id.removeprefix("conv_")))
+    with gateway.client(token) as http:
+        assert http.post(f"/api/v1/sessions/{session_id}/end").json()["status"] == "archived"
+    assert [i.content[0].text for i in client.conversations.items.list(conv.id).data] == ["keep me"]  # type: ignore[union-attr]
+    client.conversations.items.create(conv.id, items=[{"role": "user", "content": "back"}])  # brings it back
+    with gateway.client(token) as http:
+        assert http.get(f"/api/v1/sessions/{session_id}").json()["status"] == "active"
+
+
+def test_erasure_removes_conversations_created_over_v1(gateway: Gateway, issuer: TestIssuer) -> None:
+    token = issuer.token(sub="oa-erased")
+    client = sdk(gateway, token)
+    conv = client.conversations.create(items=[{"role": "user", "content": "forget me"}])
+    with gateway.client(token) as http:
+        receipt = http.delete("/api/v1/me").json()
+    assert receipt["erased"]["active_sessions"] == 1
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)
+
+
+def test_other_owners_and_forged_ids_are_404(gateway: Gateway, issuer: TestIssuer) -> None:
+    alice = sdk(gateway, issuer.token(sub="oa-alice"))
+    mallory = sdk(gateway, issuer.token(sub="oa-mallory"))
+    conv = alice.conversations.create(items=[{"role": "user", "content": "mine"}])
+    item = alice.conversations.items.list(conv.id).data[0]
+    for attempt in (
+        lambda: mallory.conversations.retrieve(conv.id),
+        lambda: mallory.conversations.items.list(conv.id),
+        lambda: mallory.conversations.items.retrieve(item.id, conversation_id=conv.id),
+        lambda: mallory.conversations.delete(conv.id),
+        lambda: mallory.conversations.update(conv.id, metadata={"x": "y"}),
+        lambda: alice.conversations.retrieve("conv_" + "0" * 31 + "g"),
+        lambda: alice.conversations.retrieve("sess_123"),
+        lambda: alice.conversations.retrieve("conv_" + "ab" * 200),
+        lambda: alice.conversations.items.retrieve("msg_%00../x", conversation_id=conv.id),
+        lambda: alice.conversations.items.retrieve("nope", conversation_id=conv.id),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    assert alice.conversations.retrieve(conv.id).id == conv.id
+
+
+def test_bad_parameters_are_400_naming_the_param(gateway: Gateway, issuer: TestIssuer) -> None:
+    client = sdk(gateway, issuer.token(sub="oa-params"))
+    conv = client.conversations.create()
+    cases: list[tuple[object, str]] = [
+        (lambda: client.conversations.create(metadata={"k": 1}), "metadata"),  # type: ignore[dict-item]
+        (lambda: client.conversations.create(items=[{"role": "user", "content": "x"}] * 21), "items"),
+        (lambda: client.conversations.create(items=[{"role": "robot", "content": "x"}]), "items[0].role"),  # type: ignore[list-item]
+        (
+            lambda: client.conversations.items.create(
+                conv.id,
+                items=[{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}],  # type: ignore[list-item]
+            ),
+            "items[0].content[0].type",
+        ),
+        (lambda: client.conversations.items.list(conv.id, limit=101), "limit"),
+        (lambda: client.conversations.items.list(conv.id, order="up"), "order"),  # type: ignore[arg-type]
+    ]
+    for call, param in cases:
+        with pytest.raises(openai.BadRequestError) as caught:
+            call()  # type: ignore[operator]
+        assert caught.value.param == param, caught.value.body
+
+
+def test_chat_completions_whole_and_streamed(gateway: Gateway, issuer: TestIssuer) -> None:
+    client = sdk(gateway, issuer.token(sub="oa-chat"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+
+    whole = client.chat.completions.create(model="echo", messages=messages, max_tokens=50, user="u1")  # type: ignore[arg-type]
+    assert whole.object == "chat.completion" and whole.model == "echo"
+    assert whole.choices[0].message.role == "assistant" and whole.choices[0].message.content == "Echo: Hello"
+    assert whole.choices[0].finish_reason == "stop"
+    assert (
+        whole.usage is not None
+        and whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    )
+
+    chunks = list(
+        client.chat.completions.create(
+            model="echo-large",
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+            max_completion_tokens=50,
+        )
+    )
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Echo: Hello"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+    with gateway.client(issuer.token(sub="oa-chat")) as http:
+        body = http.post("/v1/chat/completions", json={"model": "echo", "messages": messages, "stream": True}).text
+    assert body.rstrip().endswith("data: [DONE]")
+
+    # Nothing was stored: the owner has no session.
+    with gateway.client(issuer.token(sub="oa-chat")) as http:
+        assert http.get("/api/v1/sessions").json()["results"] == []
+
+
+def test_chat_completions_refuse_what_the_models_cannot_honour(gateway: Gateway, issuer: TestIssuer) -> None:
+    client = sdk(gateway, issuer.token(sub="oa-chat-params"))
+    user = [{"role": "user", "content": "hi"}]
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"tools": [tool]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"n": 2}, "n"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+        ({"model": "gpt-4o"}, "model"),
+        ({"temperature": 3}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y"}}]}]},
+            "messages[0].content[0].type",
+        ),
+        ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "c"}]}, "messages[0].role"),
+        ({"messages": []}, "messages"),
+    ]
+    for overrides, param in cases:
+        arguments: dict[str, object] = {"model": "echo", "messages": user, **overrides}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(**arguments)  # type: ignore[call-overload]
+        assert caught.value.param == param, caught.value.body
+    # Neutral values ask for nothing and pass.
+    neutral = client.chat.completions.create(
+        model="echo", messages=user, n=1, top_p=1, response_format={"type": "text"}
+    )  # type: ignore[arg-type]
+    assert neutral.choices[0].message.content == "Echo: hi"

@@ -12,7 +12,13 @@ from core.errors import InvalidRequest
 from core.result import Err, Ok
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import SessionStatus
-from sessions_app.errors import SessionLimitReached, SessionNotActive, SessionNotFound, TurnInProgress
+from sessions_app.errors import (
+    MessageNotFound,
+    SessionLimitReached,
+    SessionNotActive,
+    SessionNotFound,
+    TurnInProgress,
+)
 from sessions_app.ports import ActiveSessionStore
 from tests.factories import BASE_TIME, make_session, make_turn
 
@@ -280,3 +286,57 @@ async def test_extending_a_turn_keeps_its_lock_past_the_first_expiry(any_store: 
 
     assert isinstance(await begin(any_store, session.id, token="other"), Err)
     assert await any_store.extend_turn(session.id, token="other", lock_seconds=5) is False
+
+
+async def test_set_metadata_replaces_it_for_the_owner_only(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    later = BASE_TIME + timedelta(minutes=5)
+
+    assert isinstance(await any_store.set_metadata(session.id, owner="o_mallory", metadata={"x": 1}, at=later), Err)
+    replaced = await any_store.set_metadata(session.id, owner="o_alice", metadata={"topic": "demo"}, at=later)
+
+    assert isinstance(replaced, Ok)
+    assert replaced.value.metadata == {"topic": "demo"} and replaced.value.last_activity_at == later
+    got = await any_store.get(session.id, owner="o_alice")
+    assert isinstance(got, Ok) and got.value.metadata == {"topic": "demo"}
+
+
+async def test_delete_message_removes_one_and_keeps_the_order(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await run_turn(any_store, session.id, 1)
+    await run_turn(any_store, session.id, 2)
+    loaded = await any_store.load(session.id, owner="o_alice")
+    assert isinstance(loaded, Ok)
+    doomed = loaded.value.messages[1]
+
+    assert isinstance(
+        (await any_store.delete_message(session.id, owner="o_mallory", message_id=doomed.id, at=BASE_TIME)).error,  # type: ignore[union-attr]
+        SessionNotFound,
+    )
+    deleted = await any_store.delete_message(session.id, owner="o_alice", message_id=doomed.id, at=BASE_TIME)
+
+    assert isinstance(deleted, Ok) and deleted.value.message_count == 3
+    after = await any_store.load(session.id, owner="o_alice")
+    assert isinstance(after, Ok)
+    assert [m.content for m in after.value.messages] == ["question 1", "question 2", "answer 2"]
+    again = await any_store.delete_message(session.id, owner="o_alice", message_id=doomed.id, at=BASE_TIME)
+    assert isinstance(again.error, MessageNotFound)  # type: ignore[union-attr]
+
+
+async def test_delete_message_waits_for_a_running_turn(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await run_turn(any_store, session.id, 1)
+    loaded = await any_store.load(session.id, owner="o_alice")
+    assert isinstance(loaded, Ok)
+    assert isinstance(await begin(any_store, session.id, token="running"), Ok)
+
+    refused = await any_store.delete_message(
+        session.id, owner="o_alice", message_id=loaded.value.messages[0].id, at=BASE_TIME
+    )
+
+    assert isinstance(refused.error, TurnInProgress)  # type: ignore[union-attr]
+    still = await any_store.load(session.id, owner="o_alice")
+    assert isinstance(still, Ok) and len(still.value.messages) == 2
