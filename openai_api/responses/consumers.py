@@ -7,22 +7,31 @@ hands the turn to the turn pipeline and renders what comes back in OpenAI's shap
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
 from django.conf import settings
 
 from core.errors import GatewayError
-from llm_backend.ports import Delta
+from llm_backend.ports import ContextMessage, Delta, Role
 from openai_api.errors import InvalidParam, error_for_exception
 from openai_api.http import OpenAIConsumer, integer_param
 from openai_api.responses import present
-from openai_api.responses.records import ResponseRecord
+from openai_api.responses.records import ResponseRecord, new_response_id
 from openai_api.responses.request import ResponseRequest, parse_response_request
-from openai_api.responses.service import Target, new_message_ids, response_id_for
+from openai_api.responses.service import Target, finished, new_message_ids, response_id_for
 from openai_api.responses.stream import EventWriter
 from openai_api.responses.wiring import get_responses_service
-from sessions_app.pipeline import Turn, TurnDone, TurnEvent, TurnFailed, TurnRequest
+from sessions_app.pipeline import (
+    StatelessDone,
+    StatelessRequest,
+    Turn,
+    TurnDone,
+    TurnEvent,
+    TurnFailed,
+    TurnRequest,
+)
 from sessions_app.public import IdempotentRequest, TurnOutcome
 
 logger = logging.getLogger(__name__)
@@ -42,7 +51,8 @@ class ResponsesConsumer(OpenAIConsumer):
     async def create(self) -> None:
         request = parse_response_request(await self.read_json())
         if not request.store:
-            raise InvalidParam("store", "false is not supported yet")
+            await self._stateless(request)
+            return
         content = request.stored_content()
         key = self.decoded_header(b"idempotency-key")
         service = get_responses_service()
@@ -83,6 +93,46 @@ class ResponsesConsumer(OpenAIConsumer):
                 turn.observe()
             raise
 
+    async def _stateless(self, request: ResponseRequest) -> None:
+        """`store: false`: the input is the whole context, nothing is stored (the pipeline's
+        stateless turn, as Chat Completions run)."""
+        turn = Turn(mode="sse" if request.stream else "json")
+        system = request.turn_instructions
+        stateless = StatelessRequest(
+            owner=self.owner,
+            model=request.model,
+            messages=(
+                *([ContextMessage(Role.SYSTEM, system)] if system else []),
+                *(ContextMessage(Role(m.role), m.text) for m in request.conversation_messages),
+            ),
+            params=request.params,
+            request_id=self.request_id(),
+        )
+        if not stateless.messages or stateless.messages[-1].role == Role.SYSTEM:
+            raise InvalidParam("input", "must hold at least one user or assistant message")
+        record = _unstored(self.owner, request)
+        try:
+            if request.stream:
+                await _Streamed(self, turn, request, None, record.id).run_stateless(stateless, record)
+                return
+            completion = await turn.complete(stateless)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError) and turn.outcome == "cancelled":
+                turn.fail(exc)
+                turn.observe()
+            raise
+        turn.observe()
+        status, reason = finished(completion.finish_reason)
+        done = dataclasses.replace(
+            record,
+            status=status,
+            incomplete_reason=reason,
+            input_tokens=completion.usage.input_tokens,
+            output_tokens=completion.usage.output_tokens,
+        )
+        body = present.response(done, stored=False, output=completion.content, completed_at=time.time())
+        await self.send_json(200, body, headers={"Server-Timing": turn.server_timing()})
+
     async def _reply(self, turn: Turn, request: ResponseRequest, turn_request: TurnRequest, response_id: str) -> None:
         outcome = await turn.reply(turn_request)
         turn.observe()
@@ -97,24 +147,28 @@ class _Streamed:
     """One streamed response: the events as the turn runs, and its record once it is stored."""
 
     def __init__(
-        self, consumer: ResponsesConsumer, turn: Turn, request: ResponseRequest, target: Target, response_id: str
+        self,
+        consumer: ResponsesConsumer,
+        turn: Turn,
+        request: ResponseRequest,
+        target: Target | None,  # None: store false
+        response_id: str,
     ) -> None:
         self.consumer = consumer
         self.turn = turn
         self.request = request
         self.target = target
         self.response_id = response_id
-        self.writer = EventWriter(self._write, stored=True)
+        self.writer = EventWriter(self._write, stored=target is not None)
         self.record: ResponseRecord | None = None
         self.kept = False
         self._last_write = 0.0
 
     async def run(self, turn_request: TurnRequest) -> None:
         consumer = self.consumer
+        assert self.target is not None
         async with self.turn.stream(turn_request, self.render) as running:
-            # From here on the answer is a 200 event stream; failures become `error` events.
-            headers = [*SSE_HEADERS, (b"server-timing", self.turn.first_delta_timing().encode())]
-            await consumer.send_headers(status=200, headers=headers)
+            await self._head()
             user_id, reply_id = turn_request.message_ids or ("", "")
             if running.outcome is not None:  # a repeat of an answered Idempotency-Key
                 user_id, reply_id = running.outcome.user_message.id, running.outcome.message.id
@@ -133,27 +187,45 @@ class _Streamed:
                 temperature=self.request.params.temperature,
                 max_output_tokens=self.request.params.max_tokens,
             )
-            await self.writer.begin(self.record)
-            relay = asyncio.create_task(self.turn.relay(self.render))
-            watcher = asyncio.create_task(self._watch_client())
-            try:
-                await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watcher.cancel()
-                if not relay.done():
-                    relay.cancel()  # the client left (or the gateway stops): stop the model, keep what it saw
-                try:
-                    await relay
-                except asyncio.CancelledError:
-                    pass
-                except Exception as exc:
-                    logger.exception("response stream failed session_id=%s", self.target.session_id)
-                    self.turn.outcome = "internal_error"
-                    _, body, _ = error_for_exception(exc)
-                    await self.writer.error(body["error"]["code"], body["error"]["message"])
-                await asyncio.shield(self._keep_cut_short())
+            await self._relay()
         self.turn.observe()
         await consumer.send_body(b"", more_body=False)
+
+    async def run_stateless(self, request: StatelessRequest, record: ResponseRecord) -> None:
+        async with self.turn.stream_stateless(request, self.render):
+            await self._head()
+            self.record = record
+            await self._relay()
+        self.turn.observe()
+        await self.consumer.send_body(b"", more_body=False)
+
+    async def _head(self) -> None:
+        # From here on the answer is a 200 event stream; failures become `error` events.
+        headers = [*SSE_HEADERS, (b"server-timing", self.turn.first_delta_timing().encode())]
+        await self.consumer.send_headers(status=200, headers=headers)
+
+    async def _relay(self) -> None:
+        """The opening events, then the turn's, until it ends or the client leaves."""
+        assert self.record is not None
+        await self.writer.begin(self.record)
+        relay = asyncio.create_task(self.turn.relay(self.render))
+        watcher = asyncio.create_task(self._watch_client())
+        try:
+            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not relay.done():
+                relay.cancel()  # the client left (or the gateway stops): stop the model, keep what it saw
+            try:
+                await relay
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:
+                logger.exception("response stream failed")
+                self.turn.outcome = "internal_error"
+                _, body, _ = error_for_exception(exc)
+                await self.writer.error(body["error"]["code"], body["error"]["message"])
+            await asyncio.shield(self._keep_cut_short())
 
     async def render(self, event: TurnEvent) -> None:
         assert self.record is not None or isinstance(event, TurnFailed)
@@ -162,6 +234,17 @@ class _Streamed:
             await self.writer.delta(self.record, event.content)
         elif type(event) is TurnDone:
             await self._end(event.outcome, failed=False)
+        elif type(event) is StatelessDone:
+            assert self.record is not None
+            status, reason = finished(event.finish_reason)
+            self.record = dataclasses.replace(
+                self.record,
+                status=status,
+                incomplete_reason=reason,
+                input_tokens=event.usage.input_tokens,
+                output_tokens=event.usage.output_tokens,
+            )
+            await self.writer.end(self.record, completed_at=time.time())
         else:
             assert isinstance(event, TurnFailed)
             await self._fail(event.error)
@@ -182,6 +265,9 @@ class _Streamed:
         stored = self.turn.result
         if stored is not None and self.record is not None:
             await self._end(stored, failed=True)
+        elif self.target is None and self.record is not None:  # store false: nothing to keep
+            self.record = dataclasses.replace(self.record, status="failed")
+            await self.writer.end(self.record, completed_at=time.time())
 
     async def _keep_cut_short(self) -> None:
         """A reply cut short by the client is kept in the session (cancelled): so is its response."""
@@ -194,7 +280,7 @@ class _Streamed:
                 owner=self.consumer.owner, response_id=self.response_id, request=self.request, outcome=stored
             )
         except GatewayError:
-            logger.warning("could not record a cut-short response session_id=%s", self.target.session_id)
+            logger.warning("could not record a cut-short response session_id=%s", stored.session.id)
 
     async def _write(self, data: bytes) -> None:
         self._last_write = asyncio.get_running_loop().time()
@@ -216,6 +302,25 @@ class _Streamed:
                         return
             except TimeoutError:
                 pass
+
+
+def _unstored(owner: str, request: ResponseRequest) -> ResponseRecord:
+    """The record a `store: false` response would have: never saved, only presented."""
+    _, reply_id = new_message_ids()
+    return ResponseRecord(
+        id=new_response_id(),
+        owner=owner,
+        session_id="",
+        model=request.model,
+        input_message_id="",
+        output_message_id=reply_id,
+        status="in_progress",
+        created_at=time.time(),
+        instructions=request.turn_instructions,
+        metadata=request.metadata,
+        temperature=request.params.temperature,
+        max_output_tokens=request.params.max_tokens,
+    )
 
 
 class ResponseConsumer(OpenAIConsumer):

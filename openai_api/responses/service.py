@@ -68,9 +68,14 @@ def ending(outcome: TurnOutcome, *, failed: bool = False) -> tuple[str, str | No
         return "failed", None
     if outcome.finish_reason is None:
         return "cancelled", None
-    if outcome.finish_reason == FinishReason.LENGTH:
+    return finished(outcome.finish_reason)
+
+
+def finished(reason: FinishReason) -> tuple[str, str | None]:
+    """The status and `incomplete_details.reason` of a reply the model finished."""
+    if reason == FinishReason.LENGTH:
         return "incomplete", "max_output_tokens"
-    if outcome.finish_reason == FinishReason.CONTENT_FILTER:
+    if reason == FinishReason.CONTENT_FILTER:
         return "incomplete", "content_filter"
     return "completed", None
 

@@ -250,6 +250,35 @@ def test_deleting_the_conversation_or_erasing_the_owner_removes_its_responses(
         client.responses.retrieve(kept.id)
 
 
+def test_store_false_runs_the_input_as_the_whole_context_and_stores_nothing(
+    gateway: Gateway, issuer: TestIssuer
+) -> None:
+    token = issuer.token(sub="oa-resp-stateless")
+    client = sdk(gateway, token)
+    exchange: Any = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "Echo: one"},
+        {"role": "user", "content": [{"type": "input_text", "text": "two"}]},
+    ]
+
+    whole = client.responses.create(model="echo", input=exchange, store=False)
+    events = list(client.responses.create(model="echo", input="three", store=False, stream=True))
+
+    assert (whole.status, whole.output_text, whole.conversation) == ("completed", "Echo: two", None)
+    assert whole.instructions == "Be brief."
+    assert [type(e) for e in events][:4] == OPENING and isinstance(events[-1], ResponseCompletedEvent)
+    assert events[-1].response.output_text == "Echo: three" and events[-1].response.conversation is None
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(whole.id)
+    with gateway.client(token) as http:
+        assert http.get("/api/v1/sessions").json()["results"] == []
+        assert http.get("/api/v1/me/export").json()["side_stores"]["responses"] == []
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="echo", input="x", store=False, previous_response_id=whole.id)
+    assert refused.value.param == "store"  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="module")
 def observed() -> Iterator[ObservedModel]:
     model = ObservedModel(token_delay=0.05).start()
