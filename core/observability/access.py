@@ -16,6 +16,8 @@ log = structlog.get_logger("gateway.access")
 
 # Routes as templates, so labels and span names stay few: ids become {id}.
 _UUID = re.compile(r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|$)")
+# The /v1/ API's OpenAI-looking ids (conv_..., msg_..., resp_...), bounded like the ids themselves.
+_PREFIXED_ID = re.compile(r"/(?:conv|msg|resp)_[A-Za-z0-9_-]{1,64}(?=/|$)")
 # The kernel's own routes; each app adds its own with `label_routes` (in its AppConfig.ready).
 _KNOWN = {"/healthz", "/readyz", "/metrics", "/api/schema/", "/api/docs/", "/dev/jwks.json"}
 
@@ -27,7 +29,7 @@ def label_routes(*templates: str) -> None:
 
 
 def route_of(path: str) -> str:
-    templated = _UUID.sub("/{id}", path)
+    templated = _PREFIXED_ID.sub("/{id}", _UUID.sub("/{id}", path))
     if templated in _KNOWN:
         return templated
     if templated.startswith("/admin/"):
