@@ -373,3 +373,21 @@ def wait_until(condition: Any, *, timeout: float) -> None:
         if time.monotonic() > deadline:
             pytest.fail("the model server was not cancelled")
         time.sleep(0.02)
+
+
+def test_the_issues_example_runs_unchanged(gateway: Gateway, issuer: TestIssuer) -> None:
+    client = sdk(gateway, issuer.token(sub="oa-resp-example"))
+    conv_ = client.conversations.create(metadata={"topic": "demo"})
+    r = client.responses.create(model="echo", conversation=conv_.id, input="Hello")
+    with client.responses.stream(model="echo", conversation=conv_.id, input="Tell me more") as s:
+        streamed = [type(event) for event in s]
+        final = s.get_final_response()
+    items = client.conversations.items.list(conv_.id)
+
+    assert r.output_text == "Echo: Hello" and final.output_text == "Echo: Tell me more"
+    assert streamed[0] is ResponseCreatedEvent and issubclass(streamed[-1], ResponseCompletedEvent)
+    ids = [item.id for item in items.data]  # type: ignore[union-attr]
+    assert r.output[0].id in ids and final.output[0].id in ids and len(ids) == 4
+    with pytest.raises(openai.BadRequestError) as other_model:
+        client.responses.create(model="echo-large", conversation=conv_.id, input="x")
+    assert other_model.value.param == "model"  # type: ignore[attr-defined]
