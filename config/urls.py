@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from core import views as core_views
 from core.admin_auth import oidc_urlpatterns
 from core.admin_signout import sign_out
+from openai_api.schema import schema_view as openai_schema_view
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
@@ -16,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("sessions_app.api.urls")),
     path("api/v1/", include("archive.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(urlconf="config.schema_urls"), name="schema"),
+    path("api/schema/v1/", openai_schema_view, name="schema-v1"),  # the OpenAI-compatible /v1/ API
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/logout/", sign_out, name="admin_sign_out"),  # ahead of the admin's: also ends the provider's
     path("admin/", admin.site.urls),

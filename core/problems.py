@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -50,10 +51,25 @@ def problem_json(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body)
 
 
+# An API with its own error shape (OpenAI's under /v1/) registers it here, so the middleware's
+# refusals (413, 431) on its paths speak it too: path prefix -> error -> (body, content type).
+ErrorRenderer = Callable[[GatewayError], tuple[bytes, str]]
+_RENDERERS: dict[str, ErrorRenderer] = {}
+
+
+def render_errors_under(prefix: str, renderer: ErrorRenderer) -> None:
+    _RENDERERS[prefix] = renderer
+
+
 async def send_asgi_problem(send: Any, error: GatewayError, *, instance: str | None = None) -> None:
-    """A whole problem response through a bare ASGI `send`, for middleware below the views."""
-    body = problem_json(problem_from_error(error, instance=instance))
-    headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    """A whole problem response through a bare ASGI `send`, for middleware below the views
+    (in the error shape registered for the path `instance`, if any)."""
+    renderer = next((r for prefix, r in _RENDERERS.items() if instance and instance.startswith(prefix)), None)
+    if renderer is not None:
+        body, content_type = renderer(error)
+    else:
+        body, content_type = problem_json(problem_from_error(error, instance=instance)), PROBLEM_CONTENT_TYPE
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
     headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -14,7 +14,11 @@ ROUTES = (
     "/v1/responses/{id}",
     "/v1/responses/{id}/input_items",
     "/v1/responses/{id}/cancel",
+    "/api/schema/v1/",
 )
+
+# conv_..., msg_..., resp_...: labelled {id} like the native API's UUIDs.
+ID_SHAPES = r"(?:conv|msg|resp)_[A-Za-z0-9_-]{1,64}"
 
 
 class OpenAIApiConfig(AppConfig):
@@ -23,5 +27,8 @@ class OpenAIApiConfig(AppConfig):
 
     def ready(self) -> None:
         from core.observability.access import label_routes
+        from core.problems import render_errors_under
+        from openai_api.errors import render_error
 
-        label_routes(*ROUTES)
+        label_routes(*ROUTES, ids=ID_SHAPES)
+        render_errors_under("/v1/", render_error)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
+
 from core.errors import GatewayError, InvalidRequest, NotFound
 from sessions_app.public import MessageNotFound, SessionNotFound
 
@@ -59,6 +61,11 @@ class ItemNotFound(MessageNotFound):
     default_detail = "No such item in this conversation."
 
 
+class RouteNotFound(NotFound):
+    code = "not_found"
+    default_detail = "No such route under /v1/."
+
+
 class ModelNotFound(NotFound):
     code = "model_not_found"
     title = "Model not found"
@@ -90,6 +97,11 @@ def envelope(error: GatewayError) -> dict[str, Any]:
             "code": error.code,
         }
     }
+
+
+def render_error(error: GatewayError) -> tuple[bytes, str]:
+    """The envelope as bytes, for the middleware's refusals on `/v1/` paths (core.problems)."""
+    return orjson.dumps(envelope(error)), "application/json"
 
 
 def error_for_exception(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:

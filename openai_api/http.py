@@ -26,7 +26,7 @@ from core.auth.principal import READ_SCOPE, WRITE_SCOPE, Principal
 from core.errors import InvalidRequest, MethodNotAllowed, UnsupportedMediaType
 from core.jsonbody import loads_object
 from core.observability.context import current as current_request
-from openai_api.errors import InvalidParam, error_for_exception
+from openai_api.errors import InvalidParam, RouteNotFound, error_for_exception
 from sessions_app.pipeline import Render, Turn, admit, refuse_if_draining
 
 logger = logging.getLogger(__name__)
@@ -200,6 +200,13 @@ class OpenAIConsumer(AsyncHttpConsumer):
                         return
             except TimeoutError:
                 pass
+
+
+class UnknownRouteConsumer(OpenAIConsumer):
+    """Any other path under `/v1/`: 404 in OpenAI's shape (before authentication: it names nothing)."""
+
+    async def handle(self) -> None:
+        await self.send_error(RouteNotFound())
 
 
 def trace_headers() -> dict[str, str]:

@@ -9,6 +9,7 @@ from openai_api.conversations import (
     ConversationItemConsumer,
     ConversationItemsConsumer,
 )
+from openai_api.http import UnknownRouteConsumer
 from openai_api.model_list import ModelConsumer, ModelsConsumer
 from openai_api.responses.consumers import ResponseConsumer, ResponseInputItemsConsumer, ResponsesConsumer
 
@@ -25,4 +26,5 @@ http_urlpatterns = [
     re_path(r"^v1/responses$", ResponsesConsumer.as_asgi()),
     re_path(r"^v1/responses/(?P<response_id>[^/]+)$", ResponseConsumer.as_asgi()),
     re_path(r"^v1/responses/(?P<response_id>[^/]+)/input_items$", ResponseInputItemsConsumer.as_asgi()),
+    re_path(r"^v1/", UnknownRouteConsumer.as_asgi()),  # last: the rest of /v1/ is a 404 in OpenAI's shape
 ]

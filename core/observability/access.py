@@ -16,20 +16,26 @@ log = structlog.get_logger("gateway.access")
 
 # Routes as templates, so labels and span names stay few: ids become {id}.
 _UUID = re.compile(r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|$)")
-# The /v1/ API's OpenAI-looking ids (conv_..., msg_..., resp_...), bounded like the ids themselves.
-_PREFIXED_ID = re.compile(r"/(?:conv|msg|resp)_[A-Za-z0-9_-]{1,64}(?=/|$)")
 # The kernel's own routes; each app adds its own with `label_routes` (in its AppConfig.ready).
 _KNOWN = {"/healthz", "/readyz", "/metrics", "/api/schema/", "/api/docs/", "/dev/jwks.json"}
 
 
-def label_routes(*templates: str) -> None:
+_IDS: list[re.Pattern[str]] = []  # apps' own id shapes, as path segments
+
+
+def label_routes(*templates: str, ids: str | None = None) -> None:
     """Label requests to these routes (ids written `{id}`) by their template; any other path is
-    `other` (or `/admin/...`, `/static/...`), so a scan of made-up URLs cannot grow the labels."""
+    `other` (or `/admin/...`, `/static/...`), so a scan of made-up URLs cannot grow the labels.
+    `ids`: a regular expression of the app's own ids (besides UUIDs), matched as whole segments."""
     _KNOWN.update(templates)
+    if ids:
+        _IDS.append(re.compile(f"/(?:{ids})(?=/|$)"))
 
 
 def route_of(path: str) -> str:
-    templated = _PREFIXED_ID.sub("/{id}", _UUID.sub("/{id}", path))
+    templated = _UUID.sub("/{id}", path)
+    for ids in _IDS:
+        templated = ids.sub("/{id}", templated)
     if templated in _KNOWN:
         return templated
     if templated.startswith("/admin/"):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable, Iterator
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
 
-from tests.e2e.conftest import Gateway
-from tests.support import TestIssuer
+from tests.e2e.conftest import Gateway, StartGateway
+from tests.support import ObservedModel, TestIssuer
 
 pytestmark = pytest.mark.e2e
 
@@ -237,3 +240,110 @@ def test_chat_completions_refuse_what_the_models_cannot_honour(gateway: Gateway,
         model="echo", messages=user, n=1, top_p=1, response_format={"type": "text"}
     )  # type: ignore[arg-type]
     assert neutral.choices[0].message.content == "Echo: hi"
+
+
+@pytest.fixture(scope="module")
+def observed() -> Iterator[ObservedModel]:
+    model = ObservedModel(token_delay=0.05).start()
+    yield model
+    model.stop()
+
+
+@pytest.fixture(scope="module")
+def observed_gateway(start_gateway: StartGateway, observed: ObservedModel) -> Gateway:
+    return start_gateway(observed.target)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_closing_the_sdk_stream_stops_the_model(observed_gateway: Gateway, observed: ObservedModel) -> None:
+    client = sdk(observed_gateway, observed_gateway.dev_token(sub="oa-leaver"))
+    observed.reset()
+    long_text = " ".join(["word"] * 200)
+
+    stream = client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": long_text}], stream=True
+    )
+    seen = [next(stream) for _ in range(4)]
+    stream.close()  # the SDK closes the connection mid-stream
+
+    wait_until(observed.cancelled.is_set, timeout=2.0)
+    assert seen[0].choices[0].delta.role == "assistant" and seen[3].choices[0].delta.content
+
+
+def test_an_edit_during_a_running_turn_is_a_conflict(observed_gateway: Gateway, observed: ObservedModel) -> None:
+    token = observed_gateway.dev_token(sub="oa-conflict")
+    client = sdk(observed_gateway, token)
+    conv = client.conversations.create()
+    session_id = str(uuid.UUID(hex=conv.id.removeprefix("conv_")))
+    observed.reset()
+    with (
+        observed_gateway.client(token) as http,
+        http.stream(
+            "POST", f"/api/v1/sessions/{session_id}/messages", json={"content": "slow " * 50, "stream": True}
+        ) as response,
+    ):
+        assert response.status_code == 200, response.read()
+        lines = response.iter_lines()  # (kept: a dropped iterator closes the connection)
+        assert next(lines).startswith("event: delta")  # the turn runs
+        with pytest.raises(openai.ConflictError) as caught:
+            client.conversations.items.create(conv.id, items=[{"role": "user", "content": "meanwhile"}])
+        assert caught.value.code == "turn_in_progress"
+
+
+def test_the_rate_limit_is_a_rate_limit_error_with_retry_after(start_gateway: StartGateway, model_server: str) -> None:
+    gateway = start_gateway(model_server, RATE_LIMIT_REQUESTS_PER_MINUTE="2")
+    client = sdk(gateway, gateway.dev_token(sub="oa-limited"))
+
+    def exhaust() -> None:
+        for _ in range(5):
+            client.models.list()
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        exhaust()
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    assert caught.value.code == "rate_limited" and caught.value.type == "rate_limit_error"
+
+
+def test_hostile_bodies_tokens_and_paths(gateway: Gateway, issuer: TestIssuer) -> None:
+    token = issuer.token(sub="oa-hostile")
+    secret = "SECRET-CONTENT-0c1d"
+    with gateway.client(token) as http:
+        huge = http.post(
+            "/v1/chat/completions",
+            content=b'{"model": "echo", "messages": [{"role": "user", "content": "' + b"x" * 70_000 + b'"}]}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert huge.status_code == 413 and huge.json()["error"]["type"] == "invalid_request_error"
+        deep = http.post(
+            "/v1/conversations",
+            content=b'{"metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert deep.status_code == 400 and "nests" in deep.json()["error"]["message"]
+        assert (
+            http.post("/v1/conversations", content=b"{nope", headers={"Content-Type": "application/json"}).status_code
+            == 400
+        )
+        unknown = http.get("/v1/embeddings")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+        wrong_method = http.put("/v1/models")
+        assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+        http.post("/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": secret}]})
+    for bad in (
+        "not-a-token",
+        issuer.token(sub="oa-hostile", ttl=-120),  # expired
+        issuer.token(sub="oa-hostile", audience="someone-else"),
+    ):
+        with pytest.raises(openai.AuthenticationError):
+            sdk(gateway, bad).conversations.create()
+    with httpx.Client(base_url=gateway.base_url) as anonymous:
+        missing = anonymous.get("/v1/models")
+        assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthenticated"
+    output = gateway.process.output()
+    assert token not in output and secret not in output
