@@ -104,8 +104,13 @@ class ConversationItemsConsumer(ConversationConsumer):
         if "items" not in data:
             raise InvalidParam("items", "is required")
         items = parse_items(data["items"])
+        idempotent = IdempotentRequest.of(
+            self.decoded_header(b"idempotency-key"), "items", session_id, [(r.value, c) for r, c in items]
+        )
         edits = get_session_manager().edits
-        added = unwrap(await edits.messages_append(owner=self.owner, session_id=session_id, messages=items))
+        added = unwrap(
+            await edits.messages_append(owner=self.owner, session_id=session_id, messages=items, idempotent=idempotent)
+        )
         await self.send_json(200, item_list([message_item(m) for m in added]))
 
     async def _messages(self, session_id: str) -> tuple[ChatMessage, ...]:

@@ -19,11 +19,14 @@ from core.errors import PayloadTooLarge
 from core.result import Ok, returns_result, unwrap
 from llm_backend.ports import Role, TokenUsage
 from sessions_app.domain import ChatMessage, ChatSession
-from sessions_app.errors import ContentTooLarge, MessageLimitReached
+from sessions_app.errors import ContentTooLarge, MessageLimitReached, MessageNotFound
+from sessions_app.idempotency import IdempotentRequest
+from sessions_app.idempotency_guard import IdempotencyGuard, Recorded
 from sessions_app.lifecycle import SessionLifecycle
 from sessions_app.policy import SessionPolicy, new_message_id, owner_actor
 from sessions_app.ports import ActiveSessionStore
 from sessions_app.recording import SessionEvent, SessionRecorder
+from sessions_app.selectors import SessionSelectors
 
 NewMessage = tuple[Role, str]  # a message to add: its role and its content
 
@@ -38,8 +41,12 @@ class SessionEdits:
         recorder: SessionRecorder,
         policy: SessionPolicy,
         lifecycle: SessionLifecycle,
+        selectors: SessionSelectors,
+        guard: IdempotencyGuard,
         clock: Callable[[], datetime],
     ) -> None:
+        self._selectors = selectors
+        self._guard = guard
         self._store = store
         self._recorder = recorder
         self._policy = policy
@@ -48,10 +55,35 @@ class SessionEdits:
 
     @returns_result
     async def messages_append(
-        self, *, owner: str, session_id: str, messages: Sequence[NewMessage]
+        self,
+        *,
+        owner: str,
+        session_id: str,
+        messages: Sequence[NewMessage],
+        idempotent: IdempotentRequest | None = None,
     ) -> tuple[ChatMessage, ...]:
         """Append `messages` as they are, no model asked: under the turn lock, so never into a
-        running turn's history; `MessageLimitReached` past the session's limit."""
+        running turn's history; `MessageLimitReached` past the session's limit. With an
+        Idempotency-Key, a repeat returns the messages the first request added."""
+
+        async def append() -> tuple[ChatMessage, ...]:
+            return await self._append(owner, session_id, messages)
+
+        async def replay(recorded: Recorded) -> tuple[ChatMessage, ...]:
+            transcript = unwrap(await self._selectors.session_get(owner=owner, session_id=recorded["session_id"]))
+            by_id = {m.id: m for m in transcript.messages}
+            if not all(i in by_id for i in recorded["message_ids"]):
+                raise MessageNotFound("The messages the first request added are gone.")
+            return tuple(by_id[i] for i in recorded["message_ids"])
+
+        async def remember(added: tuple[ChatMessage, ...]) -> None:
+            await self._guard.settle(
+                owner, idempotent, {"session_id": session_id, "message_ids": [m.id for m in added]}
+            )
+
+        return await self._guard.once(owner, idempotent, append, replay=replay, then=remember)
+
+    async def _append(self, owner: str, session_id: str, messages: Sequence[NewMessage]) -> tuple[ChatMessage, ...]:
         for _, content in messages:
             if len(content) > self._policy.max_content_chars:
                 raise ContentTooLarge(f"The content is longer than {self._policy.max_content_chars} characters.")

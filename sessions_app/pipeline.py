@@ -16,6 +16,11 @@ its input into a `TurnRequest` and renders what the pipeline hands it:
         await turn.relay(render)                 # model's first delta is in; render(Delta)...,
     turn.observe()                               # then TurnDone or TurnFailed
 
+A stateless turn (OpenAI's Chat Completions: no session, nothing stored, the model asked
+with the messages given) is a `StatelessRequest` run by `turn.complete(request)` or
+`turn.stream_stateless(request, render)`, with the same holds, model call, span, metrics
+and charging (`StatelessTurns`, stateless.py); its stream ends with a `StatelessDone`.
+
 Failures before a stream begins are raised (`GatewayError`, `ShuttingDown` when the
 instance stopped the turn; the edge answers them and calls `turn.fail(exc)`, then
 `turn.observe()`); after, they are rendered as one `TurnFailed`. Below the

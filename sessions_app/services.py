@@ -64,7 +64,15 @@ class SessionManager:
             clock=clock,
             forget_session=forget_session,
         )
-        self.edits = SessionEdits(store=store, recorder=recorder, policy=policy, lifecycle=self.lifecycle, clock=clock)
+        self.edits = SessionEdits(
+            store=store,
+            recorder=recorder,
+            policy=policy,
+            lifecycle=self.lifecycle,
+            selectors=self.selectors,
+            guard=guard,
+            clock=clock,
+        )
         limiter = limiter or MemoryLimiter(requests_per_minute=0, tokens_per_minute=0, streams_per_owner=0)
         self.stateless = StatelessTurns(backend=backend, policy=policy, limiter=limiter)
         self.turns = TurnService(

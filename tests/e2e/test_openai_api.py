@@ -12,7 +12,7 @@ import pytest
 from openai import OpenAI
 
 from tests.e2e.conftest import Gateway, StartGateway
-from tests.support import ObservedModel, TestIssuer
+from tests.support import ObservedModel, TestIssuer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -347,3 +347,37 @@ def test_hostile_bodies_tokens_and_paths(gateway: Gateway, issuer: TestIssuer) -
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthenticated"
     output = gateway.process.output()
     assert token not in output and secret not in output
+
+
+def test_idempotency_keys_have_the_native_semantics(gateway: Gateway, issuer: TestIssuer) -> None:
+    client = sdk(gateway, issuer.token(sub="oa-idempotent"))
+    once = {"Idempotency-Key": "create-1"}
+    first = client.conversations.create(
+        metadata={"n": "1"}, items=[{"role": "user", "content": "a"}], extra_headers=once
+    )
+    again = client.conversations.create(
+        metadata={"n": "1"}, items=[{"role": "user", "content": "a"}], extra_headers=once
+    )
+    assert again.id == first.id
+    with pytest.raises(openai.UnprocessableEntityError) as reused:
+        client.conversations.create(metadata={"n": "2"}, extra_headers=once)
+    assert reused.value.code == "idempotency_key_reused"
+
+    add = {"Idempotency-Key": "items-1"}
+    added = client.conversations.items.create(first.id, items=[{"role": "user", "content": "b"}], extra_headers=add)
+    repeat = client.conversations.items.create(first.id, items=[{"role": "user", "content": "b"}], extra_headers=add)
+    assert [i.id for i in repeat.data] == [i.id for i in added.data]
+    texts = [i.content[0].text for i in client.conversations.items.list(first.id, order="asc")]  # type: ignore[union-attr]
+    assert texts == ["a", "b"]  # each stored once
+
+
+def test_server_side_failures_are_the_sdk_s_server_errors(start_gateway: StartGateway, issuer: TestIssuer) -> None:
+    gateway = start_gateway(f"127.0.0.1:{free_port()}")  # no model server there
+    client = sdk(gateway, issuer.token(sub="oa-down"))
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"]
+    assert isinstance(caught.value.body, dict) and caught.value.body["type"] == "service_unavailable_error"
+    with pytest.raises(openai.APIStatusError) as too_large:
+        client.conversations.create(metadata={f"k{n}": "v" * 500 for n in range(16)})
+    assert too_large.value.status_code == 413

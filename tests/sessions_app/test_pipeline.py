@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Iterator
 
@@ -10,17 +11,27 @@ import pytest
 from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from core.errors import RateLimited
+from core.errors import InvalidRequest, RateLimited
 from core.shutdown import ShuttingDown, drain
 from limits.errors import OwnerStreamLimit
 from limits.wiring import get_limiter
 from llm_backend.errors import BackendError, BackendUnavailable
 from llm_backend.fake import FakeChatBackend
-from llm_backend.ports import Delta, GenerationParams
+from llm_backend.ports import ContextMessage, Delta, GenerationParams, Role
 from sessions_app.admission import TooManyStreams, slots
 from sessions_app.domain import MessageStatus
 from sessions_app.idempotency import IdempotentRequest
-from sessions_app.pipeline import Turn, TurnDone, TurnEvent, TurnFailed, TurnRequest, admit, refuse_if_draining
+from sessions_app.pipeline import (
+    StatelessDone,
+    StatelessRequest,
+    Turn,
+    TurnDone,
+    TurnEvent,
+    TurnFailed,
+    TurnRequest,
+    admit,
+    refuse_if_draining,
+)
 from sessions_app.wiring import get_session_manager
 
 pytestmark = [pytest.mark.usefixtures("api_settings"), pytest.mark.django_db(transaction=True)]
@@ -256,3 +267,82 @@ async def test_a_repeated_idempotent_stream_replays_the_first_answer() -> None:
     assert isinstance(replayed, TurnDone) and isinstance(answered, TurnDone)
     assert replayed.outcome.message.id == answered.outcome.message.id
     assert len(await history(session_id)) == 2  # stored once
+
+
+# -- stateless turns (OpenAI's Chat Completions) ------------------------------------------
+
+
+def stateless(content: str = CONTENT, model: str = "echo") -> StatelessRequest:
+    return StatelessRequest(
+        owner=OWNER,
+        model=model,
+        messages=(ContextMessage(Role.SYSTEM, "Be brief."), ContextMessage(Role.USER, content)),
+        params=GenerationParams(max_tokens=50),
+        request_id="req-2",
+    )
+
+
+def tokens_counted(direction: str) -> float:
+    return REGISTRY.get_sample_value("gateway_tokens_total", {"model": "echo", "direction": direction}) or 0.0
+
+
+async def test_a_stateless_turn_asks_the_model_with_the_messages_given_and_stores_nothing(
+    backend: FakeChatBackend,
+) -> None:
+    before_turns, before_tokens = turns_counted("json", "ok"), tokens_counted("output")
+    turn = Turn(mode="json")
+
+    completion = await turn.complete(stateless())
+    turn.observe()
+
+    assert completion.content == f"Echo: {CONTENT}"
+    assert backend.requests[-1].messages == stateless().messages and backend.requests[-1].request_id == "req-2"
+    assert turns_counted("json", "ok") == before_turns + 1
+    assert tokens_counted("output") == before_tokens + completion.usage.output_tokens
+    assert (await get_session_manager().selectors.session_list(owner=OWNER, limit=10)).value.sessions == ()  # type: ignore[union-attr]
+
+
+async def test_a_stateless_turn_checks_the_model_and_the_bounds() -> None:
+    for request, param in (
+        (stateless(model="gpt-nothing"), "model"),
+        (dataclasses.replace(stateless(), messages=()), "messages"),
+        (dataclasses.replace(stateless(), params=GenerationParams(max_tokens=10**9)), "max_tokens"),
+    ):
+        with pytest.raises(InvalidRequest) as raised:
+            await Turn(mode="json").complete(request)
+        assert raised.value.extra["param"] == param
+
+
+async def test_a_stateless_stream_holds_a_slot_renders_deltas_then_done() -> None:
+    turn = Turn(mode="sse")
+    render = Rendered()
+
+    async with turn.stream_stateless(stateless(), render):
+        assert slots.open == 1
+        await turn.relay(render)
+    turn.observe()
+
+    assert "".join(render.deltas) == f"Echo: {CONTENT}"
+    done = render.events[-1]
+    assert isinstance(done, StatelessDone) and done.usage.output_tokens > 0
+    assert turn.outcome == "ok" and slots.open == 0 and turn.result is None
+
+
+async def test_stopping_a_stateless_stream_stops_the_model(backend: FakeChatBackend) -> None:
+    backend.pause_after = 1
+    turn = Turn(mode="sse")
+    render = Rendered()
+
+    async def run() -> None:
+        async with turn.stream_stateless(stateless(), render):
+            await turn.relay(render)
+
+    running = asyncio.create_task(run())
+    while not render.events:
+        await asyncio.sleep(0.01)
+    running.cancel()  # the client left
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    await asyncio.wait_for(backend.stream_closed_early.wait(), 1)
+    assert slots.open == 0 and (await get_limiter().describe(OWNER))["open_streams"] == 0
