@@ -49,16 +49,30 @@ class ResponsesConsumer(OpenAIConsumer):
     turn = True
 
     async def create(self) -> None:
-        request = parse_response_request(await self.read_json())
-        if not request.store:
-            await self._stateless(request)
-            return
+        # Every failure is observed, as on the native API: the turn's clock starts at once.
+        turn = Turn(mode="json")
+        self._target: Target | None = None
+        try:
+            request = parse_response_request(await self.read_json())
+            turn.mode = "sse" if request.stream else "json"
+            if request.store:
+                await self._stored(turn, request)
+            else:
+                await self._stateless(turn, request)
+        except BaseException as exc:
+            if self._target is not None and turn.result is None:  # nothing stored: a session started for it goes
+                await asyncio.shield(get_responses_service().discard(owner=self.owner, target=self._target))
+            if not isinstance(exc, asyncio.CancelledError) and turn.outcome == "cancelled":
+                turn.fail(exc)
+                turn.observe()
+            raise
+
+    async def _stored(self, turn: Turn, request: ResponseRequest) -> None:
         content = request.stored_content()
         key = self.decoded_header(b"idempotency-key")
-        service = get_responses_service()
-        target = await service.target(owner=self.owner, request=request, idempotency_key=key)
-        turn = Turn(mode="sse" if request.stream else "json")
-        ids = new_message_ids()
+        target = self._target = await get_responses_service().target(
+            owner=self.owner, request=request, idempotency_key=key
+        )
         turn_request = TurnRequest(
             owner=self.owner,
             session_id=target.session_id,
@@ -77,26 +91,17 @@ class ResponsesConsumer(OpenAIConsumer):
                 request.metadata,
             ),
             instructions=request.turn_instructions,
-            message_ids=ids,
+            message_ids=new_message_ids(),
         )
         response_id = response_id_for(self.owner, key)
-        try:
-            if request.stream:
-                await _Streamed(self, turn, request, target, response_id).run(turn_request)
-            else:
-                await self._reply(turn, request, turn_request, response_id)
-        except BaseException as exc:
-            if turn.result is None:  # nothing stored: a session started for it goes too
-                await asyncio.shield(service.discard(owner=self.owner, target=target))
-            if not isinstance(exc, asyncio.CancelledError) and turn.outcome == "cancelled":
-                turn.fail(exc)
-                turn.observe()
-            raise
+        if request.stream:
+            await _Streamed(self, turn, request, target, response_id).run(turn_request)
+        else:
+            await self._reply(turn, request, turn_request, response_id)
 
-    async def _stateless(self, request: ResponseRequest) -> None:
+    async def _stateless(self, turn: Turn, request: ResponseRequest) -> None:
         """`store: false`: the input is the whole context, nothing is stored (the pipeline's
         stateless turn, as Chat Completions run)."""
-        turn = Turn(mode="sse" if request.stream else "json")
         system = request.turn_instructions
         stateless = StatelessRequest(
             owner=self.owner,
@@ -111,16 +116,10 @@ class ResponsesConsumer(OpenAIConsumer):
         if not stateless.messages or stateless.messages[-1].role == Role.SYSTEM:
             raise InvalidParam("input", "must hold at least one user or assistant message")
         record = _unstored(self.owner, request)
-        try:
-            if request.stream:
-                await _Streamed(self, turn, request, None, record.id).run_stateless(stateless, record)
-                return
-            completion = await turn.complete(stateless)
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError) and turn.outcome == "cancelled":
-                turn.fail(exc)
-                turn.observe()
-            raise
+        if request.stream:
+            await _Streamed(self, turn, request, None, record.id).run_stateless(stateless, record)
+            return
+        completion = await turn.complete(stateless)
         turn.observe()
         status, reason = finished(completion.finish_reason)
         done = dataclasses.replace(

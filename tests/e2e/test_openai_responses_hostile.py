@@ -86,3 +86,21 @@ def test_no_content_or_token_reaches_the_logs(chatty_gateway: Gateway, issuer: T
         time.sleep(0.2)
     assert CONTENT_CANARY not in log and INSTRUCTIONS_CANARY not in log
     assert token not in log and token.split(".")[2] not in log
+
+
+def turns_counted(gateway: Gateway, outcome: str) -> float:
+    text = httpx.get(f"{gateway.base_url}/metrics", timeout=5).text
+    line = f'gateway_turns_total{{mode="json",outcome="{outcome}"}} '
+    return sum(float(row[len(line) :]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_a_refused_response_is_counted_like_a_refused_turn(gateway: Gateway, issuer: TestIssuer) -> None:
+    client = OpenAI(base_url=f"{gateway.base_url}/v1", api_key=issuer.token(sub="oa-counted"), max_retries=0)
+    before = turns_counted(gateway, "unsupported_parameter"), turns_counted(gateway, "ok")
+
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="echo", input="x", tools=[{"type": "web_search"}])
+    client.responses.create(model="echo", input="x", store=False)
+
+    after = turns_counted(gateway, "unsupported_parameter"), turns_counted(gateway, "ok")
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
