@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
 from archive.keys import KeyRing, development_kek, parse_keks
 from archive.ports import ArchiveSessionStore, OwnerGate
@@ -67,16 +71,41 @@ def get_privacy_service() -> PrivacyService:
         keys=get_key_ring(),
         clock=utc_now_ms_precision,
         # Looked up per call: those stores follow their own settings.
-        forget=(lambda owner: get_idempotency_store().forget(owner), lambda owner: get_limiter().forget(owner)),
+        forget=(
+            lambda owner: get_idempotency_store().forget(owner),
+            lambda owner: get_limiter().forget(owner),
+            *(side.forget for side in _side_stores()),
+        ),
         describe={
             "idempotency_records": lambda owner: get_idempotency_store().describe(owner),
             "rate_limits": lambda owner: get_limiter().describe(owner),
+            **{side.name: side.describe for side in _side_stores()},
         },
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _SideStore:
+    """A store of another app that holds owner data (OWNER_SIDE_STORES): its getter is looked up
+    by dotted path, so this app never imports that one, and called per use (it follows its own
+    settings)."""
+
+    name: str
+    getter: Callable[[], Any]
+
+    async def forget(self, owner: str) -> None:
+        await self.getter().forget(owner)
+
+    async def describe(self, owner: str) -> Any:
+        return await self.getter().describe(owner)
+
+
+def _side_stores() -> list[_SideStore]:
+    return [_SideStore(name, import_string(path)) for name, path in settings.OWNER_SIDE_STORES.items()]
+
+
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: object) -> None:
-    if setting.startswith("ARCHIVE_") or setting in {"ACTIVE_SESSION_STORE", "SESSION_LIMITS"}:
+    if setting.startswith("ARCHIVE_") or setting in {"ACTIVE_SESSION_STORE", "SESSION_LIMITS", "OWNER_SIDE_STORES"}:
         for cached in (get_archive_store, get_owner_gate, get_key_ring, get_archive_service, get_privacy_service):
             cached.cache_clear()

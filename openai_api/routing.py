@@ -11,6 +11,7 @@ from openai_api.conversations import (
 )
 from openai_api.http import UnknownRouteConsumer
 from openai_api.model_list import ModelConsumer, ModelsConsumer
+from openai_api.responses.consumers import ResponseConsumer, ResponseInputItemsConsumer, ResponsesConsumer
 
 http_urlpatterns = [
     re_path(r"^v1/models$", ModelsConsumer.as_asgi()),
@@ -22,6 +23,8 @@ http_urlpatterns = [
         r"^v1/conversations/(?P<conversation_id>[^/]+)/items/(?P<item_id>[^/]+)$", ConversationItemConsumer.as_asgi()
     ),
     re_path(r"^v1/chat/completions$", ChatCompletionsConsumer.as_asgi()),
-    # Responses (openai_api.responses) ...
+    re_path(r"^v1/responses$", ResponsesConsumer.as_asgi()),
+    re_path(r"^v1/responses/(?P<response_id>[^/]+)$", ResponseConsumer.as_asgi()),
+    re_path(r"^v1/responses/(?P<response_id>[^/]+)/input_items$", ResponseInputItemsConsumer.as_asgi()),
     re_path(r"^v1/", UnknownRouteConsumer.as_asgi()),  # last: the rest of /v1/ is a 404 in OpenAI's shape
 ]

@@ -14,6 +14,7 @@ from django.http import HttpRequest, JsonResponse
 
 from openai_api.items import MAX_ITEMS, MAX_METADATA_PAIRS
 from openai_api.params import MAX_STOP_SEQUENCES
+from openai_api.responses import schema as responses_schema
 
 ERROR_STATUSES = {
     400: "Invalid request; `param` names the parameter (unsupported ones included).",
@@ -253,6 +254,8 @@ OPERATIONS: list[tuple[str, str, str, str, str | None, str, bool]] = [
         False,
     ),
 ]
+SCHEMAS.update(responses_schema.SCHEMAS)
+OPERATIONS += responses_schema.OPERATIONS
 LIST_PARAMETERS = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
     {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"], "default": "desc"}},

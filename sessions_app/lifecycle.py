@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +37,10 @@ class SessionLifecycle:
         guard: IdempotencyGuard,
         selectors: SessionSelectors,
         clock: Callable[[], datetime],
+        forget_session: Sequence[Callable[[str, str], Awaitable[None]]] = (),
     ) -> None:
+        """`forget_session`: the other stores keyed by session (such as /v1/responses' records),
+        each dropping what it holds about one `(owner, session_id)` when the session is deleted."""
         self._store = store
         self._archive = archive
         self._recorder = recorder
@@ -45,6 +48,7 @@ class SessionLifecycle:
         self._guard = guard
         self._selectors = selectors
         self._clock = clock
+        self._forget_session = forget_session
 
     @returns_result
     async def session_create(
@@ -161,6 +165,8 @@ class SessionLifecycle:
         in_archive = await self._archive.erase(session_id, owner=owner, actor=owner_actor(owner))
         # Even when it is gone already: a retry after this step failed still clears them.
         await self._guard.forget_session(owner, session_id)
+        for forget in self._forget_session:
+            await forget(owner, session_id)
         if not (in_store or in_archive):
             raise SessionNotFound()
         await self._recorder.record(

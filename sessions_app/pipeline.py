@@ -78,6 +78,8 @@ class TurnRequest:
     params: GenerationParams
     request_id: str  # passed to the model server, so its logs line up with ours
     idempotent: IdempotentRequest | None = None
+    instructions: str | None = None  # the system prompt for this turn only, in place of the session's
+    message_ids: tuple[str, str] | None = None  # the question's and the answer's ids, when the edge names them
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,8 @@ class Turn:
                     params=request.params,
                     request_id=request.request_id,
                     idempotent=request.idempotent,
+                    instructions=request.instructions,
+                    message_ids=request.message_ids,
                 )
             except asyncio.CancelledError:
                 if not ticket.stopped:
@@ -187,6 +191,8 @@ class Turn:
             params=request.params,
             request_id=request.request_id,
             idempotent=request.idempotent,
+            instructions=request.instructions,
+            message_ids=request.message_ids,
         )
         async with self._held(request.owner, start, render, span) as running:
             yield running

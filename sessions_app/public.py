@@ -13,9 +13,18 @@ from __future__ import annotations
 
 from sessions_app.api.presenters import iso as present_time
 from sessions_app.api.presenters import transcript as present_transcript
-from sessions_app.domain import ChatMessage, ChatSession, MessageStatus, SessionPage, SessionStatus, Transcript
+from sessions_app.domain import (
+    ChatMessage,
+    ChatSession,
+    FinishReason,
+    MessageStatus,
+    SessionPage,
+    SessionStatus,
+    Transcript,
+    TurnOutcome,
+)
 from sessions_app.edits import NewMessage
-from sessions_app.errors import MessageNotFound, SessionNotFound, TurnInProgress
+from sessions_app.errors import MessageNotFound, SessionNotFound, TurnInProgress, UnknownModel
 from sessions_app.idempotency import IdempotentRequest
 from sessions_app.models import SessionRecord
 from sessions_app.policy import owner_actor, utc_now_ms_precision
@@ -46,6 +55,7 @@ __all__ = [
     "ChatMessage",
     "ChatSession",
     "DatabaseRecorder",
+    "FinishReason",
     "IdempotentRequest",
     "MessageNotFound",
     "MessageStatus",
@@ -58,6 +68,8 @@ __all__ = [
     "SessionStatus",
     "Transcript",
     "TurnInProgress",
+    "TurnOutcome",
+    "UnknownModel",
     "decode_cursor",
     "encode_cursor",
     "from_ms",

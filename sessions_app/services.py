@@ -8,7 +8,7 @@ and passes through the calls that the tests and the archive's tests make on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from limits.memory import MemoryLimiter
@@ -43,6 +43,7 @@ class SessionManager:
         limiter: OwnerLimiter | None = None,
         idempotency_ttl: int = 86_400,
         clock: Callable[[], datetime] = utc_now_ms_precision,
+        forget_session: Sequence[Callable[[str, str], Awaitable[None]]] = (),
     ) -> None:
         self._store = store
         self._backend = backend
@@ -61,6 +62,7 @@ class SessionManager:
             guard=guard,
             selectors=self.selectors,
             clock=clock,
+            forget_session=forget_session,
         )
         self.edits = SessionEdits(
             store=store,

@@ -71,17 +71,22 @@ class TurnService:
         params: GenerationParams | None = None,
         request_id: str = "",
         idempotent: IdempotentRequest | None = None,
+        instructions: str | None = None,
+        message_ids: tuple[str, str] | None = None,
     ) -> TurnOutcome:
         """One turn: lock and load, ask the model, store question and answer together.
 
         Nothing is stored unless the answer is: a failed or cancelled turn
         releases its lock and leaves the session as it was, so the client can
         simply retry. With an Idempotency-Key, a repeat returns the first answer
-        without asking the model or storing anything again.
+        without asking the model or storing anything again. `instructions`: the system
+        prompt for this turn only, in place of the session's; `message_ids`: the ids the
+        question and the answer get (an edge that names the reply before it exists), new
+        ones otherwise.
         """
 
         async def send() -> TurnOutcome:
-            return await self._send(owner, session_id, content, params, request_id)
+            return await self._send(owner, session_id, content, params, request_id, instructions, message_ids)
 
         async def settled(outcome: TurnOutcome) -> None:
             await self._turn_settled(owner, idempotent, outcome)
@@ -100,6 +105,8 @@ class TurnService:
         params: GenerationParams | None = None,
         request_id: str = "",
         idempotent: IdempotentRequest | None = None,
+        instructions: str | None = None,
+        message_ids: tuple[str, str] | None = None,
     ) -> TurnStream | ReplayStream:
         """Start a streamed turn; returns once the model's first delta has arrived.
 
@@ -110,7 +117,9 @@ class TurnService:
         """
 
         async def start() -> TurnStream | ReplayStream:
-            return await self._start_stream(owner, session_id, content, params, request_id, idempotent)
+            return await self._start_stream(
+                owner, session_id, content, params, request_id, idempotent, instructions, message_ids
+            )
 
         async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
             return ReplayStream(await self._replay(owner, recorded))
@@ -118,9 +127,16 @@ class TurnService:
         return await self._guard.once(owner, idempotent, start, replay=replay)
 
     async def _send(
-        self, owner: str, session_id: str, content: str, params: GenerationParams | None, request_id: str
+        self,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None,
+        request_id: str,
+        instructions: str | None,
+        message_ids: tuple[str, str] | None,
     ) -> TurnOutcome:
-        turn, request = await self._open_turn(owner, session_id, content, params, request_id)
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions)
         try:
             with chat_span(self._policy.model_label(request.model)) as span:
                 started = time.perf_counter()
@@ -139,7 +155,7 @@ class TurnService:
             usage=completion.usage,
             finish_reason=completion.finish_reason,
             at=self._clock(),
-            new_id=new_message_id,
+            new_id=_id_source(message_ids),
         )
 
     async def _start_stream(
@@ -150,8 +166,10 @@ class TurnService:
         params: GenerationParams | None,
         request_id: str,
         idempotent: IdempotentRequest | None,
+        instructions: str | None,
+        message_ids: tuple[str, str] | None,
     ) -> TurnStream:
-        turn, request = await self._open_turn(owner, session_id, content, params, request_id)
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions)
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
             started = time.perf_counter()
@@ -173,18 +191,28 @@ class TurnService:
             first=first,
             events=events,
             clock=self._clock,
-            new_id=new_message_id,
+            new_id=_id_source(message_ids),
             lock_seconds=self._policy.turn_lock_seconds,
             settled=functools.partial(self._turn_settled, owner, idempotent),
             sent=request.messages,
         )
 
     async def _open_turn(
-        self, owner: str, session_id: str, content: str, params: GenerationParams | None, request_id: str
+        self,
+        owner: str,
+        session_id: str,
+        content: str,
+        params: GenerationParams | None,
+        request_id: str,
+        instructions: str | None = None,
     ) -> tuple[OpenTurn, ChatRequest]:
         """Check the input, lock the session and build the model's request."""
         params = params or GenerationParams()
         self._check_turn_input(content, params)
+        if instructions is not None and len(instructions) > self._policy.max_system_prompt_chars:
+            raise ContentTooLarge(
+                f"The instructions are longer than {self._policy.max_system_prompt_chars} characters."
+            )
         received_at = self._clock()
         token = secrets.token_urlsafe(16)
         with tracer.start_as_current_span("load history"):
@@ -208,7 +236,7 @@ class TurnService:
             raise MessageLimitReached()
         with tracer.start_as_current_span("build context") as span:
             context = build_context(
-                system_prompt=session.system_prompt,
+                system_prompt=session.system_prompt if instructions is None else instructions,
                 history=transcript.messages,
                 new_content=content,
                 max_chars=self._policy.context_max_chars,
@@ -285,3 +313,8 @@ class TurnService:
             await self._limiter.charge(owner, outcome.usage.input_tokens + outcome.usage.output_tokens)
         except StoreUnavailable:  # the turn is stored: it succeeded; its tokens go uncounted
             logger.warning("could not count a turn's tokens session_id=%s", outcome.session.id)
+
+
+def _id_source(message_ids: tuple[str, str] | None) -> Callable[[], str]:
+    """The commit's ids: the question's, then the answer's (given, or new)."""
+    return iter(message_ids).__next__ if message_ids is not None else new_message_id

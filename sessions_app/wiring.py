@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from django.conf import settings
@@ -78,7 +79,18 @@ def get_session_manager() -> SessionManager:
         idempotency=get_idempotency_store(),
         limiter=get_limiter(),
         idempotency_ttl=settings.IDEMPOTENCY_TTL_SECONDS,
+        forget_session=[_forget_session(path) for path in settings.OWNER_SIDE_STORES.values()],
     )
+
+
+def _forget_session(getter_path: str) -> Callable[[str, str], Awaitable[None]]:
+    """A side store's `forget_session`, the store looked up per call (it follows its own settings)."""
+    getter = import_string(getter_path)
+
+    async def forget(owner: str, session_id: str) -> None:
+        await getter().forget_session(owner, session_id)
+
+    return forget
 
 
 @functools.cache
@@ -103,5 +115,6 @@ def _reset(*, setting: str, **kwargs: object) -> None:
         "SESSION_ARCHIVE",
         "IDEMPOTENCY_STORE",
         "OWNER_LIMITER",
+        "OWNER_SIDE_STORES",
     }:
         get_session_manager.cache_clear()  # the sessions themselves stay in the store

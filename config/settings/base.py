@@ -399,6 +399,20 @@ if REDIS_URL:
 else:
     IDEMPOTENCY_STORE = {"CLASS": "sessions_app.idempotency.MemoryIdempotencyStore", "OPTIONS": {}}
 
+# /v1/responses: the response records (ids, counts and times; the messages stay in their
+# session), kept as long as a session's keys (SESSION_TTL_SECONDS) and removed with their session.
+if REDIS_URL:
+    RESPONSE_STORE = {
+        "CLASS": "openai_api.responses.redis.RedisResponseStore",
+        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+    }
+else:
+    RESPONSE_STORE = {"CLASS": "openai_api.responses.memory.MemoryResponseStore", "OPTIONS": {}}
+# Stores of other apps that hold owner data beside the sessions, by the name the owner's export
+# lists them under: the dotted path of a getter of an object with `forget_session(owner,
+# session_id)` (the session was deleted), `forget(owner)` (erasure) and `describe(owner)` (export).
+OWNER_SIDE_STORES = {"responses": "openai_api.responses.wiring.get_response_store"}
+
 # -- Model servers --------------------------------------------------------------
 
 BACKEND_TARGET = env("BACKEND_TARGET", default="127.0.0.1:50051")

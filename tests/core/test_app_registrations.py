@@ -40,6 +40,12 @@ def test_the_auditors_group_gets_each_apps_read_permissions() -> None:
         ("/admin/audit/auditevent/", "/admin/..."),
         (f"/api/v1/sessions{SESSION}/nothing-here", "other"),
         ("/wp-login.php", "other"),
+        ("/v1/responses", "/v1/responses"),
+        ("/v1/responses/resp_" + "a1" * 16, "/v1/responses/{id}"),
+        ("/v1/responses/resp_" + "a1" * 16 + "/input_items", "/v1/responses/{id}/input_items"),
+        ("/v1/conversations/conv_" + "0" * 32 + "/items/msg_Ab-_9", "/v1/conversations/{id}/items/{id}"),
+        ("/v1/responses/resp_" + "x" * 65, "other"),
+        ("/v1/responses/anything", "other"),
     ],
 )
 def test_each_apps_routes_are_labelled_by_their_template(path: str, label: str) -> None:

@@ -135,6 +135,39 @@ async def test_the_backend_sees_the_history_model_and_params(store, backend) -> 
     ]
 
 
+async def test_instructions_replace_the_system_prompt_for_one_turn_only(store, backend) -> None:  # type: ignore[no-untyped-def]
+    manager = manager_with(store, backend, max_system_prompt_chars=20)
+    session_id = await new_session(manager, system_prompt="Be brief.")
+
+    await manager.turn_send(owner="o_alice", session_id=session_id, content="one", instructions="Be French.")
+    with_instructions = backend.requests[-1].messages
+    await manager.turn_send(owner="o_alice", session_id=session_id, content="two")
+    refused = await manager.turn_stream(owner="o_alice", session_id=session_id, content="3", instructions="x" * 21)
+
+    assert (with_instructions[0].role, with_instructions[0].content) == (Role.SYSTEM, "Be French.")
+    assert (backend.requests[-1].messages[0].role, backend.requests[-1].messages[0].content) == (
+        Role.SYSTEM,
+        "Be brief.",
+    )
+    assert isinstance(error_of(refused), ContentTooLarge)
+    loaded = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(loaded, Ok) and loaded.value.session.system_prompt == "Be brief."
+
+
+async def test_an_edge_may_name_the_turns_message_ids(manager: SessionManager) -> None:
+    session_id = await new_session(manager)
+
+    sent = await manager.turn_send(owner="o_alice", session_id=session_id, content="a", message_ids=("q1", "a1"))
+    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="b", message_ids=("q2", "a2"))
+    assert isinstance(sent, Ok) and isinstance(streamed, Ok)
+    async for _ in streamed.value.events():
+        pass
+
+    loaded = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(loaded, Ok)
+    assert [m.id for m in loaded.value.messages] == ["q1", "a1", "q2", "a2"]
+
+
 async def test_context_limits_trim_the_history_sent(store, backend) -> None:  # type: ignore[no-untyped-def]
     manager = manager_with(store, backend, context_max_messages=3)
     session_id = await new_session(manager, system_prompt="")

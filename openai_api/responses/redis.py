@@ -1,0 +1,98 @@
+"""The Redis `ResponseStore`: one key per record under its owner's hash tag, with a set per
+session and an index per owner written in the same transaction, so a session's or an owner's
+records are found without scanning Redis."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import orjson
+
+from core.redis_clients import LoopClients, store_errors
+from openai_api.responses.records import ResponseRecord, described
+
+
+class RedisResponseStore:
+    def __init__(self, *, url: str, prefix: str = "gw") -> None:
+        self._prefix = prefix
+        self._client = LoopClients(url)
+
+    # Every key of an owner shares the `{owner}` hash tag: one slot, so MULTI works on a cluster.
+    def _record_key(self, owner: str, response_id: str) -> str:
+        return f"{self._prefix}:o:{{{owner}}}:resp:{response_id}"
+
+    def _session_key(self, owner: str, session_id: str) -> str:
+        return f"{self._prefix}:o:{{{owner}}}:respsess:{session_id}"
+
+    def _index_key(self, owner: str) -> str:
+        return f"{self._prefix}:o:{{{owner}}}:respidx"
+
+    @store_errors
+    async def save(self, record: ResponseRecord, *, ttl: int) -> None:
+        owner, now = record.owner, int(time.time())
+        pipe = self._client().pipeline(transaction=True)
+        pipe.set(self._record_key(owner, record.id), orjson.dumps(record.to_json()), ex=ttl)
+        pipe.sadd(self._session_key(owner, record.session_id), record.id)
+        pipe.expire(self._session_key(owner, record.session_id), ttl)  # the newest record lasts longest
+        pipe.zremrangebyscore(self._index_key(owner), "-inf", now)
+        pipe.zadd(self._index_key(owner), {record.id: now + ttl})
+        pipe.expire(self._index_key(owner), ttl)
+        await pipe.execute()
+
+    @store_errors
+    async def get(self, response_id: str, *, owner: str) -> ResponseRecord | None:
+        raw = await self._client().get(self._record_key(owner, response_id))
+        return None if raw is None else ResponseRecord.from_json(owner, orjson.loads(raw))
+
+    @store_errors
+    async def delete(self, response_id: str, *, owner: str) -> bool:
+        record = await self.get(response_id, owner=owner)
+        if record is None:
+            return False
+        pipe = self._client().pipeline(transaction=True)
+        pipe.delete(self._record_key(owner, response_id))
+        pipe.srem(self._session_key(owner, record.session_id), response_id)
+        pipe.zrem(self._index_key(owner), response_id)
+        deleted, *_ = await pipe.execute()
+        return bool(deleted)
+
+    @store_errors
+    async def forget_session(self, owner: str, session_id: str) -> None:
+        client = self._client()
+        ids = [
+            member.decode() for member in cast(set[bytes], await client.smembers(self._session_key(owner, session_id)))
+        ]
+        pipe = client.pipeline(transaction=True)
+        if ids:
+            pipe.delete(*(self._record_key(owner, i) for i in ids))
+            pipe.zrem(self._index_key(owner), *ids)
+        pipe.delete(self._session_key(owner, session_id))
+        await pipe.execute()
+
+    @store_errors
+    async def forget(self, owner: str) -> None:
+        # A scan, not only the index: it finds every record, set and index of the owner's.
+        client = self._client()
+        keys = [k async for k in client.scan_iter(match=f"{self._prefix}:o:{{{owner}}}:resp*", count=500)]
+        if keys:
+            await client.delete(*keys)
+
+    @store_errors
+    async def describe(self, owner: str) -> list[dict[str, Any]]:
+        client, now = self._client(), time.time()
+        members = cast(
+            list[tuple[bytes, float]], await client.zrangebyscore(self._index_key(owner), now, "+inf", withscores=True)
+        )
+        if not members:
+            return []
+        raws = cast(list[bytes | None], await client.mget([self._record_key(owner, m.decode()) for m, _ in members]))
+        found = [
+            described(ResponseRecord.from_json(owner, orjson.loads(raw)), until - now)
+            for raw, (_, until) in zip(raws, members, strict=True)
+            if raw is not None
+        ]
+        return sorted(found, key=lambda d: (d["created_at"], d["response_id"]))
+
+    async def close(self) -> None:
+        await self._client.close()

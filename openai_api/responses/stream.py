@@ -1,0 +1,70 @@
+"""A streamed response as OpenAI's event sequence, each event with its type and a rising number.
+
+`response.created`, `response.in_progress`, `response.output_item.added`,
+`response.content_part.added`, then one `response.output_text.delta` per model delta as it
+arrives, then `response.output_text.done`, `response.content_part.done`,
+`response.output_item.done` and `response.completed` (or `response.incomplete`); a failure
+after the stream began is an `error` event and `response.failed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from openai_api.ids import item_id
+from openai_api.responses import present
+from openai_api.responses.records import ResponseRecord
+
+Write = Callable[[bytes], Awaitable[None]]
+TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplete"}
+
+
+class EventWriter:
+    """Numbers and writes the events of one streamed response."""
+
+    def __init__(self, write: Write, *, stored: bool) -> None:
+        self._write = write
+        self._stored = stored
+        self._sequence = 0
+        self._pieces: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces)
+
+    async def event(self, type_: str, **fields: Any) -> None:
+        data = {"type": type_, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        await self._write(b"event: " + type_.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+
+    async def begin(self, record: ResponseRecord) -> None:
+        """Everything before the first delta, for a response whose record says `in_progress`."""
+        started = present.response(record, stored=self._stored, output=None)
+        await self.event("response.created", response=started)
+        await self.event("response.in_progress", response=started)
+        item = {**present.output_message(item_id(record.output_message_id), "", status="in_progress"), "content": []}
+        await self.event("response.output_item.added", output_index=0, item=item)
+        await self.event("response.content_part.added", **self._part(record), part=present.output_text(""))
+
+    async def delta(self, record: ResponseRecord, content: str) -> None:
+        self._pieces.append(content)
+        await self.event("response.output_text.delta", **self._part(record), delta=content, logprobs=[])
+
+    async def end(self, record: ResponseRecord, *, completed_at: float) -> None:
+        """The text's, the part's and the item's ends, then the response's, as `record` says it ended."""
+        text = self.text
+        await self.event("response.output_text.done", **self._part(record), text=text, logprobs=[])
+        await self.event("response.content_part.done", **self._part(record), part=present.output_text(text))
+        final = present.response(record, stored=self._stored, output=text, completed_at=completed_at)
+        await self.event("response.output_item.done", output_index=0, item=final["output"][0])
+        await self.event(TERMINAL.get(record.status, "response.failed"), response=final)
+
+    async def error(self, code: str, message: str) -> None:
+        await self.event("error", code=code, message=message, param=None)
+
+    @staticmethod
+    def _part(record: ResponseRecord) -> dict[str, Any]:
+        return {"item_id": item_id(record.output_message_id), "output_index": 0, "content_index": 0}
