@@ -38,7 +38,11 @@ async def overview(*, now: datetime) -> Overview:
         row["status"]: row["n"]
         async for row in SessionRecord.objects.values("status").annotate(n=Count("id")).order_by()
     }
-    by_status = [(status, counts.get(status, 0)) for status in SessionRecord.Status.values if status != "erased"]
+    by_status = [
+        (status, counts.get(status, 0))
+        for status in SessionRecord.Status.values
+        if status != SessionRecord.Status.ERASED
+    ]
     by_status.append(("erased", await _erased_sessions()))  # from the trail, not the tombstones: see there
     due = SessionRecord.objects.filter(
         status=SessionRecord.Status.ARCHIVED, archived_at__lt=now + PURGE_HORIZON - retention
