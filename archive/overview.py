@@ -38,8 +38,12 @@ async def overview(*, now: datetime) -> Overview:
         row["status"]: row["n"]
         async for row in SessionRecord.objects.values("status").annotate(n=Count("id")).order_by()
     }
-    by_status = [(status, counts.get(status, 0)) for status in SessionRecord.Status.values]
-    by_status.append(("erased", await _erased_sessions()))
+    by_status = [
+        (status, counts.get(status, 0))
+        for status in SessionRecord.Status.values
+        if status != SessionRecord.Status.ERASED
+    ]
+    by_status.append(("erased", await _erased_sessions()))  # from the trail, not the tombstones: see there
     due = SessionRecord.objects.filter(
         status=SessionRecord.Status.ARCHIVED, archived_at__lt=now + PURGE_HORIZON - retention
     ).order_by("archived_at")
@@ -64,8 +68,9 @@ async def overview(*, now: datetime) -> Overview:
 
 
 async def _erased_sessions() -> int:
-    """Erased sessions leave no record: their number is in the trail, one event per session
-    erased alone and one receipt (with its count of records) per owner erased."""
+    """Erased sessions as the trail counts them: one event per session erased alone and one receipt
+    (with its count of records) per owner erased. Each such record is now a tombstone, so the two
+    agree; the trail also counts those erased before tombstones were kept, which left no record."""
     alone = await AuditEvent.objects.filter(action="session.delete", outcome="success").acount()
     receipts = AuditEvent.objects.filter(action="owner.erase", outcome="success").values_list("details", flat=True)
     return alone + sum([int(details.get("session_records", 0)) async for details in receipts])

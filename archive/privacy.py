@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.db.models import Model, QuerySet
 
 from archive import metrics
@@ -17,12 +18,13 @@ from archive.services import ArchiveService
 from audit.models import AuditEvent
 from audit.services import audit
 from core.result import Ok
-from sessions_app.public import ActiveSessionStore, ChatSession, SessionRecord, Transcript
+from sessions_app.public import ActiveSessionStore, ChatSession, SessionRecord, Transcript, erase_records
 
 
 @dataclass(frozen=True, slots=True)
 class ErasureReceipt:
-    """What an erasure removed: counts and ids, never content. Kept in the audit trail."""
+    """What an erasure removed: counts and ids, never content. Kept in the audit trail.
+    `session_records`: the records it made tombstones of (see `erase_records`)."""
 
     id: str
     erased_at: datetime
@@ -79,10 +81,8 @@ class PrivacyService:
 
         Only the ids are gathered here (so an unreachable store fails the request before any
         of it is sent); the content is read as the export is consumed."""
-        created = {
-            str(session_id): at
-            async for session_id, at in SessionRecord.objects.filter(owner=owner).values_list("id", "created_at")
-        }
+        records = SessionRecord.objects.filter(owner=owner).exclude(status=SessionRecord.Status.ERASED)
+        created = {str(session_id): at async for session_id, at in records.values_list("id", "created_at")}
         active: dict[str, datetime] = {}
         async for session in self._active_sessions(owner):
             active[session.id] = session.created_at
@@ -96,7 +96,7 @@ class PrivacyService:
             owner,
             self._clock(),
             self._transcripts(owner, [(i, i in active) for i, _ in order]),
-            _rows(SessionRecord.objects.filter(owner=owner).order_by("created_at", "id")),
+            _rows(records.order_by("created_at", "id")),  # an erased session's tombstone is not theirs to export
             self._audit_events(owner, sorted({*created, *active, *archived})),
             await self.owner_side_stores(owner),
         )
@@ -129,7 +129,8 @@ class PrivacyService:
     async def erase(self, owner: str, *, actor: str) -> ErasureReceipt:
         """Erase everything about `owner`: their data key first (so every copy of their
         archives, backups included, is unreadable from that moment), then the archived
-        objects, the active sessions and the session records. Running it again after a
+        objects, the active sessions, and the session records (left as content-free tombstones
+        for the auditors). Running it again after a
         crash finishes the job. The content-free receipt stays in the audit trail.
 
         It runs with the owner closed to archiving and resuming (see `ArchiveService`): those
@@ -145,10 +146,11 @@ class PrivacyService:
                     active += 1
             for forget in self._forget:
                 await forget(owner)
-            records, _ = await SessionRecord.objects.filter(owner=owner).adelete()
+            erased_at = self._clock()
+            records = await sync_to_async(erase_records)(SessionRecord.objects.filter(owner=owner), at=erased_at)
         receipt = ErasureReceipt(
             id=str(uuid.uuid4()),
-            erased_at=self._clock(),
+            erased_at=erased_at,
             active_sessions=active,
             archived_sessions=archived,
             session_records=records,

@@ -7,13 +7,15 @@ from django.db import models
 
 class SessionRecord(models.Model):
     """One row per session, kept up to date on create, end, archive, resume and erasure
-    (not on every turn: counters are as of the last of those)."""
+    (not on every turn: counters are as of the last of those). Erasure leaves a tombstone:
+    status erased, no object name, only what the audit trail holds about the session anyway."""
 
     class Status(models.TextChoices):
         ACTIVE = "active"
         ENDED = "ended"
         ARCHIVED = "archived"
         PURGED = "purged"
+        ERASED = "erased"
 
     id = models.UUIDField(primary_key=True)
     owner = models.CharField(max_length=64, db_index=True, help_text="The owner's pseudonym")
@@ -22,6 +24,7 @@ class SessionRecord(models.Model):
     created_at = models.DateTimeField(db_index=True)
     last_activity_at = models.DateTimeField()
     archived_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    erased_at = models.DateTimeField(null=True, blank=True)
     object_name = models.CharField(max_length=300, blank=True, help_text="The archive object, while there is one")
     message_count = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)

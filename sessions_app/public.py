@@ -29,7 +29,7 @@ from sessions_app.idempotency import IdempotentRequest
 from sessions_app.models import SessionRecord
 from sessions_app.policy import owner_actor, utc_now_ms_precision
 from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
-from sessions_app.recording import DatabaseRecorder, SessionEvent, SessionRecorder
+from sessions_app.recording import DatabaseRecorder, SessionEvent, SessionRecorder, erase_records
 from sessions_app.stores.encoding import (
     decode_cursor,
     encode_cursor,
@@ -72,6 +72,7 @@ __all__ = [
     "UnknownModel",
     "decode_cursor",
     "encode_cursor",
+    "erase_records",
     "from_ms",
     "get_archiver_store",
     "get_idempotency_store",

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from audit.services import audit_sync
 from sessions_app.domain import ChatSession
@@ -35,7 +37,7 @@ class SessionRecorder(Protocol):
     """Where lifecycle facts go: the SQL session record and the audit trail."""
 
     async def record(self, event: SessionEvent) -> None:
-        """Apply `event` to the session's record (or remove it, for erasure) and audit it."""
+        """Apply `event` to the session's record (a tombstone, for erasure) and audit it."""
         ...
 
 
@@ -47,8 +49,8 @@ class DatabaseRecorder:
     def _apply(self, event: SessionEvent) -> None:
         if event.outcome == "success":
             if event.action == "session.delete":
-                SessionRecord.objects.filter(id=event.session_id).delete()
-            elif event.session is not None or event.status is not None:
+                erase_records(SessionRecord.objects.filter(id=event.session_id), at=timezone.now())
+            elif (event.session is not None or event.status is not None) and not _erased(event.session_id):
                 SessionRecord.objects.update_or_create(id=event.session_id, defaults=self._fields(event))
         audit_sync(  # in this transaction: the record and its audit event commit together
             actor=event.actor,
@@ -81,6 +83,21 @@ class DatabaseRecorder:
         if event.object_name is not None:
             fields["object_name"] = event.object_name
         return fields
+
+
+def erase_records(records: QuerySet[SessionRecord], *, at: datetime) -> int:
+    """Turn `records` into tombstones: the auditors' trace of an erasure, keeping only what the
+    audit trail holds about the session anyway (id, owner pseudonym, model, times, counts), and
+    not the archive object's name. Those erased already keep their time; returns how many were not."""
+    live = records.exclude(status=SessionRecord.Status.ERASED)
+    return live.update(status=SessionRecord.Status.ERASED, erased_at=at, object_name="")
+
+
+def _erased(session_id: str) -> bool:
+    # Locked to the end of the transaction: a late event (an archive finishing as the session
+    # is erased) never brings an erased session's record back.
+    status = SessionRecord.objects.select_for_update().filter(id=session_id).values_list("status", flat=True)
+    return status.first() == SessionRecord.Status.ERASED
 
 
 class MemoryRecorder:

@@ -36,7 +36,7 @@ class SessionRecordAdmin(ReadOnlyAdmin):
     search_help_text = "Part of a session id, an owner pseudonym or a model."
     fieldsets = [
         ("Session", {"fields": ["id", "owner", "status", "model", "object_name"]}),
-        ("When", {"fields": ["created_at", "last_activity_at", "archived_at", "updated_at"]}),
+        ("When", {"fields": ["created_at", "last_activity_at", "archived_at", "erased_at", "updated_at"]}),
         ("Usage", {"fields": ["message_count", "input_tokens", "output_tokens"]}),
         ("Content", {"fields": ["transcript_link"]}),
     ]
@@ -44,6 +44,8 @@ class SessionRecordAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Transcript")
     def transcript_link(self, record: SessionRecord) -> str:
+        if record.status == SessionRecord.Status.ERASED:
+            return "None: the session was erased"
         url = reverse("admin:sessions_app_sessionrecord_transcript", args=[record.pk])
         return format_html('<a href="{}">Open the transcript (your reading is audited)</a>', url)
 
@@ -69,6 +71,6 @@ class SessionRecordAdmin(ReadOnlyAdmin):
         return super().change_view(request, object_id, form_url, extra)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        # Erasure removes a session's record; what is left of it is the receipt in the audit trail.
+        # Sessions erased before tombstones were kept left no record, only their receipts.
         erased = reverse("admin:audit_auditevent_changelist") + "?action__in=session.delete,owner.erase"
         return super().changelist_view(request, {**(extra_context or {}), "erasures_url": erased})

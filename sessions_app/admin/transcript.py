@@ -52,6 +52,9 @@ def transcript_view(model_admin: SessionRecordAdmin, request: HttpRequest, recor
         "opts": SessionRecord._meta,
         "source": "the archive (decrypted)" if record.status == SessionRecord.Status.ARCHIVED else "the active store",
     }
+    if record.status == SessionRecord.Status.ERASED:  # nothing left to read: no reason asked, no store read
+        context["erased"] = True
+        return TemplateResponse(request, "admin/sessions_app/sessionrecord/transcript.html", context)
     form = TranscriptReasonForm(request.POST) if request.method == "POST" else TranscriptReasonForm()
     if form.is_bound and form.is_valid():
         reason, offset = form.cleaned_data["reason"], form.cleaned_data["offset"] or 0

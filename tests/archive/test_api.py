@@ -83,7 +83,9 @@ async def test_another_owner_cannot_read_or_resume_an_archive(client: httpx.Asyn
     assert (await client.get("/api/v1/sessions", params={"status": "archived"}, headers=bob)).json()["results"] == []
 
 
-async def test_deleting_an_archived_session_erases_the_object_and_record(client: httpx.AsyncClient) -> None:
+async def test_deleting_an_archived_session_erases_the_object_and_leaves_a_tombstone(
+    client: httpx.AsyncClient,
+) -> None:
     session_id = await conversation(client)
     await client.post(f"/api/v1/sessions/{session_id}/end")
     owner = (await SessionRecord.objects.aget(id=session_id)).owner
@@ -92,8 +94,13 @@ async def test_deleting_an_archived_session_erases_the_object_and_record(client:
 
     assert deleted.status_code == 204
     assert await get_archive_store().list_by_owner(owner) == []
-    assert not await SessionRecord.objects.filter(id=session_id).aexists()
+    tombstone = await SessionRecord.objects.aget(id=session_id)
+    assert (tombstone.status, tombstone.object_name, tombstone.owner) == ("erased", "", owner)
+    assert tombstone.erased_at is not None and tombstone.message_count > 0  # counts kept, as the trail has them
     assert (await client.get(f"/api/v1/sessions/{session_id}")).status_code == 404
+    for status in ("archived", "ended", "active", None):
+        listed = await client.get("/api/v1/sessions", params={"status": status} if status else {})
+        assert listed.status_code == 200 and session_id not in listed.text
     assert await AuditEvent.objects.filter(target=session_id, action="session.delete").aexists()
 
 

@@ -132,7 +132,9 @@ def test_erase_owner_erases_by_subject_and_issuer(wired: Settings) -> None:
 
     assert receipt["owner"] == owner and receipt["active_sessions"] == 1 and receipt["archived_sessions"] == 1
     assert receipt["data_key_destroyed"] is True
-    assert not SessionRecord.objects.filter(id__in=[kept, archived]).exists()
+    tombstones = SessionRecord.objects.filter(id__in=[kept, archived])
+    assert set(tombstones.values_list("status", "object_name")) == {("erased", "")}
+    assert tombstones.count() == 2 and not tombstones.filter(erased_at=None).exists()
 
 
 def test_erase_owner_refuses_clearly_while_the_owner_is_being_archived(wired: Settings) -> None:

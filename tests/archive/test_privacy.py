@@ -94,7 +94,10 @@ async def test_erasure_removes_everything_and_shreds_the_key(
     assert isinstance(await redis_store.load(active, owner="o_alice"), Err)
     assert await blob_store.list_by_owner("o_alice") == []
     assert await blob_store.get("o_alice", archived) is None
-    assert not await SessionRecord.objects.filter(owner="o_alice").aexists()
+    # The records are tombstones: no archive object named, the erasure's time.
+    tombstones = [r async for r in SessionRecord.objects.filter(owner="o_alice")]
+    assert {r.id.hex for r in tombstones} == {active.replace("-", ""), archived.replace("-", "")}
+    assert {(r.status, r.object_name, r.erased_at) for r in tombstones} == {("erased", "", receipt.erased_at)}
     # The replies kept for idempotent retries and the rate counts are gone too.
     assert await idempotency.claim("o_alice", retried, pending_seconds=60) == (Claim.NEW, None)
     await limiter.admit("o_alice")  # a fresh minute's count: no 429
@@ -110,6 +113,21 @@ async def test_erasure_removes_everything_and_shreds_the_key(
     event = await AuditEvent.objects.aget(action="owner.erase", target="o_alice")
     assert event.details["receipt_id"] == receipt.id and event.details["archived_sessions"] == 1
     assert CANARY not in str(event.details)
+
+
+async def test_an_export_after_erasure_holds_no_session_and_no_record(
+    redis_store: RedisSessionStore, service: ArchiveService, privacy: PrivacyService
+) -> None:
+    await two_sessions(redis_store, service)
+    await privacy.erase("o_alice", actor="operator")
+
+    export = await privacy.export("o_alice", actor="owner:o_alice")
+
+    assert [s async for s in export.sessions] == []
+    assert [r async for r in export.records] == []
+    events = [e async for e in export.audit_events]
+    assert [e.action for e in events] == ["owner.erase", "owner.export"]  # about the owner; none about a session
+    assert await SessionRecord.objects.filter(owner="o_alice", status="erased").acount() == 2
 
 
 async def test_erasing_again_finds_nothing_left(

@@ -7,11 +7,13 @@ import logging
 import uuid
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.test import Client
 
 from audit.models import AuditEvent
 from sessions_app.models import SessionRecord
+from sessions_app.wiring import get_session_manager
 from tests.admin_console import SECRET_WORDS, a_session, auditor, end_session, erase_owner, staff
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("api_settings")]
@@ -102,7 +104,7 @@ def test_forged_and_vanished_ids_are_404_without_a_trace() -> None:
     session_id = a_session()
     carol = auditor()
     nobody = str(uuid.uuid4())
-    erase_owner("o_alice")  # the record goes with the erasure
+    SessionRecord.objects.filter(id=session_id).delete()  # a record gone (as erasure did before tombstones)
 
     for url in (
         f"{LIST}{nobody}/change/",
@@ -208,15 +210,41 @@ def test_no_page_writes_message_content_to_a_log_line(caplog: pytest.LogCaptureF
     assert caplog.records and SECRET_WORDS not in caplog.text
 
 
-def test_erased_sessions_are_found_through_their_receipts_in_the_trail() -> None:
-    session_id = a_session("o_alice")
+def test_erased_sessions_are_found_by_status_and_through_their_receipts_in_the_trail() -> None:
+    erased, alone, kept = a_session("o_alice"), a_session("o_bob"), a_session("o_bob")
     erase_owner("o_alice")
+    async_to_sync(get_session_manager().session_delete)(owner="o_bob", session_id=alone)
     carol = auditor()
 
     listed = carol.get(LIST).content.decode()
+    by_status = carol.get(LIST, {"status__exact": "erased"}).content.decode()
     link = "/admin/audit/auditevent/?action__in=session.delete,owner.erase"
     page = carol.get(link).content.decode()
     receipts = page[page.index('id="result_list"') : page.index("</table>", page.index('id="result_list"'))]
 
-    assert link in listed and session_id not in listed
-    assert "owner.erase" in receipts and "session.create" not in receipts and "1 audit event" in page
+    assert link in listed and erased in listed and "?status__exact=erased" in listed  # offered by the filter
+    assert erased in by_status and alone in by_status and kept not in by_status and "2 session records" in by_status
+    assert "owner.erase" in receipts and "session.delete" in receipts and "session.create" not in receipts
+    assert SECRET_WORDS not in by_status
+
+
+def test_an_erased_sessions_page_and_transcript_say_it_was_erased_and_read_nothing() -> None:
+    session_id = a_session("o_alice")
+    end_session(session_id, "o_alice")
+    erase_owner("o_alice")
+    carol = auditor()
+    record = SessionRecord.objects.get(id=session_id)
+
+    page = carol.get(f"{LIST}{session_id}/change/").content.decode()
+    shown = carol.get(transcript_url(session_id))
+    posted = carol.post(transcript_url(session_id), {"reason": "subject access request 9"})
+
+    assert (record.status, record.object_name, record.model) == ("erased", "", "echo")
+    assert record.erased_at is not None and record.message_count == 2
+    assert "None: the session was erased" in page and transcript_url(session_id) not in page
+    assert SECRET_WORDS not in page
+    for response in (shown, posted):
+        body = response.content.decode()
+        assert response.status_code == 200 and "This session was erased on" in body
+        assert "<form" not in body.split('id="content"')[-1] and SECRET_WORDS not in body
+    assert not AuditEvent.objects.filter(action="transcript.view").exists()  # nothing was read
