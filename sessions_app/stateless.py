@@ -34,6 +34,7 @@ from sessions_app.context import estimate_input_tokens
 from sessions_app.errors import ContentTooLarge, UnknownModel
 from sessions_app.policy import SessionPolicy
 from sessions_app.telemetry import chat_span, count_backend_error, record_completion
+from sessions_app.turn_stream import first_event
 
 logger = logging.getLogger(__name__)
 
@@ -133,17 +134,10 @@ class StatelessTurns:
         self._check(request)
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
-            started = time.perf_counter()
             try:
-                first = await anext(events, None)
-                annotate(backend_seconds=time.perf_counter() - started)
-                if first is None:
-                    raise BackendError("The model server ended the stream without answering.")
-            except BaseException as exc:
-                count_backend_error(exc)
-                await events.aclose()
-                if isinstance(exc, asyncio.CancelledError):  # the client left; the model had the prompt
-                    self._charge(owner, estimate_input_tokens(request.messages))
+                first = await first_event(events)
+            except asyncio.CancelledError:  # the client left; the model had the prompt
+                self._charge(owner, estimate_input_tokens(request.messages))
                 raise
         return StatelessStream(
             first=first, events=events, sent=request.messages, charge=lambda tokens: self._charge(owner, tokens)

@@ -15,7 +15,6 @@ from core.errors import InvalidRequest, StoreUnavailable
 from core.observability.context import annotate
 from core.result import Err, returns_result, unwrap
 from limits.ports import OwnerLimiter
-from llm_backend.errors import BackendError
 from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, GenerationParams, TokenUsage
 from sessions_app.context import build_context, estimate_input_tokens
 from sessions_app.domain import TurnOutcome
@@ -27,7 +26,7 @@ from sessions_app.ports import ActiveSessionStore, SessionArchive
 from sessions_app.selectors import SessionSelectors
 from sessions_app.telemetry import chat_span, count_backend_error, record_completion, tracer
 from sessions_app.turn_commit import OpenTurn
-from sessions_app.turn_stream import ReplayStream, TurnStream
+from sessions_app.turn_stream import ReplayStream, TurnStream, first_event
 
 logger = logging.getLogger(__name__)
 
@@ -154,15 +153,9 @@ class TurnService:
         turn, request = await self._open_turn(owner, session_id, content, params, request_id)
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
-            started = time.perf_counter()
             try:
-                first = await anext(events, None)
-                annotate(backend_seconds=time.perf_counter() - started)
-                if first is None:
-                    raise BackendError("The model server ended the stream without answering.")
+                first = await first_event(events)
             except BaseException as exc:
-                count_backend_error(exc)
-                await events.aclose()
                 await self._store.release_turn(session_id, token=turn.token)
                 if isinstance(exc, asyncio.CancelledError):  # the client left; the model had the prompt
                     self._charge_sent(owner, estimate_input_tokens(request.messages))
