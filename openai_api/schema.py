@@ -13,7 +13,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 
 from openai_api.items import MAX_ITEMS, MAX_METADATA_PAIRS
-from openai_api.params import MAX_STOP_SEQUENCES
+from sessions_app.public import MAX_STOP_SEQUENCES
 
 ERROR_STATUSES = {
     400: "Invalid request; `param` names the parameter (unsupported ones included).",
