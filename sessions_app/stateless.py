@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
-from core.errors import InvalidRequest, StoreUnavailable
+from core.errors import InvalidRequest
 from core.observability.context import annotate
 from core.result import returns_result
 from limits.ports import OwnerLimiter
@@ -30,6 +30,7 @@ from llm_backend.ports import (
     StreamEvent,
     TokenUsage,
 )
+from sessions_app.charging import charge_later, charge_tokens
 from sessions_app.context import estimate_input_tokens
 from sessions_app.errors import ContentTooLarge, UnknownModel
 from sessions_app.policy import SessionPolicy
@@ -170,13 +171,4 @@ class StatelessTurns:
 
     def _charge(self, owner: str, tokens: int) -> None:
         """Charge the owner's tokens off the reply's path: the count is for their next requests."""
-
-        async def charge() -> None:
-            try:
-                await self._limiter.charge(owner, tokens)
-            except StoreUnavailable:
-                logger.warning("could not count a stateless turn's tokens")
-
-        task = asyncio.create_task(charge())
-        self.charging.add(task)
-        task.add_done_callback(self.charging.discard)
+        charge_later(self.charging, charge_tokens(self._limiter, owner, tokens, what="a stateless turn"))

@@ -7,15 +7,15 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from core.errors import InvalidRequest, StoreUnavailable
 from core.observability.context import annotate
 from core.result import Err, returns_result, unwrap
 from limits.ports import OwnerLimiter
 from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, GenerationParams, TokenUsage
+from sessions_app.charging import charge_later, charge_tokens
 from sessions_app.context import build_context, estimate_input_tokens
 from sessions_app.domain import TurnOutcome
 from sessions_app.errors import ContentTooLarge, MessageLimitReached, SessionNotActive, SessionNotFound
@@ -243,7 +243,7 @@ class TurnService:
         if it completed (a cut-short or failed one may simply be retried)."""
         if outcome is not None:
             # Off the reply's path: the count is for the owner's next requests, not this one.
-            self._charge_later(self._charge(owner, outcome))
+            charge_later(self.charging, self._charge(owner, outcome))
         if idempotent is None:
             return
         recorded = None
@@ -257,21 +257,9 @@ class TurnService:
             }
         await self._guard.settle(owner, idempotent, recorded)
 
-    def _charge_later(self, charge: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(charge)
-        self.charging.add(task)
-        task.add_done_callback(self.charging.discard)
-
     def _charge_sent(self, owner: str, tokens: int) -> None:
         """Charge the input of a turn cut short before any reply: what the model was sent."""
-
-        async def charge() -> None:
-            try:
-                await self._limiter.charge(owner, tokens)
-            except StoreUnavailable:
-                logger.warning("could not count a cut-short turn's tokens")
-
-        self._charge_later(charge())
+        charge_later(self.charging, charge_tokens(self._limiter, owner, tokens, what="a cut-short turn"))
 
     async def _charge(self, owner: str, outcome: TurnOutcome) -> None:
         try:
