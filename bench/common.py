@@ -128,6 +128,13 @@ def spawn_model_server(
     )
 
 
+def commit() -> str:
+    """The checkout's short commit, "+dirty" when tracked files have changed: which code a figure is of."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True)
+    return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -19,9 +19,8 @@ STARTED = time.perf_counter()  # the budget counts Django's start-up and the ser
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import os  # noqa: E402
-import subprocess  # noqa: E402
 
-from common import ROOT, stack  # noqa: E402
+from common import commit, stack  # noqa: E402
 from stream_overhead import direct as stream_direct  # noqa: E402
 from stream_overhead import sse  # noqa: E402
 from turn_overhead import bench_direct, bench_gateway  # noqa: E402
@@ -29,12 +28,6 @@ from turn_overhead import bench_direct, bench_gateway  # noqa: E402
 GOAL_SHARE = 60.0  # % of the model server's turns/s at 16 clients
 GOAL_ADDED_MS = 1.5  # added p50 at one client
 GOAL_STREAMS = 500  # fifty-delta streams/s from one process
-
-
-def commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True)
-    return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 async def main() -> None:

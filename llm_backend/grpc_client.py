@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator
-from typing import Any, cast
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc import aio
@@ -22,6 +22,8 @@ from llm_backend.tls import TokenCredential, channel_credentials, handshake_prob
 from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "llm.v1.ChatBackendService"
+Metadata = tuple[tuple[str, str], ...]
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -134,20 +136,14 @@ class GrpcChatBackend:
         return self._channels()[1]
 
     async def complete(self, request: ChatRequest) -> Completion:
-        span = start_call_span(SERVICE_NAME, "Complete")
-        try:
-            response = await self._stub.Complete(
-                codec.request_to_pb(request),
-                timeout=self._timeout,
-                metadata=call_metadata(span, request.request_id),
-            )
-        except BaseException as exc:
-            end_call_span(span, exc)
-            if isinstance(exc, aio.AioRpcError):
-                raise self._failed(exc) from exc
-            raise
-        end_call_span(span)
-        self._served()
+        response = await self._unary(
+            SERVICE_NAME,
+            "Complete",
+            request.request_id,
+            lambda metadata: self._stub.Complete(
+                codec.request_to_pb(request), timeout=self._timeout, metadata=metadata
+            ),
+        )
         return codec.completion_from_pb(response)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
@@ -198,14 +194,26 @@ class GrpcChatBackend:
 
     async def check(self) -> None:
         """The standard gRPC health service of the model server."""
-        channel = self._channel()
-        span = start_call_span("grpc.health.v1.Health", "Check")
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
+        health = health_pb2_grpc.HealthStub(self._channel())
+        reply = await self._unary(
+            "grpc.health.v1.Health",
+            "Check",
+            "",
+            lambda metadata: health.Check(
                 health_pb2.HealthCheckRequest(service=SERVICE_NAME),
                 timeout=min(self._timeout, 2.0),
-                metadata=call_metadata(span, ""),
-            )
+                metadata=metadata,
+            ),
+        )
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise BackendUnavailable("The model server is not serving.")
+
+    async def _unary(self, service: str, method: str, request_id: str, call: Callable[[Metadata], Awaitable[T]]) -> T:
+        """One unary call inside its client span, given the span's metadata; a gRPC failure
+        becomes the port's typed error, a success marks the server as serving."""
+        span = start_call_span(service, method)
+        try:
+            reply = await call(call_metadata(span, request_id))
         except BaseException as exc:
             end_call_span(span, exc)
             if isinstance(exc, aio.AioRpcError):
@@ -213,8 +221,7 @@ class GrpcChatBackend:
             raise
         end_call_span(span)
         self._served()
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            raise BackendUnavailable("The model server is not serving.")
+        return reply
 
     def _failed(self, exc: aio.AioRpcError) -> BackendError:
         """The typed error for a failed call; a TLS failure is logged (once, not per call) and kept

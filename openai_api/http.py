@@ -9,23 +9,19 @@ with `read_json()` only after the checks the headers allow.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import orjson
-from channels.generic.http import AsyncHttpConsumer
-from django.conf import settings
 from opentelemetry import propagate
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import READ_SCOPE, WRITE_SCOPE, Principal
 from core.errors import InvalidRequest, MethodNotAllowed, UnsupportedMediaType
+from core.http_edge import EdgeHttpConsumer, encode_headers, request_id
 from core.jsonbody import loads_object
-from core.observability.context import current as current_request
 from openai_api.errors import InvalidParam, RouteNotFound, error_for_exception
 from sessions_app.pipeline import Render, Turn, admit, refuse_if_draining
 
@@ -33,18 +29,13 @@ logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 JSON = b"application/json"
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
-]
 
 
 class ClientGone(Exception):
     """The client left before its body came whole (or its body was refused with 413, answered)."""
 
 
-class OpenAIConsumer(AsyncHttpConsumer):
+class OpenAIConsumer(EdgeHttpConsumer):
     """Dispatches a `/v1/` request to the method's handler; every failure becomes OpenAI's envelope."""
 
     # HTTP method -> name of the handler coroutine, `async def handler(self) -> None`.
@@ -53,12 +44,6 @@ class OpenAIConsumer(AsyncHttpConsumer):
     turn: ClassVar[bool] = False
 
     principal: Principal
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        self.scope = scope
-        self.base_send = send
-        self.receive = receive
-        await self.handle()
 
     async def handle(self) -> None:
         try:
@@ -90,12 +75,6 @@ class OpenAIConsumer(AsyncHttpConsumer):
     def route_kwarg(self, name: str) -> str:
         return str(self.scope["url_route"]["kwargs"][name])
 
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return bytes(value)
-        return None
-
     def decoded_header(self, name: bytes) -> str | None:
         value = self.header(name)
         return value.decode("latin-1") if value is not None else None
@@ -107,17 +86,6 @@ class OpenAIConsumer(AsyncHttpConsumer):
             return dict(parse_qsl(raw, keep_blank_values=True, strict_parsing=False, max_num_fields=32))
         except ValueError as exc:
             raise InvalidRequest("Too many query parameters.") from exc
-
-    async def read_body(self) -> bytes | None:
-        """The whole body, or None when the client left (or its body was refused with 413)."""
-        chunks = []
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                return b"".join(chunks)
 
     async def read_json(self, *, optional: bool = False) -> dict[str, Any]:
         """The body as a bounded JSON object (`core.jsonbody`); `{}` for an empty optional one."""
@@ -133,8 +101,7 @@ class OpenAIConsumer(AsyncHttpConsumer):
 
     def request_id(self) -> str:
         """The request's id, passed to the model server so its logs line up with ours."""
-        info = current_request()
-        return info.request_id if info else uuid.uuid4().hex
+        return request_id()
 
     # -- the response ---------------------------------------------------------
 
@@ -154,52 +121,23 @@ class OpenAIConsumer(AsyncHttpConsumer):
         relay the turn's events through `render` (which writes them with `send_sse`) and stop
         the model when the client leaves. The caller ends the body (after its own last event)
         and observes the turn."""
-        headers = [*SSE_HEADERS, (b"server-timing", turn.first_delta_timing().encode())]
-        headers += encode_headers(trace_headers())
-        await self.send_headers(status=200, headers=headers)
-        self._last_write = asyncio.get_running_loop().time()
+        await self.open_event_stream(
+            [(b"server-timing", turn.first_delta_timing().encode()), *encode_headers(trace_headers())]
+        )
         if opening is not None:
             await self.send_sse(opening)
-        writer = asyncio.create_task(turn.relay(render))
-        watcher = asyncio.create_task(self._watch_client())
-        try:
-            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            if not writer.done():
-                writer.cancel()  # the client left (or the gateway stops): stop the model
-            try:
-                await writer
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:
-                logger.exception("stream relay failed")
-                turn.outcome = "internal_error"
-                await self.send_sse(orjson.dumps(error_for_exception(exc)[1]))
+
+        async def failed(exc: Exception) -> None:
+            logger.exception("stream relay failed")
+            turn.outcome = "internal_error"
+            await self.send_sse(orjson.dumps(error_for_exception(exc)[1]))
+
+        await self.relay_until_gone(turn.relay(render), failed)
 
     async def send_sse(self, data: bytes, event: bytes | None = None) -> None:
         """One event: `data` (and its `event:` name, when it has one)."""
-        self._last_write = asyncio.get_running_loop().time()
         head = b"event: " + event + b"\n" if event else b""
-        await self.send_body(head + b"data: " + data + b"\n\n", more_body=True)
-
-    async def _watch_client(self) -> None:
-        """Returns when the client disconnects; meanwhile sends a comment line whenever the
-        stream has been quiet for a while, so proxies keep it open."""
-        interval = settings.SSE_HEARTBEAT_SECONDS
-        loop = asyncio.get_running_loop()
-        while True:
-            quiet_for = loop.time() - self._last_write
-            if quiet_for >= interval:
-                self._last_write = loop.time()
-                await self.send_body(b": keep-alive\n\n", more_body=True)
-                continue
-            try:
-                async with asyncio.timeout(interval - quiet_for):
-                    if (await self.receive())["type"] == "http.disconnect":
-                        return
-            except TimeoutError:
-                pass
+        await self.send_event(head + b"data: " + data + b"\n\n")
 
 
 class UnknownRouteConsumer(OpenAIConsumer):
@@ -214,10 +152,6 @@ def trace_headers() -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return {"traceparent": carrier["traceparent"]} if "traceparent" in carrier else {}
-
-
-def encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 def integer_param(query: dict[str, str], name: str, *, default: int, low: int, high: int) -> int:

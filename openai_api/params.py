@@ -12,9 +12,7 @@ from typing import Any
 
 from llm_backend.ports import GenerationParams
 from openai_api.errors import InvalidParam, UnsupportedParam
-
-MAX_STOP_SEQUENCES = 4
-MAX_STOP_LENGTH = 64
+from sessions_app.public import STOP_RULE, stop_sequences
 
 # Parameters whose neutral value asks for nothing the model servers lack.
 NEUTRAL: Mapping[str, tuple[Any, ...]] = {
@@ -70,17 +68,10 @@ def generation_params(data: Mapping[str, Any], *, max_tokens_params: tuple[str, 
 def parse_stop(stop: Any) -> tuple[str, ...]:
     if stop is None:
         return ()
-    if isinstance(stop, str):
-        stop = [stop]
-    if (
-        not isinstance(stop, list)
-        or len(stop) > MAX_STOP_SEQUENCES
-        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in stop)
-    ):
-        raise InvalidParam(
-            "stop", f"must be up to {MAX_STOP_SEQUENCES} non-empty strings of at most {MAX_STOP_LENGTH} characters"
-        )
-    return tuple(stop)
+    sequences = stop_sequences(stop)
+    if sequences is None:
+        raise InvalidParam("stop", STOP_RULE)
+    return sequences
 
 
 def boolean(data: Mapping[str, Any], name: str, *, default: bool = False) -> bool:

@@ -13,8 +13,8 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 
 from openai_api.items import MAX_ITEMS, MAX_METADATA_PAIRS
-from openai_api.params import MAX_STOP_SEQUENCES
 from openai_api.responses import schema as responses_schema
+from sessions_app.public import MAX_STOP_SEQUENCES
 
 ERROR_STATUSES = {
     400: "Invalid request; `param` names the parameter (unsupported ones included).",

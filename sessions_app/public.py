@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sessions_app.api.presenters import iso as present_time
 from sessions_app.api.presenters import transcript as present_transcript
+from sessions_app.api.turn_input import MAX_STOP_SEQUENCES, STOP_RULE, stop_sequences
 from sessions_app.domain import (
     ChatMessage,
     ChatSession,
@@ -50,6 +51,8 @@ from sessions_app.wiring import (
 )
 
 __all__ = [
+    "MAX_STOP_SEQUENCES",
+    "STOP_RULE",
     "ActiveSessionStore",
     "ArchiverSessionStore",
     "ChatMessage",
@@ -87,6 +90,7 @@ __all__ = [
     "present_time",
     "present_transcript",
     "session_store_in_process",
+    "stop_sequences",
     "to_ms",
     "utc_now_ms_precision",
 ]

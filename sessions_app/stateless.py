@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
-from core.errors import InvalidRequest, StoreUnavailable
+from core.errors import InvalidRequest
 from core.observability.context import annotate
 from core.result import returns_result
 from limits.ports import OwnerLimiter
@@ -30,10 +30,12 @@ from llm_backend.ports import (
     StreamEvent,
     TokenUsage,
 )
+from sessions_app.charging import charge_later, charge_tokens
 from sessions_app.context import estimate_input_tokens
 from sessions_app.errors import ContentTooLarge, UnknownModel
 from sessions_app.policy import SessionPolicy
 from sessions_app.telemetry import chat_span, count_backend_error, record_completion
+from sessions_app.turn_stream import first_event
 
 logger = logging.getLogger(__name__)
 
@@ -133,17 +135,10 @@ class StatelessTurns:
         self._check(request)
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
-            started = time.perf_counter()
             try:
-                first = await anext(events, None)
-                annotate(backend_seconds=time.perf_counter() - started)
-                if first is None:
-                    raise BackendError("The model server ended the stream without answering.")
-            except BaseException as exc:
-                count_backend_error(exc)
-                await events.aclose()
-                if isinstance(exc, asyncio.CancelledError):  # the client left; the model had the prompt
-                    self._charge(owner, estimate_input_tokens(request.messages))
+                first = await first_event(events)
+            except asyncio.CancelledError:  # the client left; the model had the prompt
+                self._charge(owner, estimate_input_tokens(request.messages))
                 raise
         return StatelessStream(
             first=first, events=events, sent=request.messages, charge=lambda tokens: self._charge(owner, tokens)
@@ -176,13 +171,4 @@ class StatelessTurns:
 
     def _charge(self, owner: str, tokens: int) -> None:
         """Charge the owner's tokens off the reply's path: the count is for their next requests."""
-
-        async def charge() -> None:
-            try:
-                await self._limiter.charge(owner, tokens)
-            except StoreUnavailable:
-                logger.warning("could not count a stateless turn's tokens")
-
-        task = asyncio.create_task(charge())
-        self.charging.add(task)
-        task.add_done_callback(self.charging.discard)
+        charge_later(self.charging, charge_tokens(self._limiter, owner, tokens, what="a stateless turn"))

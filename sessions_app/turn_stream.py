@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 from core.errors import GatewayError
+from core.observability.context import annotate
 from llm_backend.errors import BackendError
 from llm_backend.ports import ContextMessage, Delta, FinishReason, StreamEnd, StreamEvent
 from sessions_app.context import estimate_input_tokens
@@ -183,3 +184,20 @@ class ReplayStream:
 
     def interrupt(self) -> None:
         pass  # stored already: nothing to mark
+
+
+async def first_event(events: AsyncGenerator[StreamEvent, None]) -> StreamEvent:
+    """The model stream's first event, the wait for it annotated as the backend's time. On any
+    failure (a stream that ends without answering too) the error is counted and the stream
+    closed before the failure propagates."""
+    started = time.perf_counter()
+    try:
+        first = await anext(events, None)
+        annotate(backend_seconds=time.perf_counter() - started)
+        if first is None:
+            raise BackendError("The model server ended the stream without answering.")
+    except BaseException as exc:
+        count_backend_error(exc)
+        await events.aclose()
+        raise
+    return first

@@ -7,16 +7,15 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from core.errors import InvalidRequest, StoreUnavailable
 from core.observability.context import annotate
 from core.result import Err, returns_result, unwrap
 from limits.ports import OwnerLimiter
-from llm_backend.errors import BackendError
 from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, GenerationParams, TokenUsage
+from sessions_app.charging import charge_later, charge_tokens
 from sessions_app.context import build_context, estimate_input_tokens
 from sessions_app.domain import TurnOutcome
 from sessions_app.errors import ContentTooLarge, MessageLimitReached, SessionNotActive, SessionNotFound
@@ -27,7 +26,7 @@ from sessions_app.ports import ActiveSessionStore, SessionArchive
 from sessions_app.selectors import SessionSelectors
 from sessions_app.telemetry import chat_span, count_backend_error, record_completion, tracer
 from sessions_app.turn_commit import OpenTurn
-from sessions_app.turn_stream import ReplayStream, TurnStream
+from sessions_app.turn_stream import ReplayStream, TurnStream, first_event
 
 logger = logging.getLogger(__name__)
 
@@ -172,15 +171,9 @@ class TurnService:
         turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions)
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
-            started = time.perf_counter()
             try:
-                first = await anext(events, None)
-                annotate(backend_seconds=time.perf_counter() - started)
-                if first is None:
-                    raise BackendError("The model server ended the stream without answering.")
+                first = await first_event(events)
             except BaseException as exc:
-                count_backend_error(exc)
-                await events.aclose()
                 await self._store.release_turn(session_id, token=turn.token)
                 if isinstance(exc, asyncio.CancelledError):  # the client left; the model had the prompt
                     self._charge_sent(owner, estimate_input_tokens(request.messages))
@@ -278,7 +271,7 @@ class TurnService:
         if it completed (a cut-short or failed one may simply be retried)."""
         if outcome is not None:
             # Off the reply's path: the count is for the owner's next requests, not this one.
-            self._charge_later(self._charge(owner, outcome))
+            charge_later(self.charging, self._charge(owner, outcome))
         if idempotent is None:
             return
         recorded = None
@@ -292,21 +285,9 @@ class TurnService:
             }
         await self._guard.settle(owner, idempotent, recorded)
 
-    def _charge_later(self, charge: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(charge)
-        self.charging.add(task)
-        task.add_done_callback(self.charging.discard)
-
     def _charge_sent(self, owner: str, tokens: int) -> None:
         """Charge the input of a turn cut short before any reply: what the model was sent."""
-
-        async def charge() -> None:
-            try:
-                await self._limiter.charge(owner, tokens)
-            except StoreUnavailable:
-                logger.warning("could not count a cut-short turn's tokens")
-
-        self._charge_later(charge())
+        charge_later(self.charging, charge_tokens(self._limiter, owner, tokens, what="a cut-short turn"))
 
     async def _charge(self, owner: str, outcome: TurnOutcome) -> None:
         try:

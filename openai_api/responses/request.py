@@ -9,10 +9,9 @@ from core.jsonbody import has_control_characters
 from llm_backend.ports import GenerationParams
 from openai_api.errors import InvalidParam, UnsupportedParam
 from openai_api.ids import session_id_of
+from openai_api.params import parse_stop
 
 MAX_INPUT_ITEMS = 100
-MAX_STOP_SEQUENCES = 4
-MAX_STOP_LENGTH = 64
 MAX_METADATA_KEYS = 16  # OpenAI's own bounds on metadata
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
@@ -182,19 +181,10 @@ def _params(data: dict[str, Any]) -> GenerationParams:
     temperature = data.get("temperature")
     if temperature is not None and (type(temperature) not in (int, float) or not 0 <= temperature <= 2):
         raise InvalidParam("temperature", "must be a number from 0 to 2")
-    stop = data.get("stop") or []
-    if isinstance(stop, str):
-        stop = [stop]
-    if (
-        not isinstance(stop, list)
-        or len(stop) > MAX_STOP_SEQUENCES
-        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in stop)
-    ):
-        raise InvalidParam("stop", f"must be up to {MAX_STOP_SEQUENCES} strings of 1 to {MAX_STOP_LENGTH} characters")
     return GenerationParams(
         max_tokens=max_tokens,
         temperature=float(temperature) if temperature is not None else None,
-        stop=tuple(stop),
+        stop=parse_stop(data.get("stop") or None),
     )
 
 

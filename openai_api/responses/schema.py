@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from openai_api.responses.request import MAX_INPUT_ITEMS, MAX_METADATA_KEYS, MAX_STOP_SEQUENCES
+from openai_api.responses.request import MAX_INPUT_ITEMS, MAX_METADATA_KEYS
+from sessions_app.public import MAX_STOP_SEQUENCES
 
 
 def _object(required: list[str], **properties: Any) -> dict[str, Any]:

@@ -10,20 +10,16 @@ the client accepts only `text/event-stream`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
 from typing import Any
 
 import orjson
-from channels.generic.http import AsyncHttpConsumer
-from django.conf import settings
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
 from core.errors import MethodNotAllowed, UnsupportedMediaType
+from core.http_edge import EdgeHttpConsumer, encode_headers, request_id
 from core.observability.context import annotate
-from core.observability.context import current as current_request
 from core.problems import PROBLEM_CONTENT_TYPE, problem_for_exception
 from llm_backend.ports import Delta
 from sessions_app.api import presenters
@@ -43,53 +39,17 @@ from sessions_app.pipeline import (
 
 logger = logging.getLogger(__name__)
 JSON = b"application/json"
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
-]
 
 
-class HttpEdgeConsumer(AsyncHttpConsumer):
-    """An HTTP consumer that reads its body when it chooses, with problem+json errors.
-
-    It reads the body itself rather than through AsyncHttpConsumer's dispatch,
-    which handles one message at a time: a consumer that streams must keep
-    listening for the client leaving while it writes. It reads the body only
-    after the checks the headers allow (authentication first), so a client
-    without a token never makes it wait for a body. The body's size is bounded
-    before the consumer sees it (`core.guards.RequestLimits`).
-    """
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        self.scope = scope
-        self.base_send = send
-        self.receive = receive
-        await self.handle()
-
-    async def read_body(self) -> bytes | None:
-        """The whole body, or None when the client left (or its body was refused with 413)."""
-        chunks = []
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                return b"".join(chunks)
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return bytes(value)
-        return None
+class HttpEdgeConsumer(EdgeHttpConsumer):
+    """The edge consumer (`core.http_edge`) with problem+json errors."""
 
     async def send_json(
         self, status: int, body: Any, headers: dict[str, str] | None = None, content_type: str = "application/json"
     ) -> None:
         payload = orjson.dumps(body)
         all_headers = {"Content-Type": content_type, "Content-Length": str(len(payload)), **(headers or {})}
-        await self.send_response(status, payload, headers=_encode_headers(all_headers))
+        await self.send_response(status, payload, headers=encode_headers(all_headers))
 
     async def send_problem(self, exc: BaseException) -> None:
         body, headers = problem_for_exception(exc, instance=self.scope.get("path"))
@@ -146,7 +106,7 @@ class TurnConsumer(HttpEdgeConsumer):
             session_id=session_id,
             content=turn.content,
             params=turn.params,
-            request_id=_request_id(),
+            request_id=request_id(),
             idempotent=idempotent,
         )
 
@@ -164,25 +124,14 @@ class TurnConsumer(HttpEdgeConsumer):
     async def _stream(self, turn: Turn, request: TurnRequest) -> None:
         async with turn.stream(request, self._render):
             # From here on the answer is a 200 event stream; failures become `error` events.
-            headers = [*SSE_HEADERS, (b"server-timing", turn.first_delta_timing().encode())]
-            await self.send_headers(status=200, headers=headers)
-            self._last_write = asyncio.get_running_loop().time()
-            writer = asyncio.create_task(turn.relay(self._render))
-            watcher = asyncio.create_task(self._watch_client())
-            try:
-                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watcher.cancel()
-                if not writer.done():
-                    writer.cancel()  # the client left (or the gateway stops): stop the model, keep what it saw
-                try:
-                    await writer
-                except asyncio.CancelledError:
-                    pass
-                except Exception as exc:
-                    logger.exception("stream relay failed session_id=%s", request.session_id)
-                    turn.outcome = "internal_error"
-                    await self._send_event(b"error", problem_for_exception(exc)[0])
+            await self.open_event_stream([(b"server-timing", turn.first_delta_timing().encode())])
+
+            async def failed(exc: Exception) -> None:
+                logger.exception("stream relay failed session_id=%s", request.session_id)
+                turn.outcome = "internal_error"
+                await self._send_event(b"error", problem_for_exception(exc)[0])
+
+            await self.relay_until_gone(turn.relay(self._render), failed)
         turn.observe()
         await self.send_body(b"", more_body=False)
 
@@ -195,38 +144,9 @@ class TurnConsumer(HttpEdgeConsumer):
             assert isinstance(event, TurnFailed)
             await self._send_event(b"error", problem_for_exception(event.error)[0])
 
-    async def _watch_client(self) -> None:
-        """Returns when the client disconnects; meanwhile sends a comment line whenever the
-        stream has been quiet for a while, so proxies keep it open."""
-        interval = settings.SSE_HEARTBEAT_SECONDS
-        loop = asyncio.get_running_loop()
-        while True:
-            quiet_for = loop.time() - self._last_write
-            if quiet_for >= interval:
-                self._last_write = loop.time()
-                await self.send_body(b": keep-alive\n\n", more_body=True)
-                continue
-            try:
-                async with asyncio.timeout(interval - quiet_for):
-                    if (await self.receive())["type"] == "http.disconnect":
-                        return
-            except TimeoutError:
-                pass
-
     async def _send_event(self, event: bytes, data: dict[str, Any]) -> None:
-        self._last_write = asyncio.get_running_loop().time()
-        await self.send_body(b"event: " + event + b"\ndata: " + orjson.dumps(data) + b"\n\n", more_body=True)
-
-
-def _request_id() -> str:
-    """The request's id, passed to the model server so its logs line up with ours."""
-    info = current_request()
-    return info.request_id if info else uuid.uuid4().hex
+        await self.send_event(b"event: " + event + b"\ndata: " + orjson.dumps(data) + b"\n\n")
 
 
 def _decode(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
-
-
-def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]

@@ -11,6 +11,7 @@ from llm_backend.ports import GenerationParams
 
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 64
+STOP_RULE = f"must be up to {MAX_STOP_SEQUENCES} non-empty strings of at most {MAX_STOP_LENGTH} characters"
 CONTROL_CHARACTERS = "must not contain control characters other than tab, line feed and carriage return"
 
 
@@ -46,7 +47,19 @@ def _params(data: dict[str, Any]) -> GenerationParams:
     temperature = data.get("temperature")
     if temperature is not None and (type(temperature) not in (int, float) or not 0 <= temperature <= 2):
         raise _field("temperature", "must be a number from 0 to 2")
-    stop = data.get("stop", [])
+    stop = stop_sequences(data.get("stop", []))
+    if stop is None:
+        raise _field("stop", STOP_RULE)
+    return GenerationParams(
+        max_tokens=max_tokens,
+        temperature=float(temperature) if temperature is not None else None,
+        stop=stop,
+    )
+
+
+def stop_sequences(stop: Any) -> tuple[str, ...] | None:
+    """`stop` (one string or a list of them) as stop sequences, or None when it breaks `STOP_RULE`
+    (the native API and the OpenAI-compatible one accept the same)."""
     if isinstance(stop, str):
         stop = [stop]
     if (
@@ -54,14 +67,8 @@ def _params(data: dict[str, Any]) -> GenerationParams:
         or len(stop) > MAX_STOP_SEQUENCES
         or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in stop)
     ):
-        raise _field(
-            "stop", f"must be up to {MAX_STOP_SEQUENCES} non-empty strings of at most {MAX_STOP_LENGTH} characters"
-        )
-    return GenerationParams(
-        max_tokens=max_tokens,
-        temperature=float(temperature) if temperature is not None else None,
-        stop=tuple(stop),
-    )
+        return None
+    return tuple(stop)
 
 
 def _integer(value: Any) -> Any:
