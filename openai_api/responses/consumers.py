@@ -11,8 +11,6 @@ import dataclasses
 import logging
 import time
 
-from django.conf import settings
-
 from core.errors import GatewayError
 from llm_backend.ports import ContextMessage, Delta, Role
 from openai_api.errors import InvalidParam, error_for_exception
@@ -35,11 +33,6 @@ from sessions_app.pipeline import (
 from sessions_app.public import IdempotentRequest, TurnOutcome
 
 logger = logging.getLogger(__name__)
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
-]
 
 
 class ResponsesConsumer(OpenAIConsumer):
@@ -158,10 +151,9 @@ class _Streamed:
         self.request = request
         self.target = target
         self.response_id = response_id
-        self.writer = EventWriter(self._write, stored=target is not None)
+        self.writer = EventWriter(consumer.send_event, stored=target is not None)
         self.record: ResponseRecord | None = None
         self.kept = False
-        self._last_write = 0.0
 
     async def run(self, turn_request: TurnRequest) -> None:
         consumer = self.consumer
@@ -200,31 +192,22 @@ class _Streamed:
 
     async def _head(self) -> None:
         # From here on the answer is a 200 event stream; failures become `error` events.
-        headers = [*SSE_HEADERS, (b"server-timing", self.turn.first_delta_timing().encode())]
-        await self.consumer.send_headers(status=200, headers=headers)
+        await self.consumer.open_event_stream([(b"server-timing", self.turn.first_delta_timing().encode())])
 
     async def _relay(self) -> None:
         """The opening events, then the turn's, until it ends or the client leaves."""
         assert self.record is not None
         await self.writer.begin(self.record)
-        relay = asyncio.create_task(self.turn.relay(self.render))
-        watcher = asyncio.create_task(self._watch_client())
         try:
-            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await self.consumer.relay_until_gone(self.turn.relay(self.render), self._relay_failed)
         finally:
-            watcher.cancel()
-            if not relay.done():
-                relay.cancel()  # the client left (or the gateway stops): stop the model, keep what it saw
-            try:
-                await relay
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:
-                logger.exception("response stream failed")
-                self.turn.outcome = "internal_error"
-                _, body, _ = error_for_exception(exc)
-                await self.writer.error(body["error"]["code"], body["error"]["message"])
             await asyncio.shield(self._keep_cut_short())
+
+    async def _relay_failed(self, exc: Exception) -> None:
+        logger.exception("response stream failed")
+        self.turn.outcome = "internal_error"
+        _, body, _ = error_for_exception(exc)
+        await self.writer.error(body["error"]["code"], body["error"]["message"])
 
     async def render(self, event: TurnEvent) -> None:
         assert self.record is not None or isinstance(event, TurnFailed)
@@ -280,27 +263,6 @@ class _Streamed:
             )
         except GatewayError:
             logger.warning("could not record a cut-short response session_id=%s", stored.session.id)
-
-    async def _write(self, data: bytes) -> None:
-        self._last_write = asyncio.get_running_loop().time()
-        await self.consumer.send_body(data, more_body=True)
-
-    async def _watch_client(self) -> None:
-        """Returns when the client disconnects; meanwhile sends a comment line whenever the
-        stream has been quiet for a while, so proxies keep it open."""
-        interval = settings.SSE_HEARTBEAT_SECONDS
-        loop = asyncio.get_running_loop()
-        while True:
-            quiet_for = loop.time() - self._last_write
-            if quiet_for >= interval:
-                await self._write(b": keep-alive\n\n")
-                continue
-            try:
-                async with asyncio.timeout(interval - quiet_for):
-                    if (await self.consumer.receive())["type"] == "http.disconnect":
-                        return
-            except TimeoutError:
-                pass
 
 
 def _unstored(owner: str, request: ResponseRequest) -> ResponseRecord:
