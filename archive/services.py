@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -94,7 +94,11 @@ class ArchiveService:
         max_sessions_per_owner: int = 1000,
         gate: OwnerGate | None = None,
         close_wait: float = 10.0,
+        forget_session: Sequence[Callable[[str, str], Awaitable[None]]] = (),
     ) -> None:
+        """`forget_session`: the other stores keyed by session (Idempotency-Key records,
+        /v1/responses' records), told when a purge retires a session, as deleting one does."""
+        self._forget_session = forget_session
         self._active = active
         self._archive = archive
         self._keys = keys
@@ -339,6 +343,7 @@ class ArchiveService:
                 logger.warning("purging session_id=%s failed: %s", session_id, error.code)
                 continue
             metrics.ARCHIVE_OPERATIONS.labels(operation="purge", outcome="ok").inc()
+            await self._forget(record.owner, session_id)
             await self._recorder.record(
                 SessionEvent(
                     action="session.purge",
@@ -362,3 +367,10 @@ class ArchiveService:
             except OwnerBusy:  # an unused key kept: it goes with the owner's next purge or erasure
                 logger.warning("an owner's data key was kept: their archiving went on past the wait")
         return report
+
+    async def _forget(self, owner: str, session_id: str) -> None:
+        for forget in self._forget_session:
+            try:
+                await forget(owner, session_id)
+            except GatewayError as error:  # they lapse with their own TTL; the next erasure takes them
+                logger.warning("forgetting a purged session_id=%s's records failed: %s", session_id, error.code)

@@ -59,6 +59,11 @@ def get_archive_service() -> ArchiveService:
         max_sessions_per_owner=settings.SESSION_LIMITS["MAX_SESSIONS_PER_OWNER"],
         gate=get_owner_gate(),
         close_wait=settings.ARCHIVE_ERASURE_WAIT_SECONDS,
+        # Looked up per call: those stores follow their own settings.
+        forget_session=(
+            lambda owner, session_id: get_idempotency_store().forget_session(owner, session_id),
+            *(side.forget_session for side in _side_stores()),
+        ),
     )
 
 
@@ -98,6 +103,9 @@ class _SideStore:
 
     async def describe(self, owner: str) -> Any:
         return await self.getter().describe(owner)
+
+    async def forget_session(self, owner: str, session_id: str) -> None:
+        await self.getter().forget_session(owner, session_id)
 
 
 def _side_stores() -> list[_SideStore]:

@@ -21,6 +21,7 @@ from core.result import Err, Ok
 from llm_backend.fake import FakeChatBackend
 from sessions_app.domain import SessionStatus
 from sessions_app.errors import SessionNotActive, TurnInProgress
+from sessions_app.idempotency import IdempotentRequest, MemoryIdempotencyStore
 from sessions_app.models import SessionRecord
 from sessions_app.recording import DatabaseRecorder
 from sessions_app.services import SessionManager, SessionPolicy, utc_now_ms_precision
@@ -433,3 +434,41 @@ async def test_recording_a_session_event_keeps_no_content(
     ]
 
     assert rows and not any(CANARY in row or "Be brief" in row for row in rows)
+
+
+async def test_a_purge_tells_the_stores_keyed_by_session_to_forget_it(
+    redis_store: RedisSessionStore, blob_store: AzureBlobArchiveStore, keys: KeyRing, service: ArchiveService
+) -> None:
+    """Retention reaches every record of a purged session, not only its archive: an
+    Idempotency-Key record naming it goes, another session's stays, and a store that fails to
+    forget does not stop the purge (its records lapse with their own TTL)."""
+    manager = manager_for(redis_store, service)
+    expired = await session_with_turns(manager, owner="o_alice", turns=1)
+    kept = await session_with_turns(manager, owner="o_alice", turns=1)
+    for session_id in (expired, kept):
+        assert isinstance(await service.archive(session_id, actor="scheduler"), Ok)
+    await SessionRecord.objects.filter(id=expired).aupdate(archived_at=datetime.now(UTC) - timedelta(days=100))
+    idempotency = MemoryIdempotencyStore()
+    for key, session_id in (("k-expired", expired), ("k-kept", kept)):
+        request = IdempotentRequest(key, f"fingerprint-{key}")
+        await idempotency.claim("o_alice", request, pending_seconds=60)
+        await idempotency.complete("o_alice", request, {"session_id": session_id}, ttl=600)
+
+    async def failing(owner: str, session_id: str) -> None:
+        raise StoreUnavailable()
+
+    purging = ArchiveService(
+        active=redis_store,
+        archive=blob_store,
+        keys=keys,
+        recorder=DatabaseRecorder(),
+        clock=utc_now_ms_precision,
+        lock_seconds=30,
+        forget_session=(failing, idempotency.forget_session),
+    )
+
+    report = await purging.purge_expired(older_than=timedelta(days=90))
+
+    assert report.done == 1
+    remaining = [record["result"]["session_id"] for record in await idempotency.describe("o_alice")]
+    assert remaining == [kept]
