@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -129,39 +129,25 @@ class Turn:
 
     async def reply(self, request: TurnRequest) -> TurnOutcome:
         """Run the turn whole: the stored outcome, or the failure raised."""
-        with drain.turn() as ticket:
-            try:
-                result = await get_session_manager().turns.turn_send(
-                    owner=request.owner,
-                    session_id=request.session_id,
-                    content=request.content,
-                    params=request.params,
-                    request_id=request.request_id,
-                    idempotent=request.idempotent,
-                    instructions=request.instructions,
-                    message_ids=request.message_ids,
-                )
-            except asyncio.CancelledError:
-                if not ticket.stopped:
-                    raise
-                taken_back()  # stopped by the shutdown: nothing was stored; say so
-                raise ShuttingDown() from None
+        with _whole_turn():
+            result = await get_session_manager().turns.turn_send(
+                owner=request.owner,
+                session_id=request.session_id,
+                content=request.content,
+                params=request.params,
+                request_id=request.request_id,
+                idempotent=request.idempotent,
+                instructions=request.instructions,
+                message_ids=request.message_ids,
+            )
         self._reply = unwrap(result)
         self.outcome = "ok"
         return self._reply
 
     async def complete(self, request: StatelessRequest) -> Completion:
         """Run a stateless turn whole: the model's answer (nothing stored), or the failure raised."""
-        with drain.turn() as ticket:
-            try:
-                result = await get_session_manager().stateless.complete(
-                    owner=request.owner, request=_chat_request(request)
-                )
-            except asyncio.CancelledError:
-                if not ticket.stopped:
-                    raise
-                taken_back()
-                raise ShuttingDown() from None
+        with _whole_turn():
+            result = await get_session_manager().stateless.complete(owner=request.owner, request=_chat_request(request))
         completion = unwrap(result)
         self._stateless = (request.model, completion.usage)
         self.outcome = "ok"
@@ -311,3 +297,17 @@ def _chat_request(request: StatelessRequest) -> ChatRequest:
     return ChatRequest(
         model=request.model, messages=request.messages, params=request.params, request_id=request.request_id
     )
+
+
+@contextlib.contextmanager
+def _whole_turn() -> Iterator[None]:
+    """A drain ticket held while a whole (not streamed) turn runs; should the shutdown stop
+    the turn, nothing was stored, and the edge is told so (`ShuttingDown`)."""
+    with drain.turn() as ticket:
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not ticket.stopped:
+                raise
+            taken_back()
+            raise ShuttingDown() from None
