@@ -35,6 +35,7 @@ def encode(transcript: Transcript) -> bytes:
                 "last_activity_at": to_ms(session.last_activity_at),
                 "message_count": session.message_count,
                 "usage": [session.usage.input_tokens, session.usage.output_tokens],
+                "next_seq": session.next_seq,
             },
             "messages": [message_fields(m) for m in transcript.messages],
         }
@@ -57,5 +58,6 @@ def decode(data: bytes, *, status: SessionStatus = SessionStatus.ARCHIVED) -> Tr
         last_activity_at=from_ms(s["last_activity_at"]),
         message_count=s["message_count"],
         usage=TokenUsage(*s["usage"]),
+        next_seq=s.get("next_seq", 0),  # an archive written before seqs: each message's position is its seq
     )
-    return Transcript(session, tuple(message_from_fields(m) for m in document["messages"]))
+    return Transcript(session, tuple(message_from_fields(m) for m in document["messages"])).sequenced()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -56,6 +56,10 @@ class ChatMessage:
     content: str
     created_at: datetime
     status: MessageStatus = MessageStatus.COMPLETE
+    # Its place in the order the session's messages were appended: given by the store, never
+    # reused, unchanged when an earlier message is deleted (so a cursor on it holds). None until
+    # stored; not part of equality (a message before and after storing is the same message).
+    seq: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +76,24 @@ class ChatSession:
     last_activity_at: datetime
     message_count: int = 0
     usage: TokenUsage = field(default_factory=TokenUsage)
+    # The `seq` the next appended message gets: the count of messages ever appended, deleted
+    # ones included. A session stored before seqs existed had no deletion tracked: its count.
+    next_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Transcript:
     session: ChatSession
     messages: tuple[ChatMessage, ...]
+
+    def sequenced(self) -> Transcript:
+        """The same transcript with a seq on every message (a message without one, never stored
+        or stored before seqs existed, takes its position) and a `next_seq` past the last."""
+        messages = tuple(m if m.seq is not None else replace(m, seq=i) for i, m in enumerate(self.messages))
+        last = messages[-1].seq if messages else None
+        if last is None or last < self.session.next_seq:
+            return Transcript(self.session, messages)
+        return Transcript(replace(self.session, next_seq=last + 1), messages)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,10 +41,11 @@ class ActiveSessionStore(Protocol):
         ...
 
     async def load(
-        self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None
+        self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None, from_seq: int | None = None
     ) -> Result[Transcript, SessionNotFound]:
-        """The session with its messages, oldest first: all of them, or at most `limit`
-        starting at the `offset`-th (a session's messages are only ever appended to)."""
+        """The session with its messages, oldest first, each with its `seq`: all of them, or at
+        most `limit` starting at the `offset`-th, or (with `from_seq`) at the first whose seq is
+        at least `from_seq`, where a deletion since cannot shift the start."""
         ...
 
     async def begin_turn(
@@ -69,6 +70,9 @@ class ActiveSessionStore(Protocol):
         at: datetime,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         """Atomically append `messages`, add `usage`, mark activity at `at` and release the lock.
+
+        The store gives each message its `seq` from the session's `next_seq` (whatever seq the
+        messages passed carry) and advances it.
 
         Appends nothing unless `token` still holds the turn lock: a session
         deleted meanwhile is `SessionNotFound`, a lock that expired and was
@@ -103,7 +107,8 @@ class ActiveSessionStore(Protocol):
     async def delete_message(
         self, session_id: str, *, owner: str, message_id: str, at: datetime
     ) -> Result[ChatSession, SessionNotFound | MessageNotFound | TurnInProgress]:
-        """Remove one message (the later ones move up by one) and mark activity at `at`.
+        """Remove one message (the later ones move up by one position, each keeping its seq) and
+        mark activity at `at`.
 
         Refused with `TurnInProgress` while a turn holds the lock (its commit appends after the
         history it read); `MessageNotFound` when the session holds no message with that id.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from core.result import Ok, returns_result
 from sessions_app.domain import SessionPage, SessionStatus, Transcript
 from sessions_app.errors import SessionNotFound
@@ -24,19 +26,22 @@ class SessionSelectors:
 
     @returns_result
     async def session_get(
-        self, *, owner: str, session_id: str, offset: int = 0, limit: int | None = None
+        self, *, owner: str, session_id: str, offset: int = 0, limit: int | None = None, from_seq: int | None = None
     ) -> Transcript:
-        """The session with its messages (all, or `limit` from the `offset`-th, oldest first),
-        from the active store or else the archive."""
-        match await self._store.load(session_id, owner=owner, offset=offset, limit=limit):
+        """The session with its messages (all, or `limit` from the `offset`-th, or from the first
+        whose seq is at least `from_seq`; oldest first), from the active store or else the archive."""
+        match await self._store.load(session_id, owner=owner, offset=offset, limit=limit, from_seq=from_seq):
             case Ok(transcript):
                 return transcript
         archived = await self._archive.fetch(session_id, owner=owner)
         if archived is None:
             raise SessionNotFound()
         # An archive is one sealed object, read whole (as bounded as the session it holds).
+        messages = archived.messages
+        if from_seq is not None:
+            offset = next((i for i, m in enumerate(messages) if cast(int, m.seq) >= from_seq), len(messages))
         end = None if limit is None else offset + limit
-        return Transcript(archived.session, archived.messages[offset:end])
+        return Transcript(archived.session, messages[offset:end])
 
     @returns_result
     async def session_list(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,21 +31,31 @@ def from_ms(ms: int | str | bytes) -> datetime:
 
 
 def message_fields(message: ChatMessage) -> list[object]:
-    """A message as a compact JSON array: [id, role letter, ms, content(, status)]."""
+    """A message as a compact JSON array: [id, role letter, ms, content(, status)(, seq)].
+
+    The seq comes last, an integer where every other trailing field is a string: so a message
+    stored before seqs existed ([id, role, ms, content(, status)]) reads as it is, and the
+    Redis scripts give a stored message its seq by writing `,seq` before the closing bracket."""
     fields: list[object] = [message.id, _ROLE_CODE[message.role], to_ms(message.created_at), message.content]
     if message.status != MessageStatus.COMPLETE:
         fields.append(message.status.value)  # only cut-short replies pay for a status
+    if message.seq is not None:
+        fields.append(message.seq)
     return fields
 
 
-def message_from_fields(fields: list[Any]) -> ChatMessage:
+def message_from_fields(fields: list[Any], position: int | None = None) -> ChatMessage:
+    """The message `fields` hold; one stored before seqs existed takes its `position` in the
+    session as its seq (no deletion shifted it: the first deletion since gives each a seq)."""
     message_id, role, ms, content, *rest = fields
+    seq = rest.pop() if rest and isinstance(rest[-1], int) else position
     return ChatMessage(
         id=message_id,
         role=_CODE_ROLE[role],
         content=content,
         created_at=from_ms(ms),
         status=MessageStatus(rest[0]) if rest else MessageStatus.COMPLETE,
+        seq=seq,
     )
 
 
@@ -52,8 +63,13 @@ def encode_message(message: ChatMessage) -> bytes:
     return orjson.dumps(message_fields(message))
 
 
-def decode_message(raw: bytes | str) -> ChatMessage:
-    return message_from_fields(orjson.loads(raw))
+def decode_message(raw: bytes | str, position: int | None = None) -> ChatMessage:
+    return message_from_fields(orjson.loads(raw), position)
+
+
+def decode_messages(raws: Sequence[bytes | str], first_position: int) -> tuple[ChatMessage, ...]:
+    """Stored messages read from the `first_position`-th on, oldest first."""
+    return tuple(decode_message(raw, first_position + i) for i, raw in enumerate(raws))
 
 
 def index_member(session_id: str, created_at: datetime) -> str:
@@ -80,20 +96,22 @@ def decode_cursor(cursor: str) -> str:
     return member
 
 
-_MESSAGE_POSITION = re.compile(r"m:(\d{1,9})")
+_MESSAGE_SEQ = re.compile(r"m:(\d{1,9})")
 
 
-def encode_message_cursor(offset: int) -> str:
-    """A cursor to a session's messages from the `offset`-th on."""
-    return encode_cursor(f"m:{offset}")
+def encode_message_cursor(seq: int) -> str:
+    """A cursor to a session's messages from the one with `seq` on (the seq, not a position: a
+    message deleted before it moves nothing, so a page after a deletion neither skips nor repeats).
+    A cursor issued before seqs existed held a position, the same number while nothing was deleted."""
+    return encode_cursor(f"m:{seq}")
 
 
 def decode_message_cursor(cursor: str) -> int:
     try:
-        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidCursor() from exc
-    matched = _MESSAGE_POSITION.fullmatch(position)
+    matched = _MESSAGE_SEQ.fullmatch(text)
     if matched is None:
         raise InvalidCursor()
     return int(matched[1])

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from core.result import Err, Ok, Result
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, TokenUsage, Transcript
@@ -60,11 +60,15 @@ class InMemorySessionStore:
         return Ok(entry.session) if entry is not None else Err(SessionNotFound())
 
     async def load(
-        self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None
+        self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None, from_seq: int | None = None
     ) -> Result[Transcript, SessionNotFound]:
         entry = self._owned(session_id, owner)
         if entry is None:
             return Err(SessionNotFound())
+        if from_seq is not None:
+            offset = next(
+                (i for i, m in enumerate(entry.messages) if cast(int, m.seq) >= from_seq), len(entry.messages)
+            )
         return Ok(Transcript(entry.session, tuple(entry.messages[offset : None if limit is None else offset + limit])))
 
     async def begin_turn(
@@ -96,12 +100,13 @@ class InMemorySessionStore:
             return Err(SessionNotFound())
         if entry.lock_token != token or not entry.locked():
             return Err(TurnInProgress("The turn lost its lock before its reply was stored."))
-        entry.messages.extend(messages)
         old = entry.session
+        entry.messages.extend(dataclasses.replace(m, seq=old.next_seq + i) for i, m in enumerate(messages))
         entry.session = dataclasses.replace(
             old,
             last_activity_at=at,
             message_count=old.message_count + len(messages),
+            next_seq=old.next_seq + len(messages),
             usage=TokenUsage(
                 input_tokens=old.usage.input_tokens + usage.input_tokens,
                 output_tokens=old.usage.output_tokens + usage.output_tokens,
@@ -186,7 +191,8 @@ class InMemorySessionStore:
         if len(owned) >= max_sessions_per_owner:
             return Err(SessionLimitReached())
         owned[index_member(session.id, session.created_at)] = session.id
-        self._entries[session.id] = _Entry(session=session, messages=list(transcript.messages))
+        transcript = transcript.sequenced()
+        self._entries[session.id] = _Entry(session=transcript.session, messages=list(transcript.messages))
         return Ok(True)
 
     async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:

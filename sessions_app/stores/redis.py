@@ -20,6 +20,7 @@ return); split by port, each half would restate the layout the other must agree 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -44,7 +45,7 @@ from sessions_app.ports import SessionLookupError
 from sessions_app.stores import redis_scripts as lua
 from sessions_app.stores.encoding import (
     decode_cursor,
-    decode_message,
+    decode_messages,
     encode_cursor,
     encode_message,
     from_ms,
@@ -113,7 +114,7 @@ class RedisSessionStore:
         return await run_script(self._client(), script, keys, args, *then)
 
     def _session_from(self, session_id: str, meta: Sequence[Any]) -> ChatSession:
-        owner, status, model, prompt, metadata, created, last, count, tin, tout = meta
+        owner, status, model, prompt, metadata, created, last, count, tin, tout, next_seq = meta
         return ChatSession(
             id=session_id,
             owner=owner.decode(),
@@ -125,6 +126,7 @@ class RedisSessionStore:
             last_activity_at=from_ms(last),
             message_count=int(count),
             usage=TokenUsage(input_tokens=int(tin), output_tokens=int(tout)),
+            next_seq=int(count if next_seq is None else next_seq),
         )
 
     # -- the port -------------------------------------------------------------
@@ -172,8 +174,10 @@ class RedisSessionStore:
 
     @store_errors
     async def load(
-        self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None
+        self, session_id: str, *, owner: str, offset: int = 0, limit: int | None = None, from_seq: int | None = None
     ) -> Result[Transcript, SessionNotFound]:
+        if from_seq is not None:
+            return await self._load_from(session_id, owner, from_seq, limit)
         keys = self._session_keys(session_id)
         meta_key, messages_key = keys.meta, keys.messages
         pipe = self._client().pipeline(transaction=True)
@@ -182,7 +186,19 @@ class RedisSessionStore:
         meta, raw_messages = await pipe.execute()
         if meta[0] is None or meta[0].decode() != owner:
             return Err(SessionNotFound())
-        return Ok(Transcript(self._session_from(session_id, meta), tuple(map(decode_message, raw_messages))))
+        return Ok(Transcript(self._session_from(session_id, meta), decode_messages(raw_messages, offset)))
+
+    async def _load_from(
+        self, session_id: str, owner: str, from_seq: int, limit: int | None
+    ) -> Result[Transcript, SessionNotFound]:
+        keys = self._session_keys(session_id)
+        reply = await self._script(
+            lua.LOAD_FROM, [keys.meta, keys.messages], [owner, from_seq, -1 if limit is None else limit]
+        )
+        if reply[0] != b"ok":
+            return Err(SessionNotFound())
+        messages = [m for m in decode_messages(reply[3], int(reply[2])) if cast(int, m.seq) >= from_seq]
+        return Ok(Transcript(self._session_from(session_id, reply[1]), tuple(messages[:limit])))
 
     @store_errors
     async def begin_turn(
@@ -196,7 +212,9 @@ class RedisSessionStore:
         match reply[0]:
             case b"ok":
                 session = self._session_from(session_id, reply[1])
-                return Ok(Transcript(session, tuple(map(decode_message, reply[2]))))
+                # Read from the end: the first of them sits at the count less their number.
+                history = decode_messages(reply[2], session.message_count - len(reply[2]))
+                return Ok(Transcript(session, history))
             case b"not_active":
                 return Err(SessionNotActive())
             case b"busy":
@@ -218,7 +236,7 @@ class RedisSessionStore:
         reply = await self._script(
             lua.APPEND_TURN,
             self._session_keys(session_id),
-            [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(encode_message, messages)],
+            [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(_unsequenced, messages)],
             ("ZADD", self._activity_key(), "XX", at_ms, session_id),
             ("EXPIRE", self._owner_key(owner), self._ttl),
         )
@@ -277,7 +295,7 @@ class RedisSessionStore:
         match reply[0]:
             case b"ok":
                 session = self._session_from(session_id, reply[1])
-                return Ok(Transcript(session, tuple(map(decode_message, reply[2]))))
+                return Ok(Transcript(session, decode_messages(reply[2], 0)))
             case b"busy":
                 return Err(TurnInProgress())
         return Err(SessionNotFound())
@@ -298,6 +316,7 @@ class RedisSessionStore:
     async def restore(
         self, transcript: Transcript, *, max_sessions_per_owner: int
     ) -> Result[bool, SessionLimitReached]:
+        transcript = transcript.sequenced()
         session = transcript.session
         owner_key = self._owner_key(session.owner)
         member = index_member(session.id, session.created_at)
@@ -442,4 +461,10 @@ def _meta_fields(session: ChatSession) -> dict[str, str | int | bytes]:
         "n": session.message_count,
         "ti": session.usage.input_tokens,
         "to": session.usage.output_tokens,
+        "q": session.next_seq,
     }
+
+
+def _unsequenced(message: ChatMessage) -> bytes:
+    """A message to append, without a seq: APPEND_TURN writes the session's next one into it."""
+    return encode_message(message if message.seq is None else dataclasses.replace(message, seq=None))

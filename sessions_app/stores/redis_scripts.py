@@ -2,8 +2,10 @@
 
 from core.redis_clients import Lua
 
-META_FIELDS = ("o", "s", "md", "sp", "mt", "ca", "la", "n", "ti", "to")
-_HMGET_META = "redis.call('HMGET', KEYS[1], 'o', 's', 'md', 'sp', 'mt', 'ca', 'la', 'n', 'ti', 'to')"
+# `q` is the seq the next appended message gets; a session stored before seqs existed has none
+# (read as its count `n`: nothing deleted was tracked, each message's position was its seq).
+META_FIELDS = ("o", "s", "md", "sp", "mt", "ca", "la", "n", "ti", "to", "q")
+_HMGET_META = "redis.call('HMGET', KEYS[1], 'o', 's', 'md', 'sp', 'mt', 'ca', 'la', 'n', 'ti', 'to', 'q')"
 
 # KEYS: meta, messages, lock. ARGV: owner, token, lock_ms, history_limit.
 BEGIN_TURN = Lua(f"""
@@ -18,15 +20,21 @@ return {{'ok', meta, messages}}
 """)
 
 # KEYS: meta, messages, lock. ARGV: token, ttl_seconds, at_ms, input_tokens, output_tokens, message...
+# Each message (a JSON array without its seq) is stored with the next seq written before its `]`.
 # A retry after a lost reply finds its own last message already there and succeeds again.
 APPEND_TURN = Lua(f"""
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {{'not_found'}} end
-  if redis.call('LINDEX', KEYS[2], -1) == ARGV[#ARGV] then return {{'ok', {_HMGET_META}}} end
+  local last, sent = redis.call('LINDEX', KEYS[2], -1), ARGV[#ARGV]
+  if last and string.sub(last, 1, #sent) == string.sub(sent, 1, -2) .. ',' then return {{'ok', {_HMGET_META}}} end
   return {{'lost'}}
 end
-for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-redis.call('HSET', KEYS[1], 'la', ARGV[3])
+local seq = tonumber(redis.call('HGET', KEYS[1], 'q')) or redis.call('LLEN', KEYS[2])
+for i = 6, #ARGV do
+  redis.call('RPUSH', KEYS[2], string.sub(ARGV[i], 1, -2) .. ',' .. seq .. ']')
+  seq = seq + 1
+end
+redis.call('HSET', KEYS[1], 'la', ARGV[3], 'q', seq)
 redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 5)
 redis.call('HINCRBY', KEYS[1], 'ti', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'to', ARGV[5])
@@ -63,22 +71,47 @@ redis.call('HSET', KEYS[1], 'mt', ARGV[2], 'la', ARGV[3])
 return {{'ok', {_HMGET_META}}}
 """)
 
-# KEYS: meta, messages, lock. ARGV: owner, message id, at_ms. A message is a JSON array, its id first.
-# The one found is overwritten with a marker no message can be (not JSON) and the marker removed.
+# KEYS: meta, messages, lock. ARGV: owner, message id, at_ms. A message is a JSON array, its id first,
+# its seq last (a number, where every other field after the first three is a string).
+# Messages stored before seqs existed (the oldest ones, each at its seq) are first written with their
+# position as seq, so the deletion shifts no seq. The one found is overwritten with a marker no
+# message can be (not JSON) and the marker removed.
 DELETE_MESSAGE = Lua(f"""
 if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return {{'not_found'}} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {{'busy'}} end
 local messages = redis.call('LRANGE', KEYS[2], 0, -1)
+local found, unsequenced = nil, {{}}
 for i, raw in ipairs(messages) do
-  if cjson.decode(raw)[1] == ARGV[2] then
-    redis.call('LSET', KEYS[2], i - 1, '\0deleted')
-    redis.call('LREM', KEYS[2], 1, '\0deleted')
-    redis.call('HINCRBY', KEYS[1], 'n', -1)
-    redis.call('HSET', KEYS[1], 'la', ARGV[3])
-    return {{'ok', {_HMGET_META}}}
-  end
+  local fields = cjson.decode(raw)
+  if fields[1] == ARGV[2] then found = i end
+  if type(fields[#fields]) ~= 'number' then unsequenced[#unsequenced + 1] = i end
 end
-return {{'no_message'}}
+if not found then return {{'no_message'}} end
+for _, i in ipairs(unsequenced) do
+  redis.call('LSET', KEYS[2], i - 1, string.sub(messages[i], 1, -2) .. ',' .. (i - 1) .. ']')
+end
+if not redis.call('HGET', KEYS[1], 'q') then redis.call('HSET', KEYS[1], 'q', #messages) end
+redis.call('LSET', KEYS[2], found - 1, '\0deleted')
+redis.call('LREM', KEYS[2], 1, '\0deleted')
+redis.call('HINCRBY', KEYS[1], 'n', -1)
+redis.call('HSET', KEYS[1], 'la', ARGV[3])
+return {{'ok', {_HMGET_META}}}
+""")
+
+# KEYS: meta, messages. ARGV: owner, from_seq, limit (negative: no limit). The first message with a
+# seq of at least from_seq sits at a position between from_seq - (messages deleted) and from_seq
+# (seqs are distinct, rising, never below their position), so the range read covers it and the
+# `limit` after it; the caller drops those before from_seq. Returns the first position read too.
+LOAD_FROM = Lua(f"""
+local meta = {_HMGET_META}
+if meta[1] ~= ARGV[1] then return {{'not_found'}} end
+local count = tonumber(meta[8])
+local deleted = (tonumber(meta[11]) or count) - count
+local from_seq, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local first = math.max(0, from_seq - deleted)
+local last = -1
+if limit >= 0 then last = from_seq + limit - 1 end
+return {{'ok', meta, first, redis.call('LRANGE', KEYS[2], first, last)}}
 """)
 
 # KEYS: meta, messages, lock. ARGV: token, lock_ms. Any status, any owner: for the archiver.
