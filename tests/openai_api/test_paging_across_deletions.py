@@ -5,7 +5,6 @@ archived, on the in-memory store and on real Redis; other owners' ids and forged
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, api_settings: SettingsWrapper) -> Iterator[str]:
+def store(request: pytest.FixtureRequest, api_settings: SettingsWrapper) -> str:
     api_settings.SESSION_LIMITS = {**api_settings.SESSION_LIMITS, "MAX_MESSAGES_PER_SESSION": 100}
     if request.param == "redis":
         api_settings.ACTIVE_SESSION_STORE = {
@@ -28,7 +27,7 @@ def store(request: pytest.FixtureRequest, api_settings: SettingsWrapper) -> Iter
                 "ttl_seconds": 600,
             },
         }
-    yield request.param
+    return str(request.param)
 
 
 async def session_of(client: httpx.AsyncClient, turns: int) -> tuple[str, list[str]]:
