@@ -96,5 +96,9 @@ bench: $(VENV)/.dev ## Measure the gateway's added latency, throughput and strea
 bench-quick: $(VENV)/.dev ## The issue-13 ratios in under 40 s: gateway against the model server alone, native and streamed turns
 	$(PY) bench/quick.py
 
+.PHONY: bench-chat
+bench-chat: $(VENV)/.dev ## /v1/chat/completions (and /v1/responses) against the native turn, same run: p50 and CPU per turn
+	$(PY) bench/chat_completions.py
+
 clean: ## Remove the virtualenv, node_modules and local state
 	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
