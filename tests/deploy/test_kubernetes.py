@@ -389,3 +389,19 @@ def test_network_policies_let_in_only_the_ingress_and_let_out_only_what_each_pod
         selector = spec["podSelector"].get("matchLabels", {})
         if selector:
             assert any(selector.items() <= pod_spec_labels(find(k, n)).items() for k, n in POD_TEMPLATES), name
+
+
+def test_the_ingress_serves_a_host_the_gateway_accepts_through_its_service_without_buffering() -> None:
+    ingress = find("Ingress", "gateway")
+    service = find("Service", "gateway")
+    allowed = config_map("gateway-config")["ALLOWED_HOSTS"].split(",")
+    annotations = ingress["metadata"]["annotations"]
+
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] in allowed and rule["host"] in ingress["spec"]["tls"][0]["hosts"]
+    (path,) = rule["http"]["paths"]
+    assert path["backend"]["service"]["name"] == service["metadata"]["name"]
+    assert path["backend"]["service"]["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > 60
+    assert f"https://{rule['host']}" in config_map("gateway-config")["CSRF_TRUSTED_ORIGINS"].split(",")
