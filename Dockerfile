@@ -20,12 +20,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     DJANGO_SETTINGS_MODULE=config.settings.production \
     PORT=8000 \
     WEB_CONCURRENCY=1
-RUN groupadd --system gateway && useradd --system --gid gateway --home-dir /app --no-create-home gateway
+# Fixed ids: Kubernetes' runAsNonRoot can only check a numeric user (deploy/kubernetes runs as 10001).
+RUN groupadd --system --gid 10001 gateway \
+ && useradd --system --uid 10001 --gid gateway --home-dir /app --no-create-home gateway
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=gateway:gateway /app /app
 WORKDIR /app
 RUN rm -rf tests bench .ci scripts var/db.sqlite3 var/dev-signing-key.pem
-USER gateway
+USER 10001:10001
 EXPOSE 8000
 # With HTTPS_CERT_FILE the port speaks HTTPS only. The probe asks its own process on loopback,
 # where the certificate's names (the public host) cannot match, so it does not verify them.

@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/llm/v1/*.proto)
 PROTOC = $(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=.
 
 .DEFAULT_GOAL := help
-.PHONY: help run install-model chromium test screenshots lint format typecheck protos protos-check bench bench-quick clean
+.PHONY: help run install-model chromium deploy-tools deploy-check test screenshots lint format typecheck protos protos-check bench bench-quick clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,10 +52,28 @@ chromium: ## Install Debian's Chromium for the browser tests (nothing to do when
 	  echo "installing chromium from the distribution's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The deploy checks' tools, from the distribution: promtool (Debian's prometheus package) for the
+# alert rules, nginx for the load balancer's configuration, docker-compose to check the compose file.
+deploy-tools: ## Install promtool, nginx and docker-compose for tests/deploy (nothing to do when they are there)
+	@missing=""; \
+	  command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	  command -v nginx >/dev/null 2>&1 || missing="$$missing nginx"; \
+	  command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing from the distribution's packages"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi
+
+deploy-check: $(VENV)/.dev deploy-tools ## Check deploy/: Kubernetes schemas, yamllint, promtool rules and tests, the dashboard's metrics, compose, nginx
+	scripts/test.sh -q -p no:randomly tests/deploy
+
 test: $(VENV)/.dev node_modules/.installed ## Install what the tests need and run the whole suite (real Redis, Azurite, the real model, Chromium; PostgreSQL when present)
 	@mkdir -p var
 	@$(MAKE) --no-print-directory chromium > var/chromium-install.log 2>&1 \
 	  || echo "note: chromium could not be installed (see var/chromium-install.log); the browser tests will be skipped"
+	@$(MAKE) --no-print-directory deploy-tools > var/deploy-tools-install.log 2>&1 \
+	  || echo "note: the deploy checks' tools could not be installed (see var/deploy-tools-install.log); tests/deploy will fail"
 	@$(MAKE) --no-print-directory install-model > var/model-install.log 2>&1 \
 	  || echo "note: the model could not be installed (see var/model-install.log); its tests will be skipped"
 	scripts/test.sh

@@ -24,4 +24,8 @@ OVERHEAD = Histogram(
 )
 BACKEND_ERRORS = Counter("gateway_backend_errors_total", "Failed model server calls, by error code.", ["code"])
 ACTIVE_SESSIONS = Gauge("gateway_active_sessions", "Sessions in the active store (refreshed periodically).")
+ACTIVE_STORE_UP = Gauge(
+    "gateway_active_store_up",
+    "1 when the active store (Redis) answered this process's last scrape-time read, 0 when it did not.",
+)
 OPEN_STREAMS = Gauge("gateway_open_streams", "Replies this process is streaming right now.")

@@ -134,7 +134,7 @@ def test_secret_strength_is_judged_by_length_and_variety() -> None:
 
 
 def test_the_compose_stack_runs_the_production_settings() -> None:
-    """docker-compose.yml's gateway, scheduler and migrations run config.settings.production with
+    """docker-compose.yml's gateways, scheduler and migrations run config.settings.production with
     its development secrets spelled out, and production accepts them; nothing turns DEV_MODE on."""
     import yaml
 
@@ -142,7 +142,7 @@ def test_the_compose_stack_runs_the_production_settings() -> None:
     example = (ROOT / ".env.example").read_text()
     assert re.search(r"^DEV_MODE=0$", example, re.MULTILINE)
     assert re.search(r"^DJANGO_SETTINGS_MODULE=config.settings.production$", example, re.MULTILINE)
-    for name in ("gateway", "scheduler", "migrate"):
+    for name in ("gateway-1", "gateway-2", "scheduler", "migrate"):
         environment = compose["services"][name]["environment"]
         assert environment["DJANGO_SETTINGS_MODULE"] == "config.settings.production", name
         assert environment.get("DEV_MODE", "0") == "0", name
@@ -155,7 +155,7 @@ def test_the_compose_stack_runs_the_production_settings() -> None:
             return value
         return match.group(3) if match.group(2) == "-" else given[match.group(1)]
 
-    env = {k: resolve(str(v)) for k, v in compose["services"]["gateway"]["environment"].items()}
+    env = {k: resolve(str(v)) for k, v in compose["services"]["gateway-1"]["environment"].items()}
     result = manage("check", env=env)
 
     assert result.returncode == 0, result.stderr[-2000:]

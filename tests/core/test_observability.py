@@ -405,3 +405,25 @@ async def test_an_open_breaker_shows_in_readiness_and_metrics(
     assert ready.status_code == 503
     assert ready.json()["checks"]["model_server"]["breakers"] == {dead: "open"}
     assert f"{gauge} 2.0" in (await client.get("/metrics")).text
+
+
+async def test_metrics_say_whether_the_active_store_answered(
+    client: httpx.AsyncClient, api_settings: SettingsWrapper
+) -> None:
+    """The series the `RedisUnavailable` alert reads (deploy/prometheus/alerts.yml): it must
+    drop to 0 with no turn arriving, and come back when the store does."""
+    from tests.support import free_port
+
+    reachable = api_settings.ACTIVE_SESSION_STORE
+    up = (await client.get("/metrics")).text
+    api_settings.ACTIVE_SESSION_STORE = {
+        "CLASS": "sessions_app.stores.redis.RedisSessionStore",
+        "OPTIONS": {"url": f"redis://127.0.0.1:{free_port()}/0", "retries": 1},
+    }
+    down = await client.get("/metrics")
+    api_settings.ACTIVE_SESSION_STORE = reachable
+    back = (await client.get("/metrics")).text
+
+    assert sample(up, "gateway_active_store_up") == 1
+    assert down.status_code == 200 and sample(down.text, "gateway_active_store_up") == 0
+    assert sample(back, "gateway_active_store_up") == 1
