@@ -80,6 +80,7 @@ class TurnRequest:
     idempotent: IdempotentRequest | None = None
     instructions: str | None = None  # the system prompt for this turn only, in place of the session's
     message_ids: tuple[str, str] | None = None  # the question's and the answer's ids, when the edge names them
+    follows: str | None = None  # the message the turn must come right after (checked under the turn lock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ class Turn:
                 idempotent=request.idempotent,
                 instructions=request.instructions,
                 message_ids=request.message_ids,
+                follows=request.follows,
             )
         self._reply = unwrap(result)
         self.outcome = "ok"
@@ -179,6 +181,7 @@ class Turn:
             idempotent=request.idempotent,
             instructions=request.instructions,
             message_ids=request.message_ids,
+            follows=request.follows,
         )
         async with self._held(request.owner, start, render, span) as running:
             yield running

@@ -30,7 +30,7 @@ from sessions_app.pipeline import (
     TurnFailed,
     TurnRequest,
 )
-from sessions_app.public import IdempotentRequest, TurnOutcome
+from sessions_app.public import HistoryMovedOn, IdempotentRequest, TurnOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +82,23 @@ class ResponsesConsumer(OpenAIConsumer):
                 request.params.temperature,
                 list(request.params.stop),
                 request.metadata,
+                target.follows,
             ),
             instructions=request.turn_instructions,
             message_ids=new_message_ids(),
+            follows=target.follows,
         )
         response_id = response_id_for(self.owner, key)
-        if request.stream:
-            await _Streamed(self, turn, request, target, response_id).run(turn_request)
-        else:
-            await self._reply(turn, request, turn_request, response_id)
+        try:
+            if request.stream:
+                await _Streamed(self, turn, request, target, response_id).run(turn_request)
+            else:
+                await self._reply(turn, request, turn_request, response_id)
+        except HistoryMovedOn:
+            # Checked under the turn lock: of two continuations of one response, one runs.
+            raise InvalidParam(
+                "previous_response_id", "is not the latest response of its conversation; continue from the latest"
+            ) from None
 
     async def _stateless(self, turn: Turn, request: ResponseRequest) -> None:
         """`store: false`: the input is the whole context, nothing is stored (the pipeline's
