@@ -110,7 +110,7 @@ def test_a_repeated_store_false_response_is_the_first_one(
 
 
 def start_in_background(
-    gateway: Gateway, token: str, key: str, observed: ObservedModel
+    gateway: Gateway, token: str, key: str, observed: ObservedModel, messages: Any = QUESTION
 ) -> tuple[threading.Thread, list[Any]]:
     """A keyed chat completion in a thread, returned once it reached the model."""
     answers: list[Any] = []
@@ -118,7 +118,7 @@ def start_in_background(
     headers = {"Idempotency-Key": key}
     thread = threading.Thread(
         target=lambda: answers.append(
-            sdk(gateway, token).chat.completions.create(model="echo", messages=QUESTION, extra_headers=headers)
+            sdk(gateway, token).chat.completions.create(model="echo", messages=messages, extra_headers=headers)
         )
     )
     thread.start()
@@ -147,10 +147,11 @@ def test_the_sdks_own_retry_of_a_key_in_progress_gets_the_first_answer(
     assert retried.model_dump() == first[0].model_dump()
     assert observed.calls == calls  # one model call in all
 
-    running, _ = start_in_background(gateway, token, "retried-2", observed)
+    long: Any = [{"role": "user", "content": " ".join(["word"] * 100)}]  # about 5 s: the repeat meets it running
+    running, _ = start_in_background(gateway, token, "retried-2", observed, long)
     with pytest.raises(openai.ConflictError) as busy:  # without retries, the 409 itself
         sdk(gateway, token).chat.completions.create(
-            model="echo", messages=QUESTION, extra_headers={"Idempotency-Key": "retried-2"}
+            model="echo", messages=long, extra_headers={"Idempotency-Key": "retried-2"}
         )
     running.join(10)
     assert busy.value.code == "idempotency_in_progress"
