@@ -3,23 +3,26 @@
 Nothing is stored: the model is asked with the messages the client sent, through the
 turn pipeline's stateless turn (the same admission, drain, stream slots, model call,
 tracing, metrics and token charging as a session's turn). A stream ends with
-`data: [DONE]`; a client that leaves stops the model.
+`data: [DONE]`; a client that leaves stops the model. An Idempotency-Key answers a repeat
+with the first completion, its id and `created` too (openai_api.idempotency).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from typing import Any
 
 import orjson
 
-from llm_backend.ports import Completion, ContextMessage, Delta, Role
+from llm_backend.ports import ContextMessage, Delta, Role
 from openai_api.errors import InvalidParam, UnsupportedParam, error_for_exception
 from openai_api.http import OpenAIConsumer
+from openai_api.idempotency import idempotent_request, stable_id
 from openai_api.items import parse_content
 from openai_api.params import boolean, generation_params, refuse_unsupported
-from sessions_app.pipeline import StatelessDone, StatelessRequest, Turn, TurnEvent, TurnFailed
+from sessions_app.pipeline import StatelessAnswer, StatelessDone, StatelessRequest, Turn, TurnEvent, TurnFailed
 
 SUPPORTED = frozenset(
     {
@@ -48,16 +51,20 @@ class ChatCompletionsConsumer(OpenAIConsumer):
         try:
             data = await self.read_json()
             request, stream, include_usage = self._parse(data)
-            self._id = "chatcmpl-" + secrets.token_hex(12)
+            key = self.decoded_header(b"idempotency-key")
+            request = dataclasses.replace(request, idempotent=idempotent_request(key, "v1.chat.completions", data))
+            self._id = "chatcmpl-" + (
+                secrets.token_hex(12) if key is None else stable_id("chat", self.owner, key, length=24)
+            )
             self._created = int(time.time())
             self._model = request.model
             if stream:
                 turn.mode = "sse"
                 await self._stream(turn, request, include_usage)
             else:
-                completion = await turn.complete(request)
+                answer = await turn.complete(request)
                 turn.observe()
-                await self.send_json(200, self._completion(completion), headers={"Server-Timing": turn.server_timing()})
+                await self.send_json(200, self._completion(answer), headers={"Server-Timing": turn.server_timing()})
         except Exception as exc:
             turn.fail(exc)
             turn.observe()
@@ -89,12 +96,13 @@ class ChatCompletionsConsumer(OpenAIConsumer):
 
     # -- whole ------------------------------------------------------------------
 
-    def _completion(self, completion: Completion) -> dict[str, Any]:
+    def _completion(self, answer: StatelessAnswer) -> dict[str, Any]:
+        completion = answer.completion
         usage = completion.usage
         return {
             "id": self._id,
             "object": "chat.completion",
-            "created": self._created,
+            "created": int(answer.created_at),
             "model": self._model,
             "choices": [
                 {
@@ -117,7 +125,8 @@ class ChatCompletionsConsumer(OpenAIConsumer):
     async def _stream(self, turn: Turn, request: StatelessRequest, include_usage: bool) -> None:
         self._include_usage = include_usage
         self._finished = False
-        async with turn.stream_stateless(request, self._render):
+        async with turn.stream_stateless(request, self._render) as running:
+            self._created = int(running.created_at)  # a repeat's: the first answer's
             opening = self._choice_chunk({"role": "assistant", "content": ""})
             await self.relay_sse(turn, self._render, opening=opening)
         turn.observe()

@@ -21,8 +21,10 @@ ERROR_STATUSES = {
     401: "No valid bearer token.",
     403: "The token lacks the scope (`chat.read` to read, `chat.write` otherwise).",
     404: "No such conversation, item or model (also another owner's, or a forged id).",
-    409: "A turn is running in the conversation, or it has ended, or it holds the most messages allowed.",
+    409: "A turn is running in the conversation, or it has ended, or it holds the most messages allowed; "
+    "or a request with this Idempotency-Key is still being answered.",
     413: "The body, the content or the metadata is too large.",
+    422: "This Idempotency-Key was used with a different request.",
     429: "Over the owner's rate limits; `Retry-After` says when to retry.",
     500: "Internal error.",
     503: "The gateway, its store or the model server cannot serve now; `Retry-After` says when to retry.",
@@ -263,6 +265,20 @@ LIST_PARAMETERS = [
 ]
 
 
+# The operations that take an Idempotency-Key (the native API's semantics).
+IDEMPOTENT = frozenset(
+    {"chat_completions_create", "conversations_create", "conversation_items_create", "responses_create"}
+)
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+    "description": "A repeat with the same key and body, by the same owner within the key's lifetime, gets the "
+    "first answer back without a second model call (streamed or whole, as the repeat asks).",
+}
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, operation_id, summary, request, response, streams in OPERATIONS:
@@ -279,7 +295,9 @@ def document() -> dict[str, Any]:
             "summary": summary,
             "tags": ["OpenAI-compatible"],
             "security": [{"bearerAuth": []}],
-            "parameters": _path_parameters(path) + (LIST_PARAMETERS if operation_id.endswith("items_list") else []),
+            "parameters": _path_parameters(path)
+            + (LIST_PARAMETERS if operation_id.endswith("items_list") else [])
+            + ([IDEMPOTENCY_KEY] if operation_id in IDEMPOTENT else []),
             "responses": {
                 "200": {"description": "OK", "content": ok},
                 **{

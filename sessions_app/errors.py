@@ -33,6 +33,17 @@ class TurnInProgress(GatewayError):
     default_detail = "The session is already answering a message; wait for it to finish."
 
 
+class HistoryMovedOn(GatewayError):
+    """A turn meant to follow a message that is no longer the session's newest (another turn,
+    or an edit, came first): checked under the turn lock, so of two racing turns that follow
+    the same message exactly one runs."""
+
+    code = "history_moved_on"
+    status = 409
+    title = "History moved on"
+    default_detail = "The session has moved on from the message this turn follows; continue from its newest."
+
+
 class MessageLimitReached(GatewayError):
     code = "message_limit_reached"
     status = 409

@@ -1,9 +1,13 @@
 """Idempotency-Key: a repeated request returns its first result, once, across every instance.
 
-What is remembered is ids and counts (which session, which messages), never content:
-a replay reads the messages back from the session. The request's fingerprint is a keyed
-hash (HMAC-SHA256 under `IDEMPOTENCY_SECRET`), so a stored record cannot confirm a guess of
-the message; records go with their session (`DELETE /sessions/{id}`) and their owner (erasure).
+What is remembered of a session's request is ids and counts (which session, which
+messages): a replay reads the messages back from the session. A stateless turn (OpenAI's
+Chat Completions, `store: false` responses) has no session to read back from, so its record
+keeps the answer itself (stateless.py): user content, listed by the owner's export and gone
+with their erasure, and like every record gone after `IDEMPOTENCY_TTL_SECONDS`. The request's
+fingerprint is a keyed hash (HMAC-SHA256 under `IDEMPOTENCY_SECRET`), so a stored record
+cannot confirm a guess of the message; records go with their session (`DELETE
+/sessions/{id}`, a purge) and their owner (erasure).
 """
 
 from __future__ import annotations
@@ -106,8 +110,8 @@ class IdempotencyStore(Protocol):
         ...
 
     async def describe(self, owner: str) -> list[dict[str, Any]]:
-        """What is kept about the owner, for their export: each record's state, ids, counts
-        and lifetime; never the fingerprint (nor content, which no record holds)."""
+        """What is kept about the owner, for their export: each record's state, what it
+        recorded (ids and counts; a stateless turn's answer) and lifetime; never the fingerprint."""
         ...
 
 

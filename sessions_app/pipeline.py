@@ -18,8 +18,9 @@ its input into a `TurnRequest` and renders what the pipeline hands it:
 
 A stateless turn (OpenAI's Chat Completions: no session, nothing stored, the model asked
 with the messages given) is a `StatelessRequest` run by `turn.complete(request)` or
-`turn.stream_stateless(request, render)`, with the same holds, model call, span, metrics
-and charging (`StatelessTurns`, stateless.py); its stream ends with a `StatelessDone`.
+`turn.stream_stateless(request, render)`, with the same holds, model call, span, metrics,
+charging and Idempotency-Key (`StatelessTurns`, stateless.py); its stream ends with a
+`StatelessDone`.
 
 Failures before a stream begins are raised (`GatewayError`, `ShuttingDown` when the
 instance stopped the turn; the edge answers them and calls `turn.fail(exc)`, then
@@ -44,18 +45,19 @@ from core.observability.context import annotate
 from core.observability.context import current as current_request
 from core.result import Ok, Result, unwrap
 from core.shutdown import ShuttingDown, drain, taken_back
-from llm_backend.ports import ChatRequest, Completion, ContextMessage, Delta, GenerationParams, TokenUsage
+from llm_backend.ports import ChatRequest, ContextMessage, Delta, GenerationParams, TokenUsage
 from sessions_app import metrics
 from sessions_app.admission import admit, owner_stream, refuse_if_draining, slots
 from sessions_app.domain import TurnOutcome
 from sessions_app.idempotency import IdempotentRequest
-from sessions_app.stateless import StatelessDone, StatelessStream
+from sessions_app.stateless import StatelessAnswer, StatelessDone, StatelessReplay, StatelessStream
 from sessions_app.telemetry import count_tokens
 from sessions_app.turn_stream import RunningTurn, TurnDone
 from sessions_app.wiring import get_session_manager
 
 __all__ = [
     "Render",
+    "StatelessAnswer",
     "StatelessDone",
     "StatelessRequest",
     "Turn",
@@ -80,6 +82,7 @@ class TurnRequest:
     idempotent: IdempotentRequest | None = None
     instructions: str | None = None  # the system prompt for this turn only, in place of the session's
     message_ids: tuple[str, str] | None = None  # the question's and the answer's ids, when the edge names them
+    follows: str | None = None  # the message the turn must come right after (checked under the turn lock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,7 @@ class StatelessRequest:
     messages: tuple[ContextMessage, ...]
     params: GenerationParams
     request_id: str
+    idempotent: IdempotentRequest | None = None  # a repeat gets the first answer (kept for the key's TTL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,7 @@ class TurnFailed:
 
 TurnEvent: TypeAlias = Delta | TurnDone | StatelessDone | TurnFailed
 Render = Callable[[TurnEvent], Awaitable[None]]
-Streamed: TypeAlias = RunningTurn | StatelessStream
+Streamed: TypeAlias = RunningTurn | StatelessStream | StatelessReplay
 
 
 class Turn:
@@ -139,19 +143,23 @@ class Turn:
                 idempotent=request.idempotent,
                 instructions=request.instructions,
                 message_ids=request.message_ids,
+                follows=request.follows,
             )
         self._reply = unwrap(result)
         self.outcome = "ok"
         return self._reply
 
-    async def complete(self, request: StatelessRequest) -> Completion:
-        """Run a stateless turn whole: the model's answer (nothing stored), or the failure raised."""
+    async def complete(self, request: StatelessRequest) -> StatelessAnswer:
+        """Run a stateless turn whole: the model's answer (nothing stored but, with an
+        Idempotency-Key, the answer for its repeats), or the failure raised."""
         with _whole_turn():
-            result = await get_session_manager().stateless.complete(owner=request.owner, request=_chat_request(request))
-        completion = unwrap(result)
-        self._stateless = (request.model, completion.usage)
+            result = await get_session_manager().stateless.complete(
+                owner=request.owner, request=_chat_request(request), idempotent=request.idempotent
+            )
+        answer = unwrap(result)
+        self._stateless = (request.model, answer.completion.usage)
         self.outcome = "ok"
-        return completion
+        return answer
 
     @asynccontextmanager
     async def stream(
@@ -179,6 +187,7 @@ class Turn:
             idempotent=request.idempotent,
             instructions=request.instructions,
             message_ids=request.message_ids,
+            follows=request.follows,
         )
         async with self._held(request.owner, start, render, span) as running:
             yield running
@@ -190,11 +199,14 @@ class Turn:
         render: Render,
         *,
         span: AbstractContextManager[object] | None = None,
-    ) -> AsyncIterator[Streamed]:
+    ) -> AsyncIterator[StatelessStream | StatelessReplay]:
         """`stream` for a stateless turn: the same holds, nothing stored; the last event is a
         `StatelessDone` (or `TurnFailed`)."""
         start = functools.partial(
-            get_session_manager().stateless.stream, owner=request.owner, request=_chat_request(request)
+            get_session_manager().stateless.stream,
+            owner=request.owner,
+            request=_chat_request(request),
+            idempotent=request.idempotent,
         )
         async with self._held(request.owner, start, render, span) as running:
             yield running

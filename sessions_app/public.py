@@ -25,7 +25,7 @@ from sessions_app.domain import (
     TurnOutcome,
 )
 from sessions_app.edits import NewMessage
-from sessions_app.errors import MessageNotFound, SessionNotFound, TurnInProgress, UnknownModel
+from sessions_app.errors import HistoryMovedOn, MessageNotFound, SessionNotFound, TurnInProgress, UnknownModel
 from sessions_app.idempotency import IdempotentRequest
 from sessions_app.models import SessionRecord
 from sessions_app.policy import owner_actor, utc_now_ms_precision
@@ -59,6 +59,7 @@ __all__ = [
     "ChatSession",
     "DatabaseRecorder",
     "FinishReason",
+    "HistoryMovedOn",
     "IdempotentRequest",
     "MessageNotFound",
     "MessageStatus",

@@ -74,7 +74,7 @@ class SessionManager:
             clock=clock,
         )
         limiter = limiter or MemoryLimiter(requests_per_minute=0, tokens_per_minute=0, streams_per_owner=0)
-        self.stateless = StatelessTurns(backend=backend, policy=policy, limiter=limiter)
+        self.stateless = StatelessTurns(backend=backend, policy=policy, limiter=limiter, guard=guard)
         self.turns = TurnService(
             store=store,
             backend=backend,

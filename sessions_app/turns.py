@@ -18,7 +18,13 @@ from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, Generation
 from sessions_app.charging import charge_later, charge_tokens
 from sessions_app.context import build_context, estimate_input_tokens
 from sessions_app.domain import TurnOutcome
-from sessions_app.errors import ContentTooLarge, MessageLimitReached, SessionNotActive, SessionNotFound
+from sessions_app.errors import (
+    ContentTooLarge,
+    HistoryMovedOn,
+    MessageLimitReached,
+    SessionNotActive,
+    SessionNotFound,
+)
 from sessions_app.idempotency import IdempotentRequest
 from sessions_app.idempotency_guard import IdempotencyGuard, Recorded
 from sessions_app.policy import SessionPolicy, new_message_id
@@ -72,6 +78,7 @@ class TurnService:
         idempotent: IdempotentRequest | None = None,
         instructions: str | None = None,
         message_ids: tuple[str, str] | None = None,
+        follows: str | None = None,
     ) -> TurnOutcome:
         """One turn: lock and load, ask the model, store question and answer together.
 
@@ -81,11 +88,12 @@ class TurnService:
         without asking the model or storing anything again. `instructions`: the system
         prompt for this turn only, in place of the session's; `message_ids`: the ids the
         question and the answer get (an edge that names the reply before it exists), new
-        ones otherwise.
+        ones otherwise. `follows`: the id of the message this turn must come right after, checked
+        under the turn lock (`HistoryMovedOn` when the session's newest message is another).
         """
 
         async def send() -> TurnOutcome:
-            return await self._send(owner, session_id, content, params, request_id, instructions, message_ids)
+            return await self._send(owner, session_id, content, params, request_id, instructions, message_ids, follows)
 
         async def settled(outcome: TurnOutcome) -> None:
             await self._turn_settled(owner, idempotent, outcome)
@@ -106,6 +114,7 @@ class TurnService:
         idempotent: IdempotentRequest | None = None,
         instructions: str | None = None,
         message_ids: tuple[str, str] | None = None,
+        follows: str | None = None,
     ) -> TurnStream | ReplayStream:
         """Start a streamed turn; returns once the model's first delta has arrived.
 
@@ -117,7 +126,7 @@ class TurnService:
 
         async def start() -> TurnStream | ReplayStream:
             return await self._start_stream(
-                owner, session_id, content, params, request_id, idempotent, instructions, message_ids
+                owner, session_id, content, params, request_id, idempotent, instructions, message_ids, follows
             )
 
         async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
@@ -134,8 +143,9 @@ class TurnService:
         request_id: str,
         instructions: str | None,
         message_ids: tuple[str, str] | None,
+        follows: str | None,
     ) -> TurnOutcome:
-        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions)
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions, follows)
         try:
             with chat_span(self._policy.model_label(request.model)) as span:
                 started = time.perf_counter()
@@ -167,8 +177,9 @@ class TurnService:
         idempotent: IdempotentRequest | None,
         instructions: str | None,
         message_ids: tuple[str, str] | None,
+        follows: str | None,
     ) -> TurnStream:
-        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions)
+        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions, follows)
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
             try:
@@ -198,6 +209,7 @@ class TurnService:
         params: GenerationParams | None,
         request_id: str,
         instructions: str | None = None,
+        follows: str | None = None,
     ) -> tuple[OpenTurn, ChatRequest]:
         """Check the input, lock the session and build the model's request."""
         params = params or GenerationParams()
@@ -224,6 +236,10 @@ class TurnService:
             raise SessionNotActive("The session is archived; resume it to continue the conversation.")
         transcript = unwrap(begun)
         session = transcript.session
+        if follows is not None and (not transcript.messages or transcript.messages[-1].id != follows):
+            # Under the lock, on the history loaded with it: no turn can slip in between.
+            await self._store.release_turn(session_id, token=token)
+            raise HistoryMovedOn()
         if session.message_count + 2 > self._policy.max_messages_per_session:
             await self._store.release_turn(session_id, token=token)
             raise MessageLimitReached()

@@ -168,6 +168,7 @@ class ObservedModel:
     def __init__(self, token_delay: float = 0.05) -> None:
         self.token_delay = token_delay
         self.produced = 0
+        self.calls = 0  # model calls, whole or streamed
         self.cancelled = threading.Event()
         self.started = threading.Event()
         self.port = 0
@@ -181,6 +182,7 @@ class ObservedModel:
 
     def reset(self) -> None:
         self.produced = 0
+        self.calls = 0
         self.cancelled.clear()
         self.started.clear()
 
@@ -205,7 +207,12 @@ class ObservedModel:
         observed = self
 
         class Backend(EchoChatBackend):
+            async def complete(self, request):  # type: ignore[no-untyped-def]
+                observed.calls += 1
+                return await super().complete(request)
+
             async def stream(self, request):  # type: ignore[no-untyped-def]
+                observed.calls += 1
                 observed.started.set()
                 text = request.messages[-1].content
                 fail_after = int(text.split("FAIL_AFTER_")[1].split()[0]) if "FAIL_AFTER_" in text else None

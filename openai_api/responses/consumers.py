@@ -10,11 +10,13 @@ import asyncio
 import dataclasses
 import logging
 import time
+from typing import Any
 
 from core.errors import GatewayError
 from llm_backend.ports import ContextMessage, Delta, Role
 from openai_api.errors import InvalidParam, error_for_exception
 from openai_api.http import OpenAIConsumer, integer_param
+from openai_api.idempotency import idempotent_request, stable_id
 from openai_api.responses import present
 from openai_api.responses.records import ResponseRecord, new_response_id
 from openai_api.responses.request import ResponseRequest, parse_response_request
@@ -30,7 +32,7 @@ from sessions_app.pipeline import (
     TurnFailed,
     TurnRequest,
 )
-from sessions_app.public import IdempotentRequest, TurnOutcome
+from sessions_app.public import HistoryMovedOn, IdempotentRequest, TurnOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +48,13 @@ class ResponsesConsumer(OpenAIConsumer):
         turn = Turn(mode="json")
         self._target: Target | None = None
         try:
-            request = parse_response_request(await self.read_json())
+            data = await self.read_json()
+            request = parse_response_request(data)
             turn.mode = "sse" if request.stream else "json"
             if request.store:
                 await self._stored(turn, request)
             else:
-                await self._stateless(turn, request)
+                await self._stateless(turn, request, data)
         except BaseException as exc:
             if self._target is not None and turn.result is None:  # nothing stored: a session started for it goes
                 await asyncio.shield(get_responses_service().discard(owner=self.owner, target=self._target))
@@ -82,19 +85,29 @@ class ResponsesConsumer(OpenAIConsumer):
                 request.params.temperature,
                 list(request.params.stop),
                 request.metadata,
+                target.follows,
             ),
             instructions=request.turn_instructions,
             message_ids=new_message_ids(),
+            follows=target.follows,
         )
         response_id = response_id_for(self.owner, key)
-        if request.stream:
-            await _Streamed(self, turn, request, target, response_id).run(turn_request)
-        else:
-            await self._reply(turn, request, turn_request, response_id)
+        try:
+            if request.stream:
+                await _Streamed(self, turn, request, target, response_id).run(turn_request)
+            else:
+                await self._reply(turn, request, turn_request, response_id)
+        except HistoryMovedOn:
+            # Checked under the turn lock: of two continuations of one response, one runs.
+            raise InvalidParam(
+                "previous_response_id", "is not the latest response of its conversation; continue from the latest"
+            ) from None
 
-    async def _stateless(self, turn: Turn, request: ResponseRequest) -> None:
+    async def _stateless(self, turn: Turn, request: ResponseRequest, body: dict[str, Any]) -> None:
         """`store: false`: the input is the whole context, nothing is stored (the pipeline's
-        stateless turn, as Chat Completions run)."""
+        stateless turn, as Chat Completions run) but, with an Idempotency-Key, the answer for
+        the key's repeats (openai_api.idempotency)."""
+        key = self.decoded_header(b"idempotency-key")
         system = request.turn_instructions
         stateless = StatelessRequest(
             owner=self.owner,
@@ -105,25 +118,28 @@ class ResponsesConsumer(OpenAIConsumer):
             ),
             params=request.params,
             request_id=self.request_id(),
+            idempotent=idempotent_request(key, "v1.responses.unstored", body),
         )
         if not stateless.messages or stateless.messages[-1].role == Role.SYSTEM:
             raise InvalidParam("input", "must hold at least one user or assistant message")
-        record = _unstored(self.owner, request)
+        record = _unstored(self.owner, request, key)
         if request.stream:
             await _Streamed(self, turn, request, None, record.id).run_stateless(stateless, record)
             return
-        completion = await turn.complete(stateless)
+        answer = await turn.complete(stateless)
         turn.observe()
+        completion = answer.completion
         status, reason = finished(completion.finish_reason)
         done = dataclasses.replace(
             record,
             status=status,
             incomplete_reason=reason,
+            created_at=answer.created_at,
             input_tokens=completion.usage.input_tokens,
             output_tokens=completion.usage.output_tokens,
         )
-        body = present.response(done, stored=False, output=completion.content, completed_at=time.time())
-        await self.send_json(200, body, headers={"Server-Timing": turn.server_timing()})
+        shown = present.response(done, stored=False, output=completion.content, completed_at=time.time())
+        await self.send_json(200, shown, headers={"Server-Timing": turn.server_timing()})
 
     async def _reply(self, turn: Turn, request: ResponseRequest, turn_request: TurnRequest, response_id: str) -> None:
         outcome = await turn.reply(turn_request)
@@ -183,9 +199,9 @@ class _Streamed:
         await consumer.send_body(b"", more_body=False)
 
     async def run_stateless(self, request: StatelessRequest, record: ResponseRecord) -> None:
-        async with self.turn.stream_stateless(request, self.render):
+        async with self.turn.stream_stateless(request, self.render) as running:
             await self._head()
-            self.record = record
+            self.record = dataclasses.replace(record, created_at=running.created_at)  # a repeat's: the first's
             await self._relay()
         self.turn.observe()
         await self.consumer.send_body(b"", more_body=False)
@@ -265,11 +281,16 @@ class _Streamed:
             logger.warning("could not record a cut-short response session_id=%s", stored.session.id)
 
 
-def _unstored(owner: str, request: ResponseRequest) -> ResponseRecord:
-    """The record a `store: false` response would have: never saved, only presented."""
-    _, reply_id = new_message_ids()
+def _unstored(owner: str, request: ResponseRequest, idempotency_key: str | None) -> ResponseRecord:
+    """The record a `store: false` response would have: never saved, only presented. With an
+    Idempotency-Key, its ids are the same for every repeat."""
+    if idempotency_key is None:
+        response_id, (_, reply_id) = new_response_id(), new_message_ids()
+    else:
+        response_id = "resp_" + stable_id("response.unstored", owner, idempotency_key)
+        reply_id = stable_id("response.unstored.output", owner, idempotency_key, length=16)
     return ResponseRecord(
-        id=new_response_id(),
+        id=response_id,
         owner=owner,
         session_id="",
         model=request.model,

@@ -1,8 +1,9 @@
 """Responses over sessions: the session a response runs in, its record, and reading it back.
 
 A response is a turn of a session (a conversation): `conversation` names the session,
-`previous_response_id` the session of that response (only its latest), and neither starts a
-new one. The record keeps ids, counts and what the response object echoes; the question and
+`previous_response_id` the session of that response (only its latest: the turn follows that
+response's answer, which the turn lock checks is still the session's newest message), and
+neither starts a new one. The record keeps ids, counts and what the response object echoes; the question and
 the answer are the session's messages, read back from it (or from its archive).
 """
 
@@ -37,6 +38,7 @@ class Target:
 
     session_id: str
     created: bool  # started for this response (without an Idempotency-Key): removed should its turn fail
+    follows: str | None = None  # previous_response_id's answer: the turn must come right after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +93,17 @@ class ResponsesService:
 
     async def target(self, *, owner: str, request: ResponseRequest, idempotency_key: str | None) -> Target:
         """The session the response runs in, brought back if it was archived (or ended)."""
+        follows = None
         if request.session_id is not None:
             session = await self._resume(owner, request.session_id, ConversationNotFound)
         elif request.previous_response_id is not None:
-            session = await self._continued(owner, request.previous_response_id)
+            session, follows = await self._continued(owner, request.previous_response_id)
         else:
             # With an Idempotency-Key the session stays should the turn fail: the retry finds it.
             return Target(await self._start(owner, request.model, idempotency_key), created=idempotency_key is None)
         if session.model != request.model:
             raise InvalidParam("model", f"must be the conversation's model, {session.model}")
-        return Target(session.id, created=False)
+        return Target(session.id, created=False, follows=follows)
 
     async def _resume(self, owner: str, session_id: str, missing: Callable[[], Exception]) -> ChatSession:
         match await get_session_manager().session_resume(owner=owner, session_id=session_id):
@@ -112,21 +115,14 @@ class ResponsesService:
                 raise error
         raise AssertionError("unreachable")
 
-    async def _continued(self, owner: str, response_id: str) -> ChatSession:
+    async def _continued(self, owner: str, response_id: str) -> tuple[ChatSession, str]:
+        """The session of the response and its answer's id. Whether that answer is still the
+        newest message is the turn's to check, under its lock (a check here would race)."""
         record = await self._records.get(response_id, owner=owner) if is_response_id(response_id) else None
         if record is None:
             raise ResponseNotFound("previous_response_id")
         session = await self._resume(owner, record.session_id, lambda: ResponseNotFound("previous_response_id"))
-        last = unwrap(
-            await get_session_manager().session_get(
-                owner=owner, session_id=session.id, offset=max(0, session.message_count - 1), limit=1
-            )
-        ).messages
-        if not last or last[-1].id != record.output_message_id:
-            raise InvalidParam(
-                "previous_response_id", "is not the latest response of its conversation; continue from the latest"
-            )
-        return session
+        return session, record.output_message_id
 
     async def _start(self, owner: str, model: str, idempotency_key: str | None) -> str:
         idempotent = IdempotentRequest.of(idempotency_key, "v1.responses.session", model)

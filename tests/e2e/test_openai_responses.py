@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -391,3 +394,33 @@ def test_the_issues_example_runs_unchanged(gateway: Gateway, issuer: TestIssuer)
     with pytest.raises(openai.BadRequestError) as other_model:
         client.responses.create(model="echo-large", conversation=conv_.id, input="x")
     assert other_model.value.param == "model"  # type: ignore[attr-defined]
+
+
+def test_racing_continuations_of_one_response_store_exactly_one_turn(gateway: Gateway, issuer: TestIssuer) -> None:
+    token = issuer.token(sub="oa-resp-race")
+    first = sdk(gateway, token).responses.create(model="echo", input="start")
+    assert first.conversation is not None
+    racers, rounds, latest = 6, 3, first.id
+    barrier = threading.Barrier(racers)
+
+    def continue_it(n: int) -> httpx.Response:
+        with gateway.client(token) as http:
+            barrier.wait()
+            body = {"model": "echo", "input": f"racer {n}", "previous_response_id": latest}
+            return http.post("/v1/responses", json=body)
+
+    for _ in range(rounds):  # the race is won at random: several rounds, each with all racers at once
+        with ThreadPoolExecutor(racers) as pool:
+            answers = list(pool.map(continue_it, range(racers)))
+
+        winners = [a for a in answers if a.status_code == 200]
+        assert len(winners) == 1, [a.text for a in answers]
+        for refused in (a for a in answers if a.status_code != 200):
+            error = refused.json()["error"]
+            # Either it met the running turn (the native API's busy session) or the turn after it.
+            assert (refused.status_code, error["code"]) in {(409, "turn_in_progress"), (400, "invalid_request")}
+            assert refused.status_code == 409 or error["param"] == "previous_response_id"
+        latest = winners[0].json()["id"]
+
+    contents = [m["content"] for m in native_messages(gateway, token, session_of(first.conversation.id))]
+    assert len(contents) == 2 + 2 * rounds and contents[:2] == ["start", "Echo: start"]

@@ -31,3 +31,21 @@ async def test_the_v1_schema_is_valid_and_documents_every_route(client: httpx.As
             assert operation["responses"]["404"]["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/Error"
             }
+
+
+async def test_the_posts_that_take_an_idempotency_key_document_it(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/api/schema/v1/")).json()
+
+    keyed = {
+        (method, path)
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in operation["parameters"])
+    }
+
+    assert keyed == {
+        ("post", "/v1/chat/completions"),
+        ("post", "/v1/conversations"),
+        ("post", "/v1/conversations/{conversation_id}/items"),
+        ("post", "/v1/responses"),
+    }

@@ -20,7 +20,7 @@ from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import ContextMessage, Delta, GenerationParams, Role
 from sessions_app.admission import TooManyStreams, slots
 from sessions_app.domain import MessageStatus
-from sessions_app.idempotency import IdempotentRequest
+from sessions_app.idempotency import IdempotencyInProgress, IdempotencyKeyReused, IdempotentRequest
 from sessions_app.pipeline import (
     StatelessDone,
     StatelessRequest,
@@ -32,7 +32,7 @@ from sessions_app.pipeline import (
     admit,
     refuse_if_draining,
 )
-from sessions_app.wiring import get_session_manager
+from sessions_app.wiring import get_idempotency_store, get_session_manager
 
 pytestmark = [pytest.mark.usefixtures("api_settings"), pytest.mark.django_db(transaction=True)]
 OWNER = "o_pipeline"
@@ -292,7 +292,7 @@ async def test_a_stateless_turn_asks_the_model_with_the_messages_given_and_store
     before_turns, before_tokens = turns_counted("json", "ok"), tokens_counted("output")
     turn = Turn(mode="json")
 
-    completion = await turn.complete(stateless())
+    completion = (await turn.complete(stateless())).completion
     turn.observe()
 
     assert completion.content == f"Echo: {CONTENT}"
@@ -346,3 +346,74 @@ async def test_stopping_a_stateless_stream_stops_the_model(backend: FakeChatBack
 
     await asyncio.wait_for(backend.stream_closed_early.wait(), 1)
     assert slots.open == 0 and (await get_limiter().describe(OWNER))["open_streams"] == 0
+
+
+# -- a stateless turn's Idempotency-Key ----------------------------------------------------
+
+
+def keyed(key: str = "cc-1", request: StatelessRequest | None = None, owner: str = OWNER) -> StatelessRequest:
+    request = dataclasses.replace(request or stateless(), owner=owner)
+    return dataclasses.replace(request, idempotent=IdempotentRequest.of(key, "chat", request.messages))
+
+
+async def stream_stateless_whole(request: StatelessRequest) -> Rendered:
+    turn, render = Turn(mode="sse"), Rendered()
+    async with turn.stream_stateless(request, render):
+        await turn.relay(render)
+    return render
+
+
+async def test_a_repeated_stateless_turn_gets_the_first_answer_without_a_model_call(backend: FakeChatBackend) -> None:
+    first = await Turn(mode="json").complete(keyed())
+    asked = len(backend.requests)
+
+    again = await Turn(mode="json").complete(keyed())
+    streamed = await stream_stateless_whole(keyed())
+
+    assert again == first and len(backend.requests) == asked  # the same answer, its time too
+    assert streamed.deltas == [first.completion.content] and isinstance(streamed.events[-1], StatelessDone)
+    with pytest.raises(IdempotencyKeyReused):
+        await Turn(mode="json").complete(keyed(request=stateless("another question")))
+    other = await Turn(mode="json").complete(keyed(owner="o_someone_else"))  # another owner's key is another key
+    assert len(backend.requests) == asked + 1 and other.created_at >= first.created_at
+
+
+async def test_a_stateless_stream_keeps_its_answer_for_the_key_once_the_model_finished(
+    backend: FakeChatBackend,
+) -> None:
+    owner = "o_pipeline_kept"
+    first = await stream_stateless_whole(keyed("cc-stream", owner=owner))
+    asked = len(backend.requests)
+
+    again = await Turn(mode="json").complete(keyed("cc-stream", owner=owner))
+
+    assert again.completion.content == "".join(first.deltas) == f"Echo: {CONTENT}"
+    assert len(backend.requests) == asked
+    kept = await get_idempotency_store().describe(owner)
+    assert [r["result"]["stateless"]["content"] for r in kept] == [f"Echo: {CONTENT}"]  # the owner's export
+    await get_idempotency_store().forget(owner)  # erasure
+    assert await get_idempotency_store().describe(owner) == []
+
+
+async def test_a_stateless_stream_cut_short_releases_its_key(backend: FakeChatBackend) -> None:
+    backend.pause_after = 1
+    turn, render = Turn(mode="sse"), Rendered()
+
+    async def run() -> None:
+        async with turn.stream_stateless(keyed("cc-left"), render):
+            await turn.relay(render)
+
+    running = asyncio.create_task(run())
+    while not render.events:
+        await asyncio.sleep(0.01)
+    with pytest.raises(IdempotencyInProgress):  # a repeat meanwhile: the first still runs
+        await Turn(mode="json").complete(keyed("cc-left"))
+    running.cancel()  # the client left
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    backend.pause_after = None
+    asked = len(backend.requests)
+
+    retried = await Turn(mode="json").complete(keyed("cc-left"))
+
+    assert retried.completion.content == f"Echo: {CONTENT}" and len(backend.requests) == asked + 1

@@ -14,6 +14,7 @@ from llm_backend.ports import FinishReason, GenerationParams, Role, TokenUsage
 from sessions_app.domain import SessionStatus
 from sessions_app.errors import (
     ContentTooLarge,
+    HistoryMovedOn,
     MessageLimitReached,
     SessionLimitReached,
     SessionNotActive,
@@ -222,6 +223,21 @@ async def test_a_backend_failure_stores_nothing_and_frees_the_session(manager: S
     backend.fail_with = None
     retry = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi")
     assert isinstance(retry, Ok) and retry.value.session.message_count == 2
+
+
+async def test_a_turn_that_follows_a_message_runs_only_while_it_is_the_newest(manager: SessionManager) -> None:
+    session_id = await new_session(manager)
+    await manager.turn_send(owner="o_alice", session_id=session_id, content="a", message_ids=("q1", "a1"))
+
+    # Two turns follow a1: the first runs, the second finds the history moved on, both ways.
+    assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="b", follows="a1"), Ok)
+    refused = error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="c", follows="a1"))
+    streamed = error_of(await manager.turn_stream(owner="o_alice", session_id=session_id, content="c", follows="a1"))
+
+    assert isinstance(refused, HistoryMovedOn) and isinstance(streamed, HistoryMovedOn)
+    loaded = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(loaded, Ok) and [m.content for m in loaded.value.messages][2:] == ["b", "Echo: b"]
+    assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="d"), Ok)  # lock freed
 
 
 async def test_a_second_message_while_one_is_answered_is_turn_in_progress(manager: SessionManager, backend) -> None:  # type: ignore[no-untyped-def]
