@@ -66,7 +66,8 @@ class PrivacyService:
     ) -> None:
         """`forget`: the other places keyed by owner, each dropping what it holds about
         one (idempotency records, which keep replies, and rate-limit counters); `describe`:
-        the same places by name, each listing what it holds about one, without content."""
+        the same places by name, each listing what it holds about one (a stateless turn's
+        idempotency record lists the answer it keeps for a replay: the owner's own content)."""
         self._active = active
         self._archive = archive
         self._archive_service = archive_service
