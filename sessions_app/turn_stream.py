@@ -101,7 +101,8 @@ class TurnStream:
                     return
                 pieces.append(event.content)
                 yield event
-                await self._keep_lock()
+                if time.monotonic() - self._lock_renewed > self._lock_seconds / 3:  # not a coroutine a delta
+                    await self._keep_lock()
                 event = await anext(self._events, None)
         except BackendError as exc:
             count_backend_error(exc)
@@ -116,11 +117,8 @@ class TurnStream:
             await self._events.aclose()
 
     async def _keep_lock(self) -> None:
-        if time.monotonic() - self._lock_renewed > self._lock_seconds / 3:
-            self._lock_renewed = time.monotonic()
-            await self._store.extend_turn(
-                self._turn.session.id, token=self._turn.token, lock_seconds=self._lock_seconds
-            )
+        self._lock_renewed = time.monotonic()
+        await self._store.extend_turn(self._turn.session.id, token=self._turn.token, lock_seconds=self._lock_seconds)
 
     async def _settle_early(self, pieces: list[str], status: MessageStatus) -> None:
         if self._settled:
