@@ -10,13 +10,15 @@ ask for, in this process, three ways, each at 1 and 16 concurrent streams:
   breaker around the adapter).
 
 With `--open N`, it then holds N streams open at once from a bare grpc.aio client (a model
-that pauses after its first word) and prints this process's memory per open call.
+that pauses after its first word) and prints this process's memory per open call (run it
+again with `--no-retries` for the same without gRPC's retry support: memory is measured as
+growth of this process's RSS, so each variant needs a process of its own).
 
 It prints this process's CPU (user+system) per stream and per message, and the rate. The
 client's CPU is the figure to compare with the gateway's CPU per stream (`gateway_cpu.py
 --stream`): a gateway that relays a stream is at least such a client.
 
-    python bench/stream_floor.py [--streams 2000] [--open 5000]
+    python bench/stream_floor.py [--streams 2000] [--open 5000] [--no-retries]
 """
 
 from __future__ import annotations
@@ -62,10 +64,11 @@ async def measure(label: str, concurrency: int, streams: int, one: Callable[[], 
     )
 
 
-async def hold_open(target: str, count: int, pb_request: pb.CompleteRequest) -> None:
+async def hold_open(target: str, count: int, pb_request: pb.CompleteRequest, *, retries: bool) -> None:
     """Open `count` streams from a bare grpc.aio client, read each one's first message, and
-    report this process's memory per open call: the floor of a gateway's memory per stream."""
-    channel = aio.insecure_channel(target)
+    report this process's memory per open call: the floor of a gateway's memory per stream.
+    `retries=False` takes gRPC's retry support out of the channel (the gateway keeps it on)."""
+    channel = aio.insecure_channel(target, options=[] if retries else [("grpc.enable_retries", 0)])
     stub = pb_grpc.ChatBackendServiceStub(channel)
     calls = [stub.StreamComplete(pb_request, timeout=600) for _ in range(8)]
     await asyncio.gather(*(call.read() for call in calls))  # connected, every code path warm
@@ -81,7 +84,8 @@ async def hold_open(target: str, count: int, pb_request: pb.CompleteRequest) -> 
     await asyncio.sleep(1.0)
     held = rss_kib(os.getpid())
     print(
-        f"bare grpc.aio: {len(calls)} streams open at once, RSS {baseline / 1024:.0f} MiB before, "
+        f"bare grpc.aio{'' if retries else ' (retries off)'}: {len(calls)} streams open at once, "
+        f"RSS {baseline / 1024:.0f} MiB before, "
         f"{held / 1024:.0f} MiB holding them: {(held - baseline) / len(calls):.1f} KiB per open call"
     )
     for call in calls:
@@ -91,9 +95,12 @@ async def hold_open(target: str, count: int, pb_request: pb.CompleteRequest) -> 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", type=int, default=2000)
+    parser.add_argument("--streams", type=int, default=2000, help="streams per cell (0: none)")
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--open", type=int, default=5000, help="streams held open at once (0: skip)")
+    parser.add_argument(
+        "--no-retries", action="store_true", help="hold the streams on a channel without gRPC's retry support"
+    )
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args()
     with stack(redis_url=args.redis_url) as run:
@@ -120,7 +127,7 @@ async def main() -> None:
         ]
         await measure("warm-up", 4, 200, bare)
         print(f"# gRPC floor per 50-delta stream, commit {commit()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-        for c in [int(c) for c in args.concurrency.split(",")]:
+        for c in [int(c) for c in args.concurrency.split(",")] if args.streams else []:
             for label, one in ways:
                 await measure(label, c, args.streams, one)
             await measure("bare unary call", c, args.streams, unary_once)
@@ -131,7 +138,7 @@ async def main() -> None:
         raise_fd_limit()
         # A model that answers its first word at once, then pauses for a minute: streams stay open.
         with stack(redis_url=args.redis_url, token_delay=60) as run:
-            await hold_open(f"127.0.0.1:{run.backend_port}", args.open, pb_request)
+            await hold_open(f"127.0.0.1:{run.backend_port}", args.open, pb_request, retries=not args.no_retries)
 
 
 if __name__ == "__main__":
