@@ -64,27 +64,49 @@ class EdgeHttpConsumer(AsyncHttpConsumer):
     async def send_event(self, event: bytes) -> None:
         """One whole event, `event:`/`data:` lines and the blank line that ends it."""
         self._last_write = asyncio.get_running_loop().time()
-        await self.send_body(event, more_body=True)
+        # Straight to the server: send_body and send would add two coroutines to every delta.
+        await self.base_send({"type": "http.response.body", "body": event, "more_body": True})
 
     async def relay_until_gone(
         self, relay: Coroutine[Any, Any, None], on_failure: Callable[[Exception], Awaitable[None]]
     ) -> None:
         """Run `relay` (which writes the events) until it ends or the client leaves, and then
-        stop it; `on_failure` is awaited, inside the except block, when it raised."""
-        writer = asyncio.create_task(relay)
+        stop it; `on_failure` is awaited, inside the except block, when it raised.
+
+        The relay runs in this task and only the watcher gets one of its own (a task per open
+        stream less, and no `asyncio.wait` per stream): when the client leaves, the watcher
+        cancels this task while it is still relaying, and that cancellation is taken back here.
+        """
+        this = asyncio.current_task()
+        assert this is not None
+        relaying = True
+        stopped_by_watcher = False
+
+        def client_left(watcher: asyncio.Task[None]) -> None:
+            nonlocal stopped_by_watcher
+            if relaying and not watcher.cancelled():  # it returned (or failed): stop the relay
+                stopped_by_watcher = True
+                this.cancel()
+
         watcher = asyncio.create_task(self._watch_client())
+        watcher.add_done_callback(client_left)
         try:
-            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
+            await relay
+        except asyncio.CancelledError:
+            relaying = False
+            if this.cancelling() > (1 if stopped_by_watcher else 0):
+                raise  # the gateway stops the turn: the cancellation goes on
+            if stopped_by_watcher:
+                this.uncancel()
+            # The client left (or the model's call was cancelled under the relay): the model is
+            # stopped and what the client saw is kept, by the relay's own rule.
+        except Exception as exc:  # noqa: BLE001 - the stream's head is sent: the failure becomes an event
+            relaying = False
             watcher.cancel()
-            if not writer.done():
-                writer.cancel()  # the client left (or the gateway stops): stop the model, keep what it saw
-            try:
-                await writer
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - the stream's head is sent: the failure becomes an event
-                await on_failure(exc)
+            await on_failure(exc)
+        finally:
+            relaying = False
+            watcher.cancel()
 
     async def _watch_client(self) -> None:
         """Returns when the client disconnects; meanwhile sends a comment line whenever the

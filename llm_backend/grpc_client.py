@@ -153,6 +153,7 @@ class GrpcChatBackend:
         call = self._stub.StreamComplete(
             codec.request_to_pb(request), timeout=self._stream_timeout, metadata=call_metadata(span, request.request_id)
         )
+        del request  # the call has its own copy: an open stream need not keep the context twice
         watchdog = _SilenceWatchdog(call, self._first_delta_timeout)
         ended = False
         failure: BaseException | None = None

@@ -165,7 +165,9 @@ class FailoverChatBackend:
                 _judge(breaker, exc)
                 await events.aclose()
                 raise
-            # Committed to this target: from the first delta on, no failover and no retry.
+            # Committed to this target: from the first delta on, no failover and no retry (nor
+            # the request, which would keep the context alive as long as the stream is open).
+            del request
             try:
                 yield first
                 async for event in events:

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -161,14 +161,13 @@ class Turn:
         self.outcome = "ok"
         return answer
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self,
         request: TurnRequest,
         render: Render,
         *,
         span: AbstractContextManager[object] | None = None,
-    ) -> AsyncIterator[RunningTurn]:
+    ) -> AbstractAsyncContextManager[RunningTurn]:
         """Start the turn streamed; inside, the model's first delta has arrived.
 
         Holds the owner's stream count, a drain ticket and a stream slot (in that order)
@@ -189,17 +188,17 @@ class Turn:
             message_ids=request.message_ids,
             follows=request.follows,
         )
-        async with self._held(request.owner, start, render, span) as running:
-            yield running
+        # The holds' own context manager, handed over as it is: one that only re-entered it
+        # would be one more generator and frame held by every open stream.
+        return self._held(request.owner, start, render, span)
 
-    @asynccontextmanager
-    async def stream_stateless(
+    def stream_stateless(
         self,
         request: StatelessRequest,
         render: Render,
         *,
         span: AbstractContextManager[object] | None = None,
-    ) -> AsyncIterator[StatelessStream | StatelessReplay]:
+    ) -> AbstractAsyncContextManager[Streamed]:
         """`stream` for a stateless turn: the same holds, nothing stored; the last event is a
         `StatelessDone` (or `TurnFailed`)."""
         start = functools.partial(
@@ -208,8 +207,7 @@ class Turn:
             request=_chat_request(request),
             idempotent=request.idempotent,
         )
-        async with self._held(request.owner, start, render, span) as running:
-            yield running
+        return self._held(request.owner, start, render, span)
 
     @asynccontextmanager
     async def _held(

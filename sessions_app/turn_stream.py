@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -13,8 +13,7 @@ from typing import Protocol
 from core.errors import GatewayError
 from core.observability.context import annotate
 from llm_backend.errors import BackendError
-from llm_backend.ports import ContextMessage, Delta, FinishReason, StreamEnd, StreamEvent
-from sessions_app.context import estimate_input_tokens
+from llm_backend.ports import Delta, FinishReason, StreamEnd, StreamEvent
 from sessions_app.domain import MessageStatus, TokenUsage, TurnOutcome
 from sessions_app.ports import ActiveSessionStore
 from sessions_app.telemetry import count_backend_error
@@ -67,7 +66,7 @@ class TurnStream:
         new_id: Callable[[], str],
         lock_seconds: float,
         settled: Callable[[TurnOutcome | None], Awaitable[None]] | None = None,
-        sent: Sequence[ContextMessage] = (),
+        sent_tokens: int = 0,
     ) -> None:
         self._store = store
         self._settled_hook = settled
@@ -77,7 +76,9 @@ class TurnStream:
         self._clock = clock
         self._new_id = new_id
         self._lock_seconds = lock_seconds
-        self._sent = sent  # what the model was sent: a cut-short turn is charged for it
+        # What the model was sent, estimated in tokens (a cut-short turn is charged for it): the
+        # count, not the messages, so an open stream does not keep its whole context alive.
+        self._sent_tokens = sent_tokens
         self._lock_renewed = time.monotonic()
         self._settled = False
         self._stopped_as = MessageStatus.CANCELLED
@@ -101,7 +102,8 @@ class TurnStream:
                     return
                 pieces.append(event.content)
                 yield event
-                await self._keep_lock()
+                if time.monotonic() - self._lock_renewed > self._lock_seconds / 3:  # not a coroutine a delta
+                    await self._keep_lock()
                 event = await anext(self._events, None)
         except BackendError as exc:
             count_backend_error(exc)
@@ -116,11 +118,8 @@ class TurnStream:
             await self._events.aclose()
 
     async def _keep_lock(self) -> None:
-        if time.monotonic() - self._lock_renewed > self._lock_seconds / 3:
-            self._lock_renewed = time.monotonic()
-            await self._store.extend_turn(
-                self._turn.session.id, token=self._turn.token, lock_seconds=self._lock_seconds
-            )
+        self._lock_renewed = time.monotonic()
+        await self._store.extend_turn(self._turn.session.id, token=self._turn.token, lock_seconds=self._lock_seconds)
 
     async def _settle_early(self, pieces: list[str], status: MessageStatus) -> None:
         if self._settled:
@@ -130,7 +129,7 @@ class TurnStream:
                 # Tokens are unknown without the final message: each delta is about one token,
                 # and the input is what the model was sent, estimated. Charged like any turn, so
                 # cancelling after one delta does not dodge the tokens-per-minute limit.
-                usage = TokenUsage(estimate_input_tokens(self._sent), len(pieces))
+                usage = TokenUsage(self._sent_tokens, len(pieces))
                 await self._store_reply("".join(pieces), status, usage, None)
             else:
                 self._settled = True

@@ -198,7 +198,7 @@ class TurnService:
             new_id=_id_source(message_ids),
             lock_seconds=self._policy.turn_lock_seconds,
             settled=functools.partial(self._turn_settled, owner, idempotent),
-            sent=request.messages,
+            sent_tokens=estimate_input_tokens(request.messages),
         )
 
     async def _open_turn(

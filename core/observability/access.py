@@ -68,8 +68,13 @@ class AccessMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", []))
-        info = context.start(context.request_id_from(headers.get(b"x-request-id")), route_of(scope.get("path", "")))
+        # The header looked up (the last one wins), not a dict of them all: this frame lives as
+        # long as a stream does.
+        given = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                given = value
+        info = context.start(context.request_id_from(given), route_of(scope.get("path", "")))
         started = time.perf_counter()
         status = 0
         sent = 0

@@ -264,7 +264,9 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
 
     async def _render(self, event: TurnEvent) -> None:
         if type(event) is Delta:
-            await self.send(text_data=orjson.dumps({"type": "delta", "content": event.content}).decode())
+            # Straight to the server: the consumer's send would add two coroutines to every delta.
+            text = orjson.dumps({"type": "delta", "content": event.content}).decode()
+            await self.base_send({"type": "websocket.send", "text": text})
         elif type(event) is TurnDone:
             await self._send_frame("done", presenters.turn(event.outcome))
         else:

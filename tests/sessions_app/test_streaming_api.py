@@ -164,6 +164,7 @@ async def test_a_client_that_disconnects_stops_the_model_and_keeps_what_it_saw(
     session_id = await new_session(owner_of(token))
     backend.pause_after = 1  # hold the model after its first delta
     client = SseClient(token, session_id, {"content": CONTENT, "stream": True})
+    cancelled_before = _turns_counted("sse", "cancelled")
     await client.start()
     first = await client.next_event()
 
@@ -171,10 +172,19 @@ async def test_a_client_that_disconnects_stops_the_model_and_keeps_what_it_saw(
 
     assert first == ("delta", {"content": "Echo: "})
     await asyncio.wait_for(backend.stream_closed_early.wait(), timeout=1)
+    # The consumer itself was not cancelled: it counted the turn and ended the response.
+    assert not client.communicator.future.cancelled()
+    assert _turns_counted("sse", "cancelled") == cancelled_before + 1
     assert [(m["content"], m["status"]) for m in await stored(token, session_id)] == [
         (CONTENT, "complete"),
         ("Echo: ", "cancelled"),
     ]
+
+
+def _turns_counted(mode: str, outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("gateway_turns_total", {"mode": mode, "outcome": outcome}) or 0.0
 
 
 async def test_heartbeats_flow_while_the_model_is_silent(
