@@ -198,7 +198,7 @@ class Turn:
         render: Render,
         *,
         span: AbstractContextManager[object] | None = None,
-    ) -> AbstractAsyncContextManager[Streamed]:
+    ) -> AbstractAsyncContextManager[StatelessStream | StatelessReplay]:
         """`stream` for a stateless turn: the same holds, nothing stored; the last event is a
         `StatelessDone` (or `TurnFailed`)."""
         start = functools.partial(
