@@ -101,14 +101,29 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env("REDIS_URL", default="")
 REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="gw")
 
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
-        }
+# REDIS_CLUSTER=1: REDIS_URL is any node of a Redis Cluster, and every Redis client (stores,
+# limiter, locks, cache, readiness) is a cluster client (README, "Scaling out").
+REDIS_CLUSTER = env.bool("REDIS_CLUSTER", default=False)
+# The archiver's activity index is spread over this many keys (hash tags): on a cluster, over
+# its masters rather than one key that every turn writes. Changing it is safe at any time.
+REDIS_ACTIVITY_SHARDS = env.int("REDIS_ACTIVITY_SHARDS", default=16 if REDIS_CLUSTER else 1)
+
+
+def redis_cache(url: str) -> dict[str, Any]:
+    """Django's cache on Redis. On a cluster its keys share one hash tag (`{cache}`): the cache
+    holds a few keys (admin sign-in counts, the scheduler's progress) and reads several at once."""
+    if not REDIS_CLUSTER:
+        return {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url, "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache"}
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": url,
+        "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:{{cache}}",
+        "OPTIONS": {"CONNECTION_FACTORY": "core.redis_cache.ClusterConnectionFactory"},
     }
+
+
+if REDIS_URL:
+    CACHES = {"default": redis_cache(REDIS_URL)}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -294,6 +309,8 @@ def redis_session_store(url: str) -> dict[str, Any]:
             "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=64),
             # A lock release that meets a Redis outage is retried until the lock would have lapsed.
             "release_retry_seconds": SESSION_LIMITS["TURN_LOCK_SECONDS"],
+            "cluster": REDIS_CLUSTER,
+            "activity_shards": REDIS_ACTIVITY_SHARDS,
         },
     }
 
@@ -343,7 +360,7 @@ ARCHIVE_ERASURE_WAIT_SECONDS = env.float("ARCHIVE_ERASURE_WAIT_SECONDS", default
 if REDIS_URL:
     ARCHIVE_OWNER_GATE = {
         "CLASS": "archive.owner_gate.RedisOwnerGate",
-        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, "cluster": REDIS_CLUSTER},
     }
 else:
     ARCHIVE_OWNER_GATE = {"CLASS": "archive.owner_gate.MemoryOwnerGate", "OPTIONS": {}}
@@ -375,6 +392,7 @@ if REDIS_URL:
         "OPTIONS": {
             "url": REDIS_URL,
             "prefix": REDIS_KEY_PREFIX,
+            "cluster": REDIS_CLUSTER,
             "sync_seconds": RATE_LIMIT_SYNC_SECONDS,
             **RATE_LIMITS,
         },
@@ -393,6 +411,7 @@ if REDIS_URL:
         "OPTIONS": {
             "url": REDIS_URL,
             "prefix": REDIS_KEY_PREFIX,
+            "cluster": REDIS_CLUSTER,
             "pending_seconds": SESSION_LIMITS["TURN_LOCK_SECONDS"],
         },
     }
@@ -404,7 +423,7 @@ else:
 if REDIS_URL:
     RESPONSE_STORE = {
         "CLASS": "openai_api.responses.redis.RedisResponseStore",
-        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, "cluster": REDIS_CLUSTER},
     }
 else:
     RESPONSE_STORE = {"CLASS": "openai_api.responses.memory.MemoryResponseStore", "OPTIONS": {}}

@@ -6,7 +6,12 @@ Keys (prefix `P`):
   P:s:{id}:l   list: messages, oldest first, compactly encoded
   P:s:{id}:t   string: the turn lock's token, with a PX expiry
   P:o:{owner}:i  sorted set (lexicographic): the owner's sessions by creation
-  P:{activity}   sorted set: session id by last activity (ms), for the archiver
+  P:{activity:N} sorted set: session id by last activity (ms), for the archiver; N is the
+                 session's shard (CRC-32 of its id modulo `activity_shards`), so the index is
+                 spread over the cluster rather than one key every turn writes. With one
+                 shard it is `P:{activity}`; a sharded store moves what it finds there.
+On Redis Cluster (`cluster=True`) each script keeps to one hash tag (one slot); what touches
+another (the indexes) is a command of its own, sent beside it to that slot's master.
 A turn costs two round trips: one script loads and locks, one script appends and releases
 the lock, sent with the commands that touch the indexes (other hash tags, so not in the
 script). Both go by `core.redis_clients.run_script`, not redis-py's per-command machinery.
@@ -21,15 +26,25 @@ return); split by port, each half would restate the layout the other must agree 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 import orjson
-from redis.asyncio import Redis
 
 from core.per_loop import PerLoop
-from core.redis_clients import Command, Lua, WhenBack, bounded_pool, run_script, store_errors
+from core.redis_clients import (
+    AnyRedis,
+    Command,
+    Lua,
+    WhenBack,
+    atomically,
+    connect,
+    ping,
+    run_script,
+    store_errors,
+)
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript
@@ -75,6 +90,8 @@ class RedisSessionStore:
         retries: int = 3,
         max_connections: int = 64,
         release_retry_seconds: float = 600.0,
+        cluster: bool = False,
+        activity_shards: int = 1,
     ) -> None:
         self._url = url
         self._prefix = prefix
@@ -83,19 +100,24 @@ class RedisSessionStore:
         self._retries = retries
         self._max_connections = max_connections
         self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
+        self._cluster = cluster
+        self._activity_shards = max(1, activity_shards)
         self._when_back = WhenBack()
         # A client per event loop: see core.per_loop.
-        self._connection = PerLoop(self._connect, Redis.aclose)
+        self._connection: PerLoop[AnyRedis] = PerLoop(self._connect, _aclose)
 
     # -- plumbing -----------------------------------------------------------
 
-    def _connect(self) -> Redis:
-        pool = bounded_pool(
-            self._url, max_connections=self._max_connections, timeout=self._socket_timeout, retries=self._retries
+    def _connect(self) -> AnyRedis:
+        return connect(
+            self._url,
+            cluster=self._cluster,
+            max_connections=self._max_connections,
+            timeout=self._socket_timeout,
+            retries=self._retries,
         )
-        return Redis(connection_pool=pool)
 
-    def _client(self) -> Redis:
+    def _client(self) -> AnyRedis:
         return self._connection()
 
     def _session_keys(self, session_id: str) -> _SessionKeys:
@@ -105,8 +127,22 @@ class RedisSessionStore:
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:i"
 
-    def _activity_key(self) -> str:
+    def _activity_key(self, session_id: str) -> str:
+        """The activity-index shard that holds `session_id`."""
+        if self._activity_shards == 1:
+            return self._unsharded_activity_key()
+        return f"{self._prefix}:{{activity:{zlib.crc32(session_id.encode()) % self._activity_shards}}}"
+
+    def _unsharded_activity_key(self) -> str:
         return f"{self._prefix}:{{activity}}"
+
+    def _activity_keys(self) -> list[str]:
+        """Every shard of the activity index; with shards, the unsharded key too (entries from
+        before the index was sharded, moved to their shards by `list_idle`)."""
+        if self._activity_shards == 1:
+            return [self._unsharded_activity_key()]
+        shards = [f"{self._prefix}:{{activity:{n}}}" for n in range(self._activity_shards)]
+        return [*shards, self._unsharded_activity_key()]
 
     async def _script(self, script: Lua, keys: Sequence[str], args: Sequence[Any], *then: Command) -> Any:
         """Run a script by SHA, and the commands `then` in the same round trip."""
@@ -143,7 +179,7 @@ class RedisSessionStore:
             pipe = self._client().pipeline(transaction=False)
             pipe.hset(meta_key, mapping=_meta_fields(session))  # type: ignore[arg-type]
             pipe.expire(meta_key, self._ttl)
-            pipe.zadd(self._activity_key(), {session.id: to_ms(session.last_activity_at)})
+            pipe.zadd(self._activity_key(session.id), {session.id: to_ms(session.last_activity_at)})
             await pipe.execute()
         except BaseException:
             await self._client().zrem(owner_key, member)
@@ -176,10 +212,14 @@ class RedisSessionStore:
     ) -> Result[Transcript, SessionNotFound]:
         keys = self._session_keys(session_id)
         meta_key, messages_key = keys.meta, keys.messages
-        pipe = self._client().pipeline(transaction=True)
-        pipe.hmget(meta_key, lua.META_FIELDS)
-        pipe.lrange(messages_key, offset, -1 if limit is None else offset + limit - 1)
-        meta, raw_messages = await pipe.execute()
+        meta, raw_messages = await atomically(
+            self._client(),
+            [meta_key, messages_key],
+            [
+                ("HMGET", meta_key, *lua.META_FIELDS),
+                ("LRANGE", messages_key, offset, -1 if limit is None else offset + limit - 1),
+            ],
+        )
         if meta[0] is None or meta[0].decode() != owner:
             return Err(SessionNotFound())
         return Ok(Transcript(self._session_from(session_id, meta), tuple(map(decode_message, raw_messages))))
@@ -219,7 +259,7 @@ class RedisSessionStore:
             lua.APPEND_TURN,
             self._session_keys(session_id),
             [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(encode_message, messages)],
-            ("ZADD", self._activity_key(), "XX", at_ms, session_id),
+            ("ZADD", self._activity_key(session_id), "XX", at_ms, session_id),
             ("EXPIRE", self._owner_key(owner), self._ttl),
         )
         match reply[0]:
@@ -258,7 +298,7 @@ class RedisSessionStore:
             lua.SET_STATUS,
             [meta_key, lock_key],
             [owner, status.value, at_ms],
-            ("ZADD", self._activity_key(), "XX", at_ms, session_id),
+            ("ZADD", self._activity_key(session_id), "XX", at_ms, session_id),
         )
         match reply[0]:
             case b"ok":
@@ -290,7 +330,7 @@ class RedisSessionStore:
         owner, created = deleted
         pipe = self._client().pipeline(transaction=False)
         pipe.zrem(self._owner_key(owner.decode()), index_member(session_id, from_ms(created)))
-        pipe.zrem(self._activity_key(), session_id)
+        pipe.zrem(self._activity_key(session_id), session_id)
         await pipe.execute()
         return True
 
@@ -313,7 +353,7 @@ class RedisSessionStore:
             [keys.meta, keys.messages],
             [self._ttl, orjson.dumps(meta), *map(encode_message, transcript.messages)],
         )
-        await self._client().zadd(self._activity_key(), {session.id: to_ms(session.last_activity_at)})
+        await self._client().zadd(self._activity_key(session.id), {session.id: to_ms(session.last_activity_at)})
         return Ok(bool(created))
 
     @store_errors
@@ -341,11 +381,15 @@ class RedisSessionStore:
     @store_errors
     async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
         client = self._client()
+        if self._activity_shards > 1:
+            await self._shard_unsharded_entries()
         while True:
-            raw = await client.zrange(
-                self._activity_key(), "-inf", f"({to_ms(before)}", byscore=True, offset=0, num=limit
-            )
-            ids = [i.decode() for i in cast(list[bytes], raw)]
+            # The oldest `limit` of each shard, merged: the oldest `limit` of them all.
+            pipe = client.pipeline(transaction=False)
+            for key in self._activity_keys():
+                pipe.zrange(key, "-inf", f"({to_ms(before)}", byscore=True, offset=0, num=limit, withscores=True)
+            listed = [entry for shard in await pipe.execute() for entry in cast(list[tuple[bytes, float]], shard)]
+            ids = [member.decode() for member, _ in sorted(listed, key=lambda entry: entry[1])[:limit]]
             pipe = client.pipeline(transaction=False)
             for session_id in ids:
                 pipe.exists(self._session_keys(session_id).meta)
@@ -365,20 +409,53 @@ class RedisSessionStore:
         again and put back any whose session is there now; its own ZADD, if later, wins.
         """
         client = self._client()
-        await client.zrem(self._activity_key(), *session_ids)
+        pipe = client.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.zrem(self._activity_key(session_id), session_id)
+            if self._activity_shards > 1:
+                pipe.zrem(self._unsharded_activity_key(), session_id)
+        await pipe.execute()
+        back = await self._reindex(session_ids, nx=True)
+        logger.info("dropped %d activity-index entries of vanished sessions", len(session_ids) - back)
+
+    async def _reindex(self, session_ids: Sequence[str], *, nx: bool = False) -> int:
+        """Index each of `session_ids` whose session exists, in its shard, at its last activity
+        (only if not indexed there with `nx`; else only if later than what is there, so a turn's
+        own later ZADD is never undone). How many sessions exist."""
+        client = self._client()
         pipe = client.pipeline(transaction=False)
         for session_id in session_ids:
             pipe.hget(self._session_keys(session_id).meta, "la")
-        back = {i: int(la) for i, la in zip(session_ids, await pipe.execute(), strict=True) if la is not None}
-        if back:
-            await client.zadd(self._activity_key(), back, nx=True)
-        logger.info("dropped %d activity-index entries of vanished sessions", len(session_ids) - len(back))
+        found = {i: int(la) for i, la in zip(session_ids, await pipe.execute(), strict=True) if la is not None}
+        if found:
+            pipe = client.pipeline(transaction=False)
+            for session_id, la in found.items():
+                pipe.zadd(self._activity_key(session_id), {session_id: la}, nx=nx, gt=not nx)
+            await pipe.execute()
+        return len(found)
+
+    async def _shard_unsharded_entries(self, batch: int = 500) -> None:
+        """Move entries of the unsharded index (written before the store had shards) to their
+        shards, at the last activity their session records. A turn that ends meanwhile finds no
+        entry in its shard to update (its ZADD is XX), so the move reads the time again after
+        taking the entry out, and keeps the later."""
+        client = self._client()
+        unsharded = self._unsharded_activity_key()
+        while raw := cast(list[bytes], await client.zrange(unsharded, 0, batch - 1)):
+            ids = [member.decode() for member in raw]
+            await self._reindex(ids)
+            await client.zrem(unsharded, *ids)
+            moved = await self._reindex(ids)
+            logger.info("moved %d activity-index entries to their shards", moved)
 
     @store_errors
     async def count_idle(self, *, before: datetime) -> int:
         # Entries of vanished sessions count too until a pass meets them: a pass that never
         # comes is what this number is for.
-        return int(await self._client().zcount(self._activity_key(), "-inf", f"({to_ms(before)}"))
+        pipe = self._client().pipeline(transaction=False)
+        for key in self._activity_keys():
+            pipe.zcount(key, "-inf", f"({to_ms(before)}")
+        return sum(int(count) for count in await pipe.execute())
 
     @store_errors
     async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
@@ -387,7 +464,7 @@ class RedisSessionStore:
             return Err(SessionNotFound())
         pipe = self._client().pipeline(transaction=False)
         pipe.zrem(self._owner_key(owner), index_member(session_id, from_ms(created)))
-        pipe.zrem(self._activity_key(), session_id)
+        pipe.zrem(self._activity_key(session_id), session_id)
         await pipe.execute()
         return Ok(None)
 
@@ -399,7 +476,7 @@ class RedisSessionStore:
         reply = await self._script(lua.SET_METADATA, [keys.meta], [owner, orjson.dumps(metadata), to_ms(at)])
         if reply[0] != b"ok":
             return Err(SessionNotFound())
-        await self._client().zadd(self._activity_key(), {session_id: to_ms(at)}, xx=True)
+        await self._client().zadd(self._activity_key(session_id), {session_id: to_ms(at)}, xx=True)
         return Ok(self._session_from(session_id, reply[1]))
 
     @store_errors
@@ -409,7 +486,7 @@ class RedisSessionStore:
         reply = await self._script(lua.DELETE_MESSAGE, self._session_keys(session_id), [owner, message_id, to_ms(at)])
         match reply[0]:
             case b"ok":
-                await self._client().zadd(self._activity_key(), {session_id: to_ms(at)}, xx=True)
+                await self._client().zadd(self._activity_key(session_id), {session_id: to_ms(at)}, xx=True)
                 return Ok(self._session_from(session_id, reply[1]))
             case b"busy":
                 return Err(TurnInProgress())
@@ -419,15 +496,22 @@ class RedisSessionStore:
 
     @store_errors
     async def ping(self) -> None:
-        await self._client().ping()
+        await ping(self._client())
 
     @store_errors
     async def count_active(self) -> int:
-        return int(await self._client().zcard(self._activity_key()))
+        pipe = self._client().pipeline(transaction=False)
+        for key in self._activity_keys():
+            pipe.zcard(key)
+        return sum(int(count) for count in await pipe.execute())
 
     async def close(self) -> None:
         self._when_back.cancel()  # the locks lapse by themselves
         await self._connection.close()
+
+
+async def _aclose(client: AnyRedis) -> None:
+    await client.aclose()
 
 
 def _meta_fields(session: ChatSession) -> dict[str, str | int | bytes]:

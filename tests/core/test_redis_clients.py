@@ -10,7 +10,7 @@ import redis
 from opentelemetry import trace
 from redis.asyncio import Redis
 
-from core.redis_clients import Lua, bounded_pool, command, round_trip, run_script
+from core.redis_clients import Lua, atomically, bounded_pool, command, round_trip, run_script
 
 SECRET = "canary-argument-7c1e"
 
@@ -60,3 +60,12 @@ async def test_no_span_outside_a_recorded_trace(client: Redis, redis_prefix: str
     span_exporter.clear()
     await round_trip(client, [("GET", f"{redis_prefix}:k")])
     assert not [s for s in span_exporter.get_finished_spans() if s.attributes.get("db.system") == "redis"]
+
+
+async def test_atomically_runs_the_commands_as_one_step_with_errors_in_place(client: Redis, redis_prefix: str) -> None:
+    a, b = f"{redis_prefix}:a", f"{redis_prefix}:b"
+    replies = await atomically(client, [a, b], [("SET", a, "1"), ("INCR", a), ("HSET", a, "f", "v"), ("GET", b)])
+    assert replies[1] == 2
+    assert isinstance(replies[2], redis.ResponseError)  # WRONGTYPE, in its place; the rest ran
+    assert replies[3] is None
+    assert await command(client, "GET", a) == b"2"
