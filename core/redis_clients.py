@@ -13,6 +13,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar, cast
@@ -45,6 +46,28 @@ TRANSIENT = (
 AnyRedis = Redis | RedisCluster
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` means Redis (or a cluster's node) is out of reach for now.
+
+    Besides `TRANSIENT`: redis-py's cluster client, reloading the slot map after a node failed,
+    closes every connection of the client, the ones other commands are using included; those
+    then fail inside redis-py with an AttributeError (their reader or writer gone). Raised from
+    redis-py's own connection code, that is a lost connection, not a bug of ours."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    if isinstance(exc, AttributeError) and exc.__traceback__ is not None:
+        last = exc.__traceback__
+        while last.tb_next is not None:
+            last = last.tb_next
+        where = last.tb_frame.f_code.co_filename
+        return where.endswith(_REDIS_CONNECTION) or _REDIS_PARSERS in where
+    return False
+
+
+_REDIS_CONNECTION = f"{os.sep}redis{os.sep}asyncio{os.sep}connection.py"
+_REDIS_PARSERS = f"{os.sep}redis{os.sep}_parsers{os.sep}"
+
+
 def store_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Redis that stays unreachable after the client's retries is a 503, not a 500."""
 
@@ -52,7 +75,9 @@ def store_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
-        except TRANSIENT as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             logger.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
             raise StoreUnavailable() from exc
 
@@ -185,12 +210,23 @@ async def _cluster_round_trip(client: RedisCluster, commands: Sequence[Command])
     master serving their keys' slot and writes each group in one go (the groups in parallel),
     re-sending a command answered MOVED / ASK / TRYAGAIN where the cluster now says, and retrying
     on connection errors with the slot map reloaded. Every command must name its keys (EVALSHA's
-    come after its key count); keyless commands go to any node. Order holds within a slot."""
+    come after its key count); keyless commands go to any node, except WAIT, which goes on the
+    connection of the command before it (it waits for that command's writes to reach replicas).
+    Order holds within a slot."""
     pipe = client.pipeline(transaction=False)
+    previous: Command | None = None
     for each in commands:
-        pipe.execute_command(*each)
+        if str(each[0]).upper() == "WAIT" and previous is not None:
+            pipe.execute_command(*each, target_nodes=client.get_node_from_key(_first_key(previous)))
+        else:
+            pipe.execute_command(*each)
+        previous = each
     replies: list[Any] = await pipe.execute(raise_on_error=False)
     return replies
+
+
+def _first_key(command: Command) -> Any:
+    return command[3] if str(command[0]).upper() in ("EVAL", "EVALSHA") else command[1]
 
 
 # Runs the commands in ARGV (each: its word count, then its words) as one atomic step; a

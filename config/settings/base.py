@@ -106,7 +106,7 @@ REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="gw")
 REDIS_CLUSTER = env.bool("REDIS_CLUSTER", default=False)
 # The archiver's activity index is spread over this many keys (hash tags): on a cluster, over
 # its masters rather than one key that every turn writes. Changing it is safe at any time.
-REDIS_ACTIVITY_SHARDS = env.int("REDIS_ACTIVITY_SHARDS", default=16 if REDIS_CLUSTER else 1)
+REDIS_ACTIVITY_SHARDS = int(env("REDIS_ACTIVITY_SHARDS", default="") or (16 if REDIS_CLUSTER else 1))
 
 
 def redis_cache(url: str) -> dict[str, Any]:
@@ -311,6 +311,13 @@ def redis_session_store(url: str) -> dict[str, Any]:
             "release_retry_seconds": SESSION_LIMITS["TURN_LOCK_SECONDS"],
             "cluster": REDIS_CLUSTER,
             "activity_shards": REDIS_ACTIVITY_SHARDS,
+            # On a cluster a turn is answered once its writes reached a replica (WAIT 1, at most
+            # REDIS_WAIT_MS): a master killed right after answering loses no answered turn.
+            "wait_replicas": int(env("REDIS_WAIT_REPLICAS", default="") or (1 if REDIS_CLUSTER else 0)),
+            "wait_ms": env.int("REDIS_WAIT_MS", default=50),
+            # A turn's append met by a failover is sent again this long (seconds) before it is
+            # reported failed: it may have run, and the client's retry would store it twice.
+            "commit_retry_seconds": float(env("REDIS_COMMIT_RETRY_SECONDS", default="") or (5 if REDIS_CLUSTER else 0)),
         },
     }
 

@@ -25,11 +25,12 @@ return); split by port, each half would restate the layout the other must agree 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import orjson
 
@@ -41,6 +42,7 @@ from core.redis_clients import (
     WhenBack,
     atomically,
     connect,
+    is_transient,
     ping,
     run_script,
     store_errors,
@@ -69,6 +71,7 @@ from sessions_app.stores.encoding import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class _SessionKeys(NamedTuple):
@@ -92,6 +95,9 @@ class RedisSessionStore:
         release_retry_seconds: float = 600.0,
         cluster: bool = False,
         activity_shards: int = 1,
+        wait_replicas: int = 0,
+        wait_ms: int = 50,
+        commit_retry_seconds: float = 0.0,
     ) -> None:
         self._url = url
         self._prefix = prefix
@@ -102,6 +108,10 @@ class RedisSessionStore:
         self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
         self._cluster = cluster
         self._activity_shards = max(1, activity_shards)
+        # A turn's reply is sent once its writes reached this many replicas (or `wait_ms` passed):
+        # a master lost right after answering then takes no answered turn with it.
+        self._wait: tuple[Command, ...] = (("WAIT", wait_replicas, wait_ms),) if wait_replicas > 0 else ()
+        self._commit_retry_seconds = commit_retry_seconds
         self._when_back = WhenBack()
         # A client per event loop: see core.per_loop.
         self._connection: PerLoop[AnyRedis] = PerLoop(self._connect, _aclose)
@@ -255,12 +265,15 @@ class RedisSessionStore:
         at: datetime,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         at_ms = to_ms(at)
-        reply = await self._script(
-            lua.APPEND_TURN,
-            self._session_keys(session_id),
-            [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(encode_message, messages)],
-            ("ZADD", self._activity_key(session_id), "XX", at_ms, session_id),
-            ("EXPIRE", self._owner_key(owner), self._ttl),
+        reply = await self._resent_until_answered(
+            lambda: self._script(
+                lua.APPEND_TURN,
+                self._session_keys(session_id),
+                [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(encode_message, messages)],
+                *self._wait,  # on the script's connection: its writes
+                ("ZADD", self._activity_key(session_id), "XX", at_ms, session_id),
+                ("EXPIRE", self._owner_key(owner), self._ttl),
+            )
         )
         match reply[0]:
             case b"ok":
@@ -268,6 +281,27 @@ class RedisSessionStore:
             case b"lost":
                 return Err(TurnInProgress("The turn lost its lock before its reply was stored."))
         return Err(SessionNotFound())
+
+    async def _resent_until_answered(self, send: Callable[[], Awaitable[T]]) -> T:
+        """Send a turn's append again while Redis is unreachable, for up to `commit_retry_seconds`.
+
+        A master killed between running the append and answering leaves its outcome unknown,
+        and its replica, promoted, may hold it. Reported as failed, the turn would be stored a
+        second time by the client's retry. Sent again, APPEND_TURN finds it done (its lock gone,
+        its last message there) and answers ok, or stores it now, once: so the append is resent
+        over a failover's length before the failure is reported."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._commit_retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                return await send()
+            except Exception as exc:
+                if not is_transient(exc) or loop.time() + delay > deadline:
+                    raise
+                logger.warning("turn append unanswered (%s); sending it again", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
 
     @store_errors
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:

@@ -5,6 +5,7 @@ time."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -80,3 +81,27 @@ async def test_an_unsharded_activity_index_moves_to_its_shards_at_each_sessions_
     finally:
         await before.close()
         await after.close()
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_a_turn_waits_for_its_writes_to_reach_a_replica_on_its_own_master(
+    redis_cluster: RedisClusterNodes, cluster_prefix: str
+) -> None:
+    store = RedisSessionStore(url=redis_cluster.url, prefix=cluster_prefix, cluster=True, wait_replicas=1)
+    session = make_session()
+    master = redis_cluster.master_of(f"{{{session.id}}}")
+    try:
+        await store.create(session, max_sessions_per_owner=LIMIT)
+        waits = wait_calls(redis_cluster)
+        await run_turn(store, session.id, 1)
+        assert wait_calls(redis_cluster) == waits | {master: waits[master] + 1}  # there, and only there
+    finally:
+        await store.close()
+
+
+def wait_calls(nodes: RedisClusterNodes) -> dict[int, int]:
+    calls = {}
+    for port in nodes.masters():
+        with contextlib.closing(nodes.client(port)) as node:
+            calls[port] = int(node.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+    return calls
