@@ -6,10 +6,8 @@ Keys (prefix `P`):
   P:s:{id}:l   list: messages, oldest first, compactly encoded
   P:s:{id}:t   string: the turn lock's token, with a PX expiry
   P:o:{owner}:i  sorted set (lexicographic): the owner's sessions by creation
-  P:{activity:N} sorted set: session id by last activity (ms), for the archiver; N is the
-                 session's shard (CRC-32 of its id modulo `activity_shards`), so the index is
-                 spread over the cluster rather than one key every turn writes. With one
-                 shard it is `P:{activity}`; a sharded store moves what it finds there.
+  P:{activity:N} sorted set: session id by last activity (ms), for the archiver, in shards
+                 (`activity.ActivityIndex`); with one shard, `P:{activity}`
 On Redis Cluster (`cluster=True`) each script keeps to one hash tag (one slot); what touches
 another (the indexes) is a command of its own, sent beside it to that slot's master.
 A turn costs two round trips: one script loads and locks, one script appends and releases
@@ -27,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
@@ -59,6 +56,7 @@ from sessions_app.errors import (
 )
 from sessions_app.ports import SessionLookupError
 from sessions_app.stores import redis_scripts as lua
+from sessions_app.stores.activity import ActivityIndex
 from sessions_app.stores.encoding import (
     decode_cursor,
     decode_message,
@@ -107,7 +105,6 @@ class RedisSessionStore:
         self._max_connections = max_connections
         self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
         self._cluster = cluster
-        self._activity_shards = max(1, activity_shards)
         # A turn's reply is sent once its writes reached this many replicas (or `wait_ms` passed):
         # a master lost right after answering then takes no answered turn with it.
         self._wait: tuple[Command, ...] = (("WAIT", wait_replicas, wait_ms),) if wait_replicas > 0 else ()
@@ -115,6 +112,9 @@ class RedisSessionStore:
         self._when_back = WhenBack()
         # A client per event loop: see core.per_loop.
         self._connection: PerLoop[AnyRedis] = PerLoop(self._connect, _aclose)
+        self._activity = ActivityIndex(
+            prefix, shards=activity_shards, client=self._client, meta_key=lambda i: self._session_keys(i).meta
+        )
 
     # -- plumbing -----------------------------------------------------------
 
@@ -136,23 +136,6 @@ class RedisSessionStore:
 
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:i"
-
-    def _activity_key(self, session_id: str) -> str:
-        """The activity-index shard that holds `session_id`."""
-        if self._activity_shards == 1:
-            return self._unsharded_activity_key()
-        return f"{self._prefix}:{{activity:{zlib.crc32(session_id.encode()) % self._activity_shards}}}"
-
-    def _unsharded_activity_key(self) -> str:
-        return f"{self._prefix}:{{activity}}"
-
-    def _activity_keys(self) -> list[str]:
-        """Every shard of the activity index; with shards, the unsharded key too (entries from
-        before the index was sharded, moved to their shards by `list_idle`)."""
-        if self._activity_shards == 1:
-            return [self._unsharded_activity_key()]
-        shards = [f"{self._prefix}:{{activity:{n}}}" for n in range(self._activity_shards)]
-        return [*shards, self._unsharded_activity_key()]
 
     async def _script(self, script: Lua, keys: Sequence[str], args: Sequence[Any], *then: Command) -> Any:
         """Run a script by SHA, and the commands `then` in the same round trip."""
@@ -189,7 +172,7 @@ class RedisSessionStore:
             pipe = self._client().pipeline(transaction=False)
             pipe.hset(meta_key, mapping=_meta_fields(session))  # type: ignore[arg-type]
             pipe.expire(meta_key, self._ttl)
-            pipe.zadd(self._activity_key(session.id), {session.id: to_ms(session.last_activity_at)})
+            pipe.zadd(self._activity.key(session.id), {session.id: to_ms(session.last_activity_at)})
             await pipe.execute()
         except BaseException:
             await self._client().zrem(owner_key, member)
@@ -271,7 +254,7 @@ class RedisSessionStore:
                 self._session_keys(session_id),
                 [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(encode_message, messages)],
                 *self._wait,  # on the script's connection: its writes
-                ("ZADD", self._activity_key(session_id), "XX", at_ms, session_id),
+                ("ZADD", self._activity.key(session_id), "XX", at_ms, session_id),
                 ("EXPIRE", self._owner_key(owner), self._ttl),
             )
         )
@@ -332,7 +315,7 @@ class RedisSessionStore:
             lua.SET_STATUS,
             [meta_key, lock_key],
             [owner, status.value, at_ms],
-            ("ZADD", self._activity_key(session_id), "XX", at_ms, session_id),
+            ("ZADD", self._activity.key(session_id), "XX", at_ms, session_id),
         )
         match reply[0]:
             case b"ok":
@@ -364,7 +347,7 @@ class RedisSessionStore:
         owner, created = deleted
         pipe = self._client().pipeline(transaction=False)
         pipe.zrem(self._owner_key(owner.decode()), index_member(session_id, from_ms(created)))
-        pipe.zrem(self._activity_key(session_id), session_id)
+        pipe.zrem(self._activity.key(session_id), session_id)
         await pipe.execute()
         return True
 
@@ -387,7 +370,7 @@ class RedisSessionStore:
             [keys.meta, keys.messages],
             [self._ttl, orjson.dumps(meta), *map(encode_message, transcript.messages)],
         )
-        await self._client().zadd(self._activity_key(session.id), {session.id: to_ms(session.last_activity_at)})
+        await self._client().zadd(self._activity.key(session.id), {session.id: to_ms(session.last_activity_at)})
         return Ok(bool(created))
 
     @store_errors
@@ -414,82 +397,13 @@ class RedisSessionStore:
 
     @store_errors
     async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
-        client = self._client()
-        if self._activity_shards > 1:
-            await self._shard_unsharded_entries()
-        while True:
-            # The oldest `limit` of each shard, merged: the oldest `limit` of them all.
-            pipe = client.pipeline(transaction=False)
-            for key in self._activity_keys():
-                pipe.zrange(key, "-inf", f"({to_ms(before)}", byscore=True, offset=0, num=limit, withscores=True)
-            listed = [entry for shard in await pipe.execute() for entry in cast(list[tuple[bytes, float]], shard)]
-            ids = [member.decode() for member, _ in sorted(listed, key=lambda entry: entry[1])[:limit]]
-            pipe = client.pipeline(transaction=False)
-            for session_id in ids:
-                pipe.exists(self._session_keys(session_id).meta)
-            gone = [i for i, exists in zip(ids, await pipe.execute() if ids else [], strict=True) if not exists]
-            if not gone:
-                return ids
-            # Entries of sessions that vanished (TTL, a delete cut short) would otherwise sit at the
-            # oldest end for ever, ahead of every real idle session. Each round drops some, so it ends.
-            await self._drop_from_activity(gone)
-
-    async def _drop_from_activity(self, session_ids: list[str]) -> None:
-        """Remove the activity-index entries of sessions found missing, never one whose session exists.
-
-        The index and the sessions live under different hash tags, so no script can check and
-        remove at once (Redis Cluster). A create or restore of one of them may have run since
-        the check: it writes the session first, then its index entry. So remove, then look
-        again and put back any whose session is there now; its own ZADD, if later, wins.
-        """
-        client = self._client()
-        pipe = client.pipeline(transaction=False)
-        for session_id in session_ids:
-            pipe.zrem(self._activity_key(session_id), session_id)
-            if self._activity_shards > 1:
-                pipe.zrem(self._unsharded_activity_key(), session_id)
-        await pipe.execute()
-        back = await self._reindex(session_ids, nx=True)
-        logger.info("dropped %d activity-index entries of vanished sessions", len(session_ids) - back)
-
-    async def _reindex(self, session_ids: Sequence[str], *, nx: bool = False) -> int:
-        """Index each of `session_ids` whose session exists, in its shard, at its last activity
-        (only if not indexed there with `nx`; else only if later than what is there, so a turn's
-        own later ZADD is never undone). How many sessions exist."""
-        client = self._client()
-        pipe = client.pipeline(transaction=False)
-        for session_id in session_ids:
-            pipe.hget(self._session_keys(session_id).meta, "la")
-        found = {i: int(la) for i, la in zip(session_ids, await pipe.execute(), strict=True) if la is not None}
-        if found:
-            pipe = client.pipeline(transaction=False)
-            for session_id, la in found.items():
-                pipe.zadd(self._activity_key(session_id), {session_id: la}, nx=nx, gt=not nx)
-            await pipe.execute()
-        return len(found)
-
-    async def _shard_unsharded_entries(self, batch: int = 500) -> None:
-        """Move entries of the unsharded index (written before the store had shards) to their
-        shards, at the last activity their session records. A turn that ends meanwhile finds no
-        entry in its shard to update (its ZADD is XX), so the move reads the time again after
-        taking the entry out, and keeps the later."""
-        client = self._client()
-        unsharded = self._unsharded_activity_key()
-        while raw := cast(list[bytes], await client.zrange(unsharded, 0, batch - 1)):
-            ids = [member.decode() for member in raw]
-            await self._reindex(ids)
-            await client.zrem(unsharded, *ids)
-            moved = await self._reindex(ids)
-            logger.info("moved %d activity-index entries to their shards", moved)
+        return await self._activity.list_idle(before_ms=to_ms(before), limit=limit)
 
     @store_errors
     async def count_idle(self, *, before: datetime) -> int:
         # Entries of vanished sessions count too until a pass meets them: a pass that never
         # comes is what this number is for.
-        pipe = self._client().pipeline(transaction=False)
-        for key in self._activity_keys():
-            pipe.zcount(key, "-inf", f"({to_ms(before)}")
-        return sum(int(count) for count in await pipe.execute())
+        return await self._activity.count_idle(before_ms=to_ms(before))
 
     @store_errors
     async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
@@ -498,7 +412,7 @@ class RedisSessionStore:
             return Err(SessionNotFound())
         pipe = self._client().pipeline(transaction=False)
         pipe.zrem(self._owner_key(owner), index_member(session_id, from_ms(created)))
-        pipe.zrem(self._activity_key(session_id), session_id)
+        pipe.zrem(self._activity.key(session_id), session_id)
         await pipe.execute()
         return Ok(None)
 
@@ -510,7 +424,7 @@ class RedisSessionStore:
         reply = await self._script(lua.SET_METADATA, [keys.meta], [owner, orjson.dumps(metadata), to_ms(at)])
         if reply[0] != b"ok":
             return Err(SessionNotFound())
-        await self._client().zadd(self._activity_key(session_id), {session_id: to_ms(at)}, xx=True)
+        await self._client().zadd(self._activity.key(session_id), {session_id: to_ms(at)}, xx=True)
         return Ok(self._session_from(session_id, reply[1]))
 
     @store_errors
@@ -520,7 +434,7 @@ class RedisSessionStore:
         reply = await self._script(lua.DELETE_MESSAGE, self._session_keys(session_id), [owner, message_id, to_ms(at)])
         match reply[0]:
             case b"ok":
-                await self._client().zadd(self._activity_key(session_id), {session_id: to_ms(at)}, xx=True)
+                await self._client().zadd(self._activity.key(session_id), {session_id: to_ms(at)}, xx=True)
                 return Ok(self._session_from(session_id, reply[1]))
             case b"busy":
                 return Err(TurnInProgress())
@@ -534,10 +448,7 @@ class RedisSessionStore:
 
     @store_errors
     async def count_active(self) -> int:
-        pipe = self._client().pipeline(transaction=False)
-        for key in self._activity_keys():
-            pipe.zcard(key)
-        return sum(int(count) for count in await pipe.execute())
+        return await self._activity.count()
 
     async def close(self) -> None:
         self._when_back.cancel()  # the locks lapse by themselves
