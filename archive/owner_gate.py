@@ -111,9 +111,9 @@ class RedisOwnerGate:
     (the closer's token, with a PX expiry). Entering and closing are each one script, so an
     archive either entered before the closing (and the closer waits for it) or is refused."""
 
-    def __init__(self, *, url: str, prefix: str = "gw") -> None:
+    def __init__(self, *, url: str, prefix: str = "gw", cluster: bool = False) -> None:
         self._prefix = prefix
-        self._client = LoopClients(url, max_connections=8)
+        self._client = LoopClients(url, max_connections=8, cluster=cluster)
 
     def _keys(self, owner: str) -> tuple[str, str]:
         base = f"{self._prefix}:o:{{{owner}}}:gate"

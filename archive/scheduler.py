@@ -14,12 +14,11 @@ from typing import Protocol
 from django.conf import settings
 from django.core.cache import cache
 from django_redis.exceptions import ConnectionInterrupted  # type: ignore[import-untyped]
-from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
 from archive import metrics
 from archive.services import ArchiveService, PassReport
-from core.redis_clients import retry_policy
+from core.redis_clients import connect
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +36,8 @@ class LeaderLock(Protocol):
 class RedisLeaderLock:
     """redis-py's Lock, with a TTL longer than a pass, so a crashed holder frees it."""
 
-    def __init__(self, url: str, *, name: str, ttl: float) -> None:
-        self._client = Redis.from_url(url, retry=retry_policy(3), socket_timeout=5, socket_connect_timeout=5)
+    def __init__(self, url: str, *, name: str, ttl: float, cluster: bool = False) -> None:
+        self._client = connect(url, cluster=cluster, max_connections=4, timeout=5, retries=3)
         self._lock = self._client.lock(name, timeout=ttl, blocking=False, thread_local=False)
         self._held = False
 
@@ -75,7 +74,8 @@ def leader_lock(interval: float, budget: float = 0.0) -> LeaderLock:
     if settings.REDIS_URL:
         # Renewed before each pass: it must outlast the longest one (an archive pass ends at its budget).
         ttl = max(30.0, 3 * interval, budget + 2 * interval)
-        return RedisLeaderLock(settings.REDIS_URL, name=f"{settings.REDIS_KEY_PREFIX}:{{scheduler}}:leader", ttl=ttl)
+        name = f"{settings.REDIS_KEY_PREFIX}:{{scheduler}}:leader"
+        return RedisLeaderLock(settings.REDIS_URL, name=name, ttl=ttl, cluster=settings.REDIS_CLUSTER)
     return ProcessLock()
 
 

@@ -1,5 +1,11 @@
 """What every Redis-backed store shares: a client per event loop with redis-py's retry, one
-round trip for a turn's commands, and one meaning for "Redis is down" (`503 store_unavailable`)."""
+round trip for a turn's commands, and one meaning for "Redis is down" (`503 store_unavailable`).
+
+With `cluster=True` (settings: `REDIS_CLUSTER=1`) the URL names any node of a Redis Cluster and
+the client is redis-py's `RedisCluster`: `round_trip` and `run_script` then go by the cluster
+client's pipeline, which sends each command to the master of its keys' slot (one write per
+node, in parallel) and follows MOVED / ASK; a script the node lacks (a replica just promoted
+holds no script cache) is loaded on every master and the round trip sent again."""
 
 from __future__ import annotations
 
@@ -7,13 +13,15 @@ import asyncio
 import functools
 import hashlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from opentelemetry import trace
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -24,7 +32,40 @@ from core.per_loop import PerLoop
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
-TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError)
+TRANSIENT = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    # Redis Cluster between a master's failure and its replica's promotion (or the client's
+    # catching up with the new topology): CLUSTERDOWN, TRYAGAIN, a slot no known node serves,
+    # or redirections that ran out of tries.
+    redis_errors.ClusterError,
+    redis_errors.TryAgainError,
+    redis_errors.SlotNotCoveredError,
+)
+AnyRedis = Redis | RedisCluster
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` means Redis (or a cluster's node) is out of reach for now.
+
+    Besides `TRANSIENT`: redis-py's cluster client, reloading the slot map after a node failed,
+    closes every connection of the client, the ones other commands are using included; those
+    then fail inside redis-py with an AttributeError (their reader or writer gone). Raised from
+    redis-py's own connection code, that is a lost connection, not a bug of ours."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    if isinstance(exc, AttributeError) and exc.__traceback__ is not None:
+        last = exc.__traceback__
+        while last.tb_next is not None:
+            last = last.tb_next
+        where = last.tb_frame.f_code.co_filename
+        return where.endswith(_REDIS_CONNECTION) or _REDIS_PARSERS in where
+    return False
+
+
+_REDIS_CONNECTION = f"{os.sep}redis{os.sep}asyncio{os.sep}connection.py"
+_REDIS_PARSERS = f"{os.sep}redis{os.sep}_parsers{os.sep}"
 
 
 def store_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -34,7 +75,9 @@ def store_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
-        except TRANSIENT as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             logger.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
             raise StoreUnavailable() from exc
 
@@ -60,6 +103,29 @@ def bounded_pool(url: str, *, max_connections: int, timeout: float, retries: int
     )
 
 
+def cluster_client(url: str, *, max_connections: int, timeout: float, retries: int) -> RedisCluster:
+    """A Redis Cluster client that found the cluster from the node `url` names. It keeps a pool
+    per node (`max_connections` each, failing fast when full rather than waiting) and retries a
+    command on connection errors and CLUSTERDOWN, reloading the slot map in between: what lets
+    it follow a failover."""
+    return RedisCluster.from_url(
+        url,
+        max_connections=max_connections,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=retry_policy(retries),
+    )
+
+
+def connect(url: str, *, cluster: bool, max_connections: int, timeout: float, retries: int) -> AnyRedis:
+    """The client for `url`: a Redis Cluster client if `cluster`, else one on a bounded pool."""
+    if cluster:
+        return cluster_client(url, max_connections=max_connections, timeout=timeout, retries=retries)
+    pool = bounded_pool(url, max_connections=max_connections, timeout=timeout, retries=retries)
+    return Redis(connection_pool=pool)
+
+
 @dataclass(frozen=True, slots=True)
 class Lua:
     """A Lua script, run by its SHA-1 (computed once, not on every call)."""
@@ -74,7 +140,7 @@ class Lua:
 Command = Sequence[Any]
 
 
-async def round_trip(client: Redis, commands: Sequence[Command]) -> list[Any]:
+async def round_trip(client: AnyRedis, commands: Sequence[Command]) -> list[Any]:
     """Send `commands` in one write and read their replies: one round trip, on a connection of
     the client's pool, retried on connection errors by the pool's own `Retry` (as a pipeline
     is). A reply that is an error comes back as its exception, in its place.
@@ -85,7 +151,10 @@ async def round_trip(client: Redis, commands: Sequence[Command]) -> list[Any]:
     itself. Here one client span covers the round trip, made only when spans are exported and
     the trace is recorded (sampled in); it names the commands, never their arguments. The
     store's callers have their own span around each call ("load history", "append turn").
+    On a Redis Cluster, see `_cluster_round_trip`.
     """
+    if isinstance(client, RedisCluster):
+        return await _cluster_round_trip(client, commands)
     if not (spans_exported() and trace.get_current_span().is_recording()):
         return await _round_trip(client, commands)
     kwargs = client.connection_pool.connection_kwargs
@@ -136,7 +205,55 @@ async def _round_trip(client: Redis, commands: Sequence[Command]) -> list[Any]:
         await pool.release(connection)
 
 
-async def command(client: Redis, *args: Any) -> Any:
+async def _cluster_round_trip(client: RedisCluster, commands: Sequence[Command]) -> list[Any]:
+    """`round_trip` on a Redis Cluster: the cluster client's pipeline groups the commands by the
+    master serving their keys' slot and writes each group in one go (the groups in parallel),
+    re-sending a command answered MOVED / ASK / TRYAGAIN where the cluster now says, and retrying
+    on connection errors with the slot map reloaded. Every command must name its keys (EVALSHA's
+    come after its key count); keyless commands go to any node, except WAIT, which goes on the
+    connection of the command before it (it waits for that command's writes to reach replicas).
+    Order holds within a slot."""
+    pipe = client.pipeline(transaction=False)
+    previous: Command | None = None
+    for each in commands:
+        if str(each[0]).upper() == "WAIT" and previous is not None:
+            pipe.execute_command(*each, target_nodes=client.get_node_from_key(_first_key(previous)))
+        else:
+            pipe.execute_command(*each)
+        previous = each
+    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    return replies
+
+
+def _first_key(command: Command) -> Any:
+    return command[3] if str(command[0]).upper() in ("EVAL", "EVALSHA") else command[1]
+
+
+# Runs the commands in ARGV (each: its word count, then its words) as one atomic step; a
+# failing command's error takes its place in the reply.
+_ATOMIC = Lua("""
+local replies, i = {}, 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  replies[#replies + 1] = redis.pcall(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return replies
+""")
+
+
+async def atomically(client: AnyRedis, keys: Sequence[Any], commands: Sequence[Command]) -> list[Any]:
+    """`commands` as one atomic step, as MULTI/EXEC would run them, but routable on a Redis
+    Cluster (where redis-py's transactional pipeline is unusable from asyncio): a script, to
+    which `keys` are every key the commands touch, all in one hash slot. Replies in their
+    places, an error reply as its exception, Lua's conversions applied (status replies come
+    back as text, not True)."""
+    args = [word for each in commands for word in (len(each), *each)]
+    replies: list[Any] = await run_script(client, _ATOMIC, keys, args)
+    return replies
+
+
+async def command(client: AnyRedis, *args: Any) -> Any:
     """One command by `round_trip`: its reply, or its error raised."""
     (reply,) = await round_trip(client, [args])
     if isinstance(reply, Exception):
@@ -144,16 +261,19 @@ async def command(client: Redis, *args: Any) -> Any:
     return reply
 
 
-async def run_script(client: Redis, script: Lua, keys: Sequence[Any], args: Sequence[Any], *then: Command) -> Any:
+async def run_script(client: AnyRedis, script: Lua, keys: Sequence[Any], args: Sequence[Any], *then: Command) -> Any:
     """EVALSHA `script` and the commands `then` in one round trip: the script's reply, or the
     first error reply raised. Should Redis have lost the script (a restart, SCRIPT FLUSH), it
     is loaded and the round trip sent again (so `then` must bear being sent twice)."""
     commands = [("EVALSHA", script.sha, len(keys), *keys, *args), *then]
     replies = await round_trip(client, commands)
     if isinstance(replies[0], redis_errors.NoScriptError):
-        loaded = await round_trip(client, [("SCRIPT", "LOAD", script.source)])
-        if isinstance(loaded[0], Exception):
-            raise loaded[0]
+        if isinstance(client, RedisCluster):
+            await client.script_load(script.source)  # on every master: any may be asked next
+        else:
+            loaded = await round_trip(client, [("SCRIPT", "LOAD", script.source)])
+            if isinstance(loaded[0], Exception):
+                raise loaded[0]
         replies = await round_trip(client, commands)
     for reply in replies:
         if isinstance(reply, Exception):
@@ -161,17 +281,36 @@ async def run_script(client: Redis, script: Lua, keys: Sequence[Any], args: Sequ
     return replies[0]
 
 
-class LoopClients(PerLoop[Redis]):
-    """A Redis client per event loop (see `core.per_loop`), each on its own bounded pool."""
+async def ping(client: AnyRedis) -> None:
+    """For readiness: Redis answers. On a cluster every master must answer and say its state is
+    ok (every slot served): from a master's failure until its replica has taken over and the
+    client knows it, this raises, so /readyz reports the degraded window."""
+    if not isinstance(client, RedisCluster):
+        await client.ping()
+        return
+    infos = await client.cluster_info(target_nodes=RedisCluster.PRIMARIES)
+    states = {node: info.get("cluster_state") for node, info in cast(dict[str, dict[str, Any]], infos).items()}
+    if any(state != "ok" for state in states.values()):
+        raise redis_errors.ClusterDownError(f"cluster state {states}")
+
+
+class LoopClients(PerLoop[AnyRedis]):
+    """A Redis client per event loop (see `core.per_loop`), each on its own bounded pool (a
+    Redis Cluster client with `cluster=True`)."""
 
     __slots__ = ()
 
-    def __init__(self, url: str, *, max_connections: int = 32, timeout: float = 5.0, retries: int = 3) -> None:
-        def make() -> Redis:
-            pool = bounded_pool(url, max_connections=max_connections, timeout=timeout, retries=retries)
-            return Redis(connection_pool=pool)
+    def __init__(
+        self, url: str, *, max_connections: int = 32, timeout: float = 5.0, retries: int = 3, cluster: bool = False
+    ) -> None:
+        def make() -> AnyRedis:
+            return connect(url, cluster=cluster, max_connections=max_connections, timeout=timeout, retries=retries)
 
-        super().__init__(make, Redis.aclose)
+        super().__init__(make, _aclose)
+
+
+async def _aclose(client: AnyRedis) -> None:
+    await client.aclose()
 
 
 class WhenBack:

@@ -58,11 +58,18 @@ class RedisLimiter:
     """
 
     def __init__(
-        self, *, url: str, prefix: str = "gw", max_connections: int = 32, sync_seconds: float = 0.0, **limits: int
+        self,
+        *,
+        url: str,
+        prefix: str = "gw",
+        max_connections: int = 32,
+        sync_seconds: float = 0.0,
+        cluster: bool = False,
+        **limits: int,
     ) -> None:
         self.limits = Limits(**limits)
         self._prefix = prefix
-        self._client = LoopClients(url, max_connections=max_connections)
+        self._client = LoopClients(url, max_connections=max_connections, cluster=cluster)
         self._sync_seconds = sync_seconds
         self._tallies: dict[str, _Tally] = {}
         self._syncs: set[asyncio.Task[None]] = set()

@@ -182,10 +182,10 @@ class RedisIdempotencyStore:
     owner's keys (`P:o:{owner}:idemidx`, sorted set by lapse time), written in the same round
     trip as the record, so a session's records can be found without scanning Redis."""
 
-    def __init__(self, *, url: str, prefix: str = "gw", pending_seconds: float = 600.0) -> None:
+    def __init__(self, *, url: str, prefix: str = "gw", pending_seconds: float = 600.0, cluster: bool = False) -> None:
         """`pending_seconds`: how long a failed write is retried; pending claims lapse by then."""
         self._prefix = prefix
-        self._client = LoopClients(url)
+        self._client = LoopClients(url, cluster=cluster)
         self._when_back = WhenBack()
         self._pending_seconds = pending_seconds
 

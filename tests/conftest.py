@@ -25,6 +25,8 @@ from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.stores.redis import RedisSessionStore
 from tests.oidc.harness import OIDCProvider
+from tests.redis_cluster import RedisClusterNodes, start_cluster
+from tests.redis_cluster import available as redis_cluster_available
 from tests.support import AzuriteServer, Mint, TestIssuer
 
 REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
@@ -82,16 +84,39 @@ class SessionStorePorts(ActiveSessionStore, ArchiverSessionStore, Protocol):
     """One active-store adapter through both its ports, as the contract tests use it."""
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def any_store(
-    request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
-) -> AsyncIterator[SessionStorePorts]:
-    """Each store adapter in turn, so one contract test covers both."""
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A real Redis Cluster (three masters, a replica each) for the session; see tests.redis_cluster."""
+    if not redis_cluster_available():
+        pytest.skip("redis-server / redis-cli not installed")
+    nodes = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def cluster_prefix(redis_cluster: RedisClusterNodes) -> Iterator[str]:
+    """`redis_prefix` on the cluster: every key under it is deleted afterwards, on every master."""
+    prefix = f"gwtest:{uuid.uuid4().hex[:12]}"
+    yield prefix
+    redis_cluster.delete(f"{prefix}:*")
+
+
+@pytest.fixture(params=["memory", "redis", "redis-sharded", pytest.param("cluster", marks=pytest.mark.cluster)])
+async def any_store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[SessionStorePorts]:
+    """Each store adapter in turn, so one contract test covers them all: in memory, on Redis (its
+    activity index in one key, then in three shards), on a Redis Cluster (in four shards)."""
     store: SessionStorePorts
     if request.param == "memory":
         store = InMemorySessionStore()
+    elif request.param == "cluster":
+        nodes = request.getfixturevalue("redis_cluster")
+        prefix = request.getfixturevalue("cluster_prefix")
+        store = RedisSessionStore(url=nodes.url, prefix=prefix, ttl_seconds=3600, cluster=True, activity_shards=4)
     else:
-        store = RedisSessionStore(url=redis_url, prefix=redis_prefix, ttl_seconds=3600)
+        prefix = request.getfixturevalue("redis_prefix")
+        shards = 3 if request.param == "redis-sharded" else 1
+        store = RedisSessionStore(url=redis_url, prefix=prefix, ttl_seconds=3600, activity_shards=shards)
     yield store
     await store.close()
 

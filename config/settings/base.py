@@ -101,14 +101,29 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env("REDIS_URL", default="")
 REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="gw")
 
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
-        }
+# REDIS_CLUSTER=1: REDIS_URL is any node of a Redis Cluster, and every Redis client (stores,
+# limiter, locks, cache, readiness) is a cluster client (README, "Scaling out").
+REDIS_CLUSTER = env.bool("REDIS_CLUSTER", default=False)
+# The archiver's activity index is spread over this many keys (hash tags): on a cluster, over
+# its masters rather than one key that every turn writes. Changing it is safe at any time.
+REDIS_ACTIVITY_SHARDS = int(env("REDIS_ACTIVITY_SHARDS", default="") or (16 if REDIS_CLUSTER else 1))
+
+
+def redis_cache(url: str) -> dict[str, Any]:
+    """Django's cache on Redis. On a cluster its keys share one hash tag (`{cache}`): the cache
+    holds a few keys (admin sign-in counts, the scheduler's progress) and reads several at once."""
+    if not REDIS_CLUSTER:
+        return {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url, "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache"}
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": url,
+        "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:{{cache}}",
+        "OPTIONS": {"CONNECTION_FACTORY": "core.redis_cache.ClusterConnectionFactory"},
     }
+
+
+if REDIS_URL:
+    CACHES = {"default": redis_cache(REDIS_URL)}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -294,6 +309,15 @@ def redis_session_store(url: str) -> dict[str, Any]:
             "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=64),
             # A lock release that meets a Redis outage is retried until the lock would have lapsed.
             "release_retry_seconds": SESSION_LIMITS["TURN_LOCK_SECONDS"],
+            "cluster": REDIS_CLUSTER,
+            "activity_shards": REDIS_ACTIVITY_SHARDS,
+            # On a cluster a turn is answered once its writes reached a replica (WAIT 1, at most
+            # REDIS_WAIT_MS): a master killed right after answering loses no answered turn.
+            "wait_replicas": int(env("REDIS_WAIT_REPLICAS", default="") or (1 if REDIS_CLUSTER else 0)),
+            "wait_ms": env.int("REDIS_WAIT_MS", default=50),
+            # A turn's append met by a failover is sent again this long (seconds) before it is
+            # reported failed: it may have run, and the client's retry would store it twice.
+            "commit_retry_seconds": float(env("REDIS_COMMIT_RETRY_SECONDS", default="") or (5 if REDIS_CLUSTER else 0)),
         },
     }
 
@@ -343,7 +367,7 @@ ARCHIVE_ERASURE_WAIT_SECONDS = env.float("ARCHIVE_ERASURE_WAIT_SECONDS", default
 if REDIS_URL:
     ARCHIVE_OWNER_GATE = {
         "CLASS": "archive.owner_gate.RedisOwnerGate",
-        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, "cluster": REDIS_CLUSTER},
     }
 else:
     ARCHIVE_OWNER_GATE = {"CLASS": "archive.owner_gate.MemoryOwnerGate", "OPTIONS": {}}
@@ -375,6 +399,7 @@ if REDIS_URL:
         "OPTIONS": {
             "url": REDIS_URL,
             "prefix": REDIS_KEY_PREFIX,
+            "cluster": REDIS_CLUSTER,
             "sync_seconds": RATE_LIMIT_SYNC_SECONDS,
             **RATE_LIMITS,
         },
@@ -393,6 +418,7 @@ if REDIS_URL:
         "OPTIONS": {
             "url": REDIS_URL,
             "prefix": REDIS_KEY_PREFIX,
+            "cluster": REDIS_CLUSTER,
             "pending_seconds": SESSION_LIMITS["TURN_LOCK_SECONDS"],
         },
     }
@@ -404,7 +430,7 @@ else:
 if REDIS_URL:
     RESPONSE_STORE = {
         "CLASS": "openai_api.responses.redis.RedisResponseStore",
-        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+        "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, "cluster": REDIS_CLUSTER},
     }
 else:
     RESPONSE_STORE = {"CLASS": "openai_api.responses.memory.MemoryResponseStore", "OPTIONS": {}}

@@ -10,7 +10,7 @@ refuses (config/settings/safety.py).
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import REDIS_KEY_PREFIX, env, redis_session_store
+from config.settings.base import REDIS_CLUSTER, REDIS_KEY_PREFIX, env, redis_cache, redis_session_store
 from config.settings.safety import require_algorithms, require_hosts, require_keks, require_strong_secret
 from core.observability.logs import logging_config
 
@@ -51,24 +51,19 @@ for _name, _value in {"SECRET_KEY": SECRET_KEY, "OWNER_PSEUDONYM_SECRET": OWNER_
 
 # Active sessions must be shared by every gateway instance.
 REDIS_URL = env("REDIS_URL")
-CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
-    }
-}
+CACHES = {"default": redis_cache(REDIS_URL)}
 ACTIVE_SESSION_STORE = redis_session_store(REDIS_URL)
 SCHEDULER_EMBEDDED = env.bool("SCHEDULER_EMBEDDED", default=False)  # run `manage.py run_scheduler`
 ARCHIVE_OWNER_GATE = {
     "CLASS": "archive.owner_gate.RedisOwnerGate",
-    "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX},
+    "OPTIONS": {"url": REDIS_URL, "prefix": REDIS_KEY_PREFIX, "cluster": REDIS_CLUSTER},
 }
 IDEMPOTENCY_STORE = {
     "CLASS": "sessions_app.idempotency.RedisIdempotencyStore",
     "OPTIONS": {
         "url": REDIS_URL,
         "prefix": REDIS_KEY_PREFIX,
+        "cluster": REDIS_CLUSTER,
         "pending_seconds": SESSION_LIMITS["TURN_LOCK_SECONDS"],  # noqa: F405
     },
 }
@@ -77,6 +72,7 @@ OWNER_LIMITER = {
     "OPTIONS": {
         "url": REDIS_URL,
         "prefix": REDIS_KEY_PREFIX,
+        "cluster": REDIS_CLUSTER,
         "sync_seconds": RATE_LIMIT_SYNC_SECONDS,  # noqa: F405
         **RATE_LIMITS,  # noqa: F405
     },

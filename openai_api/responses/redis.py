@@ -1,5 +1,5 @@
 """The Redis `ResponseStore`: one key per record under its owner's hash tag, with a set per
-session and an index per owner written in the same transaction, so a session's or an owner's
+session and an index per owner written in the same step (one script), so a session's or an owner's
 records are found without scanning Redis."""
 
 from __future__ import annotations
@@ -9,16 +9,17 @@ from typing import Any, cast
 
 import orjson
 
-from core.redis_clients import LoopClients, store_errors
+from core.redis_clients import Command, LoopClients, atomically, store_errors
 from openai_api.responses.records import ResponseRecord, described
 
 
 class RedisResponseStore:
-    def __init__(self, *, url: str, prefix: str = "gw") -> None:
+    def __init__(self, *, url: str, prefix: str = "gw", cluster: bool = False) -> None:
         self._prefix = prefix
-        self._client = LoopClients(url)
+        self._client = LoopClients(url, cluster=cluster)
 
-    # Every key of an owner shares the `{owner}` hash tag: one slot, so MULTI works on a cluster.
+    # Every key of an owner shares the `{owner}` hash tag: one slot, so one script
+    # can write them together on a cluster.
     def _record_key(self, owner: str, response_id: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:resp:{response_id}"
 
@@ -28,17 +29,31 @@ class RedisResponseStore:
     def _index_key(self, owner: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:respidx"
 
+    async def _atomically(self, keys: list[str], *commands: Command) -> list[Any]:
+        """The commands as one step (all keys under the owner's hash tag: one slot)."""
+        replies = await atomically(self._client(), keys, commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
     @store_errors
     async def save(self, record: ResponseRecord, *, ttl: int) -> None:
         owner, now = record.owner, int(time.time())
-        pipe = self._client().pipeline(transaction=True)
-        pipe.set(self._record_key(owner, record.id), orjson.dumps(record.to_json()), ex=ttl)
-        pipe.sadd(self._session_key(owner, record.session_id), record.id)
-        pipe.expire(self._session_key(owner, record.session_id), ttl)  # the newest record lasts longest
-        pipe.zremrangebyscore(self._index_key(owner), "-inf", now)
-        pipe.zadd(self._index_key(owner), {record.id: now + ttl})
-        pipe.expire(self._index_key(owner), ttl)
-        await pipe.execute()
+        key, session_key, index_key = (
+            self._record_key(owner, record.id),
+            self._session_key(owner, record.session_id),
+            self._index_key(owner),
+        )
+        await self._atomically(
+            [key, session_key, index_key],
+            ("SET", key, orjson.dumps(record.to_json()), "EX", ttl),
+            ("SADD", session_key, record.id),
+            ("EXPIRE", session_key, ttl),  # the newest record lasts longest
+            ("ZREMRANGEBYSCORE", index_key, "-inf", now),
+            ("ZADD", index_key, now + ttl, record.id),
+            ("EXPIRE", index_key, ttl),
+        )
 
     @store_errors
     async def get(self, response_id: str, *, owner: str) -> ResponseRecord | None:
@@ -50,11 +65,17 @@ class RedisResponseStore:
         record = await self.get(response_id, owner=owner)
         if record is None:
             return False
-        pipe = self._client().pipeline(transaction=True)
-        pipe.delete(self._record_key(owner, response_id))
-        pipe.srem(self._session_key(owner, record.session_id), response_id)
-        pipe.zrem(self._index_key(owner), response_id)
-        deleted, *_ = await pipe.execute()
+        key, session_key, index_key = (
+            self._record_key(owner, response_id),
+            self._session_key(owner, record.session_id),
+            self._index_key(owner),
+        )
+        deleted, *_ = await self._atomically(
+            [key, session_key, index_key],
+            ("DEL", key),
+            ("SREM", session_key, response_id),
+            ("ZREM", index_key, response_id),
+        )
         return bool(deleted)
 
     @store_errors
@@ -63,12 +84,10 @@ class RedisResponseStore:
         ids = [
             member.decode() for member in cast(set[bytes], await client.smembers(self._session_key(owner, session_id)))
         ]
-        pipe = client.pipeline(transaction=True)
-        if ids:
-            pipe.delete(*(self._record_key(owner, i) for i in ids))
-            pipe.zrem(self._index_key(owner), *ids)
-        pipe.delete(self._session_key(owner, session_id))
-        await pipe.execute()
+        records = [self._record_key(owner, i) for i in ids]
+        session_key, index_key = self._session_key(owner, session_id), self._index_key(owner)
+        commands: list[Command] = [("DEL", *records), ("ZREM", index_key, *ids)] if ids else []
+        await self._atomically([*records, index_key, session_key], *commands, ("DEL", session_key))
 
     @store_errors
     async def forget(self, owner: str) -> None:

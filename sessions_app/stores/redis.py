@@ -6,7 +6,10 @@ Keys (prefix `P`):
   P:s:{id}:l   list: messages, oldest first, compactly encoded
   P:s:{id}:t   string: the turn lock's token, with a PX expiry
   P:o:{owner}:i  sorted set (lexicographic): the owner's sessions by creation
-  P:{activity}   sorted set: session id by last activity (ms), for the archiver
+  P:{activity:N} sorted set: session id by last activity (ms), for the archiver, in shards
+                 (`activity.ActivityIndex`); with one shard, `P:{activity}`
+On Redis Cluster (`cluster=True`) each script keeps to one hash tag (one slot); what touches
+another (the indexes) is a command of its own, sent beside it to that slot's master.
 A turn costs two round trips: one script loads and locks, one script appends and releases
 the lock, sent with the commands that touch the indexes (other hash tags, so not in the
 script). Both go by `core.redis_clients.run_script`, not redis-py's per-command machinery.
@@ -20,17 +23,28 @@ return); split by port, each half would restate the layout the other must agree 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import orjson
-from redis.asyncio import Redis
 
 from core.per_loop import PerLoop
-from core.redis_clients import Command, Lua, WhenBack, bounded_pool, run_script, store_errors
+from core.redis_clients import (
+    AnyRedis,
+    Command,
+    Lua,
+    WhenBack,
+    atomically,
+    connect,
+    is_transient,
+    ping,
+    run_script,
+    store_errors,
+)
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript
@@ -43,6 +57,7 @@ from sessions_app.errors import (
 )
 from sessions_app.ports import SessionLookupError
 from sessions_app.stores import redis_scripts as lua
+from sessions_app.stores.activity import ActivityIndex
 from sessions_app.stores.encoding import (
     decode_cursor,
     decode_messages,
@@ -55,6 +70,7 @@ from sessions_app.stores.encoding import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class _SessionKeys(NamedTuple):
@@ -76,6 +92,11 @@ class RedisSessionStore:
         retries: int = 3,
         max_connections: int = 64,
         release_retry_seconds: float = 600.0,
+        cluster: bool = False,
+        activity_shards: int = 1,
+        wait_replicas: int = 0,
+        wait_ms: int = 50,
+        commit_retry_seconds: float = 0.0,
     ) -> None:
         self._url = url
         self._prefix = prefix
@@ -84,19 +105,30 @@ class RedisSessionStore:
         self._retries = retries
         self._max_connections = max_connections
         self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
+        self._cluster = cluster
+        # A turn's reply is sent once its writes reached this many replicas (or `wait_ms` passed):
+        # a master lost right after answering then takes no answered turn with it.
+        self._wait: tuple[Command, ...] = (("WAIT", wait_replicas, wait_ms),) if wait_replicas > 0 else ()
+        self._commit_retry_seconds = commit_retry_seconds
         self._when_back = WhenBack()
         # A client per event loop: see core.per_loop.
-        self._connection = PerLoop(self._connect, Redis.aclose)
+        self._connection: PerLoop[AnyRedis] = PerLoop(self._connect, _aclose)
+        self._activity = ActivityIndex(
+            prefix, shards=activity_shards, client=self._client, meta_key=lambda i: self._session_keys(i).meta
+        )
 
     # -- plumbing -----------------------------------------------------------
 
-    def _connect(self) -> Redis:
-        pool = bounded_pool(
-            self._url, max_connections=self._max_connections, timeout=self._socket_timeout, retries=self._retries
+    def _connect(self) -> AnyRedis:
+        return connect(
+            self._url,
+            cluster=self._cluster,
+            max_connections=self._max_connections,
+            timeout=self._socket_timeout,
+            retries=self._retries,
         )
-        return Redis(connection_pool=pool)
 
-    def _client(self) -> Redis:
+    def _client(self) -> AnyRedis:
         return self._connection()
 
     def _session_keys(self, session_id: str) -> _SessionKeys:
@@ -105,9 +137,6 @@ class RedisSessionStore:
 
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:i"
-
-    def _activity_key(self) -> str:
-        return f"{self._prefix}:{{activity}}"
 
     async def _script(self, script: Lua, keys: Sequence[str], args: Sequence[Any], *then: Command) -> Any:
         """Run a script by SHA, and the commands `then` in the same round trip."""
@@ -145,7 +174,7 @@ class RedisSessionStore:
             pipe = self._client().pipeline(transaction=False)
             pipe.hset(meta_key, mapping=_meta_fields(session))  # type: ignore[arg-type]
             pipe.expire(meta_key, self._ttl)
-            pipe.zadd(self._activity_key(), {session.id: to_ms(session.last_activity_at)})
+            pipe.zadd(self._activity.key(session.id), {session.id: to_ms(session.last_activity_at)})
             await pipe.execute()
         except BaseException:
             await self._client().zrem(owner_key, member)
@@ -180,10 +209,14 @@ class RedisSessionStore:
             return await self._load_from(session_id, owner, from_seq, limit)
         keys = self._session_keys(session_id)
         meta_key, messages_key = keys.meta, keys.messages
-        pipe = self._client().pipeline(transaction=True)
-        pipe.hmget(meta_key, lua.META_FIELDS)
-        pipe.lrange(messages_key, offset, -1 if limit is None else offset + limit - 1)
-        meta, raw_messages = await pipe.execute()
+        meta, raw_messages = await atomically(
+            self._client(),
+            [meta_key, messages_key],
+            [
+                ("HMGET", meta_key, *lua.META_FIELDS),
+                ("LRANGE", messages_key, offset, -1 if limit is None else offset + limit - 1),
+            ],
+        )
         if meta[0] is None or meta[0].decode() != owner:
             return Err(SessionNotFound())
         return Ok(Transcript(self._session_from(session_id, meta), decode_messages(raw_messages, offset)))
@@ -233,12 +266,15 @@ class RedisSessionStore:
         at: datetime,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         at_ms = to_ms(at)
-        reply = await self._script(
-            lua.APPEND_TURN,
-            self._session_keys(session_id),
-            [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(_unsequenced, messages)],
-            ("ZADD", self._activity_key(), "XX", at_ms, session_id),
-            ("EXPIRE", self._owner_key(owner), self._ttl),
+        reply = await self._resent_until_answered(
+            lambda: self._script(
+                lua.APPEND_TURN,
+                self._session_keys(session_id),
+                [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(_unsequenced, messages)],
+                *self._wait,  # on the script's connection: its writes
+                ("ZADD", self._activity.key(session_id), "XX", at_ms, session_id),
+                ("EXPIRE", self._owner_key(owner), self._ttl),
+            )
         )
         match reply[0]:
             case b"ok":
@@ -246,6 +282,27 @@ class RedisSessionStore:
             case b"lost":
                 return Err(TurnInProgress("The turn lost its lock before its reply was stored."))
         return Err(SessionNotFound())
+
+    async def _resent_until_answered(self, send: Callable[[], Awaitable[T]]) -> T:
+        """Send a turn's append again while Redis is unreachable, for up to `commit_retry_seconds`.
+
+        A master killed between running the append and answering leaves its outcome unknown,
+        and its replica, promoted, may hold it. Reported as failed, the turn would be stored a
+        second time by the client's retry. Sent again, APPEND_TURN finds it done (its lock gone,
+        its last message there) and answers ok, or stores it now, once: so the append is resent
+        over a failover's length before the failure is reported."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._commit_retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                return await send()
+            except Exception as exc:
+                if not is_transient(exc) or loop.time() + delay > deadline:
+                    raise
+                logger.warning("turn append unanswered (%s); sending it again", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
 
     @store_errors
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
@@ -276,7 +333,7 @@ class RedisSessionStore:
             lua.SET_STATUS,
             [meta_key, lock_key],
             [owner, status.value, at_ms],
-            ("ZADD", self._activity_key(), "XX", at_ms, session_id),
+            ("ZADD", self._activity.key(session_id), "XX", at_ms, session_id),
         )
         match reply[0]:
             case b"ok":
@@ -308,7 +365,7 @@ class RedisSessionStore:
         owner, created = deleted
         pipe = self._client().pipeline(transaction=False)
         pipe.zrem(self._owner_key(owner.decode()), index_member(session_id, from_ms(created)))
-        pipe.zrem(self._activity_key(), session_id)
+        pipe.zrem(self._activity.key(session_id), session_id)
         await pipe.execute()
         return True
 
@@ -332,7 +389,7 @@ class RedisSessionStore:
             [keys.meta, keys.messages],
             [self._ttl, orjson.dumps(meta), *map(encode_message, transcript.messages)],
         )
-        await self._client().zadd(self._activity_key(), {session.id: to_ms(session.last_activity_at)})
+        await self._client().zadd(self._activity.key(session.id), {session.id: to_ms(session.last_activity_at)})
         return Ok(bool(created))
 
     @store_errors
@@ -359,45 +416,13 @@ class RedisSessionStore:
 
     @store_errors
     async def list_idle(self, *, before: datetime, limit: int) -> list[str]:
-        client = self._client()
-        while True:
-            raw = await client.zrange(
-                self._activity_key(), "-inf", f"({to_ms(before)}", byscore=True, offset=0, num=limit
-            )
-            ids = [i.decode() for i in cast(list[bytes], raw)]
-            pipe = client.pipeline(transaction=False)
-            for session_id in ids:
-                pipe.exists(self._session_keys(session_id).meta)
-            gone = [i for i, exists in zip(ids, await pipe.execute() if ids else [], strict=True) if not exists]
-            if not gone:
-                return ids
-            # Entries of sessions that vanished (TTL, a delete cut short) would otherwise sit at the
-            # oldest end for ever, ahead of every real idle session. Each round drops some, so it ends.
-            await self._drop_from_activity(gone)
-
-    async def _drop_from_activity(self, session_ids: list[str]) -> None:
-        """Remove the activity-index entries of sessions found missing, never one whose session exists.
-
-        The index and the sessions live under different hash tags, so no script can check and
-        remove at once (Redis Cluster). A create or restore of one of them may have run since
-        the check: it writes the session first, then its index entry. So remove, then look
-        again and put back any whose session is there now; its own ZADD, if later, wins.
-        """
-        client = self._client()
-        await client.zrem(self._activity_key(), *session_ids)
-        pipe = client.pipeline(transaction=False)
-        for session_id in session_ids:
-            pipe.hget(self._session_keys(session_id).meta, "la")
-        back = {i: int(la) for i, la in zip(session_ids, await pipe.execute(), strict=True) if la is not None}
-        if back:
-            await client.zadd(self._activity_key(), back, nx=True)
-        logger.info("dropped %d activity-index entries of vanished sessions", len(session_ids) - len(back))
+        return await self._activity.list_idle(before_ms=to_ms(before), limit=limit)
 
     @store_errors
     async def count_idle(self, *, before: datetime) -> int:
         # Entries of vanished sessions count too until a pass meets them: a pass that never
         # comes is what this number is for.
-        return int(await self._client().zcount(self._activity_key(), "-inf", f"({to_ms(before)}"))
+        return await self._activity.count_idle(before_ms=to_ms(before))
 
     @store_errors
     async def delete(self, session_id: str, *, owner: str) -> Result[None, SessionNotFound]:
@@ -406,7 +431,7 @@ class RedisSessionStore:
             return Err(SessionNotFound())
         pipe = self._client().pipeline(transaction=False)
         pipe.zrem(self._owner_key(owner), index_member(session_id, from_ms(created)))
-        pipe.zrem(self._activity_key(), session_id)
+        pipe.zrem(self._activity.key(session_id), session_id)
         await pipe.execute()
         return Ok(None)
 
@@ -418,7 +443,7 @@ class RedisSessionStore:
         reply = await self._script(lua.SET_METADATA, [keys.meta], [owner, orjson.dumps(metadata), to_ms(at)])
         if reply[0] != b"ok":
             return Err(SessionNotFound())
-        await self._client().zadd(self._activity_key(), {session_id: to_ms(at)}, xx=True)
+        await self._client().zadd(self._activity.key(session_id), {session_id: to_ms(at)}, xx=True)
         return Ok(self._session_from(session_id, reply[1]))
 
     @store_errors
@@ -428,7 +453,7 @@ class RedisSessionStore:
         reply = await self._script(lua.DELETE_MESSAGE, self._session_keys(session_id), [owner, message_id, to_ms(at)])
         match reply[0]:
             case b"ok":
-                await self._client().zadd(self._activity_key(), {session_id: to_ms(at)}, xx=True)
+                await self._client().zadd(self._activity.key(session_id), {session_id: to_ms(at)}, xx=True)
                 return Ok(self._session_from(session_id, reply[1]))
             case b"busy":
                 return Err(TurnInProgress())
@@ -438,15 +463,19 @@ class RedisSessionStore:
 
     @store_errors
     async def ping(self) -> None:
-        await self._client().ping()
+        await ping(self._client())
 
     @store_errors
     async def count_active(self) -> int:
-        return int(await self._client().zcard(self._activity_key()))
+        return await self._activity.count()
 
     async def close(self) -> None:
         self._when_back.cancel()  # the locks lapse by themselves
         await self._connection.close()
+
+
+async def _aclose(client: AnyRedis) -> None:
+    await client.aclose()
 
 
 def _meta_fields(session: ChatSession) -> dict[str, str | int | bytes]:

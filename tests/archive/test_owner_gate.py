@@ -10,12 +10,14 @@ import pytest
 from archive.errors import OwnerBusy
 from archive.owner_gate import MemoryOwnerGate, RedisOwnerGate, owner_closed
 from archive.ports import OwnerGate
+from tests.redis_cluster import on_cluster_or
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 async def gate(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> AsyncIterator[OwnerGate]:
+    url, prefix, cluster = on_cluster_or(request, redis_url, redis_prefix)
     adapter: OwnerGate = (
-        MemoryOwnerGate() if request.param == "memory" else RedisOwnerGate(url=redis_url, prefix=redis_prefix)
+        MemoryOwnerGate() if request.param == "memory" else RedisOwnerGate(url=url, prefix=prefix, cluster=cluster)
     )
     yield adapter
     await adapter.close_connections()

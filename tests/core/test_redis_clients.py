@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import redis
 from opentelemetry import trace
-from redis.asyncio import Redis
+from redis.asyncio import Connection, Redis
 
-from core.redis_clients import Lua, bounded_pool, command, round_trip, run_script
+from core.redis_clients import Lua, atomically, bounded_pool, command, is_transient, round_trip, run_script
 
 SECRET = "canary-argument-7c1e"
 
@@ -60,3 +60,25 @@ async def test_no_span_outside_a_recorded_trace(client: Redis, redis_prefix: str
     span_exporter.clear()
     await round_trip(client, [("GET", f"{redis_prefix}:k")])
     assert not [s for s in span_exporter.get_finished_spans() if s.attributes.get("db.system") == "redis"]
+
+
+async def test_atomically_runs_the_commands_as_one_step_with_errors_in_place(client: Redis, redis_prefix: str) -> None:
+    a, b = f"{redis_prefix}:a", f"{redis_prefix}:b"
+    replies = await atomically(client, [a, b], [("SET", a, "1"), ("INCR", a), ("HSET", a, "f", "v"), ("GET", b)])
+    assert replies[1] == 2
+    assert isinstance(replies[2], redis.ResponseError)  # WRONGTYPE, in its place; the rest ran
+    assert replies[3] is None
+    assert await command(client, "GET", a) == b"2"
+
+
+async def test_a_connection_torn_down_under_a_command_is_transient_and_a_bug_of_ours_is_not() -> None:
+    """redis-py's cluster client closes connections other commands are using when it reloads
+    the slot map: they fail inside redis-py with an AttributeError, which is a lost connection."""
+    torn = Connection()  # never connected: no writer, as after the cluster client closed it
+    with pytest.raises(AttributeError) as inside_redis:
+        await torn._send_packed_command([b"PING\r\n"])
+    assert is_transient(inside_redis.value)
+    with pytest.raises(AttributeError) as ours:
+        None.upper()  # type: ignore[attr-defined]
+    assert not is_transient(ours.value)
+    assert is_transient(redis.ConnectionError()) and not is_transient(redis.ResponseError())

@@ -20,6 +20,7 @@ import redis
 
 from core.auth import devkeys
 from core.serving import server_command
+from tests.redis_cluster import RedisClusterNodes
 from tests.support import TestIssuer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,3 +211,21 @@ def start_gateway(
 @pytest.fixture(scope="session")
 def gateway(start_gateway: StartGateway, model_server: str) -> Gateway:
     return start_gateway(model_server)
+
+
+@pytest.fixture(scope="session")
+def cluster_gateway(start_gateway: StartGateway, model_server: str, redis_cluster: RedisClusterNodes) -> Gateway:
+    """A gateway on the Redis Cluster (REDIS_CLUSTER=1, any node's URL), keys under a prefix of its own."""
+    return start_gateway(
+        model_server,
+        REDIS_URL=redis_cluster.url,
+        REDIS_CLUSTER="1",
+        REDIS_KEY_PREFIX=f"gwtest:e2e-cluster:{uuid.uuid4().hex[:10]}",
+    )
+
+
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def any_gateway(request: pytest.FixtureRequest) -> Gateway:
+    """The gateway on Redis, then on the Redis Cluster: one end-to-end test covers both."""
+    fixture = "gateway" if request.param == "redis" else "cluster_gateway"
+    return request.getfixturevalue(fixture)  # type: ignore[no-any-return]

@@ -64,11 +64,11 @@ def ws_turn(ws: ClientConnection) -> list[dict[str, Any]]:
             return frames
 
 
-def test_sse_conversation_arrives_delta_by_delta_and_intact(gateway: Gateway) -> None:
-    token = gateway.dev_token(sub="sse-user")
-    session_id = new_session(gateway, token)
+def test_sse_conversation_arrives_delta_by_delta_and_intact(any_gateway: Gateway) -> None:
+    token = any_gateway.dev_token(sub="sse-user")
+    session_id = new_session(any_gateway, token)
     replies = []
-    with gateway.client(token) as http:
+    with any_gateway.client(token) as http:
         for content in (TRICKY, "second turn"):
             with http.stream(
                 "POST", f"/api/v1/sessions/{session_id}/messages", json={"content": content, "stream": True}
@@ -84,7 +84,7 @@ def test_sse_conversation_arrives_delta_by_delta_and_intact(gateway: Gateway) ->
     assert len(deltas) > 3 and "".join(deltas) == f"Echo: {TRICKY}"
     assert first[-1][0] == "done" and first[-1][1]["message"]["content"] == f"Echo: {TRICKY}"
     assert replies[1][-1][1]["usage"]["input_tokens"] > first[-1][1]["usage"]["input_tokens"]
-    assert [m["content"] for m in stored(gateway, token, session_id)] == [
+    assert [m["content"] for m in stored(any_gateway, token, session_id)] == [
         TRICKY,
         f"Echo: {TRICKY}",
         "second turn",
@@ -92,11 +92,11 @@ def test_sse_conversation_arrives_delta_by_delta_and_intact(gateway: Gateway) ->
     ]
 
 
-def test_websocket_conversation_with_the_token_as_subprotocol(gateway: Gateway) -> None:
-    token = gateway.dev_token(sub="ws-user")
-    session_id = new_session(gateway, token)
+def test_websocket_conversation_with_the_token_as_subprotocol(any_gateway: Gateway) -> None:
+    token = any_gateway.dev_token(sub="ws-user")
+    session_id = new_session(any_gateway, token)
 
-    with connect(ws_url(gateway, session_id), subprotocols=["bearer", token]) as ws:  # type: ignore[list-item]
+    with connect(ws_url(any_gateway, session_id), subprotocols=["bearer", token]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "bearer"
         ws.send(orjson.dumps({"type": "message", "content": TRICKY}).decode())
         first = ws_turn(ws)
@@ -106,7 +106,7 @@ def test_websocket_conversation_with_the_token_as_subprotocol(gateway: Gateway) 
     assert "".join(f["content"] for f in first if f["type"] == "delta") == f"Echo: {TRICKY}"
     assert first[-1]["type"] == "done" and first[-1]["finish_reason"] == "stop"
     assert second[-1]["message"]["content"] == "Echo: again"
-    assert len(stored(gateway, token, session_id)) == 4
+    assert len(stored(any_gateway, token, session_id)) == 4
 
 
 def test_websocket_with_the_token_as_query_parameter(gateway: Gateway) -> None:

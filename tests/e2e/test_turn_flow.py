@@ -25,8 +25,8 @@ def problem(response: httpx.Response, status: int, code: str) -> dict:  # type: 
     return body  # type: ignore[no-any-return]
 
 
-def test_the_whole_flow_with_an_oidc_token(gateway: Gateway, issuer: TestIssuer) -> None:
-    with gateway.client(issuer.token(sub="flow-user")) as http:
+def test_the_whole_flow_with_an_oidc_token(any_gateway: Gateway, issuer: TestIssuer) -> None:
+    with any_gateway.client(issuer.token(sub="flow-user")) as http:
         created = http.post("/api/v1/sessions", json={"system_prompt": "Be brief.", "model": "echo-large"})
         assert created.status_code == 201
         session = created.json()
@@ -135,27 +135,27 @@ def test_malformed_and_oversized_requests_get_problem_answers(gateway: Gateway) 
         assert http.get(f"/api/v1/sessions/{session['id']}").json()["message_count"] == 0
 
 
-def test_a_second_message_during_a_turn_is_turn_in_progress(gateway: Gateway) -> None:
-    token = gateway.dev_token(sub="impatient")
-    with gateway.client(token) as http:
+def test_a_second_message_during_a_turn_is_turn_in_progress(any_gateway: Gateway) -> None:
+    token = any_gateway.dev_token(sub="impatient")
+    with any_gateway.client(token) as http:
         session = http.post("/api/v1/sessions").json()
     turn = f"/api/v1/sessions/{session['id']}/messages"
     slow = " ".join(["word"] * 1500)  # about 3 s at the model server's 2 ms per word
     results: list[httpx.Response] = []
 
     def send() -> None:
-        with gateway.client(token) as http:
+        with any_gateway.client(token) as http:
             results.append(http.post(turn, json={"content": slow}))
 
     first = threading.Thread(target=send)
     first.start()
     time.sleep(0.7)  # the first turn needs about 3 s; by now it holds the session
-    with gateway.client(token) as http:
+    with any_gateway.client(token) as http:
         problem(http.post(turn, json={"content": "me too"}), 409, "turn_in_progress")
     first.join()
 
     assert results[0].status_code == 200
-    with gateway.client(token) as http:
+    with any_gateway.client(token) as http:
         assert http.get(f"/api/v1/sessions/{session['id']}").json()["message_count"] == 2
 
 
@@ -179,8 +179,8 @@ def test_the_schema_documents_every_route(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.base_url}/api/docs/").status_code == 200
 
 
-def test_the_lifecycle_over_http(gateway: Gateway) -> None:
-    with gateway.client(gateway.dev_token(sub="lifecycle-user")) as http:
+def test_the_lifecycle_over_http(any_gateway: Gateway) -> None:
+    with any_gateway.client(any_gateway.dev_token(sub="lifecycle-user")) as http:
         session = http.post("/api/v1/sessions", json={"system_prompt": "Be brief."}).json()
         base = f"/api/v1/sessions/{session['id']}"
         assert http.post(f"{base}/messages", json={"content": "remember me"}).status_code == 200

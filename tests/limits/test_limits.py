@@ -13,15 +13,17 @@ from limits.errors import OwnerSocketLimit, OwnerStreamLimit
 from limits.memory import MemoryLimiter
 from limits.ports import OwnerLimiter
 from limits.redis import RedisLimiter
+from tests.redis_cluster import on_cluster_or
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 async def limiter(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> AsyncIterator[OwnerLimiter]:
     limits = {"requests_per_minute": 3, "tokens_per_minute": 100, "streams_per_owner": 2, "sockets_per_owner": 2}
     if request.param == "memory":
         yield MemoryLimiter(**limits)
     else:
-        redis_limiter = RedisLimiter(url=redis_url, prefix=redis_prefix, **limits)
+        url, prefix, cluster = on_cluster_or(request, redis_url, redis_prefix)
+        redis_limiter = RedisLimiter(url=url, prefix=prefix, cluster=cluster, **limits)
         yield redis_limiter
         await redis_limiter.close()
 

@@ -12,16 +12,18 @@ import redis.asyncio as aioredis
 from openai_api.responses.memory import MemoryResponseStore
 from openai_api.responses.records import ResponseRecord, ResponseStore, is_response_id, new_response_id
 from openai_api.responses.redis import RedisResponseStore
+from tests.redis_cluster import on_cluster_or
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 async def store(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> AsyncIterator[ResponseStore]:
     chosen: ResponseStore
     if request.param == "memory":
         chosen = MemoryResponseStore()
     else:
         # store_errors types its methods as returning Awaitables, not coroutines: the same object.
-        chosen = cast(ResponseStore, RedisResponseStore(url=redis_url, prefix=redis_prefix))
+        url, prefix, cluster = on_cluster_or(request, redis_url, redis_prefix)
+        chosen = cast(ResponseStore, RedisResponseStore(url=url, prefix=prefix, cluster=cluster))
     yield chosen
     await chosen.close()
 

@@ -27,18 +27,20 @@ from sessions_app.idempotency import (
 )
 from sessions_app.services import SessionManager
 from sessions_app.turn_stream import TurnDone
+from tests.redis_cluster import on_cluster_or
 from tests.sessions_app.builders import fake_manager
 from tests.support import RedisServer
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 async def idempotency(
     request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
 ) -> AsyncIterator[IdempotencyStore]:
     if request.param == "memory":
         yield MemoryIdempotencyStore()
     else:
-        store = RedisIdempotencyStore(url=redis_url, prefix=redis_prefix)
+        url, prefix, cluster = on_cluster_or(request, redis_url, redis_prefix)
+        store = RedisIdempotencyStore(url=url, prefix=prefix, cluster=cluster)
         yield store
         await store.close()
 

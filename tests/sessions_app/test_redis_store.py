@@ -121,7 +121,7 @@ async def test_an_entry_found_stale_is_kept_when_its_session_appears_meanwhile(
     session = make_session()
     await redis_store.create(session, max_sessions_per_owner=10)
 
-    await redis_store._drop_from_activity([session.id])
+    await redis_store._activity._drop([session.id])
 
     assert await redis_store.list_idle(before=BASE_TIME + timedelta(days=1), limit=10) == [session.id]
 
