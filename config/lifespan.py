@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -13,6 +14,16 @@ from prometheus_client import start_http_server
 from core.observability.gauges import refresh_gauges
 
 logger = logging.getLogger(__name__)
+
+
+def settle_the_heap() -> None:
+    """Leave what start-up built (Django, the URL resolvers, the clients: some 170,000 objects)
+    out of the garbage collector's later passes: collected once, then frozen. Each full
+    collection had walked all of them again, about every 1,500 turns, for some 0.1 s of CPU
+    (`gc.freeze`, as CPython's documentation suggests for long-lived start-up state). Cycles
+    made after start-up are still found and freed."""
+    gc.collect()
+    gc.freeze()
 
 
 class LifespanApp:
@@ -55,6 +66,7 @@ class LifespanApp:
             host, _, port = settings.METRICS_BIND.rpartition(":")
             start_http_server(int(port), addr=host or "127.0.0.1")
             self._gauges = asyncio.create_task(self._refresh_gauges())
+        settle_the_heap()
 
     async def _refresh_gauges(self) -> None:
         """On its own listener nobody asks us before a scrape: refresh now and then instead."""
