@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
 
 import pytest
 
-from config.lifespan import LifespanApp
+from config.lifespan import YOUNG_COLLECTION_AFTER, LifespanApp
 from tests.archive.test_scheduler import lifespan
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def thawed() -> Iterator[None]:
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
 
 
 class Node:
@@ -26,11 +18,13 @@ class Node:
         self.me = self
 
 
-async def test_start_up_freezes_what_it_built_and_later_cycles_are_still_collected(thawed: None) -> None:
+async def test_start_up_freezes_what_it_built_and_later_cycles_are_still_collected() -> None:
+    gc.unfreeze()
     app = LifespanApp()
 
     assert (await lifespan(app, "startup"))["type"] == "lifespan.startup.complete"
     assert gc.get_freeze_count() > 1000
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_AFTER
     later = Node()
     gone = weakref.ref(later)
     del later
