@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -13,6 +14,25 @@ from prometheus_client import start_http_server
 from core.observability.gauges import refresh_gauges
 
 logger = logging.getLogger(__name__)
+YOUNG_COLLECTION_AFTER = 10_000  # new objects (CPython's default: 700)
+
+
+def settle_the_heap() -> None:
+    """Leave what start-up built (Django, the URL resolvers, the clients: some 170,000 objects)
+    out of the garbage collector's later passes: collected once, then frozen. Each full
+    collection had walked all of them again, about every 1,500 turns, for some 0.1 s of CPU
+    (`gc.freeze`, as CPython's documentation suggests for long-lived start-up state). Cycles
+    made after start-up are still found and freed.
+
+    The youngest generation is collected after `YOUNG_COLLECTION_AFTER` new objects rather than
+    CPython's 700: each of its passes walks every object the turns in flight hold (coroutines,
+    futures, spans), some 0.25 ms a pass at 16 clients, and with 700 it ran about every
+    eleventh turn. A pass now runs less often, and finds the same garbage (cycles only: the
+    rest is freed as it is dropped)."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_AFTER, older, oldest)
 
 
 class LifespanApp:
@@ -55,6 +75,7 @@ class LifespanApp:
             host, _, port = settings.METRICS_BIND.rpartition(":")
             start_http_server(int(port), addr=host or "127.0.0.1")
             self._gauges = asyncio.create_task(self._refresh_gauges())
+        settle_the_heap()
 
     async def _refresh_gauges(self) -> None:
         """On its own listener nobody asks us before a scrape: refresh now and then instead."""

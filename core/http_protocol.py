@@ -14,6 +14,12 @@ that finishes sending keeps its connection, one that does not is closed.
 
 Nothing here runs per request on a kept-alive connection whose request arrives
 whole: the timers are armed only while a head or a body is incomplete.
+
+A response of known length (a `content-length` header, as every JSON answer has) leaves in
+one write: uvicorn writes the head when the application sends `http.response.start` and the
+body when it sends the body, two system calls and two TCP segments that wake the client
+twice; `HeadWithBody` holds the head until the body's first write. A chunked response (a
+stream) keeps its head's own write, so a stream's headers still leave at once.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import http
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.flow_control import service_unavailable
@@ -111,6 +117,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         upgrading = self.parser.should_upgrade() and self._should_upgrade()
         self.reading = GONE if upgrading else BODY  # an upgraded connection is the WebSocket protocol's
         super().on_headers_complete()
+        cycle = self.cycle
+        if not upgrading and cycle is not None and cycle.transport is self.transport:  # this request's cycle
+            cycle.transport = cast(asyncio.Transport, HeadWithBody(self.transport, cycle))  # duck-typed
 
     def on_message_complete(self) -> None:
         if self.reading == BODY:
@@ -207,6 +216,45 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if answer:
             self.transport.write(self._response(RequestTimeout()))
         self.transport.close()
+
+
+class HeadWithBody:
+    """A request cycle's view of the connection's transport that sends the head of a response of
+    known length together with the body's first write (see the module's docstring).
+
+    The head is the cycle's first write once its response has started (a `100 Continue` is
+    written before, and passes); it is held only when uvicorn found a `content-length` in it
+    (`chunked_encoding is False`) and the request is not a HEAD (whose body is never written).
+    Closing the transport sends a held head first. Everything else is the transport's own.
+    """
+
+    __slots__ = ("_cycle", "_head", "_head_seen", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._head_seen = False
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif not self._head_seen and self._cycle.response_started:
+            self._head_seen = True
+            cycle = self._cycle
+            if cycle.chunked_encoding is False and cycle.scope["method"] != "HEAD":
+                self._head = data
+                return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:

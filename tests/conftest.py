@@ -251,3 +251,16 @@ def captured_logs() -> Iterator[io.StringIO]:
     for logger, level in zip(loggers, levels, strict=True):
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _heap_left_as_found() -> Iterator[None]:
+    """The lifespan's start-up freezes the heap and raises the collector's threshold
+    (`config.lifespan.settle_the_heap`): in this process, a test that starts it must not
+    leave that to the tests after it."""
+    import gc
+
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
