@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/llm/v1/*.proto)
 PROTOC = $(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=.
 
 .DEFAULT_GOAL := help
-.PHONY: help run install-model chromium test screenshots lint format typecheck protos protos-check bench bench-quick clean
+.PHONY: help run install-model chromium nginx test screenshots lint format typecheck protos protos-check bench bench-quick clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,10 +52,18 @@ chromium: ## Install Debian's Chromium for the browser tests (nothing to do when
 	  echo "installing chromium from the distribution's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The scale tests put a real nginx in front of several gateway processes (tests/scale/).
+nginx: ## Install Debian's nginx for the scale tests (nothing to do when it is there)
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  echo "installing nginx-light from the distribution's packages"; \
+	  $(SUDO) apt-get update -qq -o DPkg::Lock::Timeout=300 && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 nginx-light >/dev/null; }
+
 test: $(VENV)/.dev node_modules/.installed ## Install what the tests need and run the whole suite (real Redis, Azurite, the real model, Chromium; PostgreSQL when present)
 	@mkdir -p var
 	@$(MAKE) --no-print-directory chromium > var/chromium-install.log 2>&1 \
 	  || echo "note: chromium could not be installed (see var/chromium-install.log); the browser tests will be skipped"
+	@$(MAKE) --no-print-directory nginx > var/nginx-install.log 2>&1 \
+	  || echo "note: nginx could not be installed (see var/nginx-install.log); the scale tests will fail"
 	@$(MAKE) --no-print-directory install-model > var/model-install.log 2>&1 \
 	  || echo "note: the model could not be installed (see var/model-install.log); its tests will be skipped"
 	scripts/test.sh
