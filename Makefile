@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/llm/v1/*.proto)
 PROTOC = $(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=.
 
 .DEFAULT_GOAL := help
-.PHONY: help run install-model chromium nginx test screenshots lint format typecheck protos protos-check bench bench-quick clean
+.PHONY: help run install-model chromium nginx test screenshots lint format typecheck protos protos-check bench bench-quick bench-scale clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -103,6 +103,9 @@ bench: $(VENV)/.dev ## Measure the gateway's added latency, throughput and strea
 
 bench-quick: $(VENV)/.dev ## The issue-13 ratios in under 40 s: gateway against the model server alone, native and streamed turns
 	$(PY) bench/quick.py
+
+bench-scale: $(VENV)/.dev nginx ## Turns/s and streams/s with 1, 2 and 4 workers behind nginx, and the CPU each part uses
+	$(PY) bench/scale.py
 
 clean: ## Remove the virtualenv, node_modules and local state
 	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -8,10 +8,7 @@ The Redis under the fleet is `SCALE_REDIS_URL` (default: the suite's Redis, REDI
 
 from __future__ import annotations
 
-import getpass
 import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,17 +19,17 @@ import httpx
 import pytest
 import redis
 
-from tests.e2e.conftest import ROOT, Gateway, StartGateway
+from tests.e2e.conftest import Gateway, StartGateway
 from tests.e2e.faults.conftest import ModelServer
-from tests.support import AzuriteServer, free_port, wait_for_port
+from tests.e2e.scale.nginx import Nginx, installed_nginx
+from tests.support import AzuriteServer
 
 # Requests per owner per minute: each test's owner stays under it, but for the test that trips it.
 RATE_LIMIT = 40
-TEMPLATE = ROOT / "deploy" / "nginx" / "gateway.conf.template"
 
 
 def nginx_binary() -> str:
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    found = installed_nginx()
     if found:
         return found
     message = "nginx is not installed: `make nginx` installs Debian's (make test runs it)"
@@ -41,81 +38,17 @@ def nginx_binary() -> str:
     pytest.skip(message)
 
 
-class Nginx:
-    """nginx in the foreground with a prefix of its own: the template rendered for `servers`, an
-    access log that names the process (upstream address) that answered each request."""
-
-    def __init__(self, workdir: Path, servers: list[str]) -> None:
-        self.binary = nginx_binary()
-        self.workdir = workdir
-        self.port = free_port()
-        self.access_log = workdir / "access.log"
-        lines = " ".join(f"server {server} max_fails=1 fail_timeout=5s;" for server in servers)
-        site = TEMPLATE.read_text().replace("${GATEWAY_SERVERS}", lines)
-        (workdir / "gateway.conf").write_text(site.replace("${NGINX_LISTEN}", f"127.0.0.1:{self.port}"))
-        for temp in ("body", "proxy"):
-            (workdir / temp).mkdir(exist_ok=True)
-        (workdir / "nginx.conf").write_text(f"""
-# `user` counts only when nginx starts as root (CI): its workers then keep to that user.
-user {getpass.getuser()};
-daemon off;
-worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    log_format upstream '$request_method $uri $status $upstream_addr';
-    access_log {self.access_log} upstream;
-    client_body_temp_path {workdir}/body;
-    proxy_temp_path {workdir}/proxy;
-    include {workdir}/gateway.conf;
-}}
-""")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Nginx:
-        check = subprocess.run(
-            [self.binary, "-t", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")],
-            capture_output=True,
-            text=True,
-        )
-        assert check.returncode == 0, check.stderr
-        log = (self.workdir / "stdout.log").open("wb")
-        self.process = subprocess.Popen(
-            [self.binary, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, proc=self.process)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # fast shutdown
-            self.process.wait(10)
-
-    def served(self) -> list[tuple[str, str, int, str]]:
-        """(method, path, status, upstream address) of every request so far, oldest first."""
-        rows = []
-        for line in self.access_log.read_text().splitlines():
-            method, path, status, upstream = line.split(" ", 3)
-            rows.append((method, path, int(status), upstream))
-        return rows
-
-
 @dataclass
 class Fleet:
-    """Gateway processes behind one nginx, sharing Redis, Azurite and the model server."""
+    """Gateways behind one nginx, sharing Redis, Azurite and the model server: `gateways[0]`
+    runs two uvicorn workers writing their metrics to `metrics_dir`, `gateways[1]` is one process."""
 
     nginx: Nginx
     gateways: list[Gateway]
     redis_url: str
     prefix: str
     model: ModelServer
+    metrics_dir: Path
 
     def model_calls(self) -> int:
         """Calls the model server has answered (it logs one line per call, never content)."""
@@ -140,19 +73,19 @@ class Fleet:
         return redis.Redis.from_url(self.redis_url)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def scale_redis_url(redis_url: str) -> str:
     return os.environ.get("SCALE_REDIS_URL", redis_url)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fleet(
     start_gateway: StartGateway,
     scale_redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fleet]:
-    """Two gateway processes (free ports) behind nginx, over Azurite, `scale_redis_url` and a
-    model server of their own (its log counts the calls)."""
+    """Two gateways (free ports; the first with two workers) behind nginx, over Azurite,
+    `scale_redis_url` and a model server of their own (its log counts the calls)."""
     workdir = tmp_path_factory.mktemp("scale")
     model = ModelServer(workdir, "--token-delay", "0.002").launch()
     azurite = AzuriteServer(workdir, in_memory=True).start()
@@ -179,9 +112,16 @@ def fleet(
     gateways: list[Gateway] = []
     try:
         model.ready()
-        gateways.extend(start_gateway(model.target, **env) for _ in range(2))
-        nginx = Nginx(workdir, [g.base_url.removeprefix("http://") for g in gateways]).start()
-        yield Fleet(nginx, gateways, scale_redis_url, prefix, model)
+        # The first with two uvicorn workers of its own (one /metrics for both), the second a
+        # single process (the one the kill test kills).
+        metrics_dir = workdir / "metrics"
+        metrics_dir.mkdir()
+        (metrics_dir / "histogram_1.db").write_bytes(b"an earlier run's file")  # emptied at start
+        workers = {"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        gateways.append(start_gateway(model.target, **env, **workers))
+        gateways.append(start_gateway(model.target, **env))
+        nginx = Nginx(nginx_binary(), workdir, [g.base_url.removeprefix("http://") for g in gateways]).start()
+        yield Fleet(nginx, gateways, scale_redis_url, prefix, model, metrics_dir)
     finally:
         if nginx is not None:
             nginx.stop()

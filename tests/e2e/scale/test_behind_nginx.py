@@ -21,7 +21,8 @@ from websockets.sync.client import connect
 
 from tests.e2e.conftest import StartGateway
 from tests.e2e.faults.conftest import contents, deltas, wait_until, words, ws_turn
-from tests.e2e.scale.conftest import RATE_LIMIT, Fleet, Nginx
+from tests.e2e.scale.conftest import RATE_LIMIT, Fleet, nginx_binary
+from tests.e2e.scale.nginx import Nginx
 from tests.e2e.test_streaming import sse_events
 from tests.support import free_port
 
@@ -246,7 +247,7 @@ def test_nginx_passes_websocket_frames_both_ways(fleet: Fleet) -> None:
 def test_with_no_process_to_answer_nginx_speaks_the_gateways_error_shapes(tmp_path: Path) -> None:
     """All processes down: 503 with Retry-After, problem+json on /api/, OpenAI's envelope on /v1/
     (never nginx's HTML page)."""
-    nginx = Nginx(tmp_path, [f"127.0.0.1:{free_port()}"]).start()
+    nginx = Nginx(nginx_binary(), tmp_path, [f"127.0.0.1:{free_port()}"]).start()
     try:
         native = httpx.post(f"{nginx.base_url}/api/v1/sessions", json={}, timeout=10)
         openai = httpx.get(f"{nginx.base_url}/v1/models", timeout=10)

@@ -1,11 +1,13 @@
-"""One gateway with several uvicorn workers (WEB_CONCURRENCY): /metrics, answered by any worker,
-sums every worker's counts (prometheus-client's multiprocess mode)."""
+"""A gateway with two uvicorn workers (WEB_CONCURRENCY=2, the fleet's first): /metrics, answered
+by either worker, sums every worker's counts (prometheus-client's multiprocess mode)."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,16 +15,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import StartGateway
 from tests.e2e.faults.conftest import wait_until
+from tests.e2e.scale.conftest import Fleet
 
 pytestmark = pytest.mark.e2e
 
 HEALTHZ = {"route": "/healthz", "method": "GET", "status": "200"}
 
 
-def healthz_count(families: object) -> float:
-    for family in families:  # type: ignore[attr-defined]
+def healthz_count(families: Iterable[Any]) -> float:
+    for family in families:
         for sample in family.samples:
             if sample.name == "gateway_http_request_duration_seconds_count" and sample.labels == HEALTHZ:
                 return float(sample.value)
@@ -33,7 +35,7 @@ def per_worker(directory: Path, scratch: Path) -> dict[str, float]:
     """Each worker's own /healthz count, read from its file alone."""
     counts = {}
     for path in sorted(directory.glob("histogram_*.db")):
-        alone = scratch / path.stem
+        alone = scratch / f"{path.stem}-{len(list(scratch.iterdir()))}"
         alone.mkdir()
         shutil.copy(path, alone / path.name)
         registry = CollectorRegistry()
@@ -42,32 +44,32 @@ def per_worker(directory: Path, scratch: Path) -> dict[str, float]:
     return counts
 
 
-def test_a_scrape_sums_the_counts_of_every_worker(
-    start_gateway: StartGateway, model_server: str, tmp_path: Path
-) -> None:
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    (metrics_dir / "histogram_1.db").write_bytes(b"an earlier run's file")  # removed at start
-    gateway = start_gateway(model_server, WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-    try:
-        sent = 1  # start_gateway's readiness probe
+def scrape(url: str) -> float:
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return healthz_count(text_string_to_metric_families(response.text))
 
-        def burst() -> bool:
-            nonlocal sent
-            with ThreadPoolExecutor(16) as pool:  # new connections, accepted by whichever worker
-                statuses = list(pool.map(lambda _: httpx.get(f"{gateway.base_url}/healthz").status_code, range(32)))
-            assert statuses == [200] * 32
-            sent += 32
-            return len(list(metrics_dir.glob("histogram_*.db"))) == 2
 
-        wait_until(burst, timeout=60, message="both workers answered requests", every=0)
-        scrape = httpx.get(f"{gateway.base_url}/metrics", timeout=10)
-        assert scrape.status_code == 200
-        workers = per_worker(metrics_dir, tmp_path)
-    finally:
-        gateway.process.stop()
+def test_a_scrape_sums_the_counts_of_every_worker(fleet: Fleet, tmp_path: Path) -> None:
+    gateway = fleet.gateways[0]
+    assert not (fleet.metrics_dir / "histogram_1.db").exists()  # an earlier run's file: removed at start
+    before_total = scrape(gateway.base_url)
+    before = per_worker(fleet.metrics_dir, tmp_path)
+    sent = 0
 
-    total = healthz_count(text_string_to_metric_families(scrape.text))
-    assert len(workers) == 2 and all(count > 0 for count in workers.values()), workers
-    assert total == sum(workers.values()) == sent
-    assert "1" not in workers  # the stale file did not count
+    def burst() -> bool:
+        nonlocal sent
+        with ThreadPoolExecutor(16) as pool:  # new connections, accepted by whichever worker
+            statuses = list(pool.map(lambda _: httpx.get(f"{gateway.base_url}/healthz").status_code, range(32)))
+        assert statuses == [200] * 32
+        sent += 32
+        now = per_worker(fleet.metrics_dir, tmp_path)
+        return len(now) == 2 and all(now[pid] > before.get(pid, 0) for pid in now)
+
+    wait_until(burst, timeout=60, message="both workers answered requests", every=0)
+    total = scrape(gateway.base_url)
+    workers = per_worker(fleet.metrics_dir, tmp_path)
+
+    assert len(workers) == 2, workers
+    assert total == sum(workers.values())  # either worker's scrape reads both
+    assert total - before_total == sent
