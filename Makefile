@@ -26,7 +26,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 # die with "illegal instruction" on another machine (or a VM that hides what its CPU has).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-run: $(VENV)/.runtime ## Start a model server and the gateway on 127.0.0.1:8000 (PORT overrides; MODEL=smollm2 for a real model)
+run: $(VENV)/.runtime ## Start a model server and the gateway on 127.0.0.1:8000 (PORT overrides; WEB_CONCURRENCY=N workers; MODEL=smollm2 for a real model)
 ifeq ($(MODEL),smollm2)
 	$(MAKE) --no-print-directory install-model
 	DEFAULT_MODEL=smollm2 $(PY) manage.py rundev --adapter llamacpp
