@@ -82,5 +82,5 @@ http {{
         rows = []
         for line in self.access_log.read_text().splitlines():
             method, path, status, upstream = line.split(" ", 3)
-            rows.append((method, path, int(status), upstream))
+            rows.append((method, path, int(status), upstream.split(", ")[-1]))  # the one that answered
         return rows
