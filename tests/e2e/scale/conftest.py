@@ -9,7 +9,6 @@ The Redis under the fleet is `SCALE_REDIS_URL` (default: the suite's Redis, REDI
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import redis
 from tests.e2e.conftest import Gateway, StartGateway
 from tests.e2e.faults.conftest import ModelServer
 from tests.e2e.scale.nginx import Nginx, installed_nginx
-from tests.support import AzuriteServer
+from tests.support import AzuriteServer, free_port
 
 # Requests per owner per minute: each test's owner stays under it, but for the test that trips it.
 RATE_LIMIT = 40
@@ -41,7 +40,8 @@ def nginx_binary() -> str:
 @dataclass
 class Fleet:
     """Gateways behind one nginx, sharing Redis, Azurite and the model server: `gateways[0]`
-    runs two uvicorn workers writing their metrics to `metrics_dir`, `gateways[1]` is one process."""
+    runs two uvicorn workers writing their metrics to `metrics_dir`, scraped at `metrics_url`
+    (METRICS_BIND); `gateways[1]` is one process."""
 
     nginx: Nginx
     gateways: list[Gateway]
@@ -49,6 +49,7 @@ class Fleet:
     prefix: str
     model: ModelServer
     metrics_dir: Path
+    metrics_url: str
 
     def model_calls(self) -> int:
         """Calls the model server has answered (it logs one line per call, never content)."""
@@ -117,11 +118,16 @@ def fleet(
         metrics_dir = workdir / "metrics"
         metrics_dir.mkdir()
         (metrics_dir / "histogram_1.db").write_bytes(b"an earlier run's file")  # emptied at start
-        workers = {"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        metrics_bind = f"127.0.0.1:{free_port()}"  # served by the supervisor, for both workers
+        workers = {
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "METRICS_BIND": metrics_bind,
+        }
         gateways.append(start_gateway(model.target, **env, **workers))
         gateways.append(start_gateway(model.target, **env))
         nginx = Nginx(nginx_binary(), workdir, [g.base_url.removeprefix("http://") for g in gateways]).start()
-        yield Fleet(nginx, gateways, scale_redis_url, prefix, model, metrics_dir)
+        yield Fleet(nginx, gateways, scale_redis_url, prefix, model, metrics_dir, f"http://{metrics_bind}")
     finally:
         if nginx is not None:
             nginx.stop()
@@ -134,15 +140,3 @@ def fleet(
         if keys:
             client.delete(*keys)
         client.close()
-
-
-def wait_healthy(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{url} did not become healthy")

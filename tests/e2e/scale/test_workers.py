@@ -1,5 +1,6 @@
-"""A gateway with two uvicorn workers (WEB_CONCURRENCY=2, the fleet's first): /metrics, answered
-by either worker, sums every worker's counts (prometheus-client's multiprocess mode)."""
+"""A gateway with two uvicorn workers (WEB_CONCURRENCY=2, the fleet's first): its metrics
+listener (METRICS_BIND, served by the supervisor) sums every worker's counts (prometheus-client's
+multiprocess mode)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def scrape(url: str) -> float:
 def test_a_scrape_sums_the_counts_of_every_worker(fleet: Fleet, tmp_path: Path) -> None:
     gateway = fleet.gateways[0]
     assert not (fleet.metrics_dir / "histogram_1.db").exists()  # an earlier run's file: removed at start
-    before_total = scrape(gateway.base_url)
+    assert httpx.get(f"{gateway.base_url}/metrics").status_code == 404  # on its own listener only
+    before_total = scrape(fleet.metrics_url)
     before = per_worker(fleet.metrics_dir, tmp_path)
     sent = 0
 
@@ -67,9 +69,9 @@ def test_a_scrape_sums_the_counts_of_every_worker(fleet: Fleet, tmp_path: Path) 
         return len(now) == 2 and all(now[pid] > before.get(pid, 0) for pid in now)
 
     wait_until(burst, timeout=60, message="both workers answered requests", every=0)
-    total = scrape(gateway.base_url)
+    total = scrape(fleet.metrics_url)
     workers = per_worker(fleet.metrics_dir, tmp_path)
 
     assert len(workers) == 2, workers
-    assert total == sum(workers.values())  # either worker's scrape reads both
+    assert total == sum(workers.values())  # one scrape reads both
     assert total - before_total == sent
