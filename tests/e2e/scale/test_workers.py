@@ -1,10 +1,12 @@
 """A gateway with two uvicorn workers (WEB_CONCURRENCY=2, the fleet's first): its metrics
 listener (METRICS_BIND, served by the supervisor) sums every worker's counts (prometheus-client's
-multiprocess mode)."""
+multiprocess mode), and a worker that dies leaves its counts but not its live gauges."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,3 +77,15 @@ def test_a_scrape_sums_the_counts_of_every_worker(fleet: Fleet, tmp_path: Path) 
     assert len(workers) == 2, workers
     assert total == sum(workers.values())  # one scrape reads both
     assert total - before_total == sent
+
+    # A worker dies: the supervisor replaces it and drops its live gauges (its open streams would
+    # count for ever); its counts stay in the sum, so no counter goes back.
+    dead = next(iter(workers))
+    os.kill(int(dead), signal.SIGKILL)
+    wait_until(
+        lambda: not (fleet.metrics_dir / f"gauge_livesum_{dead}.db").exists(),
+        timeout=30,
+        message="the supervisor forgets the dead worker's live gauges",
+    )
+    assert (fleet.metrics_dir / f"histogram_{dead}.db").exists()
+    assert scrape(fleet.metrics_url) >= total
