@@ -34,5 +34,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import os, ssl, urllib.request; tls = bool(os.environ.get('HTTPS_CERT_FILE')); urllib.request.urlopen(('https' if tls else 'http') + f'://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=2, context=ssl._create_unverified_context() if tls else None)" || exit 1
 # uvicorn with the gateway's read bounds and options from settings (core/serving.py); port and
-# workers from PORT and WEB_CONCURRENCY, trusted proxies from FORWARDED_ALLOW_IPS.
+# workers from PORT and WEB_CONCURRENCY (uvicorn's supervisor, chosen over gunicorn: README,
+# "Many processes"), trusted proxies from FORWARDED_ALLOW_IPS. With several workers /metrics sums
+# them through PROMETHEUS_MULTIPROC_DIR (a private directory under /tmp unless set: mount a
+# writable emptyDir there when the root file system is read-only).
 CMD ["python", "-m", "core.serving", "--host", "0.0.0.0"]

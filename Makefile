@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/llm/v1/*.proto)
 PROTOC = $(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=.
 
 .DEFAULT_GOAL := help
-.PHONY: help run install-model chromium deploy-tools deploy-check test screenshots lint format typecheck protos protos-check bench bench-quick clean
+.PHONY: help run install-model chromium deploy-tools deploy-check nginx test screenshots lint format typecheck protos protos-check bench bench-quick bench-chat bench-scale clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 # die with "illegal instruction" on another machine (or a VM that hides what its CPU has).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-run: $(VENV)/.runtime ## Start a model server and the gateway on 127.0.0.1:8000 (PORT overrides; MODEL=smollm2 for a real model)
+run: $(VENV)/.runtime ## Start a model server and the gateway on 127.0.0.1:8000 (PORT overrides; WEB_CONCURRENCY=N workers; MODEL=smollm2 for a real model)
 ifeq ($(MODEL),smollm2)
 	$(MAKE) --no-print-directory install-model
 	DEFAULT_MODEL=smollm2 $(PY) manage.py rundev --adapter llamacpp
@@ -67,6 +67,11 @@ deploy-tools: ## Install promtool, nginx and docker-compose for tests/deploy (no
 
 deploy-check: $(VENV)/.dev deploy-tools ## Check deploy/: Kubernetes schemas, yamllint, promtool rules and tests, the dashboard's metrics, compose, nginx
 	scripts/test.sh -q -p no:randomly tests/deploy
+# The scale tests put a real nginx in front of several gateway processes (tests/scale/).
+nginx: ## Install Debian's nginx for the scale tests (nothing to do when it is there)
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  echo "installing nginx-light from the distribution's packages"; \
+	  $(SUDO) apt-get update -qq -o DPkg::Lock::Timeout=300 && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 nginx-light >/dev/null; }
 
 test: $(VENV)/.dev node_modules/.installed ## Install what the tests need and run the whole suite (real Redis, Azurite, the real model, Chromium; PostgreSQL when present)
 	@mkdir -p var
@@ -74,6 +79,8 @@ test: $(VENV)/.dev node_modules/.installed ## Install what the tests need and ru
 	  || echo "note: chromium could not be installed (see var/chromium-install.log); the browser tests will be skipped"
 	@$(MAKE) --no-print-directory deploy-tools > var/deploy-tools-install.log 2>&1 \
 	  || echo "note: the deploy checks' tools could not be installed (see var/deploy-tools-install.log); tests/deploy will fail"
+	@$(MAKE) --no-print-directory nginx > var/nginx-install.log 2>&1 \
+	  || echo "note: nginx could not be installed (see var/nginx-install.log); the scale tests will fail"
 	@$(MAKE) --no-print-directory install-model > var/model-install.log 2>&1 \
 	  || echo "note: the model could not be installed (see var/model-install.log); its tests will be skipped"
 	scripts/test.sh
@@ -114,9 +121,11 @@ bench: $(VENV)/.dev ## Measure the gateway's added latency, throughput and strea
 bench-quick: $(VENV)/.dev ## The issue-13 ratios in under 40 s: gateway against the model server alone, native and streamed turns
 	$(PY) bench/quick.py
 
-.PHONY: bench-chat
 bench-chat: $(VENV)/.dev ## /v1/chat/completions (and /v1/responses) against the native turn, same run: p50 and CPU per turn
 	$(PY) bench/chat_completions.py
+
+bench-scale: $(VENV)/.dev nginx ## Turns/s and streams/s with 1, 2 and 4 workers behind nginx, and the CPU each part uses
+	$(PY) bench/scale.py
 
 clean: ## Remove the virtualenv, node_modules and local state
 	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -13,8 +13,10 @@ SCHEDULER_LAST_SUCCESS = Gauge(
     "gateway_scheduler_last_success_timestamp_seconds",
     "When the scheduler (in any process) last finished a pass without error (Unix time).",
     ["pass_"],
+    multiprocess_mode="max",  # several workers: the latest success any of them read
 )
 SESSIONS_OVERDUE = Gauge(
     "gateway_sessions_overdue_for_archive",
     "Active sessions idle longer than ARCHIVE_IDLE_SECONDS plus two archive intervals (refreshed on scrape).",
+    multiprocess_mode="mostrecent",
 )

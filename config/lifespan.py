@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from core.observability import multiprocess
 from core.observability.gauges import refresh_gauges
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,9 @@ class LifespanApp:
             scheduler = scheduler_from_settings(get_archive_service())
             self._scheduler = asyncio.create_task(scheduler.run(self._stop))
         if settings.METRICS_BIND:
-            host, _, port = settings.METRICS_BIND.rpartition(":")
-            start_http_server(int(port), addr=host or "127.0.0.1")
+            if not multiprocess.enabled():  # else core.serving serves it, once for every worker
+                host, _, port = settings.METRICS_BIND.rpartition(":")
+                start_http_server(int(port), addr=host or "127.0.0.1")
             self._gauges = asyncio.create_task(self._refresh_gauges())
         settle_the_heap()
 

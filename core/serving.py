@@ -11,8 +11,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 from typing import Any
+
+from uvicorn.supervisors import Multiprocess
+
+from core.observability import multiprocess
 
 APPLICATION = "config.asgi:application"
 STARTUP_FAILURE = 3  # uvicorn's own exit code when the server did not start
@@ -44,6 +49,9 @@ def uvicorn_options(*, host: str, port: int, workers: int) -> dict[str, Any]:
         "backlog": 8192,
         # After the gateway's own drain (core/shutdown.py): a bound on closing what is left.
         "timeout_graceful_shutdown": 10,
+        # With several workers the supervisor pings each and replaces one that does not answer in
+        # time; a worker starting on a loaded machine took over uvicorn's 5 s just to import.
+        "timeout_worker_healthcheck": 30,
         # WebSocket frames over 1 MiB close the connection (1009); the gateway refuses smaller
         # ones over MAX_REQUEST_BYTES itself, with an error frame.
         "ws_max_size": 1024 * 1024,
@@ -79,20 +87,56 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from core.http_protocol import GatewayConfig
 
     options = uvicorn_options(host=args.host, port=args.port, workers=args.workers)
     config = GatewayConfig(APPLICATION, read_limits=read_limits(), **options)
-    server = uvicorn.Server(config)
-    if config.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-        return
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down already
-        server.run()
-    if not server.started:
-        sys.exit(STARTUP_FAILURE)
+    made = multiprocess.prepare(config.workers)  # before any worker starts
+    try:
+        serve_metrics_listener()
+        if config.workers > 1:
+            Workers(config, sockets=[config.bind_socket()]).run()
+            return
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down already
+            server.run()
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def serve_metrics_listener() -> None:
+    """In multiprocess mode METRICS_BIND is served here, once for all the workers (each worker
+    serves it itself otherwise, from its lifespan: config/lifespan.py)."""
+    from django.conf import settings
+    from prometheus_client import start_http_server
+
+    if settings.METRICS_BIND and multiprocess.enabled():
+        host, _, port = settings.METRICS_BIND.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=multiprocess.scrape_registry())
+
+
+class Workers(Multiprocess):
+    """uvicorn's supervisor (it replaces a worker that dies), which also tells the metrics that
+    the worker is gone: its live gauges (open streams, breakers) leave the scrape."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        self._forget(before)
+
+    def handle_signals(self) -> None:  # SIGHUP replaces every worker, SIGTTOU retires one
+        before = {process.pid for process in self.processes}
+        super().handle_signals()
+        self._forget(before)
+
+    def _forget(self, before: set[int | None]) -> None:
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                multiprocess.worker_died(pid)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views import defaults
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.auth import devkeys
 from core.errors import Forbidden, GatewayError, InvalidRequest, NotFound, Unauthenticated
 from core.health import run_checks
+from core.observability import multiprocess
 from core.observability.gauges import refresh_gauges
 from core.problems import PROBLEM_CONTENT_TYPE, problem_from_error
 
@@ -50,7 +51,7 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
         if not hmac.compare_digest(supplied.encode(), settings.METRICS_TOKEN.encode()):
             return _problem(request, Unauthenticated("The metrics token is required."))
     await refresh_gauges()
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(multiprocess.scrape_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
 def dev_jwks(request: HttpRequest) -> HttpResponse:

@@ -8,4 +8,5 @@ CIRCUIT_BREAKER = Gauge(
     "gateway_circuit_breaker_state",
     "Each model-server target's breaker: 0 closed, 1 half-open (probing), 2 open (failing fast).",
     ["target"],
+    multiprocess_mode="livemax",  # several workers: the worst of the live workers' breakers
 )

@@ -33,7 +33,9 @@ async def admit(owner: str) -> None:
 
 class StreamSlots:
     """A per-process cap on concurrent streams, so an overload is a fast 503, not a slowdown
-    for everyone. One event loop per process: a plain counter is enough."""
+    for everyone. One event loop per process: a plain counter is enough. The gauge is set at
+    each change rather than read at the scrape (`set_function`): with several workers the
+    scrape reads what each worker wrote to its metrics file."""
 
     def __init__(self) -> None:
         self.open = 0
@@ -43,14 +45,15 @@ class StreamSlots:
         if self.open >= settings.MAX_CONCURRENT_STREAMS:
             raise TooManyStreams()
         self.open += 1
+        metrics.OPEN_STREAMS.set(self.open)
         try:
             yield
         finally:
             self.open -= 1
+            metrics.OPEN_STREAMS.set(self.open)
 
 
 slots = StreamSlots()
-metrics.OPEN_STREAMS.set_function(lambda: slots.open)
 
 
 @asynccontextmanager

@@ -23,9 +23,19 @@ OVERHEAD = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 BACKEND_ERRORS = Counter("gateway_backend_errors_total", "Failed model server calls, by error code.", ["code"])
-ACTIVE_SESSIONS = Gauge("gateway_active_sessions", "Sessions in the active store (refreshed periodically).")
+# With several workers (core.observability.multiprocess) each gauge says how the workers' values
+# combine: the store's count is the same for all, the last refresh wins; open streams add up over
+# the workers alive.
+ACTIVE_SESSIONS = Gauge(
+    "gateway_active_sessions",
+    "Sessions in the active store (refreshed periodically).",
+    multiprocess_mode="mostrecent",
+)
 ACTIVE_STORE_UP = Gauge(
     "gateway_active_store_up",
-    "1 when the active store (Redis) answered this process's last scrape-time read, 0 when it did not.",
+    "1 when the active store (Redis) answered the last scrape-time read, 0 when it did not.",
+    multiprocess_mode="mostrecent",
 )
-OPEN_STREAMS = Gauge("gateway_open_streams", "Replies this process is streaming right now.")
+OPEN_STREAMS = Gauge(
+    "gateway_open_streams", "Replies this instance is streaming right now.", multiprocess_mode="livesum"
+)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
+import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from core.http_protocol import GatewayHttpProtocol
+from core.observability import multiprocess
 from core.serving import read_limits, server_command, uvicorn_options
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,3 +43,30 @@ def test_the_image_serves_through_the_launcher_and_trusts_no_client_forwarded_he
     assert "forwarded-allow-ips" not in cmd and "'*'" not in shlex.split(cmd.removeprefix("CMD "))
     production = (ROOT / "config" / "settings" / "production.py").read_text()
     assert "SECURE_PROXY_SSL_HEADER =" not in production  # Django would believe any client's X-Forwarded-Proto
+
+
+def test_several_workers_get_a_metrics_directory_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(multiprocess.ENV, "")  # restored (to unset) after the test
+    monkeypatch.delenv(multiprocess.ENV)
+    assert multiprocess.prepare(1) is None and not multiprocess.enabled()  # one process: its registry
+
+    made = multiprocess.prepare(2)
+    try:
+        assert made is not None and made.is_dir() and not any(made.iterdir())
+        assert os.environ[multiprocess.ENV] == str(made) and multiprocess.enabled()
+    finally:
+        shutil.rmtree(made or "", ignore_errors=True)
+
+
+def test_an_operators_metrics_directory_is_emptied_of_an_earlier_runs_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    directory = tmp_path / "metrics"
+    monkeypatch.setenv(multiprocess.ENV, str(directory))
+    assert multiprocess.prepare(1) is None and directory.is_dir()  # made, and left to the operator
+    (directory / "counter_123.db").write_bytes(b"old counts")
+    (directory / "keep.txt").write_text("not ours")
+
+    assert multiprocess.prepare(4) is None
+
+    assert sorted(p.name for p in directory.iterdir()) == ["keep.txt"]

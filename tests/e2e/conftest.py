@@ -186,7 +186,7 @@ def start_gateway(
         scheme = "https" if certfile else "http"
         gateway = Gateway(f"{scheme}://127.0.0.1:{port}", process, env, workdir / "dev-key.pem")
         started.append(gateway)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # several workers start at once on a loaded machine
         while time.monotonic() < deadline:
             if process.proc.poll() is not None:
                 pytest.fail(f"gateway exited:\n{process.output()}")

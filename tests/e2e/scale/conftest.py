@@ -1,0 +1,142 @@
+"""The scale suite's processes: several gateway processes behind a real nginx (Debian's, installed
+by `make nginx`), configured from deploy/nginx/gateway.conf.template, over Redis, Azurite and the
+echo model server.
+
+The Redis under the fleet is `SCALE_REDIS_URL` (default: the suite's Redis, REDIS_TEST_URL), with
+`SCALE_REDIS_CLUSTER=1` when it is a node of a Redis Cluster, so the same tests run on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.e2e.conftest import Gateway, StartGateway
+from tests.e2e.faults.conftest import ModelServer
+from tests.e2e.scale.nginx import Nginx, installed_nginx
+from tests.support import AzuriteServer, free_port
+
+# Requests per owner per minute: each test's owner stays under it, but for the test that trips it.
+RATE_LIMIT = 40
+
+
+def nginx_binary() -> str:
+    found = installed_nginx()
+    if found:
+        return found
+    message = "nginx is not installed: `make nginx` installs Debian's (make test runs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class Fleet:
+    """Gateways behind one nginx, sharing Redis, Azurite and the model server: `gateways[0]`
+    runs two uvicorn workers writing their metrics to `metrics_dir`, scraped at `metrics_url`
+    (METRICS_BIND); `gateways[1]` is one process."""
+
+    nginx: Nginx
+    gateways: list[Gateway]
+    redis_url: str
+    prefix: str
+    model: ModelServer
+    metrics_dir: Path
+    metrics_url: str
+
+    def model_calls(self) -> int:
+        """Calls the model server has answered (it logs one line per call, never content)."""
+        assert self.model.process is not None
+        log = self.model.process.log.read_text(errors="replace")
+        return log.count(" complete request_id=") + log.count(" stream request_id=")
+
+    @property
+    def base_url(self) -> str:
+        return self.nginx.base_url
+
+    def client(self, token: str, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def token(self, sub: str) -> str:
+        return self.gateways[0].dev_token(sub=sub)
+
+    def address(self, gateway: Gateway) -> str:
+        return gateway.base_url.removeprefix("http://")
+
+    def store(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+
+@pytest.fixture(scope="session")
+def scale_redis_url(redis_url: str) -> str:
+    return os.environ.get("SCALE_REDIS_URL", redis_url)
+
+
+@pytest.fixture(scope="session")
+def fleet(
+    start_gateway: StartGateway,
+    scale_redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Fleet]:
+    """Two gateways (free ports; the first with two workers) behind nginx, over Azurite,
+    `scale_redis_url` and a model server of their own (its log counts the calls)."""
+    workdir = tmp_path_factory.mktemp("scale")
+    model = ModelServer(workdir, "--token-delay", "0.002").launch()
+    azurite = AzuriteServer(workdir, in_memory=True).start()
+    prefix = f"gwtest:scale:{uuid.uuid4().hex[:10]}"
+    env = {
+        "REDIS_URL": scale_redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "ARCHIVE_CONTAINER": f"scale{uuid.uuid4().hex[:12]}",
+        # Exact shared limits (no per-process batching) and a small budget to trip.
+        "RATE_LIMIT_SYNC_SECONDS": "0",
+        "RATE_LIMIT_REQUESTS_PER_MINUTE": str(RATE_LIMIT),
+        # A killed process's turn lock and Idempotency-Key claim lapse in seconds, not minutes
+        # (and the model's deadlines fit in the lock, as the system checks demand).
+        "TURN_LOCK_SECONDS": "4",
+        "BACKEND_TIMEOUT_SECONDS": "3",
+        "BACKEND_CONNECT_TIMEOUT_SECONDS": "1",
+        "BACKEND_FIRST_DELTA_TIMEOUT_SECONDS": "2",
+        "BACKEND_SILENCE_TIMEOUT_SECONDS": "2",
+    }
+    if os.environ.get("SCALE_REDIS_CLUSTER"):
+        env["REDIS_CLUSTER"] = "1"
+    nginx: Nginx | None = None
+    gateways: list[Gateway] = []
+    try:
+        model.ready()
+        # The first with two uvicorn workers of its own (one /metrics for both), the second a
+        # single process (the one the kill test kills).
+        metrics_dir = workdir / "metrics"
+        metrics_dir.mkdir()
+        (metrics_dir / "histogram_1.db").write_bytes(b"an earlier run's file")  # emptied at start
+        metrics_bind = f"127.0.0.1:{free_port()}"  # served by the supervisor, for both workers
+        workers = {
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "METRICS_BIND": metrics_bind,
+        }
+        gateways.append(start_gateway(model.target, **env, **workers))
+        gateways.append(start_gateway(model.target, **env))
+        nginx = Nginx(nginx_binary(), workdir, [g.base_url.removeprefix("http://") for g in gateways]).start()
+        yield Fleet(nginx, gateways, scale_redis_url, prefix, model, metrics_dir, f"http://{metrics_bind}")
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for gateway in gateways:
+            gateway.process.stop()
+        azurite.stop()
+        model.stop()
+        client = redis.Redis.from_url(scale_redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
