@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -43,7 +43,16 @@ class SessionRecorder(Protocol):
 
 class DatabaseRecorder:
     async def record(self, event: SessionEvent) -> None:
-        await sync_to_async(self._apply)(event)
+        await sync_to_async(self._apply_on_a_usable_connection)(event)
+
+    def _apply_on_a_usable_connection(self, event: SessionEvent) -> None:
+        # Called from a consumer, this runs on asgiref's one shared sync thread, whose connection
+        # lives across requests (CONN_MAX_AGE): no request signal closes it there when it breaks
+        # or expires, so drop such a one first, as Django does at each request. Not inside a
+        # transaction (a sync caller's, or a test's), which it would end.
+        if not connection.in_atomic_block:
+            close_old_connections()
+        self._apply(event)
 
     @transaction.atomic
     def _apply(self, event: SessionEvent) -> None:
