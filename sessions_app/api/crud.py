@@ -56,11 +56,12 @@ def django_application() -> ASGIHandler:
 
 
 class SessionCrudConsumer(HttpEdgeConsumer):
-    """The shared steps: hand over to Django what it must answer, authenticate, check the
-    scope, count the request against the owner's limit, then `serve`; any failure is the
-    problem+json the DRF exception handler would have rendered."""
+    """The shared steps: hand over to Django what it must answer, read the body, authenticate,
+    check the scope, count the request against the owner's limit, then `serve`; any failure is
+    the problem+json the DRF exception handler would have rendered."""
 
     methods: ClassVar[frozenset[str]]  # served here; the rest go to the DRF view
+    body = b""
     allow: ClassVar[bytes]  # the DRF view's `Allow` header
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -73,17 +74,21 @@ class SessionCrudConsumer(HttpEdgeConsumer):
         await super().__call__(scope, receive, send)
 
     async def handle(self) -> None:
+        # The whole body first, as Django reads it before any view runs: a client's slow or
+        # oversized body meets the same timeout (408) and bound (413) as on every Django route.
+        body = await self.read_body()
+        if body is None:
+            return  # the client left, or its body was too large (answered)
+        self.body = body
         try:
             principal = await authenticate_authorization(_decode(self.header(b"authorization")))
             require_scope(principal, READ_SCOPE if self.scope["method"] == "GET" else WRITE_SCOPE)
             await admit(principal.owner)
-            status, body, headers = await self.serve(principal.owner)
-        except _ClientGone:
-            return
+            status, payload, headers = await self.serve(principal.owner)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a problem, as in the DRF views
             await self.send_problem(to_gateway_error(exc))
             return
-        await self.send_json(status, body, headers)
+        await self.send_json(status, payload, headers)
 
     async def serve(self, owner: str) -> tuple[int, Any, dict[str, str]]:
         raise NotImplementedError
@@ -110,21 +115,15 @@ class SessionCrudConsumer(HttpEdgeConsumer):
         query.is_valid(raise_exception=True)
         return dict(query.validated_data)
 
-    async def json_body(self) -> Any:
+    def json_body(self) -> Any:
         """The body as DRF's `request.data` reads it: no body is `{}`; else it must be JSON."""
-        body = await self.read_body()
-        if body is None:
-            raise _ClientGone()
+        body = self.body
         if not body:
             return {}
         content_type = self.request.META.get("CONTENT_TYPE", "")
         if not media_type_matches(BoundedJSONParser.media_type, content_type):
             raise drf.UnsupportedMediaType(content_type)
         return BoundedJSONParser().parse(io.BytesIO(body))
-
-
-class _ClientGone(Exception):
-    """The client left before its body arrived (or its body was refused as too large, and answered)."""
 
 
 class SessionCollectionConsumer(SessionCrudConsumer):
@@ -144,7 +143,7 @@ class SessionCollectionConsumer(SessionCrudConsumer):
                 )
             )
             return 200, presenters.page(page), {}
-        data = SessionCreateSerializer(data=await self.json_body())
+        data = SessionCreateSerializer(data=self.json_body())
         data.is_valid(raise_exception=True)
         idempotent = IdempotentRequest.of(_decode(self.header(b"idempotency-key")), "create", data.validated_data)
         session = unwrap(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import httpx
@@ -177,7 +178,7 @@ async def test_forged_and_foreign_ids_read_nothing(client: httpx.AsyncClient, mi
     assert_problem(await client.get(f"/api/v1/sessions/{mine['id']}?messages_cursor=x"), 400, "invalid_cursor")
 
 
-async def test_scopes_and_tokens_are_checked_before_the_body_is_read(client: httpx.AsyncClient, mint: Mint) -> None:
+async def test_scopes_and_tokens_are_checked_before_the_body_is_parsed(client: httpx.AsyncClient, mint: Mint) -> None:
     reader = {"Authorization": f"Bearer {mint(scope='chat.read')}"}
     writer = {"Authorization": f"Bearer {mint(scope='chat.write')}"}
 
@@ -189,7 +190,7 @@ async def test_scopes_and_tokens_are_checked_before_the_body_is_read(client: htt
 
 
 async def test_an_idempotency_key_replays_the_first_creation(client: httpx.AsyncClient) -> None:
-    key = {"Idempotency-Key": "create-1"}
+    key = {"Idempotency-Key": f"create-{uuid.uuid4()}"}  # the idempotency store outlives the test
 
     first = await client.post("/api/v1/sessions", json={"system_prompt": "a"}, headers=key)
     again = await client.post("/api/v1/sessions", json={"system_prompt": "a"}, headers=key)
