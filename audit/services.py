@@ -41,6 +41,30 @@ def audit_sync(
     return AuditEvent.objects.create(**_event(actor, action, target_type, target, outcome, details, at, owner))
 
 
+# What `audit_later` makes, named here so that its callers need not import the model.
+PendingAuditEvent = AuditEvent
+
+
+def audit_later(
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target: str,
+    outcome: str = "success",
+    details: Mapping[str, Any] | None = None,
+    owner: str = "",
+) -> PendingAuditEvent:
+    """An unsaved audit event, stamped now in the caller's context (its time, its trace id), for
+    `audit_all_sync` to write with others in one statement."""
+    return AuditEvent(**_event(actor, action, target_type, target, outcome, details, None, owner))
+
+
+def audit_all_sync(events: list[PendingAuditEvent]) -> None:
+    """Write events made by `audit_later` in one INSERT; inside a transaction, they commit with it."""
+    AuditEvent.objects.bulk_create(events)
+
+
 def _event(
     actor: str,
     action: str,

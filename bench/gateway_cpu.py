@@ -9,6 +9,8 @@ one gateway against the real Redis, then:
   creation's CPU is not counted in a turn's), and prints the gateway's user+system CPU per turn
   with the rate, p50 and p99;
 - creates `--creates` sessions at 16 clients and prints the same per creation;
+- with `--reads N`, N session lists (`GET /api/v1/sessions`) and N session reads
+  (`GET /api/v1/sessions/{id}`) at 16 clients, and the same per request;
 - with `--monitor N`, runs N more turns at one client under Redis MONITOR and prints the commands
   the run's keys saw per turn, by name, those the gateway sent apart from those its Lua scripts
   ran (MONITOR slows Redis: no timing is taken then).
@@ -28,7 +30,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import orjson
 import redis
@@ -118,6 +120,28 @@ async def run_creates(port: int, token: str, pid: int, creates: int) -> Timed:
     return timed
 
 
+async def run_reads(port: int, token: str, pid: int, reads: int, path_of: Callable[[int], str]) -> Timed:
+    """`reads` GETs at 16 clients, the i-th of `path_of(i)`."""
+    connections = [RawHttp(port, token) for _ in range(CREATE_CONCURRENCY)]
+    for http in connections:
+        await http.connect()
+    timed = Timed(pid)
+
+    async def worker(http: RawHttp, first: int) -> None:
+        for i in range(first, first + reads // CREATE_CONCURRENCY):
+            started = time.perf_counter()
+            status, _ = await http.request("GET", path_of(i))
+            if status == 200:
+                timed.latencies.append(time.perf_counter() - started)
+            else:
+                timed.failed += 1
+
+    await timed.run(*(worker(http, n * reads) for n, http in enumerate(connections)))
+    for http in connections:
+        http.close()
+    return timed
+
+
 class Monitor:
     """Redis MONITOR in a thread, counting the commands that name keys under `prefix`."""
 
@@ -159,6 +183,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", default="1,16", help="for the turns; creations run at 16")
     parser.add_argument("--stream", action="store_true", help="50-delta SSE streams instead of native turns")
     parser.add_argument("--creates", type=int, default=2000, help="session creations (0: none)")
+    parser.add_argument("--reads", type=int, default=0, help="session lists and reads each, at 16 (0: none)")
     parser.add_argument("--monitor", type=int, default=0, help="turns counted under Redis MONITOR (0: none)")
     parser.add_argument("--database", default="", help="DATABASE_URL for the gateway (default: SQLite)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -179,6 +204,14 @@ async def main() -> None:
         if args.creates:
             timed = await run_creates(port, run.token, gateway.pid, args.creates)
             print(timed.line("creations", CREATE_CONCURRENCY, "each"), flush=True)
+        if args.reads:
+            ids = [session for mine in await make_sessions(port, run.token, 1, 1000) for session in mine]
+            timed = await run_reads(port, run.token, gateway.pid, args.reads, lambda i: "/api/v1/sessions?limit=20")
+            print(timed.line("lists", CREATE_CONCURRENCY, "each"), flush=True)
+            timed = await run_reads(
+                port, run.token, gateway.pid, args.reads, lambda i: f"/api/v1/sessions/{ids[i % len(ids)]}"
+            )
+            print(timed.line("reads", CREATE_CONCURRENCY, "each"), flush=True)
         if args.monitor:
             sessions = await make_sessions(port, run.token, 1, args.monitor)  # creation is not a turn: not counted
             with Monitor(args.redis_url, run.env["REDIS_KEY_PREFIX"]) as seen:

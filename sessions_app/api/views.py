@@ -1,4 +1,9 @@
-"""DRF views for session CRUD; each validates input, calls one service (lifecycle or selectors), shapes output."""
+"""DRF views for session CRUD; each validates input, calls one service (lifecycle or selectors), shapes output.
+
+They are the documented contract. `POST`/`GET /api/v1/sessions` and `GET /api/v1/sessions/{id}`
+are served by the consumers in `crud.py` (routed ahead of Django), which keep these views'
+behaviour; the views answer every other method of those routes.
+"""
 
 from __future__ import annotations
 
