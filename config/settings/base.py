@@ -85,8 +85,26 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+
+def pooled(database: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL through one connection pool per process (psycopg_pool, DATABASE_POOL_MAX
+    connections; 0 turns it off). Under ASGI a request's sync part runs on a thread of its own,
+    and a connection kept per thread (CONN_MAX_AGE) stays open after its request: one per
+    request until the server refuses more ("too many clients"). Pooled, a request returns its
+    connection as it ends, and a burst waits DATABASE_POOL_TIMEOUT seconds for one."""
+    database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    size = env.int("DATABASE_POOL_MAX", default=10)
+    if database["ENGINE"].endswith("postgresql") and size > 0:
+        database["CONN_MAX_AGE"] = 0  # Django refuses persistent connections beside a pool
+        database.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": size,
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        }
+    return database
+
+
+DATABASES = {"default": pooled(env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"))}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The embedded default writes from more than one thread: take the write lock up front
     # (no "database is locked" on an upgrade), wait for it, and let readers go on (WAL).

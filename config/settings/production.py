@@ -10,14 +10,13 @@ refuses (config/settings/safety.py).
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import REDIS_CLUSTER, REDIS_KEY_PREFIX, env, redis_cache, redis_session_store
+from config.settings.base import REDIS_CLUSTER, REDIS_KEY_PREFIX, env, pooled, redis_cache, redis_session_store
 from config.settings.safety import require_algorithms, require_hosts, require_keks, require_strong_secret
 from core.observability.logs import logging_config
 
 SECRET_KEY = env("SECRET_KEY")
 OWNER_PSEUDONYM_SECRET = env("OWNER_PSEUDONYM_SECRET")
-DATABASES = {"default": env.db("DATABASE_URL")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES = {"default": pooled(env.db("DATABASE_URL"))}
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 require_hosts(ALLOWED_HOSTS)
 JWT_ISSUER = env("JWT_ISSUER")

@@ -69,6 +69,8 @@ NOT_DEPLOYED = {
     "ADMIN_OIDC_USERINFO_ENDPOINT": "the admin's OIDC sign-in: derived from the issuer when unset",
     "ADMIN_OIDC_JWKS_ENDPOINT": "the admin's OIDC sign-in: derived from the issuer when unset",
     "ADMIN_OIDC_END_SESSION_ENDPOINT": "the admin's OIDC sign-in: optional RP-initiated logout",
+    "DATABASE_POOL_MAX": "optional: 10 per process; size replicas x this under PostgreSQL's max_connections",
+    "DATABASE_POOL_TIMEOUT": "optional: 10 s",
     "REDIS_ACTIVITY_SHARDS": "optional: follows REDIS_CLUSTER (16 shards on a cluster, 1 on one Redis)",
     "REDIS_WAIT_REPLICAS": "optional: follows REDIS_CLUSTER (1 on a cluster, 0 on one Redis)",
     "REDIS_COMMIT_RETRY_SECONDS": "optional: follows REDIS_CLUSTER (5 s on a cluster, 0 on one Redis)",
