@@ -77,16 +77,7 @@ class DatabaseRecorder:
     def _fields(event: SessionEvent) -> dict[str, Any]:
         fields: dict[str, Any] = {"owner": event.owner}
         if event.session is not None:
-            session = event.session
-            fields.update(
-                status=session.status.value,
-                model=session.model,
-                created_at=session.created_at,
-                last_activity_at=session.last_activity_at,
-                message_count=session.message_count,
-                input_tokens=session.usage.input_tokens,
-                output_tokens=session.usage.output_tokens,
-            )
+            fields.update(_session_fields(event.session))
         if event.status is not None:
             fields["status"] = event.status
         if event.archived_at is not None or event.action == "session.resume":
@@ -96,18 +87,21 @@ class DatabaseRecorder:
         return fields
 
 
+def _session_fields(session: ChatSession) -> dict[str, Any]:
+    """A session's record columns, as the session now stands."""
+    return {
+        "status": session.status.value,
+        "model": session.model,
+        "created_at": session.created_at,
+        "last_activity_at": session.last_activity_at,
+        "message_count": session.message_count,
+        "input_tokens": session.usage.input_tokens,
+        "output_tokens": session.usage.output_tokens,
+    }
+
+
 def _new_record(session: ChatSession) -> SessionRecord:
-    return SessionRecord(
-        id=session.id,
-        owner=session.owner,
-        status=session.status.value,
-        model=session.model,
-        created_at=session.created_at,
-        last_activity_at=session.last_activity_at,
-        message_count=session.message_count,
-        input_tokens=session.usage.input_tokens,
-        output_tokens=session.usage.output_tokens,
-    )
+    return SessionRecord(id=session.id, owner=session.owner, **_session_fields(session))
 
 
 def _audit_event(event: SessionEvent) -> PendingAuditEvent:
