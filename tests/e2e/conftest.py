@@ -7,6 +7,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -146,6 +147,7 @@ def start_gateway(
     prefix = f"gwtest:e2e:{uuid.uuid4().hex[:10]}"
     workdir = tmp_path_factory.mktemp("gateway")
     migrated = False
+    migrating = threading.Lock()  # gateways may start from several threads at once: migrate once
 
     def start(backend_target: str, *, port: int | None = None, **overrides: str) -> Gateway:
         """`HTTPS_CERT_FILE` and `HTTPS_KEY_FILE` among the overrides make it serve HTTPS; `port`
@@ -173,11 +175,12 @@ def start_gateway(
             **overrides,
         }
         nonlocal migrated
-        if not migrated:
-            subprocess.run(
-                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
-            )
-            migrated = True
+        with migrating:
+            if not migrated:
+                subprocess.run(
+                    [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+                )
+                migrated = True
         process = spawn(
             server_command("uvicorn", host="127.0.0.1", port=port),
             env,

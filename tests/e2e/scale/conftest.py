@@ -2,8 +2,9 @@
 by `make nginx`), configured from deploy/nginx/gateway.conf.template, over Redis, Azurite and the
 echo model server.
 
-The Redis under the fleet is `SCALE_REDIS_URL` (default: the suite's Redis, REDIS_TEST_URL), with
-`SCALE_REDIS_CLUSTER=1` when it is a node of a Redis Cluster, so the same tests run on a cluster.
+Every test on the fleet runs twice: over the session's Redis Cluster (tests/redis_cluster.py: three
+masters with a replica each; the gateways get a node's URL and REDIS_CLUSTER=1), then over the
+suite's single Redis (REDIS_TEST_URL).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import redis
 from tests.e2e.conftest import Gateway, StartGateway
 from tests.e2e.faults.conftest import ModelServer
 from tests.e2e.scale.nginx import Nginx, installed_nginx
+from tests.redis_cluster import RedisClusterNodes
 from tests.support import AzuriteServer, free_port
 
 # Requests per owner per minute: each test's owner stays under it, but for the test that trips it.
@@ -46,6 +49,7 @@ class Fleet:
     nginx: Nginx
     gateways: list[Gateway]
     redis_url: str
+    cluster: RedisClusterNodes | None  # the Redis Cluster under the fleet, or None on one Redis
     prefix: str
     model: ModelServer
     metrics_dir: Path
@@ -70,29 +74,47 @@ class Fleet:
     def address(self, gateway: Gateway) -> str:
         return gateway.base_url.removeprefix("http://")
 
-    def store(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url)
+
+def store_keys(redis_url: str, cluster: bool, pattern: str) -> list[bytes]:
+    """Every key matching `pattern`: on a cluster, from every master (a plain SCAN sees one node)."""
+    if not cluster:
+        with redis.Redis.from_url(redis_url) as client:
+            return list(client.scan_iter(match=pattern, count=1000))
+    with redis.RedisCluster.from_url(redis_url) as nodes:
+        return list(nodes.scan_iter(match=pattern, count=1000, target_nodes=redis.RedisCluster.PRIMARIES))
 
 
-@pytest.fixture(scope="session")
-def scale_redis_url(redis_url: str) -> str:
-    return os.environ.get("SCALE_REDIS_URL", redis_url)
+def delete_keys(redis_url: str, cluster: bool, pattern: str) -> None:
+    """Delete every key matching `pattern` (on a cluster, on every master), and check none is left."""
+    keys = store_keys(redis_url, cluster, pattern)
+    client = redis.RedisCluster.from_url(redis_url) if cluster else redis.Redis.from_url(redis_url)
+    with client:
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])  # RedisCluster splits it per slot
+    left = store_keys(redis_url, cluster, pattern)
+    assert not left, f"{len(left)} keys left under {pattern}: {left[:5]}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=[pytest.param("cluster", marks=pytest.mark.cluster), "redis"])
 def fleet(
+    request: pytest.FixtureRequest,
     start_gateway: StartGateway,
-    scale_redis_url: str,
+    redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fleet]:
-    """Two gateways (free ports; the first with two workers) behind nginx, over Azurite,
-    `scale_redis_url` and a model server of their own (its log counts the calls)."""
-    workdir = tmp_path_factory.mktemp("scale")
+    """Two gateways (free ports; the first with two workers) behind nginx, over Azurite, the
+    Redis Cluster or the single Redis (the fixture's parameter), and a model server of their own
+    (its log counts the calls)."""
+    cluster: RedisClusterNodes | None = None
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        redis_url = cluster.url
+    workdir = tmp_path_factory.mktemp(f"scale-{request.param}")
     model = ModelServer(workdir, "--token-delay", "0.002").launch()
     azurite = AzuriteServer(workdir, in_memory=True).start()
     prefix = f"gwtest:scale:{uuid.uuid4().hex[:10]}"
     env = {
-        "REDIS_URL": scale_redis_url,
+        "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": prefix,
         "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
         "ARCHIVE_CONTAINER": f"scale{uuid.uuid4().hex[:12]}",
@@ -107,7 +129,7 @@ def fleet(
         "BACKEND_FIRST_DELTA_TIMEOUT_SECONDS": "2",
         "BACKEND_SILENCE_TIMEOUT_SECONDS": "2",
     }
-    if os.environ.get("SCALE_REDIS_CLUSTER"):
+    if cluster is not None:
         env["REDIS_CLUSTER"] = "1"
     nginx: Nginx | None = None
     gateways: list[Gateway] = []
@@ -124,10 +146,13 @@ def fleet(
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "METRICS_BIND": metrics_bind,
         }
-        gateways.append(start_gateway(model.target, **env, **workers))
-        gateways.append(start_gateway(model.target, **env))
+        # Both at once (start_gateway migrates the database once, whichever call comes first).
+        with ThreadPoolExecutor(2) as pool:
+            starting = [pool.submit(start_gateway, model.target, **env, **workers)]
+            starting.append(pool.submit(start_gateway, model.target, **env))
+            gateways.extend(future.result() for future in starting)
         nginx = Nginx(nginx_binary(), workdir, [g.base_url.removeprefix("http://") for g in gateways]).start()
-        yield Fleet(nginx, gateways, scale_redis_url, prefix, model, metrics_dir, f"http://{metrics_bind}")
+        yield Fleet(nginx, gateways, redis_url, cluster, prefix, model, metrics_dir, f"http://{metrics_bind}")
     finally:
         if nginx is not None:
             nginx.stop()
@@ -135,8 +160,4 @@ def fleet(
             gateway.process.stop()
         azurite.stop()
         model.stop()
-        client = redis.Redis.from_url(scale_redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_keys(redis_url, cluster is not None, f"{prefix}:*")

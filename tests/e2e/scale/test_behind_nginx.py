@@ -148,6 +148,22 @@ def test_the_rate_limit_is_one_budget_for_every_process(fleet: Fleet) -> None:
     assert min(admitted.values()) >= RATE_LIMIT // 2 - 1
 
 
+def test_on_the_cluster_the_fleets_sessions_land_on_every_master(fleet: Fleet) -> None:
+    """Both processes keep their state on the Redis Cluster, spread over its three masters (no
+    per-process or one-node state): a session made through one process continues on the other."""
+    if fleet.cluster is None:
+        pytest.skip("the fleet is on the single Redis")
+    tokens = [fleet.token(f"scale-spread-{n}") for n in range(3)]
+    for n in range(9):
+        session_id = new_session(fleet, tokens[n % 3])
+        with fleet.client(tokens[n % 3]) as http:
+            answer = http.post(f"/api/v1/sessions/{session_id}/messages", json={"content": f"t{n}"})
+            assert answer.status_code == 200, answer.text
+        assert len(stored(fleet, tokens[n % 3], session_id)["messages"]) == 2
+    per_master = fleet.cluster.keys_per_master(f"{fleet.prefix}:*")
+    assert len(per_master) == 3 and all(per_master.values()), per_master
+
+
 CLIENTS = 6
 TURNS = 4
 
