@@ -41,7 +41,7 @@ from sessions_app.api.views import checked_id
 from sessions_app.domain import SessionStatus
 from sessions_app.idempotency import IdempotentRequest
 from sessions_app.pipeline import admit
-from sessions_app.stores.encoding import decode_message_cursor, encode_message_cursor
+from sessions_app.stores.encoding import decode_message_cursor
 from sessions_app.wiring import get_session_manager
 
 _django: ASGIHandler | None = None
@@ -162,18 +162,16 @@ class SessionDetailConsumer(SessionCrudConsumer):
     async def serve(self, owner: str) -> tuple[int, Any, dict[str, str]]:
         query = self.query(SessionDetailQuerySerializer)
         cursor = query.get("messages_cursor")
-        offset = decode_message_cursor(cursor) if cursor else 0
+        limit = query["messages_limit"]
         transcript = unwrap(
             await get_session_manager().selectors.session_get(
                 owner=owner,
                 session_id=checked_id(self.scope["url_route"]["kwargs"]["session_id"]),
-                offset=offset,
-                limit=query["messages_limit"],
+                from_seq=decode_message_cursor(cursor) if cursor else 0,
+                limit=limit + 1,  # one more than the page tells whether there is a next
             )
         )
-        end = offset + len(transcript.messages)
-        more = end < transcript.session.message_count
-        return 200, presenters.transcript_page(transcript, encode_message_cursor(end) if more else None), {}
+        return 200, presenters.transcript_page(transcript, limit), {}
 
 
 def _decode(value: bytes | None) -> str | None:

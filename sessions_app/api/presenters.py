@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sessions_app.domain import ChatMessage, ChatSession, SessionPage, TokenUsage, Transcript, TurnOutcome
+from sessions_app.stores.encoding import encode_message_cursor
 
 
 def iso(at: datetime) -> str:
@@ -44,8 +45,14 @@ def transcript(value: Transcript) -> dict[str, Any]:
     return {**session(value.session), "messages": [message(m) for m in value.messages]}
 
 
-def transcript_page(value: Transcript, next_cursor: str | None) -> dict[str, Any]:
-    return {**transcript(value), "messages_next": next_cursor}
+def transcript_page(value: Transcript, limit: int) -> dict[str, Any]:
+    """A page of `limit` messages from `value`, read with one more than the page (which says
+    whether a next page exists). The cursor is the next message's seq, not a position: a message
+    deleted between two pages shifts no later one."""
+    shown = Transcript(value.session, value.messages[:limit])
+    more = len(value.messages) > limit
+    next_cursor = encode_message_cursor(cast(int, shown.messages[-1].seq) + 1) if more else None
+    return {**transcript(shown), "messages_next": next_cursor}
 
 
 def page(value: SessionPage) -> dict[str, Any]:

@@ -39,10 +39,10 @@ from sessions_app.api.serializers import (
     SessionPageSerializer,
     SessionSerializer,
 )
-from sessions_app.domain import SessionStatus, Transcript, is_session_id
+from sessions_app.domain import SessionStatus, is_session_id
 from sessions_app.errors import SessionNotFound
 from sessions_app.idempotency import IdempotentRequest
-from sessions_app.stores.encoding import decode_message_cursor, encode_message_cursor
+from sessions_app.stores.encoding import decode_message_cursor
 from sessions_app.wiring import get_session_manager
 
 T = TypeVar("T")
@@ -125,7 +125,6 @@ class SessionDetailView(APIView):
         query.is_valid(raise_exception=True)
         cursor = query.validated_data.get("messages_cursor")
         limit = query.validated_data["messages_limit"]
-        # By seq, not position: a message deleted between two pages shifts no later one.
         transcript = call(
             get_session_manager().selectors.session_get,
             owner=owner_of(request),
@@ -133,10 +132,7 @@ class SessionDetailView(APIView):
             from_seq=decode_message_cursor(cursor) if cursor else 0,
             limit=limit + 1,  # one more than the page tells whether there is a next
         )
-        page = Transcript(transcript.session, transcript.messages[:limit])
-        last_seq = page.messages[-1].seq if len(transcript.messages) > limit else None
-        next_cursor = encode_message_cursor(last_seq + 1) if last_seq is not None else None
-        return Response(presenters.transcript_page(page, next_cursor))
+        return Response(presenters.transcript_page(transcript, limit))
 
     @documented(
         *DESTROY_ERRORS,
