@@ -44,6 +44,18 @@ class HistoryMovedOn(GatewayError):
     default_detail = "The session has moved on from the message this turn follows; continue from its newest."
 
 
+class ModelMismatch(InvalidRequest):
+    """A turn that named a model other than its session's (checked as the turn loads it)."""
+
+    code = "model_mismatch"
+    title = "Model mismatch"
+    default_detail = "The turn names a model other than its session's."
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The session's model is {model}.")
+        self.model = model  # the session's
+
+
 class MessageLimitReached(GatewayError):
     code = "message_limit_reached"
     status = 409

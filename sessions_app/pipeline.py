@@ -83,6 +83,7 @@ class TurnRequest:
     instructions: str | None = None  # the system prompt for this turn only, in place of the session's
     message_ids: tuple[str, str] | None = None  # the question's and the answer's ids, when the edge names them
     follows: str | None = None  # the message the turn must come right after (checked under the turn lock)
+    model: str | None = None  # the session's model, as the edge expects it (checked as the turn loads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ class Turn:
                 instructions=request.instructions,
                 message_ids=request.message_ids,
                 follows=request.follows,
+                model=request.model,
             )
         self._reply = unwrap(result)
         self.outcome = "ok"
@@ -187,6 +189,7 @@ class Turn:
             instructions=request.instructions,
             message_ids=request.message_ids,
             follows=request.follows,
+            model=request.model,
         )
         # The holds' own context manager, handed over as it is: one that only re-entered it
         # would be one more generator and frame held by every open stream.

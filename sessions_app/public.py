@@ -25,7 +25,15 @@ from sessions_app.domain import (
     TurnOutcome,
 )
 from sessions_app.edits import NewMessage
-from sessions_app.errors import HistoryMovedOn, MessageNotFound, SessionNotFound, TurnInProgress, UnknownModel
+from sessions_app.errors import (
+    HistoryMovedOn,
+    MessageNotFound,
+    ModelMismatch,
+    SessionNotActive,
+    SessionNotFound,
+    TurnInProgress,
+    UnknownModel,
+)
 from sessions_app.idempotency import IdempotentRequest
 from sessions_app.models import SessionRecord
 from sessions_app.policy import owner_actor, utc_now_ms_precision
@@ -63,8 +71,10 @@ __all__ = [
     "IdempotentRequest",
     "MessageNotFound",
     "MessageStatus",
+    "ModelMismatch",
     "NewMessage",
     "SessionEvent",
+    "SessionNotActive",
     "SessionNotFound",
     "SessionPage",
     "SessionRecord",

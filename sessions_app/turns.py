@@ -22,6 +22,7 @@ from sessions_app.errors import (
     ContentTooLarge,
     HistoryMovedOn,
     MessageLimitReached,
+    ModelMismatch,
     SessionNotActive,
     SessionNotFound,
 )
@@ -79,6 +80,7 @@ class TurnService:
         instructions: str | None = None,
         message_ids: tuple[str, str] | None = None,
         follows: str | None = None,
+        model: str | None = None,
     ) -> TurnOutcome:
         """One turn: lock and load, ask the model, store question and answer together.
 
@@ -89,11 +91,14 @@ class TurnService:
         prompt for this turn only, in place of the session's; `message_ids`: the ids the
         question and the answer get (an edge that names the reply before it exists), new
         ones otherwise. `follows`: the id of the message this turn must come right after, checked
-        under the turn lock (`HistoryMovedOn` when the session's newest message is another).
+        under the turn lock (`HistoryMovedOn` when the session's newest message is another);
+        `model`: the model the turn expects its session to have (`ModelMismatch` otherwise).
         """
 
         async def send() -> TurnOutcome:
-            return await self._send(owner, session_id, content, params, request_id, instructions, message_ids, follows)
+            return await self._send(
+                owner, session_id, content, params, request_id, instructions, message_ids, follows, model
+            )
 
         async def settled(outcome: TurnOutcome) -> None:
             await self._turn_settled(owner, idempotent, outcome)
@@ -115,6 +120,7 @@ class TurnService:
         instructions: str | None = None,
         message_ids: tuple[str, str] | None = None,
         follows: str | None = None,
+        model: str | None = None,
     ) -> TurnStream | ReplayStream:
         """Start a streamed turn; returns once the model's first delta has arrived.
 
@@ -126,7 +132,7 @@ class TurnService:
 
         async def start() -> TurnStream | ReplayStream:
             return await self._start_stream(
-                owner, session_id, content, params, request_id, idempotent, instructions, message_ids, follows
+                owner, session_id, content, params, request_id, idempotent, instructions, message_ids, follows, model
             )
 
         async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
@@ -144,8 +150,11 @@ class TurnService:
         instructions: str | None,
         message_ids: tuple[str, str] | None,
         follows: str | None,
+        model: str | None,
     ) -> TurnOutcome:
-        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions, follows)
+        turn, request = await self._open_turn(
+            owner, session_id, content, params, request_id, instructions, follows, model
+        )
         try:
             with chat_span(self._policy.model_label(request.model)) as span:
                 started = time.perf_counter()
@@ -178,8 +187,11 @@ class TurnService:
         instructions: str | None,
         message_ids: tuple[str, str] | None,
         follows: str | None,
+        model: str | None,
     ) -> TurnStream:
-        turn, request = await self._open_turn(owner, session_id, content, params, request_id, instructions, follows)
+        turn, request = await self._open_turn(
+            owner, session_id, content, params, request_id, instructions, follows, model
+        )
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
             try:
@@ -210,6 +222,7 @@ class TurnService:
         request_id: str,
         instructions: str | None = None,
         follows: str | None = None,
+        model: str | None = None,
     ) -> tuple[OpenTurn, ChatRequest]:
         """Check the input, lock the session and build the model's request."""
         params = params or GenerationParams()
@@ -236,6 +249,9 @@ class TurnService:
             raise SessionNotActive("The session is archived; resume it to continue the conversation.")
         transcript = unwrap(begun)
         session = transcript.session
+        if model is not None and session.model != model:
+            await self._store.release_turn(session_id, token=token)
+            raise ModelMismatch(session.model)
         if follows is not None and (not transcript.messages or transcript.messages[-1].id != follows):
             # Under the lock, on the history loaded with it: no turn can slip in between.
             await self._store.release_turn(session_id, token=token)

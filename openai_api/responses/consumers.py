@@ -20,7 +20,14 @@ from openai_api.idempotency import idempotent_request, stable_id
 from openai_api.responses import present
 from openai_api.responses.records import ResponseRecord, new_response_id
 from openai_api.responses.request import ResponseRequest, parse_response_request
-from openai_api.responses.service import Target, finished, new_message_ids, response_id_for
+from openai_api.responses.service import (
+    Target,
+    finished,
+    missing,
+    new_message_ids,
+    response_id_for,
+    wrong_model,
+)
 from openai_api.responses.stream import EventWriter
 from openai_api.responses.wiring import get_responses_service
 from sessions_app.pipeline import (
@@ -32,7 +39,14 @@ from sessions_app.pipeline import (
     TurnFailed,
     TurnRequest,
 )
-from sessions_app.public import HistoryMovedOn, IdempotentRequest, TurnOutcome
+from sessions_app.public import (
+    HistoryMovedOn,
+    IdempotentRequest,
+    ModelMismatch,
+    SessionNotActive,
+    SessionNotFound,
+    TurnOutcome,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,22 +100,39 @@ class ResponsesConsumer(OpenAIConsumer):
                 list(request.params.stop),
                 request.metadata,
                 target.follows,
+                request.model,  # a repeat naming another model is refused, as before, not replayed
             ),
             instructions=request.turn_instructions,
             message_ids=new_message_ids(),
             follows=target.follows,
+            model=request.model,
         )
         response_id = response_id_for(self.owner, key)
-        try:
-            if request.stream:
-                await _Streamed(self, turn, request, target, response_id).run(turn_request)
-            else:
-                await self._reply(turn, request, turn_request, response_id)
-        except HistoryMovedOn:
-            # Checked under the turn lock: of two continuations of one response, one runs.
-            raise InvalidParam(
-                "previous_response_id", "is not the latest response of its conversation; continue from the latest"
-            ) from None
+        service = get_responses_service()
+        for resumed in (False, True):
+            try:
+                if request.stream:
+                    await _Streamed(self, turn, request, target, response_id).run(turn_request)
+                else:
+                    await self._reply(turn, request, turn_request, response_id)
+                return
+            except SessionNotActive:
+                # Archived or ended: brought back, then the turn once more (an active session,
+                # the usual one, costs no lookup before its turn).
+                if resumed or target.created:
+                    raise
+            except SessionNotFound:
+                if target.created:
+                    raise
+                raise missing(request) from None
+            except ModelMismatch as exc:
+                raise wrong_model(exc) from None
+            except HistoryMovedOn:
+                # Checked under the turn lock: of two continuations of one response, one runs.
+                raise InvalidParam(
+                    "previous_response_id", "is not the latest response of its conversation; continue from the latest"
+                ) from None
+            await service.resume(owner=self.owner, request=request, target=target)
 
     async def _stateless(self, turn: Turn, request: ResponseRequest, body: dict[str, Any]) -> None:
         """`store: false`: the input is the whole context, nothing is stored (the pipeline's

@@ -12,19 +12,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.result import Err, Ok, unwrap
+from core.result import Err, unwrap
 from openai_api.errors import ConversationNotFound, InvalidParam
 from openai_api.responses.errors import ResponseNotFound
 from openai_api.responses.records import ResponseRecord, ResponseStore, is_response_id, new_response_id
 from openai_api.responses.request import ResponseRequest
 from sessions_app.public import (
-    ChatSession,
     FinishReason,
     IdempotentRequest,
     MessageStatus,
+    ModelMismatch,
     SessionNotFound,
     TurnOutcome,
     UnknownModel,
@@ -82,6 +81,17 @@ def finished(reason: FinishReason) -> tuple[str, str | None]:
     return "completed", None
 
 
+def missing(request: ResponseRequest) -> Exception:
+    """What a response answers when the session it names is gone."""
+    if request.session_id is not None:
+        return ConversationNotFound()
+    return ResponseNotFound("previous_response_id")
+
+
+def wrong_model(error: ModelMismatch) -> InvalidParam:
+    return InvalidParam("model", f"must be the conversation's model, {error.model}")
+
+
 class ResponsesService:
     def __init__(self, *, records: ResponseStore, ttl: int) -> None:
         self._records = records
@@ -92,37 +102,32 @@ class ResponsesService:
         return self._records
 
     async def target(self, *, owner: str, request: ResponseRequest, idempotency_key: str | None) -> Target:
-        """The session the response runs in, brought back if it was archived (or ended)."""
-        follows = None
+        """The session the response runs in. A named one is not looked up here: its turn finds
+        it (checking its model, `TurnRequest.model`), and one it finds archived or ended is
+        brought back by `resume` before the turn runs again."""
         if request.session_id is not None:
-            session = await self._resume(owner, request.session_id, ConversationNotFound)
-        elif request.previous_response_id is not None:
-            session, follows = await self._continued(owner, request.previous_response_id)
-        else:
-            # With an Idempotency-Key the session stays should the turn fail: the retry finds it.
-            return Target(await self._start(owner, request.model, idempotency_key), created=idempotency_key is None)
-        if session.model != request.model:
-            raise InvalidParam("model", f"must be the conversation's model, {session.model}")
-        return Target(session.id, created=False, follows=follows)
+            return Target(request.session_id, created=False)
+        if request.previous_response_id is not None:
+            # Whether its answer is still the newest message is the turn's to check, under its
+            # lock (a check here would race).
+            record = await self._continued(owner, request.previous_response_id)
+            return Target(record.session_id, created=False, follows=record.output_message_id)
+        # With an Idempotency-Key the session stays should the turn fail: the retry finds it.
+        return Target(await self._start(owner, request.model, idempotency_key), created=idempotency_key is None)
 
-    async def _resume(self, owner: str, session_id: str, missing: Callable[[], Exception]) -> ChatSession:
-        match await get_session_manager().session_resume(owner=owner, session_id=session_id):
-            case Ok(session):
-                return session
+    async def resume(self, *, owner: str, request: ResponseRequest, target: Target) -> None:
+        """Bring back the target's session, which its turn found archived (or ended)."""
+        match await get_session_manager().session_resume(owner=owner, session_id=target.session_id):
             case Err(SessionNotFound()):
-                raise missing()
+                raise missing(request)
             case Err(error):
                 raise error
-        raise AssertionError("unreachable")
 
-    async def _continued(self, owner: str, response_id: str) -> tuple[ChatSession, str]:
-        """The session of the response and its answer's id. Whether that answer is still the
-        newest message is the turn's to check, under its lock (a check here would race)."""
+    async def _continued(self, owner: str, response_id: str) -> ResponseRecord:
         record = await self._records.get(response_id, owner=owner) if is_response_id(response_id) else None
         if record is None:
             raise ResponseNotFound("previous_response_id")
-        session = await self._resume(owner, record.session_id, lambda: ResponseNotFound("previous_response_id"))
-        return session, record.output_message_id
+        return record
 
     async def _start(self, owner: str, model: str, idempotency_key: str | None) -> str:
         idempotent = IdempotentRequest.of(idempotency_key, "v1.responses.session", model)

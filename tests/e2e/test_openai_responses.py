@@ -230,6 +230,39 @@ def test_a_response_of_an_archived_conversation_brings_it_back(gateway: Gateway,
     assert [m["content"] for m in session["messages"]] == ["before", "Echo: before", "after", "Echo: after"]
 
 
+def test_a_streamed_keyed_response_on_an_archived_conversation_brings_it_back_once(
+    gateway: Gateway, issuer: TestIssuer
+) -> None:
+    # The turn finds the session archived (no lookup before it), brings it back and runs
+    # again: the Idempotency-Key held by the first try does not refuse the second.
+    token = issuer.token(sub="oa-resp-archived-stream")
+    client = sdk(gateway, token)
+    conversation = client.conversations.create()
+    session_id = session_of(conversation.id)
+    client.responses.create(model="echo", conversation=conversation.id, input="before")
+    with gateway.client(token) as http:
+        assert http.post(f"/api/v1/sessions/{session_id}/end").json()["status"] == "archived"
+    headers = {"Idempotency-Key": "archived-stream-1"}
+
+    with client.responses.stream(
+        model="echo", conversation=conversation.id, input="after", extra_headers=headers
+    ) as stream:
+        final = stream.get_final_response()
+    repeat = client.responses.create(model="echo", conversation=conversation.id, input="after", extra_headers=headers)
+    with pytest.raises(openai.BadRequestError) as other_model:
+        client.responses.create(model="echo-large", conversation=conversation.id, input="x")
+    stranger = sdk(gateway, issuer.token(sub="oa-resp-archived-stranger"))
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.create(model="echo", conversation=conversation.id, input="mine now")
+
+    assert final.output_text == "Echo: after" and repeat.id == final.id
+    assert other_model.value.param == "model"  # type: ignore[attr-defined]
+    with gateway.client(token) as http:
+        session = http.get(f"/api/v1/sessions/{session_id}").json()
+    assert session["status"] == "active"
+    assert [m["content"] for m in session["messages"]] == ["before", "Echo: before", "after", "Echo: after"]
+
+
 def test_deleting_the_conversation_or_erasing_the_owner_removes_its_responses(
     gateway: Gateway, issuer: TestIssuer
 ) -> None:

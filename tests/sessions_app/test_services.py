@@ -16,6 +16,7 @@ from sessions_app.errors import (
     ContentTooLarge,
     HistoryMovedOn,
     MessageLimitReached,
+    ModelMismatch,
     SessionLimitReached,
     SessionNotActive,
     SessionNotFound,
@@ -238,6 +239,20 @@ async def test_a_turn_that_follows_a_message_runs_only_while_it_is_the_newest(ma
     loaded = await manager.session_get(owner="o_alice", session_id=session_id)
     assert isinstance(loaded, Ok) and [m.content for m in loaded.value.messages][2:] == ["b", "Echo: b"]
     assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="d"), Ok)  # lock freed
+
+
+async def test_a_turn_that_expects_another_model_is_refused_and_stores_nothing(manager: SessionManager) -> None:
+    session_id = await new_session(manager)
+    got = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(got, Ok)
+    model = got.value.session.model
+
+    refused = error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="a", model="other"))
+    streamed = error_of(await manager.turn_stream(owner="o_alice", session_id=session_id, content="a", model="other"))
+
+    assert isinstance(refused, ModelMismatch) and isinstance(streamed, ModelMismatch) and refused.model == model
+    loaded = await manager.turn_send(owner="o_alice", session_id=session_id, content="b", model=model)  # lock freed
+    assert isinstance(loaded, Ok) and loaded.value.session.message_count == 2
 
 
 async def test_a_second_message_while_one_is_answered_is_turn_in_progress(manager: SessionManager, backend) -> None:  # type: ignore[no-untyped-def]
