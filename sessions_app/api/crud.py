@@ -38,7 +38,7 @@ from sessions_app.api.serializers import (
     SessionListQuerySerializer,
 )
 from sessions_app.api.views import checked_id
-from sessions_app.domain import SessionStatus
+from sessions_app.domain import SessionStatus, Transcript
 from sessions_app.idempotency import IdempotentRequest
 from sessions_app.pipeline import admit
 from sessions_app.stores.encoding import decode_message_cursor, encode_message_cursor
@@ -162,18 +162,20 @@ class SessionDetailConsumer(SessionCrudConsumer):
     async def serve(self, owner: str) -> tuple[int, Any, dict[str, str]]:
         query = self.query(SessionDetailQuerySerializer)
         cursor = query.get("messages_cursor")
-        offset = decode_message_cursor(cursor) if cursor else 0
+        limit = query["messages_limit"]
+        # By seq, not position: a message deleted between two pages shifts no later one.
         transcript = unwrap(
             await get_session_manager().selectors.session_get(
                 owner=owner,
                 session_id=checked_id(self.scope["url_route"]["kwargs"]["session_id"]),
-                offset=offset,
-                limit=query["messages_limit"],
+                from_seq=decode_message_cursor(cursor) if cursor else 0,
+                limit=limit + 1,  # one more than the page tells whether there is a next
             )
         )
-        end = offset + len(transcript.messages)
-        more = end < transcript.session.message_count
-        return 200, presenters.transcript_page(transcript, encode_message_cursor(end) if more else None), {}
+        page = Transcript(transcript.session, transcript.messages[:limit])
+        last_seq = page.messages[-1].seq if len(transcript.messages) > limit else None
+        next_cursor = encode_message_cursor(last_seq + 1) if last_seq is not None else None
+        return 200, presenters.transcript_page(page, next_cursor), {}
 
 
 def _decode(value: bytes | None) -> str | None:
