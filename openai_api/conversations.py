@@ -8,7 +8,7 @@ archived conversation is read from the archive; an edit brings it back first.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from core.result import unwrap
 from openai_api.errors import InvalidParam, ItemNotFound
@@ -89,18 +89,33 @@ class ConversationItemsConsumer(ConversationConsumer):
         if order not in ("asc", "desc"):
             raise InvalidParam("order", "must be asc or desc")
         messages = list(await self._messages(session_id))
+        if "after" in query:
+            after = await self._seq_of(session_id, messages, query["after"])
+            if order == "asc":
+                messages = [m for m in messages if cast(int, m.seq) > after]
+            else:
+                messages = [m for m in messages if cast(int, m.seq) < after]
         if order == "desc":
             messages.reverse()
-        start = 0
-        if "after" in query:
-            try:
-                after = message_id_of(query["after"])
-            except ItemNotFound:
-                raise InvalidParam("after", "must be an item id of this conversation") from None
-            start = _index_of(messages, after, param="after") + 1
-        page = messages[start : start + limit]
-        has_more = start + limit < len(messages)
+        page = messages[:limit]
+        has_more = limit < len(messages)
         await self.send_json(200, item_list([message_item(m) for m in page], has_more=has_more))
+
+    async def _seq_of(self, session_id: str, messages: list[ChatMessage], after: str) -> int:
+        """The seq of the item `after` names: one of `messages`, or one recently deleted from this
+        conversation (a client that pages and deletes as it goes names the last item it saw)."""
+        try:
+            message_id = message_id_of(after)
+        except ItemNotFound:
+            raise InvalidParam("after", "must be an item id of this conversation") from None
+        seq = next((m.seq for m in messages if m.id == message_id), None)
+        if seq is None:
+            seq = await get_session_manager().selectors.deleted_message_seq(
+                owner=self.owner, session_id=session_id, message_id=message_id
+            )
+        if seq is None:
+            raise InvalidParam("after", "names no item of this conversation")
+        return seq
 
     async def create_items(self) -> None:
         session_id = self.session_id
@@ -144,10 +159,8 @@ class ConversationItemConsumer(ConversationItemsConsumer):
         await self.send_json(200, conversation_object(session))
 
 
-def _index_of(messages: Any, message_id: str, *, param: str | None = None) -> int:
+def _index_of(messages: Any, message_id: str) -> int:
     for index, message in enumerate(messages):
         if message.id == message_id:
             return index
-    if param:
-        raise InvalidParam(param, "names no item of this conversation")
     raise ItemNotFound()

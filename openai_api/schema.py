@@ -261,7 +261,12 @@ OPERATIONS += responses_schema.OPERATIONS
 LIST_PARAMETERS = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
     {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"], "default": "desc"}},
-    {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "An item id: the page after it."},
+    {
+        "name": "after",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "An item id (one deleted since it was listed too): the page after it.",
+    },
 ]
 
 

@@ -21,6 +21,11 @@ from sessions_app.errors import (
 SessionLookupError = SessionNotFound | SessionNotActive | TurnInProgress
 
 
+# How many deleted message ids (with their seqs, never content) a session remembers: enough for a
+# client that pages and deletes as it goes to name the last item it saw in its next `after`.
+DELETED_IDS_KEPT = 1000
+
+
 class ActiveSessionStore(Protocol):
     """Active sessions as the turn path and the owner's requests see them: metadata, ordered
     messages, an owner index, and a turn lock per session.
@@ -112,7 +117,15 @@ class ActiveSessionStore(Protocol):
 
         Refused with `TurnInProgress` while a turn holds the lock (its commit appends after the
         history it read); `MessageNotFound` when the session holds no message with that id.
+        The deleted id is remembered with its seq (ids only, the last `DELETED_IDS_KEPT`
+        deletions, gone with the session's keys), for `deleted_message_seq`.
         """
+        ...
+
+    async def deleted_message_seq(self, session_id: str, *, owner: str, message_id: str) -> int | None:
+        """The seq of a message recently deleted from the owner's session (one of its last
+        `DELETED_IDS_KEPT` deletions while active), so a page after it starts where it stood;
+        None for any other id, and for a session that is not the owner's."""
         ...
 
     async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:

@@ -43,6 +43,11 @@ class SessionSelectors:
         end = None if limit is None else offset + limit
         return Transcript(archived.session, messages[offset:end])
 
+    async def deleted_message_seq(self, *, owner: str, session_id: str, message_id: str) -> int | None:
+        """The seq a recently deleted message of the owner's active session had, or None (any other
+        id, another owner's session, an archived one: it keeps no deleted ids)."""
+        return await self._store.deleted_message_seq(session_id, owner=owner, message_id=message_id)
+
     @returns_result
     async def session_list(
         self, *, owner: str, limit: int, cursor: str | None = None, status: SessionStatus | None = None

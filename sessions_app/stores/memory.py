@@ -23,7 +23,7 @@ from sessions_app.errors import (
     SessionNotFound,
     TurnInProgress,
 )
-from sessions_app.ports import SessionLookupError
+from sessions_app.ports import DELETED_IDS_KEPT, SessionLookupError
 from sessions_app.stores.encoding import decode_cursor, encode_cursor, index_member
 
 
@@ -31,6 +31,7 @@ from sessions_app.stores.encoding import decode_cursor, encode_cursor, index_mem
 class _Entry:
     session: ChatSession
     messages: list[ChatMessage] = field(default_factory=list)
+    deleted: dict[str, int] = field(default_factory=dict)  # message id -> seq, oldest deletion first
     lock_token: str | None = None
     lock_expires: float = 0.0
 
@@ -158,10 +159,16 @@ class InMemorySessionStore:
         index = next((i for i, m in enumerate(entry.messages) if m.id == message_id), None)
         if index is None:
             return Err(MessageNotFound())
-        del entry.messages[index]
+        entry.deleted[message_id] = cast(int, entry.messages.pop(index).seq)
+        if len(entry.deleted) > DELETED_IDS_KEPT:
+            del entry.deleted[next(iter(entry.deleted))]
         old = entry.session
         entry.session = dataclasses.replace(old, message_count=old.message_count - 1, last_activity_at=at)
         return Ok(entry.session)
+
+    async def deleted_message_seq(self, session_id: str, *, owner: str, message_id: str) -> int | None:
+        entry = self._owned(session_id, owner)
+        return None if entry is None else entry.deleted.get(message_id)
 
     async def lock_for_archive(
         self, session_id: str, *, token: str, lock_seconds: float

@@ -5,6 +5,7 @@ Keys (prefix `P`):
   P:s:{id}:m   hash: metadata (owner, status, model, prompt, counters, times)
   P:s:{id}:l   list: messages, oldest first, compactly encoded
   P:s:{id}:t   string: the turn lock's token, with a PX expiry
+  P:s:{id}:d   list: `seq:message id` of the last `DELETED_IDS_KEPT` deleted messages, newest first
   P:o:{owner}:i  sorted set (lexicographic): the owner's sessions by creation
   P:{activity:N} sorted set: session id by last activity (ms), for the archiver, in shards
                  (`activity.ActivityIndex`); with one shard, `P:{activity}`
@@ -55,7 +56,7 @@ from sessions_app.errors import (
     SessionNotFound,
     TurnInProgress,
 )
-from sessions_app.ports import SessionLookupError
+from sessions_app.ports import DELETED_IDS_KEPT, SessionLookupError
 from sessions_app.stores import redis_scripts as lua
 from sessions_app.stores.activity import ActivityIndex
 from sessions_app.stores.encoding import (
@@ -74,11 +75,12 @@ T = TypeVar("T")
 
 
 class _SessionKeys(NamedTuple):
-    """One session's keys, in the order the scripts take them as KEYS (meta, messages, lock)."""
+    """One session's keys, in the order the scripts take them as KEYS (meta, messages, lock, deleted)."""
 
     meta: str
     messages: str
     lock: str
+    deleted: str
 
 
 class RedisSessionStore:
@@ -133,7 +135,7 @@ class RedisSessionStore:
 
     def _session_keys(self, session_id: str) -> _SessionKeys:
         base = f"{self._prefix}:s:{{{session_id}}}"
-        return _SessionKeys(meta=f"{base}:m", messages=f"{base}:l", lock=f"{base}:t")
+        return _SessionKeys(meta=f"{base}:m", messages=f"{base}:l", lock=f"{base}:t", deleted=f"{base}:d")
 
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:i"
@@ -450,7 +452,9 @@ class RedisSessionStore:
     async def delete_message(
         self, session_id: str, *, owner: str, message_id: str, at: datetime
     ) -> Result[ChatSession, SessionNotFound | MessageNotFound | TurnInProgress]:
-        reply = await self._script(lua.DELETE_MESSAGE, self._session_keys(session_id), [owner, message_id, to_ms(at)])
+        reply = await self._script(
+            lua.DELETE_MESSAGE, self._session_keys(session_id), [owner, message_id, to_ms(at), DELETED_IDS_KEPT]
+        )
         match reply[0]:
             case b"ok":
                 await self._client().zadd(self._activity.key(session_id), {session_id: to_ms(at)}, xx=True)
@@ -460,6 +464,12 @@ class RedisSessionStore:
             case b"no_message":
                 return Err(MessageNotFound())
         return Err(SessionNotFound())
+
+    @store_errors
+    async def deleted_message_seq(self, session_id: str, *, owner: str, message_id: str) -> int | None:
+        keys = self._session_keys(session_id)
+        seq = await self._script(lua.DELETED_SEQ, [keys.meta, keys.deleted], [owner, message_id])
+        return None if seq is None else int(seq)
 
     @store_errors
     async def ping(self) -> None:

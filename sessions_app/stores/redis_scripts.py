@@ -71,22 +71,28 @@ redis.call('HSET', KEYS[1], 'mt', ARGV[2], 'la', ARGV[3])
 return {{'ok', {_HMGET_META}}}
 """)
 
-# KEYS: meta, messages, lock. ARGV: owner, message id, at_ms. A message is a JSON array, its id first,
-# its seq last (a number, where every other field after the first three is a string).
-# Messages stored before seqs existed (the oldest ones, each at its seq) are first written with their
-# position as seq, so the deletion shifts no seq. The one found is overwritten with a marker no
-# message can be (not JSON) and the marker removed.
+# KEYS: meta, messages, lock, deleted. ARGV: owner, message id, at_ms, deleted ids kept. A message is
+# a JSON array, its id first, its seq last (a number, where every other field after the first three
+# is a string). Messages stored before seqs existed (the oldest ones, each at its seq) are first
+# written with their position as seq, so the deletion shifts no seq. The one found is overwritten
+# with a marker no message can be (not JSON) and the marker removed; `seq:id` goes on the front of
+# the deleted list (the newest kept, expiring with the meta hash).
 DELETE_MESSAGE = Lua(f"""
 if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return {{'not_found'}} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {{'busy'}} end
 local messages = redis.call('LRANGE', KEYS[2], 0, -1)
-local found, unsequenced = nil, {{}}
+local found, seq, unsequenced = nil, nil, {{}}
 for i, raw in ipairs(messages) do
   local fields = cjson.decode(raw)
-  if fields[1] == ARGV[2] then found = i end
-  if type(fields[#fields]) ~= 'number' then unsequenced[#unsequenced + 1] = i end
+  local last = fields[#fields]
+  if type(last) ~= 'number' then unsequenced[#unsequenced + 1] = i; last = i - 1 end
+  if fields[1] == ARGV[2] then found, seq = i, last end
 end
 if not found then return {{'no_message'}} end
+redis.call('LPUSH', KEYS[4], string.format('%d', seq) .. ':' .. ARGV[2])
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
 for _, i in ipairs(unsequenced) do
   redis.call('LSET', KEYS[2], i - 1, string.sub(messages[i], 1, -2) .. ',' .. (i - 1) .. ']')
 end
@@ -114,6 +120,16 @@ if limit >= 0 then last = from_seq + limit - 1 end
 return {{'ok', meta, first, redis.call('LRANGE', KEYS[2], first, last)}}
 """)
 
+# KEYS: meta, deleted. ARGV: owner, message id. The seq the deleted list holds for that id, or nil.
+DELETED_SEQ = Lua("""
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return false end
+for _, entry in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local colon = string.find(entry, ':', 1, true)
+  if string.sub(entry, colon + 1) == ARGV[2] then return tonumber(string.sub(entry, 1, colon - 1)) end
+end
+return false
+""")
+
 # KEYS: meta, messages, lock. ARGV: token, lock_ms. Any status, any owner: for the archiver.
 LOCK_FOR_ARCHIVE = Lua(f"""
 local meta = {_HMGET_META}
@@ -122,11 +138,12 @@ if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {{'b
 return {{'ok', meta, redis.call('LRANGE', KEYS[2], 0, -1)}}
 """)
 
-# KEYS: meta, messages, lock. ARGV: token. Returns {owner, created ms} of what it deleted.
+# KEYS: meta, messages, lock, deleted. ARGV: token. Returns {owner, created ms} of what it deleted.
+# The deleted ids go too: an archived session keeps none (a page of it names a kept message).
 DELETE_LOCKED = Lua("""
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
 local meta = redis.call('HMGET', KEYS[1], 'o', 'ca')
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return meta
 """)
 
@@ -150,10 +167,10 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """)
 
-# KEYS: meta, messages, lock. ARGV: owner. Returns the creation time (ms) of what it deleted.
+# KEYS: meta, messages, lock, deleted. ARGV: owner. Returns the creation time (ms) of what it deleted.
 DELETE = Lua("""
 local meta = redis.call('HMGET', KEYS[1], 'o', 'ca')
 if meta[1] ~= ARGV[1] then return false end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return meta[2]
 """)

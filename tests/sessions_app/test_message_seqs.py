@@ -4,6 +4,8 @@ store adapters; sessions stored before seqs existed are written by hand into rea
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 import redis
@@ -12,6 +14,8 @@ from core.result import Err, Ok
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import ChatMessage, Transcript
 from sessions_app.errors import SessionNotFound
+from sessions_app.stores import memory as memory_store
+from sessions_app.stores import redis as redis_store
 from sessions_app.stores.redis import RedisSessionStore
 from tests.conftest import SessionStorePorts
 from tests.factories import BASE_TIME, make_message, make_session, make_turn
@@ -143,6 +147,74 @@ async def test_restore_of_messages_without_seqs_gives_them_their_positions(any_s
     assert [m.seq for m in await messages(any_store, session.id)] == [0, 1]
     got = await any_store.get(session.id, owner="o_alice")
     assert isinstance(got, Ok) and got.value.next_seq == 2
+
+
+# -- deleted ids: a page after an item deleted since it was seen ------------------------------
+
+
+async def test_a_deleted_message_keeps_its_seq_for_its_owner_only(any_store: SessionStorePorts) -> None:
+    session_id = await stored(any_store, turns=3)
+    whole = await messages(any_store, session_id)
+    await delete(any_store, session_id, whole[3])
+    await delete(any_store, session_id, whole[0])
+
+    def seq(message_id: str, owner: str = "o_alice") -> Any:
+        return any_store.deleted_message_seq(session_id, owner=owner, message_id=message_id)
+
+    assert await seq(whole[3].id) == 3 and await seq(whole[0].id) == 0
+    assert await seq(whole[1].id) is None  # kept, not deleted
+    assert await seq("never-a-message") is None
+    assert await seq(whole[3].id, owner="o_mallory") is None
+    other = await stored(any_store, turns=1)
+    assert await any_store.deleted_message_seq(other, owner="o_alice", message_id=whole[3].id) is None
+
+
+async def test_only_the_newest_deletions_are_kept(
+    any_store: SessionStorePorts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_store, "DELETED_IDS_KEPT", 2)
+    monkeypatch.setattr(redis_store, "DELETED_IDS_KEPT", 2)
+    session_id = await stored(any_store, turns=2)
+    whole = await messages(any_store, session_id)
+    for message in reversed(whole[:3]):  # seqs 2, 1, 0: the oldest deletion has the highest seq
+        await delete(any_store, session_id, message)
+
+    kept = [await any_store.deleted_message_seq(session_id, owner="o_alice", message_id=m.id) for m in whole[:3]]
+
+    assert kept == [0, 1, None]
+
+
+async def test_deleted_ids_go_with_the_session_and_with_an_archive_round_trip(any_store: SessionStorePorts) -> None:
+    session_id = await stored(any_store, turns=2)
+    whole = await messages(any_store, session_id)
+    await delete(any_store, session_id, whole[1])
+    locked = await any_store.lock_for_archive(session_id, token="a", lock_seconds=30)
+    assert isinstance(locked, Ok) and await any_store.delete_locked(session_id, token="a")
+    assert await any_store.restore(locked.value, max_sessions_per_owner=LIMIT) == Ok(True)
+
+    assert await any_store.deleted_message_seq(session_id, owner="o_alice", message_id=whole[1].id) is None
+
+    await delete(any_store, session_id, whole[2])
+    assert await any_store.delete(session_id, owner="o_alice") == Ok(None)
+    assert await any_store.restore(locked.value, max_sessions_per_owner=LIMIT) == Ok(True)
+    assert await any_store.deleted_message_seq(session_id, owner="o_alice", message_id=whole[2].id) is None
+
+
+async def test_the_deleted_ids_expire_with_the_session(redis_url: str, redis_prefix: str) -> None:
+    store = RedisSessionStore(url=redis_url, prefix=redis_prefix, ttl_seconds=3600)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        session_id = await stored(store, turns=1)  # type: ignore[arg-type]
+        base = f"{redis_prefix}:s:{{{session_id}}}"
+        client.expire(f"{base}:m", 60)  # as if the session's last turn were long ago
+        await delete(store, session_id, (await messages(store, session_id))[0])
+
+        assert client.lrange(f"{base}:d", 0, -1) and 0 < client.pttl(f"{base}:d") <= client.pttl(f"{base}:m")
+        await store.delete(session_id, owner="o_alice")
+        assert not client.exists(f"{base}:d")
+    finally:
+        client.close()
+        await store.close()
 
 
 # -- sessions stored before seqs existed (real Redis) -------------------------------------------
