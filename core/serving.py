@@ -66,6 +66,21 @@ def uvicorn_options(*, host: str, port: int, workers: int) -> dict[str, Any]:
     }
 
 
+def shared_state_problem(workers: int) -> str | None:
+    """Why `workers` processes cannot serve with these settings, or None. Without REDIS_URL the
+    sessions, turn locks, Idempotency-Keys and limits live in each process's memory: a session
+    made by one worker would be unknown to the next request's."""
+    from django.conf import settings
+
+    if workers > 1 and not settings.REDIS_URL:
+        return (
+            f"WEB_CONCURRENCY={workers} needs REDIS_URL: without Redis each worker keeps its own "
+            "sessions in memory, and a session made by one is unknown to the others "
+            "(set REDIS_URL, or run one worker)"
+        )
+    return None
+
+
 def read_limits() -> Any:
     from django.conf import settings
 
@@ -90,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from core.http_protocol import GatewayConfig
 
+    if problem := shared_state_problem(args.workers):
+        parser.exit(2, f"python -m core.serving: {problem}\n")
     options = uvicorn_options(host=args.host, port=args.port, workers=args.workers)
     config = GatewayConfig(APPLICATION, read_limits=read_limits(), **options)
     made = multiprocess.prepare(config.workers)  # before any worker starts

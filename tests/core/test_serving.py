@@ -70,3 +70,30 @@ def test_an_operators_metrics_directory_is_emptied_of_an_earlier_runs_files(
     assert multiprocess.prepare(4) is None
 
     assert sorted(p.name for p in directory.iterdir()) == ["keep.txt"]
+
+
+def test_several_workers_without_redis_are_refused_at_start_with_the_reason() -> None:
+    """Each worker would keep its own in-memory sessions: one made on a worker is a 404 on the next."""
+    import subprocess
+
+    env = os.environ | {"DJANGO_SETTINGS_MODULE": "config.settings.local", "REDIS_URL": "", "WEB_CONCURRENCY": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "core.serving", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "WEB_CONCURRENCY=2 needs REDIS_URL" in done.stderr
+    assert "Started server process" not in done.stdout + done.stderr
+
+
+def test_several_workers_over_redis_or_one_without_it_may_start(settings: SettingsWrapper) -> None:
+    from core.serving import shared_state_problem
+
+    settings.REDIS_URL = ""
+    assert shared_state_problem(1) is None
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    assert shared_state_problem(4) is None
