@@ -9,7 +9,7 @@ from core.jsonbody import has_control_characters
 from llm_backend.ports import GenerationParams
 from openai_api.errors import InvalidParam, UnsupportedParam
 from openai_api.ids import session_id_of
-from openai_api.params import parse_stop
+from openai_api.params import boolean, parse_stop
 
 MAX_INPUT_ITEMS = 100
 MAX_METADATA_KEYS = 16  # OpenAI's own bounds on metadata
@@ -87,7 +87,7 @@ def parse_response_request(data: dict[str, Any]) -> ResponseRequest:
     session_id = _conversation(data.get("conversation"))
     if session_id is not None and previous is not None:
         raise InvalidParam("previous_response_id", "cannot be combined with conversation")
-    store = _flag(data, "store", default=True)
+    store = boolean(data, "store", default=True)
     if not store and (session_id is not None or previous is not None):
         raise InvalidParam("store", "must be true to continue a conversation or a previous response")
     return ResponseRequest(
@@ -99,7 +99,7 @@ def parse_response_request(data: dict[str, Any]) -> ResponseRequest:
         params=_params(data),
         metadata=_metadata(data.get("metadata")),
         store=store,
-        stream=_flag(data, "stream", default=False),
+        stream=boolean(data, "stream", default=False),
     )
 
 
@@ -161,15 +161,6 @@ def _checked_text(value: Any, where: str) -> str:
 def _optional_text(data: dict[str, Any], name: str) -> str | None:
     value = data.get(name)
     return None if value is None else _checked_text(value, name)
-
-
-def _flag(data: dict[str, Any], name: str, *, default: bool) -> bool:
-    value = data.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidParam(name, "must be true or false")
-    return value
 
 
 def _params(data: dict[str, Any]) -> GenerationParams:
