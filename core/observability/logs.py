@@ -143,5 +143,8 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
             # logger has a handler, and that line has the raw query string. The gateway writes
             # its own access line (core/observability/access.py) from the scrubbed scope.
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+            # azure.core logs every Blob Storage request's URL and headers at INFO, and a blob's
+            # name carries its owner's id: only its warnings and errors are kept.
+            "azure.core.pipeline.policies.http_logging_policy": {"level": "WARNING"},
         },
     }

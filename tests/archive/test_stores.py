@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from archive.ports import ArchiveSessionStore
@@ -98,3 +100,13 @@ def test_blob_retries_back_off_from_a_fraction_of_a_second() -> None:
     waits = [policy.get_backoff_time({"count": count}) for count in range(3)]
     assert 0.4 <= waits[0] <= 0.6 and 0.8 <= waits[1] <= 1.2 and 1.6 <= waits[2] <= 2.4
     assert policy.total_retries == 3
+
+
+async def test_blob_requests_are_not_logged_with_the_owner_in_their_address(
+    blob_store: AzureBlobArchiveStore, captured_logs: io.StringIO
+) -> None:
+    # azure.core logs each request's URL and headers at INFO; a blob's name has its owner's id.
+    await blob_store.put("o_carol", "s1", b"sealed bytes")
+    await blob_store.get("o_carol", "s1")
+
+    assert "o_carol" not in captured_logs.getvalue()
