@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from core.observability.metrics import LATENCY_BUCKETS
+from core.observability.metrics import LATENCY_BUCKETS, ByLabels
 
 TURNS = Counter("gateway_turns_total", "Turns, by how they were served and how they ended.", ["mode", "outcome"])
 FIRST_DELTA = Histogram(
@@ -22,6 +22,10 @@ OVERHEAD = Histogram(
     "Time a non-streaming turn spent in the gateway itself, outside the model server call.",
     buckets=LATENCY_BUCKETS,
 )
+# The per-turn ones' children, by label values in order (see ByLabels).
+TURNS_BY = ByLabels(TURNS)
+FIRST_DELTA_BY = ByLabels(FIRST_DELTA)
+TOKENS_BY = ByLabels(TOKENS)
 BACKEND_ERRORS = Counter("gateway_backend_errors_total", "Failed model server calls, by error code.", ["code"])
 # With several workers (core.observability.multiprocess) each gauge says how the workers' values
 # combine: the store's count is the same for all, the last refresh wins; open streams add up over

@@ -274,9 +274,9 @@ class Turn:
 
     def observe(self) -> None:
         """Metrics and access-log facts of the finished turn (never its content)."""
-        metrics.TURNS.labels(mode=self.mode, outcome=self.outcome).inc()
+        metrics.TURNS_BY(self.mode, self.outcome).inc()
         if self.first_delta_at is not None:
-            metrics.FIRST_DELTA.labels(mode=self.mode).observe(self.first_delta_at - self.started)
+            metrics.FIRST_DELTA_BY(self.mode).observe(self.first_delta_at - self.started)
         stored = self.result
         used = (stored.session.model, stored.usage) if stored is not None else self._stateless
         if used is not None:

@@ -43,5 +43,5 @@ def count_backend_error(exc: BaseException) -> None:
 
 
 def count_tokens(model: str, usage: TokenUsage) -> None:
-    metrics.TOKENS.labels(model=model, direction="input").inc(usage.input_tokens)
-    metrics.TOKENS.labels(model=model, direction="output").inc(usage.output_tokens)
+    metrics.TOKENS_BY(model, "input").inc(usage.input_tokens)
+    metrics.TOKENS_BY(model, "output").inc(usage.output_tokens)

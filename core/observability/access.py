@@ -105,7 +105,7 @@ class AccessMiddleware:
         finally:
             duration = time.perf_counter() - started
             kind = "websocket" if scope["type"] == "websocket" else scope.get("method", "")
-            metrics.HTTP_DURATION.labels(route=info.route, method=kind, status=str(status)).observe(duration)
+            metrics.HTTP_DURATION_BY(info.route, kind, str(status)).observe(duration)
             log.info(
                 "request",
                 method=kind,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -82,3 +83,16 @@ async def test_a_connection_torn_down_under_a_command_is_transient_and_a_bug_of_
         None.upper()  # type: ignore[attr-defined]
     assert not is_transient(ours.value)
     assert is_transient(redis.ConnectionError()) and not is_transient(redis.ResponseError())
+
+
+async def test_a_round_trip_out_of_time_fails_and_its_late_reply_never_reaches_the_next(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = Redis(connection_pool=bounded_pool(redis_url, max_connections=1, timeout=0.2, retries=0))
+    try:
+        with pytest.raises(redis.TimeoutError):
+            await round_trip(client, [("PING",), ("BLPOP", f"{redis_prefix}:empty", 0.5)])
+        await asyncio.sleep(0.5)  # the BLPOP's nil is on its way by now, to a connection now closed
+        assert await command(client, "ECHO", "mine") == b"mine"
+    finally:
+        await client.aclose()
