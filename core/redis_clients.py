@@ -253,6 +253,35 @@ async def atomically(client: AnyRedis, keys: Sequence[Any], commands: Sequence[C
     return replies
 
 
+# Runs the command ARGV[1] (its arguments after the key: the rest of ARGV) on each key of KEYS;
+# a failing command's error takes its place in the reply.
+_ON_EACH_KEY = Lua("""
+local replies = {}
+for i, key in ipairs(KEYS) do replies[i] = redis.pcall(ARGV[1], key, unpack(ARGV, 2)) end
+return replies
+""")
+
+
+async def on_each_key(client: AnyRedis, name: str, keys: Sequence[Any], *args: Any) -> list[Any]:
+    """The replies of the read `name key *args` on each of `keys`, in one round trip, Lua's
+    conversions applied; the first error reply is raised.
+
+    On one Redis a script runs them all: one command to write and one reply to read, where a
+    pipeline writes and reads one of each per key (with redis-py's packing and a timeout each:
+    a page of twenty sessions' metadata cost about 0.5 ms of CPU that way). A script keeps to
+    one hash slot on a Redis Cluster, so there `round_trip` sends them by slot."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        replies = await round_trip(client, [(name, key, *args) for key in keys])
+    else:
+        replies = await run_script(client, _ON_EACH_KEY, keys, (name, *args))
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 async def command(client: AnyRedis, *args: Any) -> Any:
     """One command by `round_trip`: its reply, or its error raised."""
     (reply,) = await round_trip(client, [args])

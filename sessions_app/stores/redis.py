@@ -42,6 +42,7 @@ from core.redis_clients import (
     atomically,
     connect,
     is_transient,
+    on_each_key,
     ping,
     run_script,
     store_errors,
@@ -187,10 +188,10 @@ class RedisSessionStore:
         """Drop index entries whose session is gone (expired or lost); True if any were."""
         owner_key = self._owner_key(owner)
         members = [m.decode() for m in cast(list[bytes], await self._client().zrange(owner_key, 0, -1))]
-        pipe = self._client().pipeline(transaction=False)
-        for member in members:
-            pipe.exists(self._session_keys(member_session_id(member)).meta)
-        gone = [m for m, exists in zip(members, await pipe.execute(), strict=True) if not exists]
+        exist = await on_each_key(
+            self._client(), "EXISTS", [self._session_keys(member_session_id(m)).meta for m in members]
+        )
+        gone = [m for m, exists in zip(members, exist, strict=True) if not exists]
         if gone:
             await self._client().zrem(owner_key, *gone)
         return bool(gone)
@@ -401,10 +402,9 @@ class RedisSessionStore:
         raw = await self._client().zrange(owner_key, start, "-", desc=True, bylex=True, offset=0, num=limit + 1)
         members = [m.decode() for m in cast(list[bytes], raw)]
         page, more = members[:limit], len(members) > limit
-        pipe = self._client().pipeline(transaction=False)
-        for member in page:
-            pipe.hmget(self._session_keys(member_session_id(member)).meta, lua.META_FIELDS)
-        metas = await pipe.execute() if page else []
+        metas = await on_each_key(
+            self._client(), "HMGET", [self._session_keys(member_session_id(m)).meta for m in page], *lua.META_FIELDS
+        )
         sessions, gone = [], []
         for member, meta in zip(page, metas, strict=True):
             # An owner-index entry may outlive its session (TTL safety net); skip and tidy it.
