@@ -40,6 +40,7 @@ from core.redis_clients import (
     Lua,
     WhenBack,
     atomically,
+    command,
     connect,
     is_transient,
     on_each_key,
@@ -399,7 +400,7 @@ class RedisSessionStore:
     async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
         owner_key = self._owner_key(owner)
         start = "(" + decode_cursor(cursor) if cursor else "+"
-        raw = await self._client().zrange(owner_key, start, "-", desc=True, bylex=True, offset=0, num=limit + 1)
+        raw = await command(self._client(), "ZRANGE", owner_key, start, "-", "BYLEX", "REV", "LIMIT", 0, limit + 1)
         members = [m.decode() for m in cast(list[bytes], raw)]
         page, more = members[:limit], len(members) > limit
         metas = await on_each_key(
