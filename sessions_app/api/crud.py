@@ -112,9 +112,7 @@ class SessionCrudConsumer(HttpEdgeConsumer):
 
     def query(self, serializer: type[Serializer]) -> dict[str, Any]:  # type: ignore[type-arg]
         """The query string, validated by the view's serializer."""
-        if not self.scope.get("query_string"):
-            return dict(_defaults(serializer))
-        return _validated(serializer, self.request.GET)
+        return validated(serializer, self.request.GET)
 
     def json_body(self) -> Any:
         """The body as DRF's `request.data` reads it: no body is `{}`; else it must be JSON."""
@@ -144,12 +142,9 @@ class SessionCollectionConsumer(SessionCrudConsumer):
                 )
             )
             return 200, presenters.page(page), {}
-        data = SessionCreateSerializer(data=self.json_body())
-        data.is_valid(raise_exception=True)
-        idempotent = IdempotentRequest.of(_decode(self.header(b"idempotency-key")), "create", data.validated_data)
-        session = unwrap(
-            await manager.lifecycle.session_create(owner=owner, idempotent=idempotent, **data.validated_data)
-        )
+        data = validated(SessionCreateSerializer, self.json_body())
+        idempotent = IdempotentRequest.of(_decode(self.header(b"idempotency-key")), "create", data)
+        session = unwrap(await manager.lifecycle.session_create(owner=owner, idempotent=idempotent, **data))
         location = self.request.build_absolute_uri(reverse("session-detail", kwargs={"session_id": session.id}))
         return 201, presenters.session(session), {"Location": location}
 
@@ -175,18 +170,19 @@ class SessionDetailConsumer(SessionCrudConsumer):
         return 200, presenters.transcript_page(transcript, limit), {}
 
 
-def _validated(serializer: type[Serializer], data: Any) -> dict[str, Any]:  # type: ignore[type-arg]
-    query = serializer(data=data)
-    query.is_valid(raise_exception=True)
-    return dict(query.validated_data)
+def validated(serializer: type[Serializer], data: Any) -> dict[str, Any]:  # type: ignore[type-arg]
+    """`data` validated by `serializer`, raising the `ValidationError` that
+    `serializer(data=data).is_valid(raise_exception=True)` would.
+
+    By one instance of each serializer, made once: a new one deep-copies all its fields (about
+    50 µs, where validating takes under 10). Validation keeps nothing on the instance between
+    calls and runs without awaiting, so requests on the loop cannot interleave in it."""
+    return dict(_validator(serializer).run_validation(data))
 
 
 @functools.cache
-def _defaults(serializer: type[Serializer]) -> dict[str, Any]:  # type: ignore[type-arg]
-    """What `serializer` makes of no query at all, validated once: a DRF serializer copies all
-    its fields on each use (about 50 µs a request, the most of a list's or read's own work
-    after the store's)."""
-    return _validated(serializer, {})
+def _validator(serializer: type[Serializer]) -> Serializer:  # type: ignore[type-arg]
+    return serializer()
 
 
 def _decode(value: bytes | None) -> str | None:

@@ -45,6 +45,8 @@ from core.redis_clients import (
     is_transient,
     on_each_key,
     ping,
+    raising,
+    round_trip,
     run_script,
     store_errors,
 )
@@ -175,11 +177,13 @@ class RedisSessionStore:
             return Err(SessionLimitReached())
         meta_key = self._session_keys(session.id).meta
         try:
-            pipe = self._client().pipeline(transaction=False)
-            pipe.hset(meta_key, mapping=_meta_fields(session))  # type: ignore[arg-type]
-            pipe.expire(meta_key, self._ttl)
-            pipe.zadd(self._activity.key(session.id), {session.id: to_ms(session.last_activity_at)})
-            await pipe.execute()
+            fields = (word for pair in _meta_fields(session).items() for word in pair)
+            commands = [
+                ("HSET", meta_key, *fields),
+                ("EXPIRE", meta_key, self._ttl),
+                ("ZADD", self._activity.key(session.id), to_ms(session.last_activity_at), session.id),
+            ]
+            raising(await round_trip(self._client(), commands))
         except BaseException:
             await self._client().zrem(owner_key, member)
             raise
