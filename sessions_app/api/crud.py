@@ -18,8 +18,9 @@ import io
 from typing import Any, ClassVar
 
 import orjson
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 from rest_framework import exceptions as drf
 from rest_framework.serializers import Serializer
 from rest_framework.utils.mediatypes import media_type_matches
@@ -145,7 +146,7 @@ class SessionCollectionConsumer(SessionCrudConsumer):
         data = validated(SessionCreateSerializer, self.json_body())
         idempotent = IdempotentRequest.of(_decode(self.header(b"idempotency-key")), "create", data)
         session = unwrap(await manager.lifecycle.session_create(owner=owner, idempotent=idempotent, **data))
-        location = self.request.build_absolute_uri(reverse("session-detail", kwargs={"session_id": session.id}))
+        location = self.request.build_absolute_uri(_detail_path(session.id))
         return 201, presenters.session(session), {"Location": location}
 
 
@@ -183,6 +184,23 @@ def validated(serializer: type[Serializer], data: Any) -> dict[str, Any]:  # typ
 @functools.cache
 def _validator(serializer: type[Serializer]) -> Serializer:  # type: ignore[type-arg]
     return serializer()
+
+
+def _detail_path(session_id: str) -> str:
+    """`reverse("session-detail", kwargs={"session_id": session_id})` for a session's own id (a
+    UUID, which reverse leaves as it is): the path reversed once per URL configuration and
+    script prefix, with the id put in its place (reverse took about 30 µs a creation)."""
+    before, after = _detail_path_around(get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+    return f"{before}{session_id}{after}"
+
+
+_SOME_ID = "00000000-0000-4000-8000-000000000000"
+
+
+@functools.lru_cache(maxsize=8)
+def _detail_path_around(script_prefix: str, urlconf: str) -> tuple[str, str]:
+    before, _, after = reverse("session-detail", kwargs={"session_id": _SOME_ID}, urlconf=urlconf).partition(_SOME_ID)
+    return before, after
 
 
 def _decode(value: bytes | None) -> str | None:
