@@ -269,7 +269,8 @@ async def on_each_key(client: AnyRedis, name: str, keys: Sequence[Any], *args: A
     On one Redis a script runs them all: one command to write and one reply to read, where a
     pipeline writes and reads one of each per key (with redis-py's packing and a timeout each:
     a page of twenty sessions' metadata cost about 0.3 ms more CPU that way). A script keeps to
-    one hash slot on a Redis Cluster, so there `round_trip` sends them by slot."""
+    one hash slot on a Redis Cluster, so there `round_trip` sends them by slot. For a page's
+    worth of keys: the script holds Redis for all of them at once."""
     if not keys:
         return []
     if isinstance(client, RedisCluster):
