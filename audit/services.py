@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from audit.models import AuditEvent
+from core.bulk_insert import insert_new
 from core.observability.tracing import current_trace_id
 
 
@@ -61,8 +62,9 @@ def audit_later(
 
 
 def audit_all_sync(events: list[PendingAuditEvent]) -> None:
-    """Write events made by `audit_later` in one INSERT; inside a transaction, they commit with it."""
-    AuditEvent.objects.bulk_create(events)
+    """Write events made by `audit_later` in one INSERT; inside a transaction, they commit with it.
+    Their ids are not read back."""
+    insert_new(events)
 
 
 def _event(

@@ -278,6 +278,39 @@ async def atomically(client: AnyRedis, keys: Sequence[Any], commands: Sequence[C
     return replies
 
 
+# Runs the command ARGV[1] (its arguments after the key: the rest of ARGV) on each key of KEYS;
+# a failing command's error takes its place in the reply.
+_ON_EACH_KEY = Lua("""
+local replies = {}
+for i, key in ipairs(KEYS) do replies[i] = redis.pcall(ARGV[1], key, unpack(ARGV, 2)) end
+return replies
+""")
+
+
+async def on_each_key(client: AnyRedis, name: str, keys: Sequence[Any], *args: Any) -> list[Any]:
+    """The replies of the read `name key *args` on each of `keys`, in one round trip, Lua's
+    conversions applied; the first error reply is raised.
+
+    On one Redis a script runs them all: one command to write and one reply to read, where a
+    pipeline writes and reads one of each per key (with redis-py's packing and a timeout each:
+    a page of twenty sessions' metadata cost about 0.3 ms more CPU that way). A script keeps to
+    one hash slot on a Redis Cluster, so there `round_trip` sends them by slot. For a page's
+    worth of keys: the script holds Redis for all of them at once."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return raising(await round_trip(client, [(name, key, *args) for key in keys]))
+    return raising(await run_script(client, _ON_EACH_KEY, keys, (name, *args)))
+
+
+def raising(replies: list[Any]) -> list[Any]:
+    """`replies` (of `round_trip`), once none is an error: else the first error is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 async def command(client: AnyRedis, *args: Any) -> Any:
     """One command by `round_trip`: its reply, or its error raised."""
     (reply,) = await round_trip(client, [args])
@@ -300,10 +333,7 @@ async def run_script(client: AnyRedis, script: Lua, keys: Sequence[Any], args: S
             if isinstance(loaded[0], Exception):
                 raise loaded[0]
         replies = await round_trip(client, commands)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies[0]
+    return raising(replies)[0]
 
 
 async def ping(client: AnyRedis) -> None:

@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.services import PendingAuditEvent, audit_all_sync, audit_later, audit_sync
+from core.bulk_insert import insert_new
 from core.per_loop import PerLoop
 from sessions_app.domain import ChatSession
 from sessions_app.models import SessionRecord
@@ -203,7 +204,7 @@ def _settle(future: asyncio.Future[None], failure: Exception | None) -> None:
 @transaction.atomic
 def _insert(batch: list[_Creation]) -> None:
     # A new uuid4 cannot name a row already there; were it an erased one's, its tombstone stays.
-    SessionRecord.objects.bulk_create([creation.record for creation in batch], ignore_conflicts=True)
+    insert_new([creation.record for creation in batch], ignore_conflicts=True)
     audit_all_sync([creation.audit for creation in batch])
 
 

@@ -13,12 +13,14 @@ redirect to HTTPS) is handed to Django.
 
 from __future__ import annotations
 
+import functools
 import io
 from typing import Any, ClassVar
 
 import orjson
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 from rest_framework import exceptions as drf
 from rest_framework.serializers import Serializer
 from rest_framework.utils.mediatypes import media_type_matches
@@ -111,9 +113,7 @@ class SessionCrudConsumer(HttpEdgeConsumer):
 
     def query(self, serializer: type[Serializer]) -> dict[str, Any]:  # type: ignore[type-arg]
         """The query string, validated by the view's serializer."""
-        query = serializer(data=self.request.GET)
-        query.is_valid(raise_exception=True)
-        return dict(query.validated_data)
+        return validated(serializer, self.request.GET)
 
     def json_body(self) -> Any:
         """The body as DRF's `request.data` reads it: no body is `{}`; else it must be JSON."""
@@ -143,13 +143,10 @@ class SessionCollectionConsumer(SessionCrudConsumer):
                 )
             )
             return 200, presenters.page(page), {}
-        data = SessionCreateSerializer(data=self.json_body())
-        data.is_valid(raise_exception=True)
-        idempotent = IdempotentRequest.of(_decode(self.header(b"idempotency-key")), "create", data.validated_data)
-        session = unwrap(
-            await manager.lifecycle.session_create(owner=owner, idempotent=idempotent, **data.validated_data)
-        )
-        location = self.request.build_absolute_uri(reverse("session-detail", kwargs={"session_id": session.id}))
+        data = validated(SessionCreateSerializer, self.json_body())
+        idempotent = IdempotentRequest.of(_decode(self.header(b"idempotency-key")), "create", data)
+        session = unwrap(await manager.lifecycle.session_create(owner=owner, idempotent=idempotent, **data))
+        location = self.request.build_absolute_uri(_detail_path(session.id))
         return 201, presenters.session(session), {"Location": location}
 
 
@@ -172,6 +169,38 @@ class SessionDetailConsumer(SessionCrudConsumer):
             )
         )
         return 200, presenters.transcript_page(transcript, limit), {}
+
+
+def validated(serializer: type[Serializer], data: Any) -> dict[str, Any]:  # type: ignore[type-arg]
+    """`data` validated by `serializer`, raising the `ValidationError` that
+    `serializer(data=data).is_valid(raise_exception=True)` would.
+
+    By one instance of each serializer, made once: a new one deep-copies all its fields (about
+    50 µs, where validating takes under 10). Validation keeps nothing on the instance between
+    calls and runs without awaiting, so requests on the loop cannot interleave in it."""
+    return dict(_validator(serializer).run_validation(data))
+
+
+@functools.cache
+def _validator(serializer: type[Serializer]) -> Serializer:  # type: ignore[type-arg]
+    return serializer()
+
+
+def _detail_path(session_id: str) -> str:
+    """`reverse("session-detail", kwargs={"session_id": session_id})` for a session's own id (a
+    UUID, which reverse leaves as it is): the path reversed once per URL configuration and
+    script prefix, with the id put in its place (reverse took about 30 µs a creation)."""
+    before, after = _detail_path_around(get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+    return f"{before}{session_id}{after}"
+
+
+_SOME_ID = "00000000-0000-4000-8000-000000000000"
+
+
+@functools.lru_cache(maxsize=8)
+def _detail_path_around(script_prefix: str, urlconf: str) -> tuple[str, str]:
+    before, _, after = reverse("session-detail", kwargs={"session_id": _SOME_ID}, urlconf=urlconf).partition(_SOME_ID)
+    return before, after
 
 
 def _decode(value: bytes | None) -> str | None:

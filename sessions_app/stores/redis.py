@@ -40,9 +40,13 @@ from core.redis_clients import (
     Lua,
     WhenBack,
     atomically,
+    command,
     connect,
     is_transient,
+    on_each_key,
     ping,
+    raising,
+    round_trip,
     run_script,
     store_errors,
 )
@@ -173,11 +177,13 @@ class RedisSessionStore:
             return Err(SessionLimitReached())
         meta_key = self._session_keys(session.id).meta
         try:
-            pipe = self._client().pipeline(transaction=False)
-            pipe.hset(meta_key, mapping=_meta_fields(session))  # type: ignore[arg-type]
-            pipe.expire(meta_key, self._ttl)
-            pipe.zadd(self._activity.key(session.id), {session.id: to_ms(session.last_activity_at)})
-            await pipe.execute()
+            fields = (word for pair in _meta_fields(session).items() for word in pair)
+            commands = [
+                ("HSET", meta_key, *fields),
+                ("EXPIRE", meta_key, self._ttl),
+                ("ZADD", self._activity.key(session.id), to_ms(session.last_activity_at), session.id),
+            ]
+            raising(await round_trip(self._client(), commands))
         except BaseException:
             await self._client().zrem(owner_key, member)
             raise
@@ -187,6 +193,8 @@ class RedisSessionStore:
         """Drop index entries whose session is gone (expired or lost); True if any were."""
         owner_key = self._owner_key(owner)
         members = [m.decode() for m in cast(list[bytes], await self._client().zrange(owner_key, 0, -1))]
+        # A pipeline, not `on_each_key`: the whole index (up to SESSION_MAX_PER_OWNER entries) in
+        # one script would hold Redis for all of it, on a path that is rarely taken.
         pipe = self._client().pipeline(transaction=False)
         for member in members:
             pipe.exists(self._session_keys(member_session_id(member)).meta)
@@ -398,13 +406,12 @@ class RedisSessionStore:
     async def list_by_owner(self, owner: str, *, limit: int, cursor: str | None) -> SessionPage:
         owner_key = self._owner_key(owner)
         start = "(" + decode_cursor(cursor) if cursor else "+"
-        raw = await self._client().zrange(owner_key, start, "-", desc=True, bylex=True, offset=0, num=limit + 1)
+        raw = await command(self._client(), "ZRANGE", owner_key, start, "-", "BYLEX", "REV", "LIMIT", 0, limit + 1)
         members = [m.decode() for m in cast(list[bytes], raw)]
         page, more = members[:limit], len(members) > limit
-        pipe = self._client().pipeline(transaction=False)
-        for member in page:
-            pipe.hmget(self._session_keys(member_session_id(member)).meta, lua.META_FIELDS)
-        metas = await pipe.execute() if page else []
+        metas = await on_each_key(
+            self._client(), "HMGET", [self._session_keys(member_session_id(m)).meta for m in page], *lua.META_FIELDS
+        )
         sessions, gone = [], []
         for member, meta in zip(page, metas, strict=True):
             # An owner-index entry may outlive its session (TTL safety net); skip and tidy it.

@@ -11,7 +11,16 @@ import redis
 from opentelemetry import trace
 from redis.asyncio import Connection, Redis
 
-from core.redis_clients import Lua, atomically, bounded_pool, command, is_transient, round_trip, run_script
+from core.redis_clients import (
+    Lua,
+    atomically,
+    bounded_pool,
+    command,
+    is_transient,
+    on_each_key,
+    round_trip,
+    run_script,
+)
 
 SECRET = "canary-argument-7c1e"
 
@@ -31,6 +40,21 @@ async def test_replies_come_back_in_order_with_an_error_in_its_place(client: Red
     assert replies[2] == b"v"
     with pytest.raises(redis.ResponseError):
         await command(client, "INCR", key)
+
+
+async def test_on_each_key_answers_per_key_in_order_and_raises_an_error_reply(client: Redis, redis_prefix: str) -> None:
+    keys = [f"{redis_prefix}:h{n}" for n in range(5)]
+    for n, key in enumerate(keys[:4]):
+        await client.hset(key, mapping={"a": f"a{n}", "b": f"b{n}"})
+
+    replies = await on_each_key(client, "HMGET", keys, "b", "missing", "a")
+
+    assert replies[:4] == [[f"b{n}".encode(), None, f"a{n}".encode()] for n in range(4)]
+    assert replies[4] == [None, None, None]  # no such hash
+    assert await on_each_key(client, "HMGET", [], "a") == []
+    await client.set(keys[4], "not a hash")
+    with pytest.raises(redis.ResponseError):
+        await on_each_key(client, "HMGET", keys, "a")
 
 
 async def test_a_script_lost_by_redis_is_loaded_again_and_its_companions_run_once_more(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from core.redis_clients import AnyRedis, Lua, atomically, connect, ping, round_trip, run_script
+from core.redis_clients import AnyRedis, Lua, atomically, connect, on_each_key, ping, round_trip, run_script
 from tests.redis_cluster import RedisClusterNodes, key_slot
 
 pytestmark = pytest.mark.cluster
@@ -47,6 +47,18 @@ async def test_a_round_trip_reaches_every_master_and_keeps_each_reply_in_its_pla
     for i, key in enumerate(keys):  # each on its own master
         with contextlib.closing(redis_cluster.client(redis_cluster.master_of(key))) as node:
             assert node.get(key) == f"v{i}".encode()
+
+
+async def test_on_each_key_reads_keys_on_every_master_in_order(
+    cluster: AnyRedis, redis_cluster: RedisClusterNodes, cluster_prefix: str
+) -> None:
+    keys = keys_on_every_master(redis_cluster, cluster_prefix)
+    for n, key in enumerate(keys):
+        await cluster.hset(key, mapping={"a": f"a{n}"})  # type: ignore[misc]
+
+    replies = await on_each_key(cluster, "HMGET", [*keys, f"{cluster_prefix}:none"], "a", "missing")
+
+    assert replies == [*([f"a{n}".encode(), None] for n in range(len(keys))), [None, None]]
 
 
 async def test_a_script_lost_by_its_master_is_loaded_again_and_its_companions_run_once_more(

@@ -60,6 +60,18 @@ async def test_responses_carry_the_views_headers_on_success_and_failure(client: 
         assert SECURITY_HEADERS.items() <= response.headers.items()
 
 
+async def test_the_security_headers_follow_a_setting_changed_after_a_response(
+    client: httpx.AsyncClient, settings: SettingsWrapper
+) -> None:
+    assert (await client.get("/api/v1/sessions")).headers["x-frame-options"] == "DENY"
+
+    settings.X_FRAME_OPTIONS = "SAMEORIGIN"
+    settings.SECURE_REFERRER_POLICY = "no-referrer"
+
+    response = await client.get("/api/v1/sessions")
+    assert (response.headers["x-frame-options"], response.headers["referrer-policy"]) == ("SAMEORIGIN", "no-referrer")
+
+
 async def test_other_methods_are_still_the_drf_views(client: httpx.AsyncClient) -> None:
     session = await create(client)
     detail = f"/api/v1/sessions/{session['id']}"

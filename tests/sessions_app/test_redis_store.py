@@ -96,6 +96,24 @@ async def test_index_entries_of_vanished_sessions_do_not_count_against_the_cap(
     assert [s.id for s in page.sessions] == [new.id]
 
 
+async def test_a_page_skips_and_unindexes_sessions_that_vanished_among_the_live_ones(
+    redis_store: RedisSessionStore, redis_url: str, redis_prefix: str
+) -> None:
+    sessions = [make_session(minutes=n) for n in range(12)]
+    for session in sessions:
+        await redis_store.create(session, max_sessions_per_owner=100)
+    vanished = sessions[1::3]
+    client = redis.Redis.from_url(redis_url)
+    for session in vanished:
+        client.delete(f"{redis_prefix}:s:{{{session.id}}}:m")  # as if its TTL ran out
+
+    page = await redis_store.list_by_owner("o_alice", limit=100, cursor=None)
+
+    live = [s for s in sessions if s not in vanished]
+    assert page.sessions == tuple(reversed(live))
+    assert client.zcard(f"{redis_prefix}:o:{{o_alice}}:i") == len(live)
+
+
 async def test_list_idle_drops_index_entries_of_vanished_sessions_and_finds_the_live_ones_behind(
     redis_store: RedisSessionStore, redis_url: str, redis_prefix: str
 ) -> None:

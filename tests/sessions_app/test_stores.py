@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from core.errors import InvalidRequest
-from core.result import Err, Ok
+from core.result import Err, Ok, unwrap
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import SessionStatus
 from sessions_app.errors import (
@@ -231,6 +231,25 @@ async def test_list_by_owner_pages_newest_first_without_gaps_or_repeats(any_stor
 
     assert seen == [s.id for s in reversed(mine)]
     assert pages == 3
+
+
+async def test_a_page_of_many_sessions_comes_back_whole_newest_first_each_with_its_own_metadata(
+    any_store: ActiveSessionStore,
+) -> None:
+    mine = [
+        make_session(minutes=i, model=f"model-{i}", system_prompt=f"prompt {i}", metadata={"n": i}) for i in range(40)
+    ]
+    for i, session in enumerate(mine):
+        await any_store.create(session, max_sessions_per_owner=LIMIT)
+        await any_store.create(make_session(owner="o_bob", minutes=i), max_sessions_per_owner=LIMIT)
+    await run_turn(any_store, mine[7].id, 1)  # one that has changed since its creation
+    mine[7] = unwrap(await any_store.get(mine[7].id, owner="o_alice"))
+    assert mine[7].message_count == 2
+
+    page = await any_store.list_by_owner("o_alice", limit=LIMIT, cursor=None)
+
+    assert page.sessions == tuple(reversed(mine))
+    assert page.next_cursor is None
 
 
 async def test_list_by_owner_rejects_a_tampered_cursor(any_store: ActiveSessionStore) -> None:
