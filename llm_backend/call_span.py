@@ -6,7 +6,8 @@ more scheduling hop, and a few coroutines and a `Metadata` copy), which cost abo
 the gateway's CPU per turn. The span is the one the interceptor made: named for the method,
 kind CLIENT, with `rpc.system`, `rpc.service`, `rpc.method` and `rpc.grpc.status_code`, and an
 error status when the call fails; the model server's spans join its trace through the
-`traceparent` (and `tracestate`, baggage) it injects.
+`traceparent` (and `tracestate`, baggage) it injects. A span that would not be recorded is not made at all
+(`child_span`): the call then carries the caller's trace context, sampled out as that span's was.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from grpc import aio
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from core.observability.tracing import span_recorded_here
+
 _tracer = trace.get_tracer("gateway.llm_backend")
 _OK = grpc.StatusCode.OK.value[0]
 
 
-def start_call_span(service: str, method: str) -> Span:
+def start_call_span(service: str, method: str) -> Span | None:
     """Start the client span of `/{service}/{method}` (not made current: nothing runs under it
-    in this process; `call_metadata` carries it to the server)."""
+    in this process; `call_metadata` carries it to the server); None when it would not be recorded."""
+    if not span_recorded_here():
+        return None
     return _tracer.start_span(
         f"/{service}/{method}",
         kind=SpanKind.CLIENT,
@@ -35,19 +40,23 @@ def start_call_span(service: str, method: str) -> Span:
     )
 
 
-def call_metadata(span: Span, request_id: str) -> tuple[tuple[str, str], ...]:
-    """The call's metadata: the span's trace context (when it has a valid one) and the request id."""
+def call_metadata(span: Span | None, request_id: str) -> tuple[tuple[str, str], ...]:
+    """The call's metadata: the trace context of the span, or with none of the caller (when it has
+    a valid one), and the request id."""
     carrier: dict[str, str] = {}
-    if span.get_span_context().is_valid:
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
+    context = trace.set_span_in_context(span) if span is not None else None  # None: the current one
+    if trace.get_current_span(context).get_span_context().is_valid:
+        propagate.inject(carrier, context=context)
     if request_id:
         carrier["x-request-id"] = request_id
     return tuple(carrier.items())
 
 
-def end_call_span(span: Span, error: BaseException | None = None) -> None:
+def end_call_span(span: Span | None, error: BaseException | None = None) -> None:
     """End the span; a failed call gets its status code, an error status and the exception
     (a cancelled one ends without a verdict, as the interceptor's did)."""
+    if span is None:
+        return
     if isinstance(error, Exception) and span.is_recording():
         if isinstance(error, aio.AioRpcError):
             span.set_attribute("rpc.grpc.status_code", error.code().value[0])

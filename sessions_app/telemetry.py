@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
+from core.observability.tracing import child_span
 from llm_backend.errors import BackendError
 from llm_backend.ports import FinishReason, TokenUsage
 from sessions_app import metrics
@@ -15,10 +15,11 @@ from sessions_app import metrics
 tracer = trace.get_tracer("gateway.sessions")
 
 
-@contextmanager
-def chat_span(model: str, *, streaming: bool = False) -> Iterator[Span]:
-    """The model call, named as the GenAI conventions name it: `chat {model}`."""
-    with tracer.start_as_current_span(
+def chat_span(model: str, *, streaming: bool = False) -> AbstractContextManager[Span]:
+    """The model call, named as the GenAI conventions name it: `chat {model}` (made only when
+    recorded: see `child_span`)."""
+    return child_span(
+        tracer,
         f"chat {model}",
         kind=SpanKind.CLIENT,
         attributes={
@@ -26,11 +27,12 @@ def chat_span(model: str, *, streaming: bool = False) -> Iterator[Span]:
             "gen_ai.request.model": model,
             "gateway.streaming": streaming,
         },
-    ) as span:
-        yield span
+    )
 
 
 def record_completion(span: Span, usage: TokenUsage, finish_reason: FinishReason | None) -> None:
+    if not span.is_recording():
+        return
     span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
     span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
     if finish_reason is not None:

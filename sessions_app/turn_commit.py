@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from core.observability.tracing import child_span
 from core.result import unwrap
 from llm_backend.ports import FinishReason
 from sessions_app.domain import ChatMessage, ChatSession, MessageStatus, Role, TokenUsage, TurnOutcome
@@ -44,7 +45,7 @@ class OpenTurn:
         user_message = ChatMessage(new_id(), Role.USER, self.content, self.received_at)
         message = ChatMessage(new_id(), Role.ASSISTANT, reply, at, status)
         attributes = {"gateway.reply.status": status.value} if streamed else None
-        with tracer.start_as_current_span("append turn", attributes=attributes) as span:
+        with child_span(tracer, "append turn", attributes=attributes) as span:
             if streamed:
                 record_completion(span, usage, finish_reason)
             try:

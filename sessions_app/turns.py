@@ -12,6 +12,7 @@ from datetime import datetime
 
 from core.errors import InvalidRequest, StoreUnavailable
 from core.observability.context import annotate
+from core.observability.tracing import child_span
 from core.result import Err, returns_result, unwrap
 from limits.ports import OwnerLimiter
 from llm_backend.ports import ChatBackend, ChatRequest, FinishReason, GenerationParams, TokenUsage
@@ -233,7 +234,7 @@ class TurnService:
             )
         received_at = self._clock()
         token = secrets.token_urlsafe(16)
-        with tracer.start_as_current_span("load history"):
+        with child_span(tracer, "load history"):
             begun = await self._store.begin_turn(
                 session_id,
                 owner=owner,
@@ -259,7 +260,7 @@ class TurnService:
         if session.message_count + 2 > self._policy.max_messages_per_session:
             await self._store.release_turn(session_id, token=token)
             raise MessageLimitReached()
-        with tracer.start_as_current_span("build context") as span:
+        with child_span(tracer, "build context") as span:
             context = build_context(
                 system_prompt=session.system_prompt if instructions is None else instructions,
                 history=transcript.messages,
