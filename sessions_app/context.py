@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llm_backend.ports import ContextMessage, Role
-from sessions_app.domain import ChatMessage
 
 
 def build_context(
     *,
     system_prompt: str,
-    history: Sequence[ChatMessage],
+    history: Sequence[ContextMessage],
     new_content: str,
     max_chars: int,
     max_messages: int,
@@ -25,7 +24,7 @@ def build_context(
     """
     budget = max_chars - len(system_prompt) - len(new_content)
     room = max_messages - 1
-    kept: list[ChatMessage] = []
+    kept: list[ContextMessage] = []
     for message in reversed(history):
         if room <= 0 or len(message.content) > budget:
             break
@@ -36,7 +35,7 @@ def build_context(
     while kept and kept[0].role != Role.USER:
         kept.pop(0)
     context = [ContextMessage(Role.SYSTEM, system_prompt)] if system_prompt else []
-    context += [ContextMessage(m.role, m.content) for m in kept]
+    context += kept
     context.append(ContextMessage(Role.USER, new_content))
     return context
 

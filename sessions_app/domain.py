@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from llm_backend.ports import FinishReason, Role, TokenUsage
+from llm_backend.ports import ContextMessage, FinishReason, Role, TokenUsage
 
 __all__ = [
     "ChatMessage",
@@ -21,6 +21,7 @@ __all__ = [
     "SessionStatus",
     "TokenUsage",
     "Transcript",
+    "TurnHistory",
     "TurnOutcome",
     "is_session_id",
 ]
@@ -94,6 +95,17 @@ class Transcript:
         if last is None or last < self.session.next_seq:
             return Transcript(self.session, messages)
         return Transcript(replace(self.session, next_seq=last + 1), messages)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnHistory:
+    """A session locked for a turn, with its newest messages as the model's context takes them:
+    role and content only (a turn uses nothing else of them, and decoding a whole message each
+    turn cost more than the model's request did), and the id of the newest for `follows`."""
+
+    session: ChatSession
+    messages: tuple[ContextMessage, ...]
+    last_message_id: str | None
 
 
 @dataclass(frozen=True, slots=True)

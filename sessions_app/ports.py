@@ -9,7 +9,15 @@ from typing import Any, Protocol
 
 from core.errors import GatewayError
 from core.result import Result
-from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, TokenUsage, Transcript
+from sessions_app.domain import (
+    ChatMessage,
+    ChatSession,
+    SessionPage,
+    SessionStatus,
+    TokenUsage,
+    Transcript,
+    TurnHistory,
+)
 from sessions_app.errors import (
     MessageNotFound,
     SessionLimitReached,
@@ -55,8 +63,9 @@ class ActiveSessionStore(Protocol):
 
     async def begin_turn(
         self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
-    ) -> Result[Transcript, SessionLookupError]:
-        """Lock the session for one turn and return it with its newest `history_limit` messages.
+    ) -> Result[TurnHistory, SessionLookupError]:
+        """Lock the session for one turn and return it with its newest `history_limit` messages
+        (their roles and contents, oldest first, and the newest one's id).
 
         Fails with `TurnInProgress` while another turn holds the lock and with
         `SessionNotActive` unless the session is active. The lock expires by

@@ -248,12 +248,12 @@ class TurnService:
             and await self._archive.is_archived(session_id, owner=owner)
         ):
             raise SessionNotActive("The session is archived; resume it to continue the conversation.")
-        transcript = unwrap(begun)
-        session = transcript.session
+        history = unwrap(begun)
+        session = history.session
         if model is not None and session.model != model:
             await self._store.release_turn(session_id, token=token)
             raise ModelMismatch(session.model)
-        if follows is not None and (not transcript.messages or transcript.messages[-1].id != follows):
+        if follows is not None and history.last_message_id != follows:
             # Under the lock, on the history loaded with it: no turn can slip in between.
             await self._store.release_turn(session_id, token=token)
             raise HistoryMovedOn()
@@ -263,7 +263,7 @@ class TurnService:
         with child_span(tracer, "build context") as span:
             context = build_context(
                 system_prompt=session.system_prompt if instructions is None else instructions,
-                history=transcript.messages,
+                history=history.messages,
                 new_content=content,
                 max_chars=self._policy.context_max_chars,
                 max_messages=self._policy.context_max_messages,

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from llm_backend.ports import ContextMessage
 from sessions_app.domain import ChatMessage, MessageStatus, Role
 from sessions_app.errors import InvalidCursor
 
@@ -70,6 +71,14 @@ def decode_message(raw: bytes | str, position: int | None = None) -> ChatMessage
 def decode_messages(raws: Sequence[bytes | str], first_position: int) -> tuple[ChatMessage, ...]:
     """Stored messages read from the `first_position`-th on, oldest first."""
     return tuple(decode_message(raw, first_position + i) for i, raw in enumerate(raws))
+
+
+def decode_context(raws: Sequence[bytes | str]) -> tuple[tuple[ContextMessage, ...], str | None]:
+    """Stored messages, oldest first, as a model's context takes them (role and content), and the
+    newest one's id: what a turn needs of its history, without the timestamp, status and seq of
+    each message it would not use."""
+    fields = [orjson.loads(raw) for raw in raws]
+    return tuple([ContextMessage(_CODE_ROLE[f[1]], f[3]) for f in fields]), fields[-1][0] if fields else None
 
 
 def index_member(session_id: str, created_at: datetime) -> str:

@@ -15,7 +15,16 @@ from datetime import datetime
 from typing import Any, cast
 
 from core.result import Err, Ok, Result
-from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, TokenUsage, Transcript
+from llm_backend.ports import ContextMessage
+from sessions_app.domain import (
+    ChatMessage,
+    ChatSession,
+    SessionPage,
+    SessionStatus,
+    TokenUsage,
+    Transcript,
+    TurnHistory,
+)
 from sessions_app.errors import (
     MessageNotFound,
     SessionLimitReached,
@@ -74,7 +83,7 @@ class InMemorySessionStore:
 
     async def begin_turn(
         self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
-    ) -> Result[Transcript, SessionLookupError]:
+    ) -> Result[TurnHistory, SessionLookupError]:
         entry = self._owned(session_id, owner)
         if entry is None:
             return Err(SessionNotFound())
@@ -84,7 +93,13 @@ class InMemorySessionStore:
             return Err(TurnInProgress())
         entry.lock_token, entry.lock_expires = token, time.monotonic() + lock_seconds
         history = entry.messages[-history_limit:] if history_limit > 0 else []
-        return Ok(Transcript(entry.session, tuple(history)))
+        return Ok(
+            TurnHistory(
+                entry.session,
+                tuple(ContextMessage(m.role, m.content) for m in history),
+                history[-1].id if history else None,
+            )
+        )
 
     async def append_turn(
         self,

@@ -52,7 +52,7 @@ from core.redis_clients import (
 )
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
-from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript
+from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript, TurnHistory
 from sessions_app.errors import (
     MessageNotFound,
     SessionLimitReached,
@@ -64,6 +64,7 @@ from sessions_app.ports import DELETED_IDS_KEPT, SessionLookupError
 from sessions_app.stores import redis_scripts as lua
 from sessions_app.stores.activity import ActivityIndex
 from sessions_app.stores.encoding import (
+    decode_context,
     decode_cursor,
     decode_messages,
     encode_cursor,
@@ -246,7 +247,7 @@ class RedisSessionStore:
     @store_errors
     async def begin_turn(
         self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
-    ) -> Result[Transcript, SessionLookupError]:
+    ) -> Result[TurnHistory, SessionLookupError]:
         reply = await self._script(
             lua.BEGIN_TURN,
             self._session_keys(session_id),
@@ -254,10 +255,7 @@ class RedisSessionStore:
         )
         match reply[0]:
             case b"ok":
-                session = self._session_from(session_id, reply[1])
-                # Read from the end: the first of them sits at the count less their number.
-                history = decode_messages(reply[2], session.message_count - len(reply[2]))
-                return Ok(Transcript(session, history))
+                return Ok(TurnHistory(self._session_from(session_id, reply[1]), *decode_context(reply[2])))
             case b"not_active":
                 return Err(SessionNotActive())
             case b"busy":

@@ -8,7 +8,7 @@ from tests.factories import make_turn
 
 
 def history(turns: int) -> list:  # type: ignore[type-arg]
-    return [m for n in range(1, turns + 1) for m in make_turn(n)]
+    return [ContextMessage(m.role, m.content) for n in range(1, turns + 1) for m in make_turn(n)]
 
 
 def test_everything_fits_system_prompt_first_new_message_last() -> None:

@@ -280,6 +280,18 @@ async def test_a_deletion_in_a_session_stored_before_seqs_shifts_no_seq(
     assert [m.seq for m in await messages(redis_store, session_id)] == [1, 2, 3, 4, 5]
 
 
+async def test_a_turn_reads_the_history_of_a_session_stored_before_seqs(
+    redis_store: RedisSessionStore, raw_redis: redis.Redis, redis_prefix: str
+) -> None:
+    session_id, written = store_legacy(raw_redis, redis_prefix, turns=2)
+
+    begun = await redis_store.begin_turn(session_id, owner="o_alice", token="t", lock_seconds=30, history_limit=3)
+
+    assert isinstance(begun, Ok)
+    assert [(m.role, m.content) for m in begun.value.messages] == [(m.role, m.content) for m in written[1:]]
+    assert begun.value.last_message_id == written[-1].id
+
+
 async def test_a_turn_on_a_session_stored_before_seqs_continues_its_positions(
     redis_store: RedisSessionStore, raw_redis: redis.Redis, redis_prefix: str
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 from core.errors import InvalidRequest
 from core.result import Err, Ok, unwrap
 from llm_backend.ports import TokenUsage
-from sessions_app.domain import SessionStatus
+from sessions_app.domain import Role, SessionStatus
 from sessions_app.errors import (
     MessageNotFound,
     SessionLimitReached,
@@ -194,8 +194,24 @@ async def test_history_limit_returns_the_newest_messages(any_store: ActiveSessio
     result = await begin(any_store, session.id, token="x", history=3)
 
     assert isinstance(result, Ok)
-    assert [m.content for m in result.value.messages] == ["answer 2", "question 3", "answer 3"]
+    assert [(m.role, m.content) for m in result.value.messages] == [
+        (Role.ASSISTANT, "answer 2"),
+        (Role.USER, "question 3"),
+        (Role.ASSISTANT, "answer 3"),
+    ]
     assert result.value.session.message_count == 6
+    stored = await any_store.load(session.id, owner="o_alice")
+    assert isinstance(stored, Ok) and result.value.last_message_id == stored.value.messages[-1].id
+
+
+async def test_a_turn_in_a_new_session_has_no_history(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+
+    result = await begin(any_store, session.id, token="x")
+
+    assert isinstance(result, Ok)
+    assert (result.value.messages, result.value.last_message_id) == ((), None)
 
 
 async def test_ended_session_takes_no_turn_and_end_waits_for_a_running_turn(any_store: ActiveSessionStore) -> None:
