@@ -38,6 +38,7 @@ from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
 from core.errors import Forbidden, GatewayError, InvalidRequest, PayloadTooLarge, StoreUnavailable, Unauthenticated
 from core.observability.context import annotate
+from core.observability.tracing import child_span
 from core.problems import problem_for_exception
 from core.result import Err, Ok
 from limits.errors import OwnerSocketLimit
@@ -218,7 +219,7 @@ class SessionSocketConsumer(AsyncWebsocketConsumer):
             params=parsed.params,
             request_id=turn_id,
         )
-        span = tracer.start_as_current_span("websocket turn", attributes={"gateway.turn_id": turn_id})
+        span = child_span(tracer, "websocket turn", attributes={"gateway.turn_id": turn_id})
         try:
             async with turn.stream(request, self._render, span=span):
                 await turn.relay(self._render)
