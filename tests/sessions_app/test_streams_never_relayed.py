@@ -44,21 +44,30 @@ def application() -> Asgi:
     return app  # type: ignore[no-any-return]
 
 
-def hung_up(app: Asgi) -> Asgi:
-    """`app` under a server that raises on a send once its client has left, as the ASGI spec
-    asks of servers (uvicorn ignores such sends): the response's start fails."""
+def served(app: Asgi, sends: str) -> Asgi:
+    """`app` under a server that, once its client has left, raises on a send (as the ASGI spec
+    asks: the response's start fails) or ignores it (as uvicorn does: only the disconnect
+    the application reads tells it so)."""
+    if sends == "ignored":
+        return app
 
-    async def served(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
         async def gone(message: dict[str, Any]) -> None:
             raise OSError("the client left")
 
         await app(scope, receive, gone)
 
-    return served
+    return serve
 
 
-async def hang_up(token: str, path: str, body: dict[str, Any], key: str) -> None:
-    """POST `body` with `key`, then leave at once: the gateway's every send fails."""
+@pytest.fixture(params=["raise", "ignored"])
+def sends(request: pytest.FixtureRequest) -> str:
+    """What the server does with a send once the client left."""
+    return str(request.param)
+
+
+async def hang_up(token: str, path: str, body: dict[str, Any], key: str, sends: str) -> None:
+    """POST `body` with `key`, then leave at once, before a byte of the answer."""
     headers = [
         (b"authorization", f"Bearer {token}".encode()),
         (b"content-type", b"application/json"),
@@ -75,10 +84,13 @@ async def hang_up(token: str, path: str, body: dict[str, Any], key: str) -> None
         "client": ("127.0.0.1", 5000),
         "server": ("127.0.0.1", 8000),
     }
-    communicator = ApplicationCommunicator(hung_up(application()), scope)
+    communicator = ApplicationCommunicator(served(application(), sends), scope)
     await communicator.send_input({"type": "http.request", "body": orjson.dumps(body), "more_body": False})
     await communicator.send_input({"type": "http.disconnect"})
-    with pytest.raises(OSError, match="the client left"):
+    if sends == "raise":
+        with pytest.raises(OSError, match="the client left"):
+            await communicator.wait(timeout=5)
+    else:
         await communicator.wait(timeout=5)
 
 
@@ -115,14 +127,14 @@ def sse_names(body: bytes) -> list[str]:
 
 
 async def test_an_sse_turn_whose_response_never_started_releases_its_key_lock_and_model(
-    mint: Mint, backend: FakeChatBackend
+    mint: Mint, backend: FakeChatBackend, sends: str
 ) -> None:
     token = mint()
     session_id = await new_session(token)
     path = f"/api/v1/sessions/{session_id}/messages"
     body = {"content": CONTENT, "stream": True}
 
-    await hang_up(token, path, body, "sse-left-1")
+    await hang_up(token, path, body, "sse-left-1", sends)
 
     assert backend.stream_closed_early.is_set()  # the model was stopped, not left to run on
     assert await stored(token, session_id) == []  # the client saw nothing: nothing was kept
@@ -133,12 +145,12 @@ async def test_an_sse_turn_whose_response_never_started_releases_its_key_lock_an
     assert await stored(token, session_id) == [(CONTENT, "complete"), (f"Echo: {CONTENT}", "complete")]
 
 
-async def test_without_a_key_the_turn_lock_is_released_at_once(mint: Mint) -> None:
+async def test_without_a_key_the_turn_lock_is_released_at_once(mint: Mint, sends: str) -> None:
     token = mint()
     session_id = await new_session(token)
     path = f"/api/v1/sessions/{session_id}/messages"
 
-    await hang_up(token, path, {"content": CONTENT, "stream": True}, "sse-left-2")
+    await hang_up(token, path, {"content": CONTENT, "stream": True}, "sse-left-2", sends)
     after = await post(token, path, {"content": "another"})  # no key: only the lock could refuse it
 
     assert after.status_code == 200, after.text
@@ -146,7 +158,7 @@ async def test_without_a_key_the_turn_lock_is_released_at_once(mint: Mint) -> No
 
 
 async def test_a_client_that_hangs_up_again_and_again_then_retries_stores_one_turn(
-    mint: Mint, backend: FakeChatBackend
+    mint: Mint, backend: FakeChatBackend, sends: str
 ) -> None:
     token = mint()
     session_id = await new_session(token)
@@ -154,7 +166,7 @@ async def test_a_client_that_hangs_up_again_and_again_then_retries_stores_one_tu
     body = {"content": CONTENT, "stream": True}
 
     for _ in range(5):
-        await hang_up(token, path, body, "sse-hostile")
+        await hang_up(token, path, body, "sse-hostile", sends)
     asked = len(backend.requests)
     retried = await post(token, path, body, "sse-hostile")
     again = await post(token, path, body, "sse-hostile")  # now a repeat: the first answer, no model call
@@ -170,12 +182,12 @@ async def test_a_client_that_hangs_up_again_and_again_then_retries_stores_one_tu
 
 
 async def test_a_chat_completions_stream_that_never_started_releases_its_key(
-    mint: Mint, backend: FakeChatBackend
+    mint: Mint, backend: FakeChatBackend, sends: str
 ) -> None:
     token = mint()
     body = {"model": "echo", "messages": QUESTION, "stream": True}
 
-    await hang_up(token, "/v1/chat/completions", body, "cc-left-1")
+    await hang_up(token, "/v1/chat/completions", body, "cc-left-1", sends)
 
     assert backend.stream_closed_early.is_set()
     assert await get_idempotency_store().describe(owner_of(token)) == []
@@ -186,7 +198,7 @@ async def test_a_chat_completions_stream_that_never_started_releases_its_key(
 
 
 async def test_a_responses_stream_that_never_started_releases_its_key_and_stores_one_turn(
-    mint: Mint, backend: FakeChatBackend
+    mint: Mint, backend: FakeChatBackend, sends: str
 ) -> None:
     token = mint()
     session_id = await new_session(token)
@@ -194,7 +206,7 @@ async def test_a_responses_stream_that_never_started_releases_its_key_and_stores
     body = {"model": "echo", "input": CONTENT, "conversation": conversation, "stream": True}
 
     for _ in range(3):
-        await hang_up(token, "/v1/responses", body, "resp-left-1")
+        await hang_up(token, "/v1/responses", body, "resp-left-1", sends)
 
     assert backend.stream_closed_early.is_set()
     assert await stored(token, session_id) == []
