@@ -271,6 +271,7 @@ def test_an_sse_client_that_hangs_up_at_once_again_and_again_then_retries_stores
     for _ in range(5):
         with observed_gateway.connect() as raw:
             raw.sendall(head.encode() + body)  # and gone before a byte of the answer
+    wait_until(observed.cancelled.is_set, timeout=5)  # the model was stopped, not left to answer nobody
 
     with observed_gateway.client(token) as http:
         answered: list[tuple[str, Any]] = []
