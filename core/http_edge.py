@@ -71,7 +71,8 @@ class EdgeHttpConsumer(AsyncHttpConsumer):
         self, relay: Coroutine[Any, Any, None], on_failure: Callable[[Exception], Awaitable[None]]
     ) -> None:
         """Run `relay` (which writes the events) until it ends or the client leaves, and then
-        stop it; `on_failure` is awaited, inside the except block, when it raised.
+        stop it (never start it when the client has left already); `on_failure` is awaited,
+        inside the except block, when it raised.
 
         The relay runs in this task and only the watcher gets one of its own (a task per open
         stream less, and no `asyncio.wait` per stream): when the client leaves, the watcher
@@ -91,6 +92,14 @@ class EdgeHttpConsumer(AsyncHttpConsumer):
         watcher = asyncio.create_task(self._watch_client())
         watcher.add_done_callback(client_left)
         try:
+            # A client that left while the model's first delta was awaited: the server knows it
+            # already and answers the watcher's first receive at once (uvicorn ignores sends to
+            # it, so the relay would "send" the first delta and keep it as a cut-short reply).
+            # Not relayed, nothing is kept, and the stream's block settles the turn as unanswered.
+            await asyncio.sleep(0)
+            if watcher.done():
+                relay.close()
+                return
             await relay
         except asyncio.CancelledError:
             relaying = False

@@ -175,7 +175,10 @@ class Turn:
         Holds the owner's stream count, a drain ticket and a stream slot (in that order)
         until the block ends. A failure before the stream begins is raised; should the
         shutdown stop the turn after it began, the client keeps what it saw and is told
-        why (`render(TurnFailed(ShuttingDown()))`). `span`: the edge's span around the turn.
+        why (`render(TurnFailed(ShuttingDown()))`). A stream the block never relayed (its client
+        left first, the response's start failed) is settled as the block ends: the model stopped,
+        the turn lock and the Idempotency-Key released, nothing stored, as for a turn that failed
+        before its first delta. `span`: the edge's span around the turn.
         """
         manager = get_session_manager()
         start = functools.partial(
@@ -229,7 +232,13 @@ class Turn:
                         if isinstance(started, Ok):
                             self.running = started.value
                             ticket.on_stop(self.running.interrupt)
-                            yield self.running
+                            try:
+                                yield self.running
+                            finally:
+                                # However the block ended: a stream it never relayed (the client
+                                # left, the response's start failed) would otherwise keep the
+                                # model running, the turn lock and the Idempotency-Key held.
+                                await self.running.close()
                 except asyncio.CancelledError:
                     if not ticket.stopped:
                         raise

@@ -75,7 +75,8 @@ Settled = Callable[[StatelessAnswer | None], Awaitable[None]]
 class StatelessStream:
     """Iterate `events()` once: the reply's `Delta`s, then one `StatelessDone`. Stopping early
     (the client left) stops the model; a model failure after the first delta is raised.
-    `settled` hears the whole answer once the model finished, or None (failed, cut short)."""
+    `settled` hears the whole answer once the model finished, or None (failed, cut short, or
+    never iterated: `close`)."""
 
     outcome = None  # nothing is stored (the pipeline's running turns have a stored outcome)
 
@@ -93,12 +94,29 @@ class StatelessStream:
         self._sent = sent
         self._charge = charge
         self._settled = settled
+        self._begun = False  # events() was iterated: it settles itself
         self.created_at = time.time()
 
     def interrupt(self) -> None:
         pass  # nothing is stored: a stop is a stop, whoever asked for it
 
+    async def close(self) -> None:
+        """Once the stream is over: if `events()` never began (its client left, or the
+        response's start failed, before the relay did), stop the model, charge what it was sent
+        and release the Idempotency-Key."""
+        if self._begun:
+            return
+        self._begun = True
+        await asyncio.shield(self._abandon())  # the key must not stay claimed: see TurnStream.close
+
+    async def _abandon(self) -> None:
+        await self._events.aclose()
+        self._charge(estimate_input_tokens(self._sent))
+        if self._settled is not None:
+            await self._settled(None)
+
     async def events(self) -> AsyncGenerator[Delta | StatelessDone, None]:
+        self._begun = True
         pieces: list[str] = []  # kept only for an Idempotency-Key's record
         deltas = 0
         answer: StatelessAnswer | None = None
@@ -143,6 +161,9 @@ class StatelessReplay:
 
     def interrupt(self) -> None:
         pass
+
+    async def close(self) -> None:
+        pass  # nothing was claimed or asked
 
     async def events(self) -> AsyncGenerator[Delta | StatelessDone, None]:
         completion = self._answer.completion

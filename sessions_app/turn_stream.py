@@ -40,6 +40,11 @@ class RunningTurn(Protocol):
         """The coming stop is the gateway's (it is shutting down), not the client's."""
         ...
 
+    async def close(self) -> None:
+        """Once the stream is over: settle it if `events()` never began (its client left, or
+        the response's start failed, before the relay did). An iterated stream settles itself."""
+        ...
+
 
 class TurnStream:
     """Iterate `events()` once: the reply's `Delta`s, then one `TurnDone`.
@@ -51,7 +56,8 @@ class TurnStream:
       (`incomplete` when the gateway stopped it, see `interrupt`);
     - the model server failed after at least one delta: the same, `incomplete`,
       and the `BackendError` is raised to the caller;
-    - nothing was yielded: nothing, so the client can simply retry.
+    - nothing was yielded, or `events()` was never iterated (`close`): nothing, so the
+      client can simply retry; the model is stopped and charged for what it was sent.
     The turn lock is released in every case, and kept alive while deltas flow.
     """
 
@@ -67,9 +73,11 @@ class TurnStream:
         lock_seconds: float,
         settled: Callable[[TurnOutcome | None], Awaitable[None]] | None = None,
         sent_tokens: int = 0,
+        charge_sent: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
         self._settled_hook = settled
+        self._charge_sent = charge_sent  # for a turn that stored nothing: what the model was sent
         self._turn = turn
         self._first = first
         self._events = events
@@ -81,6 +89,7 @@ class TurnStream:
         self._sent_tokens = sent_tokens
         self._lock_renewed = time.monotonic()
         self._settled = False
+        self._begun = False  # events() was iterated: it settles the turn itself
         self._stopped_as = MessageStatus.CANCELLED
         self.outcome: TurnOutcome | None = None
 
@@ -88,6 +97,7 @@ class TurnStream:
         self._stopped_as = MessageStatus.INCOMPLETE
 
     async def events(self) -> AsyncGenerator[Delta | TurnDone, None]:
+        self._begun = True
         pieces: list[str] = []
         event: StreamEvent | None = self._first
         try:
@@ -117,6 +127,18 @@ class TurnStream:
         finally:
             await self._events.aclose()
 
+    async def close(self) -> None:
+        if self._begun:
+            return
+        self._begun = True
+        # Shielded: the turn lock and the Idempotency-Key must not stay held because the task
+        # that never relayed the stream is being cancelled as well.
+        await asyncio.shield(self._abandon())
+
+    async def _abandon(self) -> None:
+        await self._events.aclose()  # stop the model first
+        await self._settle_early([], self._stopped_as)
+
     async def _keep_lock(self) -> None:
         self._lock_renewed = time.monotonic()
         await self._store.extend_turn(self._turn.session.id, token=self._turn.token, lock_seconds=self._lock_seconds)
@@ -133,6 +155,8 @@ class TurnStream:
                 await self._store_reply("".join(pieces), status, usage, None)
             else:
                 self._settled = True
+                if self._charge_sent is not None:  # the model had the prompt
+                    self._charge_sent(self._sent_tokens)
                 await self._store.release_turn(self._turn.session.id, token=self._turn.token)
                 await self._notify(None)
         except GatewayError:
@@ -183,6 +207,9 @@ class ReplayStream:
 
     def interrupt(self) -> None:
         pass  # stored already: nothing to mark
+
+    async def close(self) -> None:
+        pass  # nothing was claimed or asked
 
 
 async def first_event(events: AsyncGenerator[StreamEvent, None]) -> StreamEvent:

@@ -212,6 +212,7 @@ class TurnService:
             lock_seconds=self._policy.turn_lock_seconds,
             settled=functools.partial(self._turn_settled, owner, idempotent),
             sent_tokens=estimate_input_tokens(request.messages),
+            charge_sent=functools.partial(self._charge_sent, owner),
         )
 
     async def _open_turn(

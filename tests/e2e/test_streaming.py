@@ -253,3 +253,44 @@ def test_a_turn_over_http_while_the_websocket_streams_is_refused(
 
     assert refused.status_code == 409 and refused.json()["code"] == "turn_in_progress"
     assert frames[-1]["type"] == "error" and frames[-1]["code"] == "turn_in_progress"
+
+
+def test_an_sse_client_that_hangs_up_at_once_again_and_again_then_retries_stores_one_turn(
+    observed_gateway: Gateway, observed: ObservedModel
+) -> None:
+    token = observed_gateway.dev_token(sub="hanger-up")
+    session_id = new_session(observed_gateway, token)
+    path = f"/api/v1/sessions/{session_id}/messages"
+    body = orjson.dumps({"content": "one two three", "stream": True})
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nIdempotency-Key: hung-up-1\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    observed.reset()
+
+    for _ in range(5):
+        with observed_gateway.connect() as raw:
+            raw.sendall(head.encode() + body)  # and gone before a byte of the answer
+    wait_until(observed.cancelled.is_set, timeout=5)  # the model was stopped, not left to answer nobody
+
+    with observed_gateway.client(token) as http:
+        answered: list[tuple[str, Any]] = []
+
+        def retried() -> bool:  # the client's retry of 409 idempotency_in_progress, while one still runs
+            with http.stream("POST", path, json={"content": "one two three", "stream": True},
+                             headers={"Idempotency-Key": "hung-up-1"}) as response:  # fmt: skip
+                if response.status_code == 409:
+                    response.read()
+                    assert response.json()["code"] == "idempotency_in_progress"
+                    return False
+                assert response.status_code == 200
+                answered.extend(sse_events(response))
+                return True
+
+        wait_until(retried, timeout=10)
+
+    assert answered[-1][0] == "done" and answered[-1][1]["finish_reason"] == "stop"
+    assert [(m["content"], m["status"]) for m in stored(observed_gateway, token, session_id)] == [
+        ("one two three", "complete"),
+        ("Echo: one two three", "complete"),
+    ]

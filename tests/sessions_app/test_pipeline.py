@@ -231,6 +231,49 @@ async def test_a_client_that_stops_reading_keeps_the_partial_as_cancelled(backen
     assert await history(session_id) == [(CONTENT, MessageStatus.COMPLETE), ("Echo: ", MessageStatus.CANCELLED)]
 
 
+async def test_a_stream_its_block_never_relayed_stops_the_model_and_frees_its_lock_and_key(
+    backend: FakeChatBackend,
+) -> None:
+    session_id = await new_session()
+    key = IdempotentRequest.of("never-relayed", "turn", session_id, CONTENT)
+    turn, render = Turn(mode="sse"), Rendered()
+
+    with pytest.raises(OSError, match="start failed"):
+        async with turn.stream(request_for(session_id, idempotent=key), render):
+            raise OSError("the response's start failed")  # the client left
+
+    assert backend.stream_closed_early.is_set() and slots.open == 0
+    assert render.events == [] and await history(session_id) == []
+    # Neither turn_in_progress (the lock) nor idempotency_in_progress (the key): the retry runs.
+    again = await stream_whole(Turn(mode="sse"), request_for(session_id, idempotent=key))
+    assert isinstance(again.events[-1], TurnDone) and len(backend.requests) == 2
+    assert await history(session_id) == ANSWERED
+
+
+async def test_the_shutdown_before_the_relay_began_is_rendered_and_frees_the_key(backend: FakeChatBackend) -> None:
+    session_id = await new_session()
+    key = IdempotentRequest.of("stopped-at-head", "turn", session_id, CONTENT)
+    turn, render = Turn(mode="sse"), Rendered()
+    began = asyncio.Event()
+
+    async def run() -> None:
+        async with turn.stream(request_for(session_id, idempotent=key), render):
+            began.set()
+            await asyncio.Event().wait()  # the stream's head, slow to go out
+
+    running = asyncio.create_task(run())
+    await began.wait()
+    await drain.drain(grace=0.05)
+    await running  # ends normally: the client is told
+
+    last = render.events[-1]
+    assert isinstance(last, TurnFailed) and isinstance(last.error, ShuttingDown)
+    assert backend.stream_closed_early.is_set() and await history(session_id) == []
+    drain.reset()  # another instance, the retry's
+    again = await stream_whole(Turn(mode="sse"), request_for(session_id, idempotent=key))
+    assert isinstance(again.events[-1], TurnDone) and await history(session_id) == ANSWERED
+
+
 async def test_admission_refuses_a_draining_instance_the_stream_cap_and_the_owners_limits(
     api_settings: SettingsWrapper,
 ) -> None:
@@ -361,6 +404,20 @@ async def stream_stateless_whole(request: StatelessRequest) -> Rendered:
     async with turn.stream_stateless(request, render):
         await turn.relay(render)
     return render
+
+
+async def test_a_stateless_stream_its_block_never_relayed_releases_its_key(backend: FakeChatBackend) -> None:
+    owner = "o_pipeline_never_relayed"
+    turn, render = Turn(mode="sse"), Rendered()
+
+    with pytest.raises(OSError, match="start failed"):
+        async with turn.stream_stateless(keyed("cc-never-relayed", owner=owner), render):
+            raise OSError("the response's start failed")
+
+    assert backend.stream_closed_early.is_set() and slots.open == 0
+    assert await get_idempotency_store().describe(owner) == []
+    retried = await stream_stateless_whole(keyed("cc-never-relayed", owner=owner))
+    assert "".join(retried.deltas) == f"Echo: {CONTENT}" and len(backend.requests) == 2
 
 
 async def test_a_repeated_stateless_turn_gets_the_first_answer_without_a_model_call(backend: FakeChatBackend) -> None:
