@@ -7,7 +7,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from llm_backend.echo import EchoChatBackend
-from llm_backend.errors import BackendError
 from llm_backend.ports import ChatRequest, Completion, Delta, StreamEvent
 
 
@@ -21,7 +20,7 @@ class FakeChatBackend:
     - `stream_closed_early`: set when a consumer stops reading a stream before its end.
     """
 
-    fail_with: BackendError | None = None
+    fail_with: Exception | None = None  # a BackendError, or any other error for the unexpected
     fail_after: int = 0
     gate: asyncio.Event | None = None
     pause_after: int | None = None

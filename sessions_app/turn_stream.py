@@ -124,6 +124,13 @@ class TurnStream:
             await self._events.aclose()
             await asyncio.shield(self._settle_early(pieces, self._stopped_as))
             raise
+        except Exception:
+            # Anything else (a bug, an error the model's adapter did not map): settled as a
+            # model failure is, so the turn lock and the Idempotency-Key are not left held
+            # and what the client already has is kept.
+            await self._events.aclose()
+            await asyncio.shield(self._settle_early(pieces, MessageStatus.INCOMPLETE))
+            raise
         finally:
             await self._events.aclose()
 

@@ -140,6 +140,27 @@ async def test_a_repeated_stream_replays_the_first_answer(manager: SessionManage
     assert len(backend.requests) == 1
 
 
+async def test_a_stream_broken_by_an_unexpected_error_settles_its_key(
+    manager: SessionManager, backend: FakeChatBackend
+) -> None:
+    session_id = await new_session(manager)
+    request = key("k", "tell me")
+    backend.fail_with, backend.fail_after = RuntimeError("not a BackendError"), 2
+    first = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    assert isinstance(first, Ok)
+    with pytest.raises(RuntimeError):
+        async for _ in first.value.events():
+            pass
+    backend.fail_with = None
+
+    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+
+    # Not 409 for a key left pending: a cut-short turn's key is released, so the retry runs.
+    assert isinstance(again, Ok), again
+    assert again.value.message.content == "Echo: tell me"
+    assert len(backend.requests) == 2
+
+
 async def test_a_repeated_session_creation_returns_the_first_session(manager: SessionManager) -> None:
     request = key("create-1", {"model": "echo"})
 

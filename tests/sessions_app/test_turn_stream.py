@@ -149,6 +149,25 @@ async def test_a_model_failure_mid_stream_keeps_the_partial_reply_as_incomplete(
     ]
 
 
+async def test_an_unexpected_error_mid_stream_keeps_the_partial_reply_and_frees_the_session(
+    manager: SessionManager, session_id: str, backend: FakeChatBackend
+) -> None:
+    backend.fail_with, backend.fail_after = RuntimeError("not a BackendError"), 2
+    stream = await start(manager, session_id)
+    received: list[str] = []
+
+    with pytest.raises(RuntimeError):
+        await read_into(received, stream)
+
+    assert received == ["Echo: ", "one "]
+    assert await history(manager, session_id) == [
+        ("user", CONTENT, MessageStatus.COMPLETE),
+        ("assistant", "Echo: one ", MessageStatus.INCOMPLETE),
+    ]
+    backend.fail_with = None  # the turn lock went with it: the next turn runs
+    assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="next"), Ok)
+
+
 async def test_a_stream_holds_the_session_and_keeps_its_lock_alive(
     store: InMemorySessionStore, backend: FakeChatBackend
 ) -> None:
