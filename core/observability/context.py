@@ -67,12 +67,13 @@ def current() -> RequestInfo | None:
 def annotate(**fields: Any) -> None:
     """Note facts about the current request (never content); ids also go on its log lines."""
     info = _current.get()
-    for name, value in fields.items():
-        if info is not None:
+    if info is not None:
+        for name, value in fields.items():
             if hasattr(info, name):
                 setattr(info, name, value)
             else:
                 info.extra[name] = value
-    bound = {k: v for k, v in fields.items() if k in ("owner", "session_id") and v is not None}
-    if bound:
-        structlog.contextvars.bind_contextvars(**bound)
+    if "owner" in fields or "session_id" in fields:  # a few times a request, mostly neither
+        bound = {k: v for k, v in fields.items() if k in ("owner", "session_id") and v is not None}
+        if bound:
+            structlog.contextvars.bind_contextvars(**bound)
