@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -11,6 +10,7 @@ from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
 from core.observability.context import current as current_request
+from core.observability.context import new_request_id
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -139,7 +139,7 @@ class EdgeHttpConsumer(AsyncHttpConsumer):
 def request_id() -> str:
     """The request's id, passed to the model server so its logs line up with ours."""
     info = current_request()
-    return info.request_id if info else uuid.uuid4().hex
+    return info.request_id if info else new_request_id()
 
 
 def encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

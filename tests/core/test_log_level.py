@@ -36,3 +36,39 @@ def test_a_line_below_the_level_never_reaches_the_processors(warning_level: io.S
     lines = warning_level.getvalue()
     assert "request" not in lines
     assert '"event": "kept"' in lines and "[redacted]" in lines and "abc.def" not in lines
+
+
+def test_lines_keep_every_field_they_print_without_caller_thread_or_process(captured_logs: io.StringIO) -> None:
+    """The records carry no caller, thread or process (logging_config turns their gathering off):
+    nothing a line prints came from them. A structlog line and a standard library one, with a
+    traceback, render whole."""
+    import orjson
+
+    assert logging._srcfile is None and not logging.logProcesses  # as the settings configured it
+    structlog.contextvars.bind_contextvars(request_id="req-7")
+    try:
+        structlog.get_logger("gateway.access").info("request", status=200, route="/api/v1/sessions")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("django").exception("failed %s", "here")
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+    own, foreign = (orjson.loads(line) for line in captured_logs.getvalue().splitlines()[-2:])
+    assert own | {"timestamp": "t"} == {
+        "event": "request",
+        "status": 200,
+        "route": "/api/v1/sessions",
+        "request_id": "req-7",
+        "level": "info",
+        "logger": "gateway.access",
+        "timestamp": "t",
+    }
+    assert (foreign["event"], foreign["level"], foreign["logger"], foreign["request_id"]) == (
+        "failed here",
+        "error",
+        "django",
+        "req-7",
+    )
+    assert "ValueError: boom" in foreign["exception"] and foreign["timestamp"].endswith("Z")

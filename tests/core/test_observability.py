@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 from typing import Any
 
 import httpx
@@ -45,6 +46,9 @@ async def test_a_request_id_is_accepted_generated_and_echoed(
     assert given.headers["x-request-id"] == "client-id.42"
     assert bogus.headers["x-request-id"] != "no spaces allowed" and len(bogus.headers["x-request-id"]) == 32
     assert len(fresh.headers["x-request-id"]) == 32 and fresh.headers["x-request-id"] != bogus.headers["x-request-id"]
+    for generated in (bogus.headers["x-request-id"], fresh.headers["x-request-id"]):  # a random UUID's hex, as ever
+        assert uuid.UUID(hex=generated).hex == generated
+        assert (uuid.UUID(hex=generated).version, uuid.UUID(hex=generated).variant) == (4, uuid.RFC_4122)
     access = [line for line in lines(captured_logs) if line["event"] == "request"]
     assert [a["request_id"] for a in access] == [
         given.headers["x-request-id"],

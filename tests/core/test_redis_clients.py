@@ -21,6 +21,8 @@ from core.redis_clients import (
     round_trip,
     run_script,
 )
+from core.redis_clients import _pack as pack
+from core.redis_clients import _send as send
 
 SECRET = "canary-argument-7c1e"
 
@@ -118,5 +120,25 @@ async def test_a_round_trip_out_of_time_fails_and_its_late_reply_never_reaches_t
             await round_trip(client, [("PING",), ("BLPOP", f"{redis_prefix}:empty", 0.5)])
         await asyncio.sleep(0.5)  # the BLPOP's nil is on its way by now, to a connection now closed
         assert await command(client, "ECHO", "mine") == b"mine"
+    finally:
+        await client.aclose()
+
+
+async def test_a_write_on_a_lost_connection_is_a_transient_error_and_the_connection_is_closed(redis_url: str) -> None:
+    """The round trip's own write (not redis-py's send_packed_command): a connection lost under it
+    fails as redis-py's ConnectionError, which the round trip's Retry retries, and is closed, so
+    the pool opens it again for the next user."""
+    pool = bounded_pool(redis_url, max_connections=1, timeout=2.0, retries=0)
+    client = Redis(connection_pool=pool)
+    try:
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        connection._writer.transport.abort()  # the socket gone between checkout and write
+        await asyncio.sleep(0)
+        with pytest.raises(redis.ConnectionError) as lost:
+            await send(connection, pack([("PING",)]))
+        assert is_transient(lost.value)
+        assert not connection.is_connected
+        await pool.release(connection)
+        assert await command(client, "ECHO", "again") == b"again"
     finally:
         await client.aclose()

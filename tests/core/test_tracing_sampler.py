@@ -112,13 +112,23 @@ async def _serve(scope: dict[str, Any]) -> SpanContext:
 async def test_unrecorded_a_request_still_joins_its_callers_trace(span_exporter: InMemorySpanExporter) -> None:
     span_exporter.clear()
     caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = [
+        (b"traceparent", caller.encode()),
+        (b"tracestate", b"vendor=kept"),
+        (b"content-type", b"application/json"),
+    ]
 
-    joined = await _serve(_request([(b"traceparent", caller.encode()), (b"content-type", b"application/json")]))
+    joined = await _serve(_request(headers))
     fresh = await _serve(_request([]))
+    again = await _serve(_request([]))
 
     assert format(joined.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
-    assert joined.span_id != 0xB7AD6B7169203331  # a span of its own, child of the caller's
-    assert fresh.is_valid and fresh.trace_id != joined.trace_id
+    assert joined.span_id not in (0, 0xB7AD6B7169203331)  # a span of its own, child of the caller's
+    assert joined.trace_state.get("vendor") == "kept"  # the caller's state goes on with its trace
+    assert not joined.is_remote and not joined.trace_flags.sampled  # not recorded: sent on as "not sampled"
+    assert fresh.is_valid and fresh.trace_id != joined.trace_id and not fresh.trace_flags.sampled
+    assert (again.trace_id, again.span_id) != (fresh.trace_id, fresh.span_id)  # each request its own ids
+    assert trace.get_current_span() is trace.INVALID_SPAN  # the request's context is gone after it
     assert span_exporter.get_finished_spans() == ()
 
 

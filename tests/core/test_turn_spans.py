@@ -109,12 +109,13 @@ async def test_with_no_exporter_a_turn_makes_no_span_of_its_own_and_keeps_its_tr
 
     assert response.status_code == 200
     assert span_exporter.get_finished_spans() == ()
-    # The request's span (for the logs' trace id) and the model server's; none of the turn's
-    # own, nor the gRPC client's.
-    assert [(name, kind) for name, kind, _ in started] == [("request", "SERVER"), (CALL, "SERVER")]
-    request_trace, server_trace = (trace_id for _, _, trace_id in started)
-    assert server_trace == request_trace  # the call still carried the request's trace context
-    assert _access_lines(captured_logs)[-1]["trace_id"] == format(request_trace, "032x")
+    # Only the model server's asks a sampler: the request's span (for the logs' trace id) is made
+    # unrecorded without the tracer (tracing._unrecorded_span), and none of the turn's own, nor
+    # the gRPC client's, is made at all.
+    assert [(name, kind) for name, kind, _ in started] == [(CALL, "SERVER")]
+    ((_, _, server_trace),) = started
+    # The call still carried the request's trace context: the trace id the access log names.
+    assert _access_lines(captured_logs)[-1]["trace_id"] == format(server_trace, "032x")
 
 
 @pytest.mark.usefixtures("grpc_backend")
