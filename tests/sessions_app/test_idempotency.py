@@ -15,7 +15,7 @@ from core.errors import StoreUnavailable
 from core.result import Err, Ok
 from llm_backend.errors import BackendUnavailable
 from llm_backend.fake import FakeChatBackend
-from llm_backend.ports import Delta
+from llm_backend.ports import Delta, Role
 from sessions_app.domain import SessionStatus
 from sessions_app.idempotency import (
     Claim,
@@ -385,3 +385,22 @@ async def test_a_cut_short_stream_is_not_remembered_so_its_retry_runs(
 
     assert isinstance(again, Ok) and again.value.finish_reason is not None
     assert len(backend.requests) == 2
+
+
+async def test_appended_messages_whose_key_record_was_lost_are_not_appended_twice(
+    manager: SessionManager, idempotency: IdempotencyStore
+) -> None:
+    session_id = await new_session(manager)
+    request = key("k-append", "items")
+    first = await manager.edits.messages_append(
+        owner="o_alice", session_id=session_id, messages=[(Role.USER, "a note")], idempotent=request
+    )
+    await idempotency.forget("o_alice")
+
+    again = await manager.edits.messages_append(
+        owner="o_alice", session_id=session_id, messages=[(Role.USER, "a note")], idempotent=request
+    )
+
+    assert isinstance(first, Ok) and isinstance(again, Ok) and again.value == first.value
+    loaded = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(loaded, Ok) and len(loaded.value.messages) == 1
