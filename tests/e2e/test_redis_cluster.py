@@ -217,3 +217,37 @@ def test_a_turn_whose_key_record_its_masters_failover_lost_is_replayed_not_store
         ("assistant", "Echo: only once", "complete"),
     ]
     assert record_masters(), "the key's record was written back on the promoted replica"
+
+
+def test_erasure_reaches_the_owners_keys_on_every_master(
+    cluster_gateway: Gateway, redis_cluster: RedisClusterNodes
+) -> None:
+    """DELETE /api/v1/me on the cluster: the owner's active sessions (on every master), the one
+    archived, their Idempotency-Key records (the owner's slot, and the sessions' own) all go."""
+    prefix = cluster_gateway.env["REDIS_KEY_PREFIX"]
+    token = cluster_gateway.dev_token(sub="erased-on-cluster")
+    ids = [new_session(cluster_gateway, token) for _ in range(9)]
+    with cluster_gateway.client(token) as http:
+        for n, session_id in enumerate(ids):
+            answer = http.post(
+                f"/api/v1/sessions/{session_id}/messages",
+                json={"content": f"forget {n}"},
+                headers={"Idempotency-Key": f"erase-{n}"},
+            )
+            assert answer.status_code == 200, answer.text
+        assert http.post(f"/api/v1/sessions/{ids[0]}/end").status_code == 200  # archived
+    masters = {redis_cluster.master_of(f"{{{session_id}}}") for session_id in ids[1:]}
+    assert len(masters) >= 2, "the sessions should span masters"
+    assert sum(redis_cluster.keys_per_master(f"{prefix}:o:*:idem*").values())
+
+    with cluster_gateway.client(token) as http:
+        receipt = http.delete("/api/v1/me")
+        assert receipt.status_code == 200, receipt.text
+        assert receipt.json()["erased"]["active_sessions"] == 8
+        assert receipt.json()["erased"]["archived_sessions"] == 1
+        for session_id in ids:
+            assert http.get(f"/api/v1/sessions/{session_id}").status_code == 404
+
+    for session_id in ids:
+        assert not any(redis_cluster.keys_per_master(f"{prefix}:s:{{{session_id}}}*").values())
+    assert not any(redis_cluster.keys_per_master(f"{prefix}:o:*:idem*").values())
