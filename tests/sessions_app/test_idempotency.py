@@ -404,3 +404,29 @@ async def test_appended_messages_whose_key_record_was_lost_are_not_appended_twic
     assert isinstance(first, Ok) and isinstance(again, Ok) and again.value == first.value
     loaded = await manager.session_get(owner="o_alice", session_id=session_id)
     assert isinstance(loaded, Ok) and len(loaded.value.messages) == 1
+
+
+class CompletionNeverWritten(MemoryIdempotencyStore):
+    """The key's completion never written: the gateway process died between storing the turn and
+    completing its key (or a failover lost the completion but kept the claim)."""
+
+    async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
+        return None
+
+
+async def test_a_turn_stored_by_a_process_that_died_before_completing_its_key_is_replayed(
+    backend: FakeChatBackend,
+) -> None:
+    manager = fake_manager(backend, idempotency=CompletionNeverWritten())
+    session_id = await new_session(manager)
+    request = key("k-died", "hello")
+    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+
+    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+
+    assert isinstance(first, Ok) and isinstance(again, Ok) and isinstance(streamed, Ok)
+    assert again.value.message == first.value.message  # not 409 until the claim lapses
+    events = [e async for e in streamed.value.events()]
+    assert isinstance(events[-1], TurnDone) and events[-1].outcome.message == first.value.message
+    assert len(backend.requests) == 1
