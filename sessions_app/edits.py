@@ -8,6 +8,7 @@ archived session is brought back first, as a turn on it would be.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -79,7 +80,10 @@ class SessionEdits:
         async def remember(added: tuple[ChatMessage, ...]) -> None:
             await self._guard.settle(owner, idempotent, _appended(session_id, added))
 
-        return await self._guard.once(owner, idempotent, append, replay=replay, then=remember)
+        stored = None
+        if idempotent is not None:  # a key still pending whose messages were stored: replayed
+            stored = functools.partial(self._store.keyed_write, session_id, owner=owner, key=idempotent.key_id)
+        return await self._guard.once(owner, idempotent, append, replay=replay, then=remember, stored=stored)
 
     async def _append(
         self, owner: str, session_id: str, messages: Sequence[NewMessage], idempotent: IdempotentRequest | None

@@ -46,20 +46,28 @@ class IdempotencyGuard:
         *,
         replay: Callable[[Recorded], Awaitable[T]],
         then: Callable[[T], Awaitable[None]] | None = None,
+        stored: Callable[[], Awaitable[bytes | None]] | None = None,
     ) -> T:
         """`run()`, unless the key was answered before: then `replay(what was recorded)`.
 
         A key still being answered raises `IdempotencyInProgress`; one used with another
         request, `IdempotencyKeyReused`. Should `run()` fail, the key is released so a retry
         runs it again. What `run()` returns goes to `then` (not a replay's), which `settle`s the
-        key, now or once what it started has ended.
+        key, now or once what it started has ended. `stored()`: for a key still pending, the
+        `keyed` record the request's own write left, if it was stored (its process died before
+        completing the key, or a failover lost the completion): replayed rather than refused.
         """
         if request is None:
             value = await run()
         else:
             claim, recorded = await self._store.claim(owner, request, pending_seconds=self._pending_seconds)
             if claim == Claim.PENDING:
-                raise IdempotencyInProgress()
+                record = await stored() if stored is not None else None
+                if record is None:
+                    raise IdempotencyInProgress()
+                recorded = self.answered(request, record).recorded
+                await self._store.complete(owner, request, recorded, ttl=self._ttl)
+                return await replay(recorded)
             if claim == Claim.MISMATCH:
                 raise IdempotencyKeyReused()
             if claim == Claim.DONE and recorded is not None:

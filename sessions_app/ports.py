@@ -112,6 +112,11 @@ class ActiveSessionStore(Protocol):
         """
         ...
 
+    async def keyed_write(self, session_id: str, *, owner: str, key: str) -> bytes | None:
+        """The record of the write the owner's session holds for `key`, as `begin_turn` finds it,
+        without locking anything; None when it holds none (or the session is not the owner's)."""
+        ...
+
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
         """Keep a long turn's lock for another `lock_seconds`; False if `token` no longer holds it."""
         ...

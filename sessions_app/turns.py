@@ -7,7 +7,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from core.errors import InvalidRequest, StoreUnavailable
@@ -105,7 +105,12 @@ class TurnService:
             await self._turn_settled(owner, idempotent, outcome)
 
         return await self._guard.once(
-            owner, idempotent, send, replay=functools.partial(self._replay, owner), then=settled
+            owner,
+            idempotent,
+            send,
+            replay=functools.partial(self._replay, owner),
+            then=settled,
+            stored=self._stored(owner, session_id, idempotent),
         )
 
     @returns_result
@@ -139,7 +144,17 @@ class TurnService:
         async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
             return ReplayStream(await self._replay(owner, recorded))
 
-        return await self._guard.once(owner, idempotent, start, replay=replay)
+        return await self._guard.once(
+            owner, idempotent, start, replay=replay, stored=self._stored(owner, session_id, idempotent)
+        )
+
+    def _stored(
+        self, owner: str, session_id: str, idempotent: IdempotentRequest | None
+    ) -> Callable[[], Awaitable[bytes | None]] | None:
+        """The guard's look at the session for a turn stored under a key still pending."""
+        if idempotent is None:
+            return None
+        return functools.partial(self._store.keyed_write, session_id, owner=owner, key=idempotent.key_id)
 
     async def _send(
         self,

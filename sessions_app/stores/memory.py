@@ -148,6 +148,11 @@ class InMemorySessionStore:
         entry.lock_token = None
         return Ok(entry.session)
 
+    async def keyed_write(self, session_id: str, *, owner: str, key: str) -> bytes | None:
+        entry = self._owned(session_id, owner)
+        kept = entry.keyed.get(key) if entry is not None else None
+        return kept[0] if kept is not None and kept[1] > time.time() else None
+
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
         entry = self._entries.get(session_id)
         if entry is None or entry.lock_token != token or not entry.locked():

@@ -346,6 +346,12 @@ class RedisSessionStore:
                 delay = min(2 * delay, 1.0)
 
     @store_errors
+    async def keyed_write(self, session_id: str, *, owner: str, key: str) -> bytes | None:
+        keys = self._session_keys(session_id)
+        record = await self._script(lua.KEYED_WRITE, [keys.meta, keys.keyed], [owner, key, to_ms(datetime.now(UTC))])
+        return cast(bytes | None, record)
+
+    @store_errors
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
         extended = await self._script(
             lua.EXTEND_TURN, [self._session_keys(session_id).lock], [token, int(lock_seconds * 1000)]

@@ -8,22 +8,32 @@ from sessions_app.ports import KEYED_WRITES_KEPT
 META_FIELDS = ("o", "s", "md", "sp", "mt", "ca", "la", "n", "ti", "to", "q")
 _HMGET_META = "redis.call('HMGET', KEYS[1], 'o', 's', 'md', 'sp', 'mt', 'ca', 'la', 'n', 'ti', 'to', 'q')"
 
-# KEYS: meta, messages, lock, deleted, keyed. ARGV: owner, token, lock_ms, history_limit, key id
-# ('' for none), now_ms. A keyed write is `key until_ms record` (see APPEND_TURN): one the session
-# holds for the key, still within its lifetime, is answered instead of taking the lock.
-BEGIN_TURN = Lua(f"""
-local meta = {_HMGET_META}
-if meta[1] ~= ARGV[1] then return {{'not_found'}} end
-if ARGV[5] ~= '' then
-  local prefix = ARGV[5] .. ' '
-  for _, entry in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
+# A keyed write is `key until_ms record` (see APPEND_TURN). `keyed_record(list key, key id, now_ms)`
+# is the record of the newest one for that key still within its lifetime, or nil.
+_KEYED_RECORD = """
+local function keyed_record(list, key, now)
+  local prefix = key .. ' '
+  for _, entry in ipairs(redis.call('LRANGE', list, 0, -1)) do
     if string.sub(entry, 1, #prefix) == prefix then
       local space = string.find(entry, ' ', #prefix + 1, true)
-      if tonumber(string.sub(entry, #prefix + 1, space - 1)) > tonumber(ARGV[6]) then
-        return {{'answered', meta, string.sub(entry, space + 1)}}
+      if tonumber(string.sub(entry, #prefix + 1, space - 1)) > tonumber(now) then
+        return string.sub(entry, space + 1)
       end
     end
   end
+  return nil
+end
+"""
+
+# KEYS: meta, messages, lock, deleted, keyed. ARGV: owner, token, lock_ms, history_limit, key id
+# ('' for none), now_ms. A write the session holds for the key, still within its lifetime, is
+# answered instead of taking the lock.
+BEGIN_TURN = Lua(f"""{_KEYED_RECORD}
+local meta = {_HMGET_META}
+if meta[1] ~= ARGV[1] then return {{'not_found'}} end
+if ARGV[5] ~= '' then
+  local record = keyed_record(KEYS[5], ARGV[5], ARGV[6])
+  if record then return {{'answered', meta, record}} end
 end
 if meta[2] ~= 'active' then return {{'not_active'}} end
 if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {{'busy'}} end
@@ -63,6 +73,12 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[3])
 return {{'ok', {_HMGET_META}}}
+""")
+
+# KEYS: meta, keyed. ARGV: owner, key id, now_ms. The record BEGIN_TURN would answer, or nil.
+KEYED_WRITE = Lua(f"""{_KEYED_RECORD}
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return nil end
+return keyed_record(KEYS[2], ARGV[2], ARGV[3])
 """)
 
 # KEYS: lock. ARGV: token, lock_ms.

@@ -406,6 +406,10 @@ async def test_a_turn_stored_with_a_key_is_found_by_it_instead_of_locking(any_st
     assert isinstance(found, Ok) and found.value.answered == b'{"turn": 1}'
     assert found.value.session.message_count == 2
     assert isinstance(other, Err) and isinstance(other.error, SessionNotFound)  # another owner learns nothing
+    assert await any_store.keyed_write(session.id, owner="o_alice", key="key-1") == b'{"turn": 1}'
+    assert await any_store.keyed_write(session.id, owner="o_alice", key="key-2") is None
+    assert await any_store.keyed_write(session.id, owner="o_bob", key="key-1") is None
+    assert await any_store.keyed_write("no-such-session", owner="o_alice", key="key-1") is None
     # Nothing was locked: a turn under another key (or none) goes ahead.
     unkeyed = await begin(any_store, session.id, token="next")
     assert isinstance(unkeyed, Ok) and unkeyed.value.answered is None and len(unkeyed.value.messages) == 2
