@@ -67,7 +67,7 @@ deploy-tools: ## Install promtool, nginx and docker-compose for tests/deploy (no
 
 deploy-check: $(VENV)/.dev deploy-tools ## Check deploy/: Kubernetes schemas, yamllint, promtool rules and tests, the dashboard's metrics, compose, nginx
 	scripts/test.sh -q -p no:randomly tests/deploy
-# The scale tests put a real nginx in front of several gateway processes (tests/scale/).
+# The scale tests put a real nginx in front of several gateway processes (tests/e2e/scale/).
 nginx: ## Install Debian's nginx for the scale tests (nothing to do when it is there)
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
 	  echo "installing nginx-light from the distribution's packages"; \

@@ -15,6 +15,7 @@ __all__ = [
     "ChatMessage",
     "ChatSession",
     "FinishReason",
+    "KeyedWrite",
     "MessageStatus",
     "Role",
     "SessionPage",
@@ -106,6 +107,20 @@ class TurnHistory:
     session: ChatSession
     messages: tuple[ContextMessage, ...]
     last_message_id: str | None
+    # Instead of a lock: the record of the write the session holds for the turn's Idempotency-Key.
+    answered: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedWrite:
+    """An Idempotency-Key's record, stored with the turn (or the messages) it answers, in the
+    session's own keys: whatever became of the key's record in the idempotency store (on a
+    Redis Cluster another master's, which a failover can lose), the session knows its write
+    was stored. `record` is opaque to the store; it is kept for `ttl_seconds`."""
+
+    key: str  # the key's id (a hash of the client's key)
+    record: bytes
+    ttl_seconds: int
 
 
 @dataclass(frozen=True, slots=True)

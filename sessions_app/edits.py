@@ -8,6 +8,7 @@ archived session is brought back first, as a turn on it would be.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -67,7 +68,7 @@ class SessionEdits:
         Idempotency-Key, a repeat returns the messages the first request added."""
 
         async def append() -> tuple[ChatMessage, ...]:
-            return await self._append(owner, session_id, messages)
+            return await self._append(owner, session_id, messages, idempotent)
 
         async def replay(recorded: Recorded) -> tuple[ChatMessage, ...]:
             transcript = unwrap(await self._selectors.session_get(owner=owner, session_id=recorded["session_id"]))
@@ -77,13 +78,18 @@ class SessionEdits:
             return tuple(by_id[i] for i in recorded["message_ids"])
 
         async def remember(added: tuple[ChatMessage, ...]) -> None:
-            await self._guard.settle(
-                owner, idempotent, {"session_id": session_id, "message_ids": [m.id for m in added]}
-            )
+            await self._guard.settle(owner, idempotent, _appended(session_id, added))
 
-        return await self._guard.once(owner, idempotent, append, replay=replay, then=remember)
+        stored = None
+        if idempotent is not None:  # a key still pending whose messages were stored: replayed
+            stored = functools.partial(self._store.keyed_write, session_id, owner=owner, key=idempotent.key_id)
+        return await self._guard.once(owner, idempotent, append, replay=replay, then=remember, stored=stored)
 
-    async def _append(self, owner: str, session_id: str, messages: Sequence[NewMessage]) -> tuple[ChatMessage, ...]:
+    async def _append(
+        self, owner: str, session_id: str, messages: Sequence[NewMessage], idempotent: IdempotentRequest | None
+    ) -> tuple[ChatMessage, ...]:
+        """Lock, append, release; with an Idempotency-Key the session already holds the messages
+        of (its own record lost): `AnsweredBefore`, for the guard to replay them."""
         for _, content in messages:
             if len(content) > self._policy.max_content_chars:
                 raise ContentTooLarge(f"The content is longer than {self._policy.max_content_chars} characters.")
@@ -91,9 +97,16 @@ class SessionEdits:
         token = uuid.uuid4().hex
         opened = unwrap(
             await self._store.begin_turn(
-                session_id, owner=owner, token=token, lock_seconds=self._policy.turn_lock_seconds, history_limit=0
+                session_id,
+                owner=owner,
+                token=token,
+                lock_seconds=self._policy.turn_lock_seconds,
+                history_limit=0,
+                key=idempotent.key_id if idempotent is not None else None,
             )
         )
+        if opened.answered is not None and idempotent is not None:
+            raise self._guard.answered(idempotent, opened.answered)
         now = self._clock()
         added = tuple(ChatMessage(id=new_message_id(), role=role, content=c, created_at=now) for role, c in messages)
         if opened.session.message_count + len(added) > self._policy.max_messages_per_session:
@@ -102,7 +115,13 @@ class SessionEdits:
         try:
             unwrap(
                 await self._store.append_turn(
-                    session_id, owner=owner, token=token, messages=added, usage=TokenUsage(), at=now
+                    session_id,
+                    owner=owner,
+                    token=token,
+                    messages=added,
+                    usage=TokenUsage(),
+                    at=now,
+                    keyed=self._guard.keyed(idempotent, _appended(session_id, added)) if idempotent else None,
                 )
             )
         except BaseException:
@@ -143,3 +162,8 @@ class SessionEdits:
                 session=session,
             )
         )
+
+
+def _appended(session_id: str, added: Sequence[ChatMessage]) -> dict[str, Any]:
+    """What an append's Idempotency-Key remembers for its repeats: the ids of what it added."""
+    return {"session_id": session_id, "message_ids": [m.id for m in added]}

@@ -61,6 +61,11 @@ class IdempotentRequest:
         payload = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
         return cls(header, hmac.new(fingerprint_key(), payload, hashlib.sha256).hexdigest())
 
+    @property
+    def key_id(self) -> str:
+        """The key as stored: hashed, so a client's key (any string) never names a Redis key."""
+        return _key_id(self.key)
+
 
 @functools.cache
 def fingerprint_key() -> bytes:

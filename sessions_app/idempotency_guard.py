@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import orjson
+
+from sessions_app.domain import KeyedWrite
 from sessions_app.idempotency import (
     Claim,
     IdempotencyInProgress,
@@ -15,6 +18,16 @@ from sessions_app.idempotency import (
 
 T = TypeVar("T")
 Recorded = dict[str, Any]
+
+
+class AnsweredBefore(Exception):
+    """Raised by a request's `run` that finds it was answered already, though the idempotency
+    store had no record of it (a failover lost it, or the answer was lost on its way): the
+    record it found where the answer was stored (`IdempotencyGuard.keyed`) is replayed."""
+
+    def __init__(self, recorded: Recorded) -> None:
+        super().__init__("answered before")
+        self.recorded = recorded
 
 
 class IdempotencyGuard:
@@ -33,26 +46,37 @@ class IdempotencyGuard:
         *,
         replay: Callable[[Recorded], Awaitable[T]],
         then: Callable[[T], Awaitable[None]] | None = None,
+        stored: Callable[[], Awaitable[bytes | None]] | None = None,
     ) -> T:
         """`run()`, unless the key was answered before: then `replay(what was recorded)`.
 
         A key still being answered raises `IdempotencyInProgress`; one used with another
         request, `IdempotencyKeyReused`. Should `run()` fail, the key is released so a retry
         runs it again. What `run()` returns goes to `then` (not a replay's), which `settle`s the
-        key, now or once what it started has ended.
+        key, now or once what it started has ended. `stored()`: for a key still pending, the
+        `keyed` record the request's own write left, if it was stored (its process died before
+        completing the key, or a failover lost the completion): replayed rather than refused.
         """
         if request is None:
             value = await run()
         else:
             claim, recorded = await self._store.claim(owner, request, pending_seconds=self._pending_seconds)
             if claim == Claim.PENDING:
-                raise IdempotencyInProgress()
+                record = await stored() if stored is not None else None
+                if record is None:
+                    raise IdempotencyInProgress()
+                recorded = self.answered(request, record).recorded
+                await self._store.complete(owner, request, recorded, ttl=self._ttl)
+                return await replay(recorded)
             if claim == Claim.MISMATCH:
                 raise IdempotencyKeyReused()
             if claim == Claim.DONE and recorded is not None:
                 return await replay(recorded)
             try:
                 value = await run()
+            except AnsweredBefore as answered:
+                await self._store.complete(owner, request, answered.recorded, ttl=self._ttl)
+                return await replay(answered.recorded)
             except BaseException:
                 await self._store.release(owner, request)
                 raise
@@ -69,6 +93,22 @@ class IdempotencyGuard:
             await self._store.complete(owner, request, recorded, ttl=self._ttl)
         else:
             await self._store.release(owner, request)
+
+    def keyed(self, request: IdempotentRequest, recorded: Recorded) -> KeyedWrite:
+        """The key's record to store with the write it answers (in the same atomic step), so that
+        the write itself knows its key: on a Redis Cluster the idempotency store is another
+        master, which a failover can roll back (its claim, its completion) while the write stays."""
+        record = orjson.dumps({"fp": request.fingerprint, "result": recorded})
+        return KeyedWrite(request.key_id, record, self._ttl)
+
+    @staticmethod
+    def answered(request: IdempotentRequest, record: bytes) -> AnsweredBefore:
+        """What a `keyed` record found with the write means for `request`: answered before (to
+        raise from `run`), or `IdempotencyKeyReused` raised when it was another request's."""
+        kept = orjson.loads(record)
+        if kept["fp"] != request.fingerprint:
+            raise IdempotencyKeyReused()
+        return AnsweredBefore(kept["result"])
 
     async def forget_session(self, owner: str, session_id: str) -> None:
         await self._store.forget_session(owner, session_id)

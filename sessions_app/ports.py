@@ -12,6 +12,7 @@ from core.result import Result
 from sessions_app.domain import (
     ChatMessage,
     ChatSession,
+    KeyedWrite,
     SessionPage,
     SessionStatus,
     TokenUsage,
@@ -32,6 +33,10 @@ SessionLookupError = SessionNotFound | SessionNotActive | TurnInProgress
 # How many deleted message ids (with their seqs, never content) a session remembers: enough for a
 # client that pages and deletes as it goes to name the last item it saw in its next `after`.
 DELETED_IDS_KEPT = 1000
+
+# How many of its Idempotency-Keyed writes a session remembers (`KeyedWrite`, ids and counts):
+# a retry comes soon after its request, before many other turns of the same session.
+KEYED_WRITES_KEPT = 8
 
 
 class ActiveSessionStore(Protocol):
@@ -62,10 +67,21 @@ class ActiveSessionStore(Protocol):
         ...
 
     async def begin_turn(
-        self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        token: str,
+        lock_seconds: float,
+        history_limit: int,
+        key: str | None = None,
     ) -> Result[TurnHistory, SessionLookupError]:
         """Lock the session for one turn and return it with its newest `history_limit` messages
         (their roles and contents, oldest first, and the newest one's id).
+
+        With `key` (an Idempotency-Key's id) that a write the session holds was stored with
+        (one of its last `KEYED_WRITES_KEPT`, within its lifetime): no lock is taken, and the
+        history's `answered` is that write's record (whatever the session's status).
 
         Fails with `TurnInProgress` while another turn holds the lock and with
         `SessionNotActive` unless the session is active. The lock expires by
@@ -82,8 +98,10 @@ class ActiveSessionStore(Protocol):
         messages: Sequence[ChatMessage],
         usage: TokenUsage,
         at: datetime,
+        keyed: KeyedWrite | None = None,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
-        """Atomically append `messages`, add `usage`, mark activity at `at` and release the lock.
+        """Atomically append `messages`, add `usage`, mark activity at `at` and release the lock;
+        with `keyed`, remember its record for `begin_turn`'s `key`, in the same atomic step.
 
         The store gives each message its `seq` from the session's `next_seq` (whatever seq the
         messages passed carry) and advances it.
@@ -92,6 +110,11 @@ class ActiveSessionStore(Protocol):
         deleted meanwhile is `SessionNotFound`, a lock that expired and was
         taken by another turn is `TurnInProgress`.
         """
+        ...
+
+    async def keyed_write(self, session_id: str, *, owner: str, key: str) -> bytes | None:
+        """The record of the write the owner's session holds for `key`, as `begin_turn` finds it,
+        without locking anything; None when it holds none (or the session is not the owner's)."""
         ...
 
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:

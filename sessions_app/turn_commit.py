@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from core.observability.tracing import child_span
 from core.result import unwrap
 from llm_backend.ports import FinishReason
-from sessions_app.domain import ChatMessage, ChatSession, MessageStatus, Role, TokenUsage, TurnOutcome
+from sessions_app.domain import (
+    ChatMessage,
+    ChatSession,
+    KeyedWrite,
+    MessageStatus,
+    Role,
+    TokenUsage,
+    TurnOutcome,
+)
 from sessions_app.ports import ActiveSessionStore
 from sessions_app.telemetry import record_completion, tracer
 
@@ -23,6 +32,8 @@ class OpenTurn:
     token: str
     content: str
     received_at: datetime
+    # The turn's Idempotency-Key record from what a repeat replays (`turn_record`), when it has a key.
+    keyed: Callable[[dict[str, Any]], KeyedWrite] | None = None
 
     async def commit(
         self,
@@ -36,7 +47,8 @@ class OpenTurn:
         status: MessageStatus = MessageStatus.COMPLETE,
         streamed: bool = False,
     ) -> TurnOutcome:
-        """Store the question and `reply` together, in one atomic append that frees the lock.
+        """Store the question and `reply` together, in one atomic append that frees the lock,
+        with the turn's Idempotency-Key record when it ran to its end (`finish_reason`).
 
         Should the store fail, nothing is stored: the lock is released so the client can retry,
         and the failure is raised. `streamed`: the model's span has ended by now, so the reply's
@@ -45,6 +57,9 @@ class OpenTurn:
         user_message = ChatMessage(new_id(), Role.USER, self.content, self.received_at)
         message = ChatMessage(new_id(), Role.ASSISTANT, reply, at, status)
         attributes = {"gateway.reply.status": status.value} if streamed else None
+        keyed = None
+        if self.keyed is not None and finish_reason is not None:
+            keyed = self.keyed(turn_record(self.session.id, user_message, message, usage, finish_reason))
         with child_span(tracer, "append turn", attributes=attributes) as span:
             if streamed:
                 record_completion(span, usage, finish_reason)
@@ -56,6 +71,7 @@ class OpenTurn:
                     messages=(user_message, message),
                     usage=usage,
                     at=at,
+                    keyed=keyed,
                 )
             except BaseException:
                 await store.release_turn(self.session.id, token=self.token)
@@ -66,3 +82,17 @@ class OpenTurn:
         return TurnOutcome(
             session=session, user_message=user_message, message=message, usage=usage, finish_reason=finish_reason
         )
+
+
+def turn_record(
+    session_id: str, user_message: ChatMessage, message: ChatMessage, usage: TokenUsage, finish_reason: FinishReason
+) -> dict[str, Any]:
+    """What a turn's Idempotency-Key remembers for its repeats: ids and counts (the messages
+    are read back from the session)."""
+    return {
+        "session_id": session_id,
+        "user_message_id": user_message.id,
+        "message_id": message.id,
+        "usage": [usage.input_tokens, usage.output_tokens],
+        "finish_reason": finish_reason.value,
+    }

@@ -7,7 +7,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from core.errors import InvalidRequest, StoreUnavailable
@@ -33,7 +33,7 @@ from sessions_app.policy import SessionPolicy, new_message_id
 from sessions_app.ports import ActiveSessionStore, SessionArchive
 from sessions_app.selectors import SessionSelectors
 from sessions_app.telemetry import chat_span, count_backend_error, record_completion, tracer
-from sessions_app.turn_commit import OpenTurn
+from sessions_app.turn_commit import OpenTurn, turn_record
 from sessions_app.turn_stream import ReplayStream, TurnStream, first_event
 
 logger = logging.getLogger(__name__)
@@ -98,14 +98,19 @@ class TurnService:
 
         async def send() -> TurnOutcome:
             return await self._send(
-                owner, session_id, content, params, request_id, instructions, message_ids, follows, model
+                owner, session_id, content, params, request_id, idempotent, instructions, message_ids, follows, model
             )
 
         async def settled(outcome: TurnOutcome) -> None:
             await self._turn_settled(owner, idempotent, outcome)
 
         return await self._guard.once(
-            owner, idempotent, send, replay=functools.partial(self._replay, owner), then=settled
+            owner,
+            idempotent,
+            send,
+            replay=functools.partial(self._replay, owner),
+            then=settled,
+            stored=self._stored(owner, session_id, idempotent),
         )
 
     @returns_result
@@ -139,7 +144,17 @@ class TurnService:
         async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
             return ReplayStream(await self._replay(owner, recorded))
 
-        return await self._guard.once(owner, idempotent, start, replay=replay)
+        return await self._guard.once(
+            owner, idempotent, start, replay=replay, stored=self._stored(owner, session_id, idempotent)
+        )
+
+    def _stored(
+        self, owner: str, session_id: str, idempotent: IdempotentRequest | None
+    ) -> Callable[[], Awaitable[bytes | None]] | None:
+        """The guard's look at the session for a turn stored under a key still pending."""
+        if idempotent is None:
+            return None
+        return functools.partial(self._store.keyed_write, session_id, owner=owner, key=idempotent.key_id)
 
     async def _send(
         self,
@@ -148,13 +163,14 @@ class TurnService:
         content: str,
         params: GenerationParams | None,
         request_id: str,
+        idempotent: IdempotentRequest | None,
         instructions: str | None,
         message_ids: tuple[str, str] | None,
         follows: str | None,
         model: str | None,
     ) -> TurnOutcome:
         turn, request = await self._open_turn(
-            owner, session_id, content, params, request_id, instructions, follows, model
+            owner, session_id, content, params, request_id, idempotent, instructions, follows, model
         )
         try:
             with chat_span(self._policy.model_label(request.model)) as span:
@@ -191,7 +207,7 @@ class TurnService:
         model: str | None,
     ) -> TurnStream:
         turn, request = await self._open_turn(
-            owner, session_id, content, params, request_id, instructions, follows, model
+            owner, session_id, content, params, request_id, idempotent, instructions, follows, model
         )
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
@@ -222,11 +238,16 @@ class TurnService:
         content: str,
         params: GenerationParams | None,
         request_id: str,
+        idempotent: IdempotentRequest | None = None,
         instructions: str | None = None,
         follows: str | None = None,
         model: str | None = None,
     ) -> tuple[OpenTurn, ChatRequest]:
-        """Check the input, lock the session and build the model's request."""
+        """Check the input, lock the session and build the model's request.
+
+        With an Idempotency-Key the session already holds a turn of (stored, though the key's
+        own record was lost or its answer never reached the client): `AnsweredBefore`, raised
+        for the guard to replay that turn, nothing locked."""
         params = params or GenerationParams()
         self._check_turn_input(content, params)
         if instructions is not None and len(instructions) > self._policy.max_system_prompt_chars:
@@ -242,6 +263,7 @@ class TurnService:
                 token=token,
                 lock_seconds=self._policy.turn_lock_seconds,
                 history_limit=self._policy.context_max_messages,
+                key=idempotent.key_id if idempotent is not None else None,
             )
         if (
             isinstance(begun, Err)
@@ -250,6 +272,8 @@ class TurnService:
         ):
             raise SessionNotActive("The session is archived; resume it to continue the conversation.")
         history = unwrap(begun)
+        if history.answered is not None and idempotent is not None:
+            raise self._guard.answered(idempotent, history.answered)
         session = history.session
         if model is not None and session.model != model:
             await self._store.release_turn(session_id, token=token)
@@ -272,7 +296,8 @@ class TurnService:
             span.set_attribute("gateway.context.messages", len(context))
         annotate(model=self._policy.model_label(session.model))
         request = ChatRequest(model=session.model, messages=context, params=params, request_id=request_id)
-        return OpenTurn(session, owner, token, content, received_at), request
+        keyed = functools.partial(self._guard.keyed, idempotent) if idempotent is not None else None
+        return OpenTurn(session, owner, token, content, received_at, keyed), request
 
     def _check_turn_input(self, content: str, params: GenerationParams) -> None:
         if not content.strip():
@@ -310,13 +335,9 @@ class TurnService:
             return
         recorded = None
         if outcome is not None and outcome.finish_reason is not None:
-            recorded = {
-                "session_id": outcome.session.id,
-                "user_message_id": outcome.user_message.id,
-                "message_id": outcome.message.id,
-                "usage": [outcome.usage.input_tokens, outcome.usage.output_tokens],
-                "finish_reason": outcome.finish_reason.value,
-            }
+            recorded = turn_record(
+                outcome.session.id, outcome.user_message, outcome.message, outcome.usage, outcome.finish_reason
+            )
         await self._guard.settle(owner, idempotent, recorded)
 
     def _charge_sent(self, owner: str, tokens: int) -> None:

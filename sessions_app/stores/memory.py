@@ -19,6 +19,7 @@ from llm_backend.ports import ContextMessage
 from sessions_app.domain import (
     ChatMessage,
     ChatSession,
+    KeyedWrite,
     SessionPage,
     SessionStatus,
     TokenUsage,
@@ -32,7 +33,7 @@ from sessions_app.errors import (
     SessionNotFound,
     TurnInProgress,
 )
-from sessions_app.ports import DELETED_IDS_KEPT, SessionLookupError
+from sessions_app.ports import DELETED_IDS_KEPT, KEYED_WRITES_KEPT, SessionLookupError
 from sessions_app.stores.encoding import decode_cursor, encode_cursor, index_member
 
 
@@ -41,6 +42,7 @@ class _Entry:
     session: ChatSession
     messages: list[ChatMessage] = field(default_factory=list)
     deleted: dict[str, int] = field(default_factory=dict)  # message id -> seq, oldest deletion first
+    keyed: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # key -> (record, until), oldest first
     lock_token: str | None = None
     lock_expires: float = 0.0
 
@@ -82,11 +84,20 @@ class InMemorySessionStore:
         return Ok(Transcript(entry.session, tuple(entry.messages[offset : None if limit is None else offset + limit])))
 
     async def begin_turn(
-        self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        token: str,
+        lock_seconds: float,
+        history_limit: int,
+        key: str | None = None,
     ) -> Result[TurnHistory, SessionLookupError]:
         entry = self._owned(session_id, owner)
         if entry is None:
             return Err(SessionNotFound())
+        if key is not None and (kept := entry.keyed.get(key)) is not None and kept[1] > time.time():
+            return Ok(TurnHistory(entry.session, (), None, answered=kept[0]))
         if entry.session.status != SessionStatus.ACTIVE:
             return Err(SessionNotActive())
         if entry.locked():
@@ -110,12 +121,18 @@ class InMemorySessionStore:
         messages: Sequence[ChatMessage],
         usage: TokenUsage,
         at: datetime,
+        keyed: KeyedWrite | None = None,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         entry = self._owned(session_id, owner)
         if entry is None:
             return Err(SessionNotFound())
         if entry.lock_token != token or not entry.locked():
             return Err(TurnInProgress("The turn lost its lock before its reply was stored."))
+        if keyed is not None:
+            entry.keyed.pop(keyed.key, None)
+            entry.keyed[keyed.key] = (keyed.record, time.time() + keyed.ttl_seconds)
+            while len(entry.keyed) > KEYED_WRITES_KEPT:
+                del entry.keyed[next(iter(entry.keyed))]
         old = entry.session
         entry.messages.extend(dataclasses.replace(m, seq=old.next_seq + i) for i, m in enumerate(messages))
         entry.session = dataclasses.replace(
@@ -130,6 +147,11 @@ class InMemorySessionStore:
         )
         entry.lock_token = None
         return Ok(entry.session)
+
+    async def keyed_write(self, session_id: str, *, owner: str, key: str) -> bytes | None:
+        entry = self._owned(session_id, owner)
+        kept = entry.keyed.get(key) if entry is not None else None
+        return kept[0] if kept is not None and kept[1] > time.time() else None
 
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
         entry = self._entries.get(session_id)

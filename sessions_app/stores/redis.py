@@ -6,6 +6,8 @@ Keys (prefix `P`):
   P:s:{id}:l   list: messages, oldest first, compactly encoded
   P:s:{id}:t   string: the turn lock's token, with a PX expiry
   P:s:{id}:d   list: `seq:message id` of the last `DELETED_IDS_KEPT` deleted messages, newest first
+  P:s:{id}:k   list: `key until_ms record` of the last `KEYED_WRITES_KEPT` Idempotency-Keyed
+               turns, newest first (`KeyedWrite`: ids and counts, never content)
   P:o:{owner}:i  sorted set (lexicographic): the owner's sessions by creation
   P:{activity:N} sorted set: session id by last activity (ms), for the archiver, in shards
                  (`activity.ActivityIndex`); with one shard, `P:{activity}`
@@ -28,7 +30,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 import orjson
@@ -52,7 +54,15 @@ from core.redis_clients import (
 )
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
-from sessions_app.domain import ChatMessage, ChatSession, SessionPage, SessionStatus, Transcript, TurnHistory
+from sessions_app.domain import (
+    ChatMessage,
+    ChatSession,
+    KeyedWrite,
+    SessionPage,
+    SessionStatus,
+    Transcript,
+    TurnHistory,
+)
 from sessions_app.errors import (
     MessageNotFound,
     SessionLimitReached,
@@ -84,12 +94,14 @@ _STATUS_BY_BYTES = {status.value.encode(): status for status in SessionStatus}
 
 
 class _SessionKeys(NamedTuple):
-    """One session's keys, in the order the scripts take them as KEYS (meta, messages, lock, deleted)."""
+    """One session's keys, in the order the scripts take them as KEYS (meta, messages, lock, deleted,
+    keyed)."""
 
     meta: str
     messages: str
     lock: str
     deleted: str
+    keyed: str
 
 
 class RedisSessionStore:
@@ -144,7 +156,9 @@ class RedisSessionStore:
 
     def _session_keys(self, session_id: str) -> _SessionKeys:
         base = f"{self._prefix}:s:{{{session_id}}}"
-        return _SessionKeys(meta=f"{base}:m", messages=f"{base}:l", lock=f"{base}:t", deleted=f"{base}:d")
+        return _SessionKeys(
+            meta=f"{base}:m", messages=f"{base}:l", lock=f"{base}:t", deleted=f"{base}:d", keyed=f"{base}:k"
+        )
 
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}:o:{{{owner}}}:i"
@@ -250,16 +264,25 @@ class RedisSessionStore:
 
     @store_errors
     async def begin_turn(
-        self, session_id: str, *, owner: str, token: str, lock_seconds: float, history_limit: int
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        token: str,
+        lock_seconds: float,
+        history_limit: int,
+        key: str | None = None,
     ) -> Result[TurnHistory, SessionLookupError]:
         reply = await self._script(
             lua.BEGIN_TURN,
             self._session_keys(session_id),
-            [owner, token, int(lock_seconds * 1000), history_limit],
+            [owner, token, int(lock_seconds * 1000), history_limit, key or "", to_ms(datetime.now(UTC))],
         )
         match reply[0]:
             case b"ok":
                 return Ok(TurnHistory(self._session_from(session_id, reply[1]), *decode_context(reply[2])))
+            case b"answered":
+                return Ok(TurnHistory(self._session_from(session_id, reply[1]), (), None, answered=reply[2]))
             case b"not_active":
                 return Err(SessionNotActive())
             case b"busy":
@@ -276,13 +299,23 @@ class RedisSessionStore:
         messages: Sequence[ChatMessage],
         usage: TokenUsage,
         at: datetime,
+        keyed: KeyedWrite | None = None,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         at_ms = to_ms(at)
+        written = _keyed_entry(keyed) if keyed is not None else b""
         reply = await self._resent_until_answered(
             lambda: self._script(
                 lua.APPEND_TURN,
                 self._session_keys(session_id),
-                [token, self._ttl, at_ms, usage.input_tokens, usage.output_tokens, *map(_unsequenced, messages)],
+                [
+                    token,
+                    self._ttl,
+                    at_ms,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    written,
+                    *map(_unsequenced, messages),
+                ],
                 *self._wait,  # on the script's connection: its writes
                 ("ZADD", self._activity.key(session_id), "XX", at_ms, session_id),
                 ("EXPIRE", self._owner_key(owner), self._ttl),
@@ -315,6 +348,12 @@ class RedisSessionStore:
                 logger.warning("turn append unanswered (%s); sending it again", type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 1.0)
+
+    @store_errors
+    async def keyed_write(self, session_id: str, *, owner: str, key: str) -> bytes | None:
+        keys = self._session_keys(session_id)
+        record = await self._script(lua.KEYED_WRITE, [keys.meta, keys.keyed], [owner, key, to_ms(datetime.now(UTC))])
+        return cast(bytes | None, record)
 
     @store_errors
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
@@ -511,6 +550,12 @@ def _meta_fields(session: ChatSession) -> dict[str, str | int | bytes]:
         "to": session.usage.output_tokens,
         "q": session.next_seq,
     }
+
+
+def _keyed_entry(keyed: KeyedWrite) -> bytes:
+    """A keyed write as APPEND_TURN stores it: `key until_ms record`."""
+    until = to_ms(datetime.now(UTC)) + keyed.ttl_seconds * 1000
+    return f"{keyed.key} {until} ".encode() + keyed.record
 
 
 def _unsequenced(message: ChatMessage) -> bytes:

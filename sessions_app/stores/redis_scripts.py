@@ -1,16 +1,40 @@
 """Lua scripts that make each multi-key step on one session atomic (all keys share a hash tag)."""
 
 from core.redis_clients import Lua
+from sessions_app.ports import KEYED_WRITES_KEPT
 
 # `q` is the seq the next appended message gets; a session stored before seqs existed has none
 # (read as its count `n`: nothing deleted was tracked, each message's position was its seq).
 META_FIELDS = ("o", "s", "md", "sp", "mt", "ca", "la", "n", "ti", "to", "q")
 _HMGET_META = "redis.call('HMGET', KEYS[1], 'o', 's', 'md', 'sp', 'mt', 'ca', 'la', 'n', 'ti', 'to', 'q')"
 
-# KEYS: meta, messages, lock. ARGV: owner, token, lock_ms, history_limit.
-BEGIN_TURN = Lua(f"""
+# A keyed write is `key until_ms record` (see APPEND_TURN). `keyed_record(list key, key id, now_ms)`
+# is the record of the newest one for that key still within its lifetime, or nil.
+_KEYED_RECORD = """
+local function keyed_record(list, key, now)
+  local prefix = key .. ' '
+  for _, entry in ipairs(redis.call('LRANGE', list, 0, -1)) do
+    if string.sub(entry, 1, #prefix) == prefix then
+      local space = string.find(entry, ' ', #prefix + 1, true)
+      if tonumber(string.sub(entry, #prefix + 1, space - 1)) > tonumber(now) then
+        return string.sub(entry, space + 1)
+      end
+    end
+  end
+  return nil
+end
+"""
+
+# KEYS: meta, messages, lock, deleted, keyed. ARGV: owner, token, lock_ms, history_limit, key id
+# ('' for none), now_ms. A write the session holds for the key, still within its lifetime, is
+# answered instead of taking the lock.
+BEGIN_TURN = Lua(f"""{_KEYED_RECORD}
 local meta = {_HMGET_META}
 if meta[1] ~= ARGV[1] then return {{'not_found'}} end
+if ARGV[5] ~= '' then
+  local record = keyed_record(KEYS[5], ARGV[5], ARGV[6])
+  if record then return {{'answered', meta, record}} end
+end
 if meta[2] ~= 'active' then return {{'not_active'}} end
 if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {{'busy'}} end
 local limit = tonumber(ARGV[4])
@@ -19,9 +43,11 @@ if limit > 0 then messages = redis.call('LRANGE', KEYS[2], -limit, -1) end
 return {{'ok', meta, messages}}
 """)
 
-# KEYS: meta, messages, lock. ARGV: token, ttl_seconds, at_ms, input_tokens, output_tokens, message...
+# KEYS: meta, messages, lock, deleted, keyed. ARGV: token, ttl_seconds, at_ms, input_tokens,
+# output_tokens, keyed write ('' for none), message...
 # Each message (a JSON array without its seq) is stored with the next seq written before its `]`.
-# A retry after a lost reply finds its own last message already there and succeeds again.
+# A retry after a lost reply finds its own last message already there and succeeds again. A keyed
+# write goes on the front of the session's list of them, the newest KEYED_WRITES_KEPT kept.
 APPEND_TURN = Lua(f"""
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {{'not_found'}} end
@@ -30,18 +56,29 @@ if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return {{'lost'}}
 end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'q')) or redis.call('LLEN', KEYS[2])
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   redis.call('RPUSH', KEYS[2], string.sub(ARGV[i], 1, -2) .. ',' .. seq .. ']')
   seq = seq + 1
 end
+if ARGV[6] ~= '' then
+  redis.call('LPUSH', KEYS[5], ARGV[6])
+  redis.call('LTRIM', KEYS[5], 0, {KEYED_WRITES_KEPT - 1})
+  redis.call('EXPIRE', KEYS[5], ARGV[2])
+end
 redis.call('HSET', KEYS[1], 'la', ARGV[3], 'q', seq)
-redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 5)
+redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 6)
 redis.call('HINCRBY', KEYS[1], 'ti', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'to', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[3])
 return {{'ok', {_HMGET_META}}}
+""")
+
+# KEYS: meta, keyed. ARGV: owner, key id, now_ms. The record BEGIN_TURN would answer, or nil.
+KEYED_WRITE = Lua(f"""{_KEYED_RECORD}
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return nil end
+return keyed_record(KEYS[2], ARGV[2], ARGV[3])
 """)
 
 # KEYS: lock. ARGV: token, lock_ms.
@@ -138,12 +175,13 @@ if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {{'b
 return {{'ok', meta, redis.call('LRANGE', KEYS[2], 0, -1)}}
 """)
 
-# KEYS: meta, messages, lock, deleted. ARGV: token. Returns {owner, created ms} of what it deleted.
-# The deleted ids go too: an archived session keeps none (a page of it names a kept message).
+# KEYS: meta, messages, lock, deleted, keyed. ARGV: token. Returns {owner, created ms} of what it
+# deleted. The deleted ids and keyed writes go too: an archived session keeps none (a page of it
+# names a kept message).
 DELETE_LOCKED = Lua("""
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
 local meta = redis.call('HMGET', KEYS[1], 'o', 'ca')
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return meta
 """)
 
@@ -167,10 +205,11 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """)
 
-# KEYS: meta, messages, lock, deleted. ARGV: owner. Returns the creation time (ms) of what it deleted.
+# KEYS: meta, messages, lock, deleted, keyed. ARGV: owner. Returns the creation time (ms) of what it
+# deleted.
 DELETE = Lua("""
 local meta = redis.call('HMGET', KEYS[1], 'o', 'ca')
 if meta[1] ~= ARGV[1] then return false end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return meta[2]
 """)

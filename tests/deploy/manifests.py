@@ -86,3 +86,26 @@ def tool(name: str, install: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: `{install}` installs it (make test runs that)")
     return path
+
+
+NGINX_MAIN = DEPLOY / "nginx" / "nginx.conf"
+NGINX_TEMPLATE = DEPLOY / "nginx" / "gateway.conf.template"
+
+
+def render_nginx(template: str, *, servers: str, listen: str) -> str:
+    """gateway.conf.template as the official nginx image renders it: envsubst of its two names."""
+    return template.replace("${GATEWAY_SERVERS}", servers).replace("${NGINX_LISTEN}", listen)
+
+
+def compose_nginx(workdir: Path, *, servers: str, listen: str, template: str | None = None) -> Path:
+    """docker-compose.yml's nginx in `workdir`: nginx.conf as shipped, including the template
+    rendered into `workdir/conf.d` (where the image puts it), its pid file in `workdir`. Returns
+    the main configuration's path."""
+    (workdir / "conf.d").mkdir(exist_ok=True)
+    site = render_nginx(NGINX_TEMPLATE.read_text() if template is None else template, servers=servers, listen=listen)
+    (workdir / "conf.d" / "gateway.conf").write_text(site)
+    main = NGINX_MAIN.read_text()
+    assert "include /etc/nginx/conf.d/gateway.conf;" in main and "pid /tmp/nginx.pid;" in main
+    main = main.replace("/etc/nginx/conf.d/gateway.conf", str(workdir / "conf.d" / "gateway.conf"))
+    (workdir / "nginx.conf").write_text(main.replace("pid /tmp/nginx.pid;", f"pid {workdir / 'nginx.pid'};"))
+    return workdir / "nginx.conf"

@@ -1,10 +1,10 @@
-"""deploy/nginx/nginx.conf in front of two real gateway processes: a turn streamed over SSE
-arrives delta by delta, a WebSocket turn works through the proxy, and both gateways serve."""
+"""docker-compose.yml's nginx (deploy/nginx/nginx.conf, which includes gateway.conf.template) in
+front of two real gateway processes: a turn streamed over SSE arrives delta by delta, a WebSocket
+turn works through the proxy, and both gateways serve."""
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +13,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.deploy.manifests import DEPLOY, tool
+from tests.deploy.manifests import compose_nginx, tool
 from tests.e2e.conftest import Gateway
 from tests.support import free_port, wait_for_port
 
@@ -27,16 +27,11 @@ def balancer(gateways: list[Gateway], tmp_path_factory: pytest.TempPathFactory) 
     nginx = tool("nginx", "make deploy-tools")
     workdir = tmp_path_factory.mktemp("nginx")
     port = free_port()
-    conf = (DEPLOY / "nginx" / "nginx.conf").read_text()
-    servers = iter(g.base_url.removeprefix("http://") for g in gateways)
-    conf = re.sub(r"server\s+gateway-\d+:8000", lambda _: f"server {next(servers)}", conf)
-    conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{port};")
-    conf = conf.replace("pid /tmp/nginx.pid;", f"pid {workdir / 'nginx.pid'};")
-    assert conf.count("127.0.0.1:") == 3
-    (workdir / "nginx.conf").write_text(conf)
+    servers = " ".join(f"server {g.base_url.removeprefix('http://')} max_fails=3 fail_timeout=10s;" for g in gateways)
+    conf = compose_nginx(workdir, servers=servers, listen=f"127.0.0.1:{port}")
     log = (workdir / "nginx.log").open("w")
     process = subprocess.Popen(
-        [nginx, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"],
+        [nginx, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

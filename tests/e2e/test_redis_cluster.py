@@ -165,3 +165,89 @@ def test_a_master_killed_under_load_costs_only_retryable_errors_and_no_turn(
             for role, text in (("user", f"turn {turn}"), ("assistant", f"Echo: turn {turn}"))
         ]
         assert contents(session(gateway, token, session_id)) == expected
+
+
+def test_a_turn_whose_key_record_its_masters_failover_lost_is_replayed_not_stored_twice(
+    start_gateway: StartGateway, model_server: str, doomed_cluster: RedisClusterNodes
+) -> None:
+    """A turn's Idempotency-Key record (its owner's slot) and the turn (its session's slot) on two
+    masters: the key's master fails over having lost the record (unreplicated writes; here deleted
+    before the kill, which is what the promoted replica would hold), the session's master keeps
+    the turn. The client's retry with the same key gets the first answer back, stored once."""
+    prefix = f"gwtest:keylost:{uuid.uuid4().hex[:8]}"
+    gateway = start_gateway(model_server, REDIS_URL=doomed_cluster.url, REDIS_CLUSTER="1", REDIS_KEY_PREFIX=prefix)
+    token = gateway.dev_token(sub="key-lost")
+
+    def record_masters() -> list[int]:
+        return [port for port, count in doomed_cluster.keys_per_master(f"{prefix}:o:*:idem:*").items() if count]
+
+    for attempt in range(12):  # a session on another master than its owner's records
+        session_id = new_session(gateway, token)
+        with gateway.client(token) as http:
+            first = http.post(
+                f"/api/v1/sessions/{session_id}/messages",
+                json={"content": "only once"},
+                headers={"Idempotency-Key": f"key-{attempt}"},
+            )
+        assert first.status_code == 200, first.text
+        (owner_master,) = record_masters()
+        if owner_master != doomed_cluster.master_of(f"{{{session_id}}}"):
+            break
+    else:
+        pytest.fail("every session landed on its owner's master")
+
+    doomed_cluster.delete(f"{prefix}:o:*:idem*")  # the records the failover lost
+    doomed_cluster.kill(owner_master)
+    with gateway.client(token) as http:
+        deadline = time.monotonic() + 60
+        while (
+            again := http.post(
+                f"/api/v1/sessions/{session_id}/messages",
+                json={"content": "only once"},
+                headers={"Idempotency-Key": f"key-{attempt}"},
+            )
+        ).status_code == 503 and time.monotonic() < deadline:
+            assert "retry-after" in again.headers
+            time.sleep(0.2)
+
+    assert again.status_code == 200, again.text
+    assert again.json()["message"]["id"] == first.json()["message"]["id"]
+    assert contents(session(gateway, token, session_id)) == [
+        ("user", "only once", "complete"),
+        ("assistant", "Echo: only once", "complete"),
+    ]
+    assert record_masters(), "the key's record was written back on the promoted replica"
+
+
+def test_erasure_reaches_the_owners_keys_on_every_master(
+    cluster_gateway: Gateway, redis_cluster: RedisClusterNodes
+) -> None:
+    """DELETE /api/v1/me on the cluster: the owner's active sessions (on every master), the one
+    archived, their Idempotency-Key records (the owner's slot, and the sessions' own) all go."""
+    prefix = cluster_gateway.env["REDIS_KEY_PREFIX"]
+    token = cluster_gateway.dev_token(sub="erased-on-cluster")
+    ids = [new_session(cluster_gateway, token) for _ in range(9)]
+    with cluster_gateway.client(token) as http:
+        for n, session_id in enumerate(ids):
+            answer = http.post(
+                f"/api/v1/sessions/{session_id}/messages",
+                json={"content": f"forget {n}"},
+                headers={"Idempotency-Key": f"erase-{n}"},
+            )
+            assert answer.status_code == 200, answer.text
+        assert http.post(f"/api/v1/sessions/{ids[0]}/end").status_code == 200  # archived
+    masters = {redis_cluster.master_of(f"{{{session_id}}}") for session_id in ids[1:]}
+    assert len(masters) >= 2, "the sessions should span masters"
+    assert sum(redis_cluster.keys_per_master(f"{prefix}:o:*:idem*").values())
+
+    with cluster_gateway.client(token) as http:
+        receipt = http.delete("/api/v1/me")
+        assert receipt.status_code == 200, receipt.text
+        assert receipt.json()["erased"]["active_sessions"] == 8
+        assert receipt.json()["erased"]["archived_sessions"] == 1
+        for session_id in ids:
+            assert http.get(f"/api/v1/sessions/{session_id}").status_code == 404
+
+    for session_id in ids:
+        assert not any(redis_cluster.keys_per_master(f"{prefix}:s:{{{session_id}}}*").values())
+    assert not any(redis_cluster.keys_per_master(f"{prefix}:o:*:idem*").values())

@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
+from core.errors import StoreUnavailable
 from core.result import Err, Ok
 from llm_backend.errors import BackendUnavailable
 from llm_backend.fake import FakeChatBackend
-from llm_backend.ports import Delta
+from llm_backend.ports import Delta, Role
 from sessions_app.domain import SessionStatus
 from sessions_app.idempotency import (
     Claim,
@@ -26,6 +27,7 @@ from sessions_app.idempotency import (
     RedisIdempotencyStore,
 )
 from sessions_app.services import SessionManager
+from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.turn_stream import TurnDone
 from tests.redis_cluster import on_cluster_or
 from tests.sessions_app.builders import fake_manager
@@ -282,3 +284,170 @@ async def test_a_result_recorded_during_an_outage_is_kept_once_redis_is_back(tmp
     finally:
         await store.close()
         server.stop()
+
+
+# On a Redis Cluster a turn's commit (its session's slot) and its Idempotency-Key record (its
+# owner's slot) live on different masters, replicated asynchronously. A failover of the key's
+# master can lose the record (its claim, its completion) while the session's master keeps the
+# turn: the session itself must then know the key, or the client's retry runs the turn again.
+
+
+class CommitAnsweredLost(InMemorySessionStore):
+    """A store whose next commit is stored but reported failed, as when its master dies after
+    running the append and its promoted replica holds it, past the commit's resend window."""
+
+    lose_next_answer = True
+
+    async def append_turn(self, *args: Any, **kwargs: Any) -> Any:
+        appended = await super().append_turn(*args, **kwargs)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise StoreUnavailable()
+        return appended
+
+
+async def test_a_turn_whose_key_record_a_failover_lost_is_replayed_not_run_again(
+    manager: SessionManager, backend: FakeChatBackend, idempotency: IdempotencyStore
+) -> None:
+    session_id = await new_session(manager)
+    request = key("k-lost", "hello")
+    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    await idempotency.forget("o_alice")  # the key's master failed over before replicating its records
+
+    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+
+    assert isinstance(first, Ok) and isinstance(again, Ok) and isinstance(streamed, Ok)
+    assert again.value.message == first.value.message and again.value.user_message == first.value.user_message
+    assert again.value.usage == first.value.usage and again.value.finish_reason == first.value.finish_reason
+    events = [e async for e in streamed.value.events()]
+    assert isinstance(events[-1], TurnDone) and events[-1].outcome.message == first.value.message
+    assert len(backend.requests) == 1
+    loaded = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(loaded, Ok) and len(loaded.value.messages) == 2
+    # The key's record is written back: the next repeat is answered from it.
+    assert (await idempotency.claim("o_alice", request, pending_seconds=60))[0] == Claim.DONE
+
+
+async def test_a_streamed_turn_whose_key_record_was_lost_is_replayed(
+    manager: SessionManager, backend: FakeChatBackend, idempotency: IdempotencyStore
+) -> None:
+    session_id = await new_session(manager)
+    request = key("k-lost-stream", "tell me")
+    first = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    assert isinstance(first, Ok)
+    done = [e async for e in first.value.events()][-1]
+    assert isinstance(done, TurnDone)
+    await idempotency.forget("o_alice")
+
+    again = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+
+    assert isinstance(again, Ok)
+    replayed = [e async for e in again.value.events()]
+    assert [e.content for e in replayed if isinstance(e, Delta)] == ["Echo: tell me"]
+    assert isinstance(replayed[-1], TurnDone) and replayed[-1].outcome.message == done.outcome.message
+    assert len(backend.requests) == 1
+
+
+async def test_a_lost_key_record_reused_with_another_request_is_still_refused(
+    manager: SessionManager, idempotency: IdempotencyStore
+) -> None:
+    session_id = await new_session(manager)
+    await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=key("k", "hello"))
+    await idempotency.forget("o_alice")
+
+    other = await manager.turn_send(owner="o_alice", session_id=session_id, content="bye", idempotent=key("k", "bye"))
+
+    assert isinstance(other, Err) and isinstance(other.error, IdempotencyKeyReused)
+    loaded = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(loaded, Ok) and len(loaded.value.messages) == 2
+
+
+async def test_a_turn_stored_but_reported_failed_is_not_stored_twice_by_its_retry(
+    backend: FakeChatBackend, idempotency: IdempotencyStore
+) -> None:
+    store = CommitAnsweredLost()
+    manager = fake_manager(backend, store=store, idempotency=idempotency)
+    session_id = await new_session(manager)
+    request = key("k-unknown", "hello")
+
+    failed = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    retried = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+
+    assert isinstance(failed, Err) and isinstance(failed.error, StoreUnavailable)  # a 503: the client retries
+    assert isinstance(retried, Ok)
+    loaded = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(loaded, Ok) and [m.id for m in loaded.value.messages] == [
+        retried.value.user_message.id,
+        retried.value.message.id,
+    ]
+    assert len(backend.requests) == 1
+
+
+async def test_a_cut_short_stream_is_not_remembered_so_its_retry_runs(
+    manager: SessionManager, backend: FakeChatBackend, idempotency: IdempotencyStore
+) -> None:
+    session_id = await new_session(manager)
+    request = key("k-cut", "tell me a long story")
+    backend.pause_after = 1
+    first = await manager.turn_stream(
+        owner="o_alice", session_id=session_id, content="tell me a long story", idempotent=request
+    )
+    assert isinstance(first, Ok)
+    events = first.value.events()
+    await anext(events)
+    await events.aclose()  # the client left: what was sent is stored, cut short, and the key released
+    backend.pause_after = None
+    await idempotency.forget("o_alice")
+
+    again = await manager.turn_send(
+        owner="o_alice", session_id=session_id, content="tell me a long story", idempotent=request
+    )
+
+    assert isinstance(again, Ok) and again.value.finish_reason is not None
+    assert len(backend.requests) == 2
+
+
+async def test_appended_messages_whose_key_record_was_lost_are_not_appended_twice(
+    manager: SessionManager, idempotency: IdempotencyStore
+) -> None:
+    session_id = await new_session(manager)
+    request = key("k-append", "items")
+    first = await manager.edits.messages_append(
+        owner="o_alice", session_id=session_id, messages=[(Role.USER, "a note")], idempotent=request
+    )
+    await idempotency.forget("o_alice")
+
+    again = await manager.edits.messages_append(
+        owner="o_alice", session_id=session_id, messages=[(Role.USER, "a note")], idempotent=request
+    )
+
+    assert isinstance(first, Ok) and isinstance(again, Ok) and again.value == first.value
+    loaded = await manager.session_get(owner="o_alice", session_id=session_id)
+    assert isinstance(loaded, Ok) and len(loaded.value.messages) == 1
+
+
+class CompletionNeverWritten(MemoryIdempotencyStore):
+    """The key's completion never written: the gateway process died between storing the turn and
+    completing its key (or a failover lost the completion but kept the claim)."""
+
+    async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
+        return None
+
+
+async def test_a_turn_stored_by_a_process_that_died_before_completing_its_key_is_replayed(
+    backend: FakeChatBackend,
+) -> None:
+    manager = fake_manager(backend, idempotency=CompletionNeverWritten())
+    session_id = await new_session(manager)
+    request = key("k-died", "hello")
+    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+
+    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+
+    assert isinstance(first, Ok) and isinstance(again, Ok) and isinstance(streamed, Ok)
+    assert again.value.message == first.value.message  # not 409 until the claim lapses
+    events = [e async for e in streamed.value.events()]
+    assert isinstance(events[-1], TurnDone) and events[-1].outcome.message == first.value.message
+    assert len(backend.requests) == 1

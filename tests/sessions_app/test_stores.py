@@ -11,7 +11,7 @@ import pytest
 from core.errors import InvalidRequest
 from core.result import Err, Ok, unwrap
 from llm_backend.ports import TokenUsage
-from sessions_app.domain import Role, SessionStatus
+from sessions_app.domain import KeyedWrite, Role, SessionStatus
 from sessions_app.errors import (
     MessageNotFound,
     SessionLimitReached,
@@ -19,7 +19,7 @@ from sessions_app.errors import (
     SessionNotFound,
     TurnInProgress,
 )
-from sessions_app.ports import ActiveSessionStore
+from sessions_app.ports import KEYED_WRITES_KEPT, ActiveSessionStore
 from tests.factories import BASE_TIME, make_session, make_turn
 
 LIMIT = 100
@@ -375,3 +375,91 @@ async def test_delete_message_waits_for_a_running_turn(any_store: ActiveSessionS
     assert isinstance(refused.error, TurnInProgress)  # type: ignore[union-attr]
     still = await any_store.load(session.id, owner="o_alice")
     assert isinstance(still, Ok) and len(still.value.messages) == 2
+
+
+async def keyed_turn(store: ActiveSessionStore, session_id: str, n: int, key: str, ttl: int = 600) -> None:
+    assert isinstance(await begin(store, session_id, token=f"k{n}"), Ok)
+    appended = await store.append_turn(
+        session_id,
+        owner="o_alice",
+        token=f"k{n}",
+        messages=make_turn(n),
+        usage=TokenUsage(3, 5),
+        at=BASE_TIME,
+        keyed=KeyedWrite(key, f'{{"turn": {n}}}'.encode(), ttl),
+    )
+    assert isinstance(appended, Ok)
+
+
+async def test_a_turn_stored_with_a_key_is_found_by_it_instead_of_locking(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await keyed_turn(any_store, session.id, 1, "key-1")
+
+    found = await any_store.begin_turn(
+        session.id, owner="o_alice", token="retry", lock_seconds=30, history_limit=50, key="key-1"
+    )
+    other = await any_store.begin_turn(
+        session.id, owner="o_bob", token="x", lock_seconds=30, history_limit=50, key="key-1"
+    )
+
+    assert isinstance(found, Ok) and found.value.answered == b'{"turn": 1}'
+    assert found.value.session.message_count == 2
+    assert isinstance(other, Err) and isinstance(other.error, SessionNotFound)  # another owner learns nothing
+    assert await any_store.keyed_write(session.id, owner="o_alice", key="key-1") == b'{"turn": 1}'
+    assert await any_store.keyed_write(session.id, owner="o_alice", key="key-2") is None
+    assert await any_store.keyed_write(session.id, owner="o_bob", key="key-1") is None
+    assert await any_store.keyed_write("no-such-session", owner="o_alice", key="key-1") is None
+    # Nothing was locked: a turn under another key (or none) goes ahead.
+    unkeyed = await begin(any_store, session.id, token="next")
+    assert isinstance(unkeyed, Ok) and unkeyed.value.answered is None and len(unkeyed.value.messages) == 2
+
+
+async def test_a_key_no_stored_turn_was_sent_with_locks_as_usual(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await keyed_turn(any_store, session.id, 1, "key-1")
+    await run_turn(any_store, session.id, 2)  # a turn without a key remembers none
+
+    begun = await any_store.begin_turn(
+        session.id, owner="o_alice", token="t", lock_seconds=30, history_limit=50, key="key-2"
+    )
+
+    assert isinstance(begun, Ok) and begun.value.answered is None and len(begun.value.messages) == 4
+    assert isinstance(await begin(any_store, session.id, token="other"), Err)  # it took the lock
+
+
+async def test_a_session_keeps_its_newest_keyed_turns_for_their_lifetime(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    for n in range(KEYED_WRITES_KEPT + 1):
+        await keyed_turn(any_store, session.id, n, f"key-{n}", ttl=1 if n == KEYED_WRITES_KEPT else 600)
+
+    async def answered(key: str) -> bytes | None:
+        begun = await any_store.begin_turn(
+            session.id, owner="o_alice", token=key, lock_seconds=30, history_limit=0, key=key
+        )
+        assert isinstance(begun, Ok)
+        if begun.value.answered is None:
+            await any_store.release_turn(session.id, token=key)
+        return begun.value.answered
+
+    assert await answered("key-0") is None  # the oldest, beyond the newest KEYED_WRITES_KEPT
+    assert await answered("key-1") == b'{"turn": 1}'
+    assert await answered(f"key-{KEYED_WRITES_KEPT}") == f'{{"turn": {KEYED_WRITES_KEPT}}}'.encode()
+    await asyncio.sleep(1.1)
+    assert await answered(f"key-{KEYED_WRITES_KEPT}") is None  # past its lifetime
+
+
+async def test_a_deleted_session_forgets_its_keyed_turns(any_store: ActiveSessionStore) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await keyed_turn(any_store, session.id, 1, "key-1")
+    assert isinstance(await any_store.delete(session.id, owner="o_alice"), Ok)
+    await any_store.create(session, max_sessions_per_owner=LIMIT)  # the same id again
+
+    begun = await any_store.begin_turn(
+        session.id, owner="o_alice", token="t", lock_seconds=30, history_limit=0, key="key-1"
+    )
+
+    assert isinstance(begun, Ok) and begun.value.answered is None
