@@ -343,6 +343,14 @@ async def run_script(client: AnyRedis, script: Lua, keys: Sequence[Any], args: S
     """EVALSHA `script` and the commands `then` in one round trip: the script's reply, or the
     first error reply raised. Should Redis have lost the script (a restart, SCRIPT FLUSH), it
     is loaded and the round trip sent again (so `then` must bear being sent twice)."""
+    return (await script_replies(client, script, keys, args, *then))[0]
+
+
+async def script_replies(
+    client: AnyRedis, script: Lua, keys: Sequence[Any], args: Sequence[Any], *then: Command
+) -> list[Any]:
+    """`run_script`, answering every reply in order: the script's, then each of `then`'s (what
+    a WAIT sent with it counted, say)."""
     commands = [("EVALSHA", script.sha, len(keys), *keys, *args), *then]
     replies = await round_trip(client, commands)
     if isinstance(replies[0], redis_errors.NoScriptError):
@@ -353,7 +361,7 @@ async def run_script(client: AnyRedis, script: Lua, keys: Sequence[Any], args: S
             if isinstance(loaded[0], Exception):
                 raise loaded[0]
         replies = await round_trip(client, commands)
-    return raising(replies)[0]
+    return raising(replies)
 
 
 async def ping(client: AnyRedis) -> None:

@@ -43,3 +43,8 @@ ACTIVE_STORE_UP = Gauge(
 OPEN_STREAMS = Gauge(
     "gateway_open_streams", "Replies this instance is streaming right now.", multiprocess_mode="livesum"
 )
+UNREPLICATED_WRITES = Counter(
+    "gateway_redis_unreplicated_writes_total",
+    "Turns answered though fewer Redis replicas than REDIS_WAIT_REPLICAS acknowledged their writes, "
+    "after a second wait of REDIS_WAIT_RETRY_MS: each is lost if its master dies before replicating it.",
+)

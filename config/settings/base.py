@@ -333,6 +333,9 @@ def redis_session_store(url: str) -> dict[str, Any]:
             # REDIS_WAIT_MS): a master killed right after answering loses no answered turn.
             "wait_replicas": int(env("REDIS_WAIT_REPLICAS", default="") or (1 if REDIS_CLUSTER else 0)),
             "wait_ms": env.int("REDIS_WAIT_MS", default=50),
+            # Past REDIS_WAIT_MS short of those replicas, one more wait of at most this long (0:
+            # none); still short, the turn is answered and counted (gateway_redis_unreplicated_writes_total).
+            "wait_retry_ms": env.int("REDIS_WAIT_RETRY_MS", default=1000),
             # A turn's append met by a failover is sent again this long (seconds) before it is
             # reported failed: it may have run, and the client's retry would store it twice.
             "commit_retry_seconds": float(env("REDIS_COMMIT_RETRY_SECONDS", default="") or (5 if REDIS_CLUSTER else 0)),

@@ -15,7 +15,8 @@ On Redis Cluster (`cluster=True`) each script keeps to one hash tag (one slot); 
 another (the indexes) is a command of its own, sent beside it to that slot's master.
 A turn costs two round trips: one script loads and locks, one script appends and releases
 the lock, sent with the commands that touch the indexes (other hash tags, so not in the
-script). Both go by `core.redis_clients.run_script`, not redis-py's per-command machinery.
+script); a third when the append's WAIT comes up short (`_replicated`). They go by
+`core.redis_clients`' `run_script` and `round_trip`, not redis-py's per-command machinery.
 Every session key carries a TTL refreshed on each turn, a safety net far longer than the
 archiver's threshold.
 
@@ -50,10 +51,12 @@ from core.redis_clients import (
     raising,
     round_trip,
     run_script,
+    script_replies,
     store_errors,
 )
 from core.result import Err, Ok, Result
 from llm_backend.ports import TokenUsage
+from sessions_app import metrics
 from sessions_app.domain import (
     ChatMessage,
     ChatSession,
@@ -119,6 +122,7 @@ class RedisSessionStore:
         activity_shards: int = 1,
         wait_replicas: int = 0,
         wait_ms: int = 50,
+        wait_retry_ms: int = 1000,
         commit_retry_seconds: float = 0.0,
     ) -> None:
         self._url = url
@@ -129,9 +133,12 @@ class RedisSessionStore:
         self._max_connections = max_connections
         self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
         self._cluster = cluster
-        # A turn's reply is sent once its writes reached this many replicas (or `wait_ms` passed):
-        # a master lost right after answering then takes no answered turn with it.
+        # A turn's reply is sent once its writes reached this many replicas (or `wait_ms` passed,
+        # and then `wait_retry_ms` more: see `_replicated`): a master lost right after answering
+        # then takes no answered turn with it.
         self._wait: tuple[Command, ...] = (("WAIT", wait_replicas, wait_ms),) if wait_replicas > 0 else ()
+        self._wait_replicas = wait_replicas
+        self._wait_retry_ms = wait_retry_ms
         self._commit_retry_seconds = commit_retry_seconds
         self._when_back = WhenBack()
         # A client per event loop: see core.per_loop.
@@ -303,8 +310,9 @@ class RedisSessionStore:
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         at_ms = to_ms(at)
         written = _keyed_entry(keyed) if keyed is not None else b""
-        reply = await self._resent_until_answered(
-            lambda: self._script(
+        replies = await self._resent_until_answered(
+            lambda: script_replies(
+                self._client(),
                 lua.APPEND_TURN,
                 self._session_keys(session_id),
                 [
@@ -321,12 +329,48 @@ class RedisSessionStore:
                 ("EXPIRE", self._owner_key(owner), self._ttl),
             )
         )
+        reply = replies[0]
         match reply[0]:
             case b"ok":
+                if self._wait:
+                    await self._replicated(session_id, acknowledged=replies[1])
                 return Ok(self._session_from(session_id, reply[1]))
             case b"lost":
                 return Err(TurnInProgress("The turn lost its lock before its reply was stored."))
         return Err(SessionNotFound())
+
+    async def _replicated(self, session_id: str, *, acknowledged: int) -> None:
+        """Wait once more, up to `wait_retry_ms`, for a stored turn that fewer than `wait_replicas`
+        replicas acknowledged within `wait_ms`. Still short, it is answered all the same (its master
+        holds it; refusing it would make a lagging replica an outage), counted and logged: it is
+        lost if its master dies before replicating it.
+
+        A WAIT waits for its own connection's writes, and the append's connection is back in the
+        pool: so this WAIT follows a write of its own to the session's slot, on the same connection
+        (the metadata's TTL set again). Replication keeps order: a replica that has that write has
+        the turn's."""
+        if acknowledged >= self._wait_replicas:
+            return
+        if self._wait_retry_ms > 0:  # WAIT 0 would block for good
+            again = [
+                ("EXPIRE", self._session_keys(session_id).meta, self._ttl),
+                ("WAIT", self._wait_replicas, self._wait_retry_ms),
+            ]
+            try:
+                acknowledged = raising(await round_trip(self._client(), again))[1]
+            except Exception as exc:
+                # The turn is stored and its reply due: an unreachable master leaves it unconfirmed.
+                if not is_transient(exc):
+                    raise
+        if acknowledged >= self._wait_replicas:
+            return
+        metrics.UNREPLICATED_WRITES.inc()
+        logger.warning(
+            "turn answered before reaching a replica (%d of %d acknowledged) session_id=%s",
+            acknowledged,
+            self._wait_replicas,
+            session_id,
+        )
 
     async def _resent_until_answered(self, send: Callable[[], Awaitable[T]]) -> T:
         """Send a turn's append again while Redis is unreachable, for up to `commit_retry_seconds`.

@@ -1,16 +1,19 @@
 """The Redis store's layout for scale-out: on a Redis Cluster its keys spread over every master
 (sessions by id, owner indexes by owner, the activity index in shards); an unsharded activity
 index (written before sharding was switched on) is moved to its shards without losing a turn's
-time."""
+time; a turn is answered once a replica holds it, or else after a second wait, counted."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from core.result import Ok
 from llm_backend.ports import TokenUsage
@@ -18,6 +21,7 @@ from sessions_app.stores.redis import RedisSessionStore
 from tests.factories import BASE_TIME, make_session
 from tests.redis_cluster import RedisClusterNodes
 from tests.sessions_app.test_stores import LIMIT, begin, make_turn, run_turn
+from tests.support import RedisServer
 
 
 @pytest.mark.cluster
@@ -105,3 +109,88 @@ def wait_calls(nodes: RedisClusterNodes) -> dict[int, int]:
         with contextlib.closing(nodes.client(port)) as node:
             calls[port] = int(node.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
     return calls
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_a_turn_is_answered_once_a_replica_holds_it_without_a_second_wait(
+    redis_cluster: RedisClusterNodes, cluster_prefix: str
+) -> None:
+    store = RedisSessionStore(url=redis_cluster.url, prefix=cluster_prefix, cluster=True, wait_replicas=1)
+    session = make_session()
+    master = redis_cluster.master_of(f"{{{session.id}}}")
+    try:
+        await store.create(session, max_sessions_per_owner=LIMIT)
+        await run_turn(store, session.id, 1)  # the scripts loaded (a round trip met by NOSCRIPT goes twice)
+        waits, unreplicated = wait_calls(redis_cluster), unreplicated_writes()
+        await run_turn(store, session.id, 2)
+
+        assert wait_calls(redis_cluster)[master] == waits[master] + 1  # the append's WAIT, no second one
+        assert unreplicated_writes() == unreplicated
+        assert replica_list_length(redis_cluster, master, f"{cluster_prefix}:s:{{{session.id}}}:l") == 4  # both turns
+    finally:
+        await store.close()
+
+
+async def test_a_turn_no_replica_acknowledged_is_waited_for_again_then_answered_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis of the test's own, without replicas: every WAIT comes back 0."""
+    server = RedisServer(tmp_path).start()
+    store = RedisSessionStore(url=server.url, prefix="gw", wait_replicas=1, wait_ms=5, wait_retry_ms=5)
+    session = make_session()
+    try:
+        await store.create(session, max_sessions_per_owner=LIMIT)
+        await run_turn(store, session.id, 1)  # the scripts loaded (a round trip met by NOSCRIPT goes twice)
+        waits, unreplicated = server_wait_calls(server.port), unreplicated_writes()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sessions_app.stores.redis"):
+            await run_turn(store, session.id, 2)  # answered all the same
+
+        assert server_wait_calls(server.port) == waits + 2
+        assert unreplicated_writes() == unreplicated + 1
+        assert [r.getMessage() for r in caplog.records] == [
+            f"turn answered before reaching a replica (0 of 1 acknowledged) session_id={session.id}"
+        ]
+        loaded = await store.load(session.id, owner="o_alice", offset=2)
+        assert isinstance(loaded, Ok) and [m.content for m in loaded.value.messages] == ["question 2", "answer 2"]
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_without_a_second_wait_a_turn_no_replica_acknowledged_is_counted_at_once(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path).start()
+    store = RedisSessionStore(url=server.url, prefix="gw", wait_replicas=1, wait_ms=5, wait_retry_ms=0)
+    session = make_session()
+    try:
+        await store.create(session, max_sessions_per_owner=LIMIT)
+        await run_turn(store, session.id, 1)
+        waits, unreplicated = server_wait_calls(server.port), unreplicated_writes()
+        await run_turn(store, session.id, 2)
+
+        assert server_wait_calls(server.port) == waits + 1  # WAIT with no time limit would block for good
+        assert unreplicated_writes() == unreplicated + 1
+    finally:
+        await store.close()
+        server.stop()
+
+
+def unreplicated_writes() -> float:
+    return REGISTRY.get_sample_value("gateway_redis_unreplicated_writes_total") or 0.0
+
+
+def server_wait_calls(port: int) -> int:
+    with contextlib.closing(redis.Redis(host="127.0.0.1", port=port)) as node:
+        return int(node.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
+def replica_list_length(nodes: RedisClusterNodes, master: int, key: str) -> int:
+    """The length of the list `key` as `master`'s replica holds it now."""
+    with contextlib.closing(nodes.client(master)) as node:
+        replica = node.info("replication")["slave0"]
+    # READONLY holds for its connection: one connection for both.
+    with contextlib.closing(
+        redis.Redis(host=replica["ip"], port=replica["port"], single_connection_client=True)
+    ) as node:
+        node.execute_command("READONLY")  # type: ignore[no-untyped-call]
+        return int(node.llen(key))  # type: ignore[arg-type]
