@@ -18,7 +18,14 @@ from archive.services import ArchiveService
 from audit.models import AuditEvent
 from audit.services import audit
 from core.result import Ok
-from sessions_app.public import ActiveSessionStore, ChatSession, SessionRecord, Transcript, erase_records
+from sessions_app.public import (
+    ActiveSessionStore,
+    ChatSession,
+    SessionRecord,
+    Transcript,
+    described_keyed_write,
+    erase_records,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +106,21 @@ class PrivacyService:
             self._transcripts(owner, [(i, i in active) for i, _ in order]),
             _rows(records.order_by("created_at", "id")),  # an erased session's tombstone is not theirs to export
             self._audit_events(owner, sorted({*created, *active, *archived})),
-            await self.owner_side_stores(owner),
+            await self.owner_side_stores(owner, [i for i, _ in order if i in active]),
         )
 
-    async def owner_side_stores(self, owner: str) -> dict[str, Any]:
+    async def owner_side_stores(self, owner: str, active_sessions: Sequence[str]) -> dict[str, Any]:
         """What the gateway keeps about `owner` beside their sessions: Idempotency-Key records,
-        rate-limit counts and data-key ids. Ids, counts and times; never content or key material."""
+        the keyed turns each active session keeps with its messages (`keyed_turns`: an archived
+        session keeps none), rate-limit counts and data-key ids. Ids, counts and times; never
+        content or key material."""
         side = {name: await describe(owner) for name, describe in self._describe.items()}
+        now = self._clock()
+        side["keyed_turns"] = [
+            described_keyed_write(session_id, kept, now=now)
+            for session_id in active_sessions
+            for kept in await self._active.keyed_writes(session_id, owner=owner)
+        ]
         side["data_keys"] = await self._keys.describe(owner)
         return side
 

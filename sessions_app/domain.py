@@ -15,6 +15,7 @@ __all__ = [
     "ChatMessage",
     "ChatSession",
     "FinishReason",
+    "KeptKeyedWrite",
     "KeyedWrite",
     "MessageStatus",
     "Role",
@@ -121,6 +122,16 @@ class KeyedWrite:
     key: str  # the key's id (a hash of the client's key)
     record: bytes
     ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeptKeyedWrite:
+    """A `KeyedWrite` as its session keeps it: it answers a retry until `until`, and stays,
+    lapsed, until newer ones push it out."""
+
+    key: str
+    record: bytes
+    until: datetime
 
 
 @dataclass(frozen=True, slots=True)

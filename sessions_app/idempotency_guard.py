@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
 
-from sessions_app.domain import KeyedWrite
+from sessions_app.domain import KeptKeyedWrite, KeyedWrite
 from sessions_app.idempotency import (
     Claim,
     IdempotencyInProgress,
@@ -112,3 +113,15 @@ class IdempotencyGuard:
 
     async def forget_session(self, owner: str, session_id: str) -> None:
         await self._store.forget_session(owner, session_id)
+
+
+def described_keyed_write(session_id: str, kept: KeptKeyedWrite, *, now: datetime) -> dict[str, Any]:
+    """A keyed write a session keeps (`IdempotencyGuard.keyed`'s record), for the owner's export
+    as the idempotency store describes its records: the key's id, what it recorded (ids and
+    counts) and the lifetime left; never the fingerprint."""
+    return {
+        "session_id": session_id,
+        "key_id": kept.key,
+        "result": orjson.loads(kept.record).get("result"),
+        "expires_in_seconds": max(0, round((kept.until - now).total_seconds())),
+    }

@@ -12,6 +12,7 @@ from core.result import Result
 from sessions_app.domain import (
     ChatMessage,
     ChatSession,
+    KeptKeyedWrite,
     KeyedWrite,
     SessionPage,
     SessionStatus,
@@ -115,6 +116,12 @@ class ActiveSessionStore(Protocol):
     async def keyed_write(self, session_id: str, *, owner: str, key: str) -> bytes | None:
         """The record of the write the owner's session holds for `key`, as `begin_turn` finds it,
         without locking anything; None when it holds none (or the session is not the owner's)."""
+        ...
+
+    async def keyed_writes(self, session_id: str, *, owner: str) -> tuple[KeptKeyedWrite, ...]:
+        """Every keyed write the owner's session keeps (`append_turn`'s `keyed`), newest first,
+        lapsed ones included until newer ones push them out: for the owner's export. Empty when
+        the session is missing or not the owner's."""
         ...
 
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:

@@ -35,6 +35,7 @@ from sessions_app.errors import (
     UnknownModel,
 )
 from sessions_app.idempotency import IdempotentRequest
+from sessions_app.idempotency_guard import described_keyed_write
 from sessions_app.models import SessionRecord
 from sessions_app.policy import owner_actor, utc_now_ms_precision
 from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
@@ -85,6 +86,7 @@ __all__ = [
     "TurnOutcome",
     "UnknownModel",
     "decode_cursor",
+    "described_keyed_write",
     "encode_cursor",
     "erase_records",
     "from_ms",

@@ -11,7 +11,7 @@ import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from core.result import Err, Ok, Result
@@ -19,6 +19,7 @@ from llm_backend.ports import ContextMessage
 from sessions_app.domain import (
     ChatMessage,
     ChatSession,
+    KeptKeyedWrite,
     KeyedWrite,
     SessionPage,
     SessionStatus,
@@ -152,6 +153,11 @@ class InMemorySessionStore:
         entry = self._owned(session_id, owner)
         kept = entry.keyed.get(key) if entry is not None else None
         return kept[0] if kept is not None and kept[1] > time.time() else None
+
+    async def keyed_writes(self, session_id: str, *, owner: str) -> tuple[KeptKeyedWrite, ...]:
+        entry = self._owned(session_id, owner)
+        kept = reversed(entry.keyed.items()) if entry is not None else ()
+        return tuple(KeptKeyedWrite(key, record, datetime.fromtimestamp(until, UTC)) for key, (record, until) in kept)
 
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
         entry = self._entries.get(session_id)

@@ -60,6 +60,7 @@ from sessions_app import metrics
 from sessions_app.domain import (
     ChatMessage,
     ChatSession,
+    KeptKeyedWrite,
     KeyedWrite,
     SessionPage,
     SessionStatus,
@@ -400,6 +401,16 @@ class RedisSessionStore:
         return cast(bytes | None, record)
 
     @store_errors
+    async def keyed_writes(self, session_id: str, *, owner: str) -> tuple[KeptKeyedWrite, ...]:
+        keys = self._session_keys(session_id)
+        stored_owner, entries = await atomically(
+            self._client(), [keys.meta, keys.keyed], [("HGET", keys.meta, "o"), ("LRANGE", keys.keyed, 0, -1)]
+        )
+        if stored_owner is None or stored_owner.decode() != owner:
+            return ()
+        return tuple(map(_kept_keyed_write, entries))
+
+    @store_errors
     async def extend_turn(self, session_id: str, *, token: str, lock_seconds: float) -> bool:
         extended = await self._script(
             lua.EXTEND_TURN, [self._session_keys(session_id).lock], [token, int(lock_seconds * 1000)]
@@ -600,6 +611,12 @@ def _keyed_entry(keyed: KeyedWrite) -> bytes:
     """A keyed write as APPEND_TURN stores it: `key until_ms record`."""
     until = to_ms(datetime.now(UTC)) + keyed.ttl_seconds * 1000
     return f"{keyed.key} {until} ".encode() + keyed.record
+
+
+def _kept_keyed_write(entry: bytes) -> KeptKeyedWrite:
+    """A keyed write as APPEND_TURN stored it (see `_keyed_entry`)."""
+    key, until, record = entry.split(b" ", 2)
+    return KeptKeyedWrite(key.decode(), record, from_ms(until))
 
 
 def _unsequenced(message: ChatMessage) -> bytes:

@@ -135,6 +135,10 @@ async def test_export_holds_everything_about_the_caller(client: httpx.AsyncClien
         "open_websockets",
     }
     assert [set(k) for k in side["data_keys"]] == [{"id", "kek_id", "created_at"}]
+    # The keyed turn the session keeps with its messages (for a retry whose key record a failover lost).
+    kept = [k for k in side["keyed_turns"] if k["session_id"] == active]
+    assert [set(k) for k in kept] == [{"session_id", "key_id", "result", "expires_in_seconds"}]
+    assert kept[0]["result"]["session_id"] == active and kept[0]["result"]["finish_reason"] == "stop"
     assert "canary-idem" not in json.dumps(side) and "fp" not in json.dumps(side["idempotency_records"])
     write_only = {"Authorization": f"Bearer {mint(scope='chat.write')}"}
     assert (await client.get("/api/v1/me/export", headers=write_only)).status_code == 403

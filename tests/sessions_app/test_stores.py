@@ -451,6 +451,22 @@ async def test_a_session_keeps_its_newest_keyed_turns_for_their_lifetime(any_sto
     assert await answered(f"key-{KEYED_WRITES_KEPT}") is None  # past its lifetime
 
 
+async def test_a_session_lists_the_keyed_turns_it_keeps_newest_first_lapsed_too_to_its_owner_only(
+    any_store: ActiveSessionStore,
+) -> None:
+    session = make_session()
+    await any_store.create(session, max_sessions_per_owner=LIMIT)
+    await keyed_turn(any_store, session.id, 1, "key-1", ttl=0)  # lapsed at once: kept all the same
+    await keyed_turn(any_store, session.id, 2, "key-2")
+
+    kept = await any_store.keyed_writes(session.id, owner="o_alice")
+
+    assert [(k.key, k.record) for k in kept] == [("key-2", b'{"turn": 2}'), ("key-1", b'{"turn": 1}')]
+    assert kept[0].until - kept[1].until >= timedelta(seconds=599)
+    assert await any_store.keyed_writes(session.id, owner="o_mallory") == ()
+    assert await any_store.keyed_writes(make_session().id, owner="o_alice") == ()
+
+
 async def test_a_deleted_session_forgets_its_keyed_turns(any_store: ActiveSessionStore) -> None:
     session = make_session()
     await any_store.create(session, max_sessions_per_owner=LIMIT)
