@@ -87,11 +87,17 @@ async def test_an_unsharded_activity_index_moves_to_its_shards_at_each_sessions_
         await after.close()
 
 
+# Generous, so that a turn's first WAIT never runs out here and sends a second.
+REPLICA_WAIT_MS = 4_000  # under the client's 5 s socket timeout
+
+
 @pytest.mark.cluster
 async def test_on_a_cluster_a_turn_waits_for_its_writes_to_reach_a_replica_on_its_own_master(
     redis_cluster: RedisClusterNodes, cluster_prefix: str
 ) -> None:
-    store = RedisSessionStore(url=redis_cluster.url, prefix=cluster_prefix, cluster=True, wait_replicas=1)
+    store = RedisSessionStore(
+        url=redis_cluster.url, prefix=cluster_prefix, cluster=True, wait_replicas=1, wait_ms=REPLICA_WAIT_MS
+    )
     session = make_session()
     master = redis_cluster.master_of(f"{{{session.id}}}")
     try:
@@ -115,7 +121,9 @@ def wait_calls(nodes: RedisClusterNodes) -> dict[int, int]:
 async def test_on_a_cluster_a_turn_is_answered_once_a_replica_holds_it_without_a_second_wait(
     redis_cluster: RedisClusterNodes, cluster_prefix: str
 ) -> None:
-    store = RedisSessionStore(url=redis_cluster.url, prefix=cluster_prefix, cluster=True, wait_replicas=1)
+    store = RedisSessionStore(
+        url=redis_cluster.url, prefix=cluster_prefix, cluster=True, wait_replicas=1, wait_ms=REPLICA_WAIT_MS
+    )
     session = make_session()
     master = redis_cluster.master_of(f"{{{session.id}}}")
     try:
