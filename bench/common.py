@@ -71,7 +71,10 @@ def stack(
         "BACKEND_TARGET": f"127.0.0.1:{backend_port}",
         "DEV_SIGNING_KEY_PATH": str(WORKDIR / "key.pem"),
         "DATABASE_URL": f"sqlite:///{WORKDIR / 'db.sqlite3'}",
-        "LOG_LEVEL": "WARNING",
+        # Production's logging (issue 13: observability stays on in its default configuration):
+        # an access line per request, as JSON, to the gateway's log file.
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
         "SESSION_MAX_PER_OWNER": "1000000",
         # One owner drives the whole load: limits it never reaches, so their Redis calls still count.
         "RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000000",

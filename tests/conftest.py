@@ -229,7 +229,7 @@ def captured_logs() -> Iterator[io.StringIO]:
 
     import structlog
 
-    from core.observability.logs import SHARED_PROCESSORS
+    from core.observability.logs import SHARED_PROCESSORS, json_renderer
 
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
@@ -237,7 +237,7 @@ def captured_logs() -> Iterator[io.StringIO]:
         structlog.stdlib.ProcessorFormatter(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.JSONRenderer(),
+                json_renderer(),
             ],
             foreign_pre_chain=SHARED_PROCESSORS,
         )

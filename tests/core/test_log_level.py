@@ -35,7 +35,7 @@ def test_a_line_below_the_level_never_reaches_the_processors(warning_level: io.S
 
     lines = warning_level.getvalue()
     assert "request" not in lines
-    assert '"event": "kept"' in lines and "[redacted]" in lines and "abc.def" not in lines
+    assert '"event":"kept"' in lines and "[redacted]" in lines and "abc.def" not in lines
 
 
 def test_lines_keep_every_field_they_print_without_caller_thread_or_process(captured_logs: io.StringIO) -> None:
@@ -72,3 +72,25 @@ def test_lines_keep_every_field_they_print_without_caller_thread_or_process(capt
         "req-7",
     )
     assert "ValueError: boom" in foreign["exception"] and foreign["timestamp"].endswith("Z")
+
+
+def test_a_line_with_fields_json_cannot_hold_still_renders_as_one_json_object(captured_logs: io.StringIO) -> None:
+    """orjson renders production's lines: keys that are not text, times, and objects it cannot
+    serialize (shown by their repr, as the standard library's json renderer did) all make one
+    valid line, and a credential under an odd key is still redacted."""
+    import datetime
+
+    import orjson
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    at = datetime.datetime(2026, 12, 1, 23, 0, tzinfo=datetime.UTC)
+    structlog.get_logger("gateway.test").warning(
+        "odd", counts={1: "one"}, at=at, thing=Opaque(), nested={"Authorization": "Bearer abc.def.ghi"}
+    )
+
+    line = orjson.loads(captured_logs.getvalue().splitlines()[-1])
+    assert line["counts"] == {"1": "one"} and line["at"] == "2026-12-01T23:00:00+00:00"
+    assert line["thing"] == "<opaque>" and line["nested"] == {"Authorization": "[redacted]"}
