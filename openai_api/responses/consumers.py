@@ -252,9 +252,10 @@ class _Streamed:
         await self.consumer.open_event_stream([(b"server-timing", self.turn.first_delta_timing().encode())])
 
     async def _relay(self) -> None:
-        """The opening events, then the turn's, until it ends or the client leaves."""
+        """The opening events (written with the first of the turn's), then the turn's, until it ends or
+        the client leaves."""
         assert self.record is not None
-        await self.writer.begin(self.record)
+        self.writer.begin(self.record)
         try:
             await self.consumer.relay_until_gone(self.turn.relay(self.render), self._relay_failed)
         finally:
