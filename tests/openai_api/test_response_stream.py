@@ -98,6 +98,31 @@ async def test_a_failure_before_the_first_delta_writes_the_opening_with_the_erro
     assert [e.sequence_number for w in writes for e in parsed(w)] == list(range(9))
 
 
+@pytest.mark.parametrize("content", ["Echo:", ' "quoted"\n', "é ☃ \u2028", "back\\slash", ""])
+async def test_a_delta_event_is_its_fields_as_json_in_their_order(content: str) -> None:
+    """A delta's bytes are written without a dict: the same bytes as its fields serialised."""
+    writes: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        writes.append(data)
+
+    writer = EventWriter(write, stored=True)
+    started = record()
+    writer.begin(started)
+    await writer.delta(started, content)
+
+    fields = {
+        "type": "response.output_text.delta",
+        "sequence_number": 4,
+        "item_id": "msg_a",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": content,
+        "logprobs": [],
+    }
+    assert writes[0].endswith(b"\n\nevent: response.output_text.delta\ndata: " + orjson.dumps(fields) + b"\n\n")
+
+
 # -- through the consumer ---------------------------------------------------------------
 
 
