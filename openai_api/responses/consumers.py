@@ -259,7 +259,8 @@ class _Streamed:
         try:
             await self.consumer.relay_until_gone(self.turn.relay(self.render), self._relay_failed)
         finally:
-            await asyncio.shield(self._keep_cut_short())
+            if not self.kept and self.turn.result is not None:  # a shield is a task: only when needed
+                await asyncio.shield(self._keep_cut_short())
 
     async def _relay_failed(self, exc: Exception) -> None:
         logger.exception("response stream failed")

@@ -195,9 +195,15 @@ class ResponsesService:
     ) -> ResponseRecord:
         """Record the stored turn as the response `response_id`: saved now, unless `rider` saved
         this very record with the turn (not for a repeat's answer, which no append stored)."""
+        ridden = rider.record if rider is not None else None
+        if (
+            ridden is not None
+            and ridden.output_message_id == outcome.message.id
+            and (ridden.status, ridden.incomplete_reason) == ending(outcome, failed=failed)
+        ):
+            return ridden  # the rest of it is the turn's, as committed
         record = self.record(owner=owner, response_id=response_id, request=request, outcome=outcome, failed=failed)
-        if rider is None or rider.record != record:
-            await self._records.save(record, ttl=self._ttl)
+        await self._records.save(record, ttl=self._ttl)
         return record
 
     async def find(self, *, owner: str, response_id: str) -> Found:
