@@ -75,8 +75,12 @@ class EventWriter:
             self._delta_middle = (record.output_message_id, middle + b',"output_index":0,"content_index":0,"delta":')
         sequence = str(self._sequence).encode()
         self._sequence += 1
-        self._pending.append(_DELTA_HEAD + sequence + self._delta_middle[1] + orjson.dumps(content) + _DELTA_TAIL)
-        await self._flush()
+        event = _DELTA_HEAD + sequence + self._delta_middle[1] + orjson.dumps(content) + _DELTA_TAIL
+        if self._pending:  # the opening, with the first delta
+            self._pending.append(event)
+            await self._flush()
+        else:
+            await self._write(event)
 
     async def end(self, record: ResponseRecord, *, completed_at: float) -> None:
         """The text's, the part's and the item's ends, then the response's, as `record` says it ended."""
