@@ -13,13 +13,23 @@ cell (rate, p50, p99, the gateway process's CPU per request) and then the median
 rounds of the /v1 layer's cost at one client: p50 and CPU per turn over the native turn.
 Issue 14's goal: at most 0.2 ms at one client. Figures, not assertions.
 
+`--paired` measures that goal request by request instead: one client sends a native turn, a
+`/v1/responses` turn and a `/v1/chat/completions` turn, whole and streamed, in a rotating
+order, `--turns` times, so all six share every moment of the run's noise. The gateway's CPU
+is read (its process CPU clock, all threads, in ns) after each request and a short pause, so
+what a request leaves running (its tokens charged off the reply's path) counts for it. It
+prints each kind's p50, p99 and CPU per turn, and each /v1 path's added p50 and CPU over the
+native turn; `--rounds` repeats it, with the medians over the rounds.
+
     python bench/chat_completions.py [--turns 400] [--concurrency 1,16] [--rounds 3]
+    python bench/chat_completions.py --paired [--turns 600] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import statistics
@@ -38,6 +48,7 @@ GOAL_ADDED_MS = 0.2
 CHAT, NATIVE, RESPONSES = "chat/completions", "native", "responses"
 APIS = {"native": NATIVE, "chat": CHAT, "responses": RESPONSES}
 Request = Callable[[], Awaitable[bool]]  # one turn; False when it failed
+SETTLE_SECONDS = 0.002  # after a paired request, before its CPU is read: what it left running ends
 
 
 @dataclass
@@ -182,6 +193,92 @@ def summary(cells: list[Cell], apis: list[str], stream: bool, concurrency: int) 
     return lines
 
 
+def process_cpu_clock(pid: int) -> int:
+    """The clock id of `pid`'s CPU time (all its threads, ns resolution): the scheduler's ticks
+    that `cpu_seconds` reads are 10 ms, coarser than one request."""
+    clock = ctypes.c_int()
+    if ctypes.CDLL(None, use_errno=True).clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+        raise OSError(ctypes.get_errno(), "clock_getcpuclockid")
+    return clock.value
+
+
+@dataclass
+class Paired:
+    """One kind of request in a paired run: its latencies and the gateway CPU each took."""
+
+    api: str
+    stream: bool
+    latencies: list[float]
+    cpu: list[float]
+    errors: int = 0
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies, 0.5) * 1000
+
+    @property
+    def cpu_ms(self) -> float:
+        return statistics.fmean(self.cpu) * 1000 if self.cpu else float("nan")
+
+    def line(self) -> str:
+        kind = "streamed" if self.stream else "whole"
+        return (
+            f"{self.api:<17}{kind:<9} n={len(self.latencies):<5} p50 {self.p50:6.2f} ms"
+            f"   p99 {percentile(self.latencies, 0.99) * 1000:7.2f} ms   CPU {self.cpu_ms:5.2f} ms/turn"
+            + (f"   errors {self.errors}" if self.errors else "")
+        )
+
+
+async def run_paired(base_url: str, token: str, pid: int, apis: list[str], turns: int) -> list[Paired]:
+    """`turns` requests of each API, whole and streamed, one client, the kinds interleaved."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    clock = process_cpu_clock(pid)
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
+        kinds: list[tuple[Paired, Request]] = []
+        for api in apis:
+            for stream in (False, True):
+                send = chat_worker(http, stream) if api == CHAT else await session_worker(http, api, stream, turns)
+                kinds.append((Paired(api, stream, [], []), send))
+        for i in range(turns):
+            shift = i % len(kinds)
+            for paired, send in kinds[shift:] + kinds[:shift]:
+                cpu_before = time.clock_gettime(clock)
+                started = time.perf_counter()
+                ok = await send()
+                latency = time.perf_counter() - started
+                await asyncio.sleep(SETTLE_SECONDS)
+                if ok:
+                    paired.latencies.append(latency)
+                    paired.cpu.append(time.clock_gettime(clock) - cpu_before)
+                else:
+                    paired.errors += 1
+    return [paired for paired, _ in kinds]
+
+
+def paired_summary(rounds: list[list[Paired]]) -> list[str]:
+    """Each /v1 path's added p50 and CPU per turn over the native turn's, whole and streamed:
+    the medians over the rounds (each round's difference taken within the round)."""
+    lines = []
+    for stream in (False, True):
+        kind = "streamed" if stream else "whole"
+        per_round = [{p.api: p for p in kinds if p.stream == stream} for kinds in rounds]
+        native_p50 = statistics.median(r[NATIVE].p50 for r in per_round)
+        native_cpu = statistics.median(r[NATIVE].cpu_ms for r in per_round)
+        lines.append(f"{NATIVE:<17}{kind:<9} p50 {native_p50:6.2f} ms                   CPU {native_cpu:5.2f} ms/turn")
+        for api in per_round[0]:
+            if api == NATIVE:
+                continue
+            added_p50 = [r[api].p50 - r[NATIVE].p50 for r in per_round]
+            added_cpu = [r[api].cpu_ms - r[NATIVE].cpu_ms for r in per_round]
+            lines.append(
+                f"{api:<17}{kind:<9} p50 {statistics.median(r[api].p50 for r in per_round):6.2f} ms"
+                f" ({statistics.median(added_p50):+6.2f}: {min(added_p50):+.2f}..{max(added_p50):+.2f})"
+                f"   CPU {statistics.median(r[api].cpu_ms for r in per_round):5.2f} ms/turn"
+                f" ({statistics.median(added_cpu):+5.2f}: {min(added_cpu):+.2f}..{max(added_cpu):+.2f})"
+            )
+    return lines
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=400, help="turns per cell")
@@ -189,9 +286,10 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="repeats of every cell, the APIs' order rotating")
     parser.add_argument("--apis", default="native,chat,responses", help="of native, chat, responses")
     parser.add_argument("--seconds", type=float, default=2.0, help="the model server alone's run, for scale")
+    parser.add_argument("--paired", action="store_true", help="one client, the APIs request by request (see above)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = [1] if args.paired else [int(c) for c in args.concurrency.split(",")]
     apis = [APIS[a] for a in args.apis.split(",")]
     if NATIVE not in apis:
         apis.insert(0, NATIVE)  # what the others are measured against
@@ -204,6 +302,9 @@ async def main() -> None:
         for api in apis:  # warm-up
             for stream in (False, True):
                 await run_cell(base_url, run.token, gateway.pid, api, stream, 4, 200)
+        if args.paired:
+            await paired(base_url, run.token, gateway.pid, apis, args.turns, args.rounds)
+            return
         cells: list[Cell] = []
         for r in range(args.rounds):
             order = apis[r % len(apis) :] + apis[: r % len(apis)]
@@ -219,6 +320,20 @@ async def main() -> None:
     for c in levels:
         for stream in (False, True):
             print("\n".join(summary(cells, apis, stream, c)))
+
+
+async def paired(base_url: str, token: str, pid: int, apis: list[str], turns: int, rounds: int) -> None:
+    kinds_by_round = []
+    for r in range(rounds):
+        kinds = await run_paired(base_url, token, pid, apis, turns)
+        kinds_by_round.append(kinds)
+        print(f"# round {r + 1}, paired, c=1")
+        print("\n".join(p.line() for p in kinds), flush=True)
+    print(
+        f"\n# medians over {rounds} rounds (against native; the rounds' range after the colon),"
+        f" paired, c=1; goal: /v1 adds <= {GOAL_ADDED_MS} ms"
+    )
+    print("\n".join(paired_summary(kinds_by_round)))
 
 
 if __name__ == "__main__":

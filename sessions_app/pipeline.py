@@ -50,6 +50,7 @@ from sessions_app import metrics
 from sessions_app.admission import admit, owner_stream, refuse_if_draining, slots
 from sessions_app.domain import TurnOutcome
 from sessions_app.idempotency import IdempotentRequest
+from sessions_app.ports import CommitRider
 from sessions_app.stateless import StatelessAnswer, StatelessDone, StatelessReplay, StatelessStream
 from sessions_app.telemetry import count_tokens
 from sessions_app.turn_stream import RunningTurn, TurnDone
@@ -84,6 +85,7 @@ class TurnRequest:
     message_ids: tuple[str, str] | None = None  # the question's and the answer's ids, when the edge names them
     follows: str | None = None  # the message the turn must come right after (checked under the turn lock)
     model: str | None = None  # the session's model, as the edge expects it (checked as the turn loads it)
+    rider: CommitRider | None = None  # the edge's writes stored with the turn, where the store takes them
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ class Turn:
                 message_ids=request.message_ids,
                 follows=request.follows,
                 model=request.model,
+                rider=request.rider,
             )
         self._reply = unwrap(result)
         self.outcome = "ok"
@@ -193,6 +196,7 @@ class Turn:
             message_ids=request.message_ids,
             follows=request.follows,
             model=request.model,
+            rider=request.rider,
         )
         # The holds' own context manager, handed over as it is: one that only re-entered it
         # would be one more generator and frame held by every open stream.

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from sessions_app.domain import (
     TokenUsage,
     Transcript,
     TurnHistory,
+    TurnOutcome,
 )
 from sessions_app.errors import (
     MessageNotFound,
@@ -40,6 +42,29 @@ DELETED_IDS_KEPT = 1000
 KEYED_WRITES_KEPT = 8
 
 
+@dataclass(frozen=True, slots=True)
+class SideWrite:
+    """Another app's writes that must be stored exactly when a turn is (a `/v1/responses` turn's
+    response record): run by the store in the turn's own append, after the turn is stored and
+    only if it is, so the whole commit is one atomic step (and one round trip).
+
+    A store whose `side_write_target` is a Redis runs `commands` (Redis commands, on `keys`:
+    every key they touch); one whose target is its process calls `apply`. A rider fills the
+    one its own store's target matched (`CommitRider`)."""
+
+    keys: tuple[str, ...] = ()
+    commands: tuple[Sequence[str | bytes | int | float], ...] = ()
+    apply: Callable[[], None] | None = None
+
+
+class CommitRider(Protocol):
+    """What an edge hands the turn pipeline for writes of its own to ride the turn's commit."""
+
+    def __call__(self, turn: TurnOutcome) -> SideWrite:
+        """The writes for `turn`, as it is about to be stored (its session as the turn found it)."""
+        ...
+
+
 class ActiveSessionStore(Protocol):
     """Active sessions as the turn path and the owner's requests see them: metadata, ordered
     messages, an owner index, and a turn lock per session.
@@ -50,6 +75,12 @@ class ActiveSessionStore(Protocol):
     service cannot be reached; other failures are returned as `Err`. An adapter
     implements `ArchiverSessionStore` too, over the same sessions.
     """
+
+    # Where a `SideWrite` can ride this store's `append_turn`: a name of the one Redis (or the
+    # process) its sessions are in, equal to another store's that writes to the same place;
+    # None when it takes none (on a Redis Cluster a turn's keys and another app's are in
+    # different slots, out of one script's reach).
+    side_write_target: str | None
 
     async def create(self, session: ChatSession, *, max_sessions_per_owner: int) -> Result[None, SessionLimitReached]:
         """Store a new session unless its owner already holds `max_sessions_per_owner`."""
@@ -100,9 +131,13 @@ class ActiveSessionStore(Protocol):
         usage: TokenUsage,
         at: datetime,
         keyed: KeyedWrite | None = None,
+        side: SideWrite | None = None,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         """Atomically append `messages`, add `usage`, mark activity at `at` and release the lock;
-        with `keyed`, remember its record for `begin_turn`'s `key`, in the same atomic step.
+        with `keyed`, remember its record for `begin_turn`'s `key`, in the same atomic step; with
+        `side` (only where `side_write_target` is not None), run it too, after the turn's writes,
+        whenever the answer is `Ok` (a retry of an append that was stored runs it again: its
+        writes must bear repeating).
 
         The store gives each message its `seq` from the session's `next_seq` (whatever seq the
         messages passed carry) and advances it.

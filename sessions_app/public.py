@@ -3,7 +3,8 @@
 The archive app stores and restores sessions (the domain, the storage encoding it shares with
 the active stores), reads and counts the active store, records what it does, and presents
 sessions in exports. The OpenAI-compatible API (openai_api) reads and edits sessions through
-the session manager (lifecycle, selectors, edits) and runs turns through the turn pipeline.
+the session manager (lifecycle, selectors, edits) and runs turns through the turn pipeline, its
+response records riding the turns' commits (`CommitRider`, `SideWrite`).
 The import linter (`make lint`, contracts in pyproject.toml) refuses an import of any other
 sessions_app module from another app, so a change inside this app cannot quietly break another:
 what is listed here is the contract.
@@ -38,7 +39,7 @@ from sessions_app.idempotency import IdempotentRequest
 from sessions_app.idempotency_guard import described_keyed_write
 from sessions_app.models import SessionRecord
 from sessions_app.policy import owner_actor, utc_now_ms_precision
-from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore
+from sessions_app.ports import ActiveSessionStore, ArchiverSessionStore, CommitRider, SideWrite
 from sessions_app.recording import DatabaseRecorder, SessionEvent, SessionRecorder, erase_records
 from sessions_app.stores.encoding import (
     decode_cursor,
@@ -66,6 +67,7 @@ __all__ = [
     "ArchiverSessionStore",
     "ChatMessage",
     "ChatSession",
+    "CommitRider",
     "DatabaseRecorder",
     "FinishReason",
     "HistoryMovedOn",
@@ -81,6 +83,7 @@ __all__ = [
     "SessionRecord",
     "SessionRecorder",
     "SessionStatus",
+    "SideWrite",
     "Transcript",
     "TurnInProgress",
     "TurnOutcome",

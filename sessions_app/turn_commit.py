@@ -19,7 +19,7 @@ from sessions_app.domain import (
     TokenUsage,
     TurnOutcome,
 )
-from sessions_app.ports import ActiveSessionStore
+from sessions_app.ports import ActiveSessionStore, CommitRider
 from sessions_app.telemetry import record_completion, tracer
 
 
@@ -34,6 +34,8 @@ class OpenTurn:
     received_at: datetime
     # The turn's Idempotency-Key record from what a repeat replays (`turn_record`), when it has a key.
     keyed: Callable[[dict[str, Any]], KeyedWrite] | None = None
+    # An edge's writes stored in the turn's own append (`SideWrite`), when its store takes them.
+    rider: CommitRider | None = None
 
     async def commit(
         self,
@@ -48,7 +50,8 @@ class OpenTurn:
         streamed: bool = False,
     ) -> TurnOutcome:
         """Store the question and `reply` together, in one atomic append that frees the lock,
-        with the turn's Idempotency-Key record when it ran to its end (`finish_reason`).
+        with the turn's Idempotency-Key record when it ran to its end (`finish_reason`) and the
+        rider's writes, whenever the turn is stored.
 
         Should the store fail, nothing is stored: the lock is released so the client can retry,
         and the failure is raised. `streamed`: the model's span has ended by now, so the reply's
@@ -60,6 +63,9 @@ class OpenTurn:
         keyed = None
         if self.keyed is not None and finish_reason is not None:
             keyed = self.keyed(turn_record(self.session.id, user_message, message, usage, finish_reason))
+        side = None
+        if self.rider is not None:
+            side = self.rider(TurnOutcome(self.session, user_message, message, usage, finish_reason))
         with child_span(tracer, "append turn", attributes=attributes) as span:
             if streamed:
                 record_completion(span, usage, finish_reason)
@@ -72,6 +78,7 @@ class OpenTurn:
                     usage=usage,
                     at=at,
                     keyed=keyed,
+                    side=side,
                 )
             except BaseException:
                 await store.release_turn(self.session.id, token=self.token)

@@ -30,7 +30,7 @@ from sessions_app.errors import (
 from sessions_app.idempotency import IdempotentRequest
 from sessions_app.idempotency_guard import IdempotencyGuard, Recorded
 from sessions_app.policy import SessionPolicy, new_message_id
-from sessions_app.ports import ActiveSessionStore, SessionArchive
+from sessions_app.ports import ActiveSessionStore, CommitRider, SessionArchive
 from sessions_app.selectors import SessionSelectors
 from sessions_app.telemetry import chat_span, count_backend_error, record_completion, tracer
 from sessions_app.turn_commit import OpenTurn, turn_record
@@ -82,6 +82,7 @@ class TurnService:
         message_ids: tuple[str, str] | None = None,
         follows: str | None = None,
         model: str | None = None,
+        rider: CommitRider | None = None,
     ) -> TurnOutcome:
         """One turn: lock and load, ask the model, store question and answer together.
 
@@ -93,12 +94,23 @@ class TurnService:
         question and the answer get (an edge that names the reply before it exists), new
         ones otherwise. `follows`: the id of the message this turn must come right after, checked
         under the turn lock (`HistoryMovedOn` when the session's newest message is another);
-        `model`: the model the turn expects its session to have (`ModelMismatch` otherwise).
+        `model`: the model the turn expects its session to have (`ModelMismatch` otherwise);
+        `rider`: the edge's writes to store with the turn (`OpenTurn.rider`), when the store takes them.
         """
 
         async def send() -> TurnOutcome:
             return await self._send(
-                owner, session_id, content, params, request_id, idempotent, instructions, message_ids, follows, model
+                owner,
+                session_id,
+                content,
+                params,
+                request_id,
+                idempotent,
+                instructions,
+                message_ids,
+                follows,
+                model,
+                rider,
             )
 
         async def settled(outcome: TurnOutcome) -> None:
@@ -127,6 +139,7 @@ class TurnService:
         message_ids: tuple[str, str] | None = None,
         follows: str | None = None,
         model: str | None = None,
+        rider: CommitRider | None = None,
     ) -> TurnStream | ReplayStream:
         """Start a streamed turn; returns once the model's first delta has arrived.
 
@@ -138,7 +151,17 @@ class TurnService:
 
         async def start() -> TurnStream | ReplayStream:
             return await self._start_stream(
-                owner, session_id, content, params, request_id, idempotent, instructions, message_ids, follows, model
+                owner,
+                session_id,
+                content,
+                params,
+                request_id,
+                idempotent,
+                instructions,
+                message_ids,
+                follows,
+                model,
+                rider,
             )
 
         async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
@@ -168,9 +191,10 @@ class TurnService:
         message_ids: tuple[str, str] | None,
         follows: str | None,
         model: str | None,
+        rider: CommitRider | None,
     ) -> TurnOutcome:
         turn, request = await self._open_turn(
-            owner, session_id, content, params, request_id, idempotent, instructions, follows, model
+            owner, session_id, content, params, request_id, idempotent, instructions, follows, model, rider
         )
         try:
             with chat_span(self._policy.model_label(request.model)) as span:
@@ -205,9 +229,10 @@ class TurnService:
         message_ids: tuple[str, str] | None,
         follows: str | None,
         model: str | None,
+        rider: CommitRider | None,
     ) -> TurnStream:
         turn, request = await self._open_turn(
-            owner, session_id, content, params, request_id, idempotent, instructions, follows, model
+            owner, session_id, content, params, request_id, idempotent, instructions, follows, model, rider
         )
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
@@ -242,6 +267,7 @@ class TurnService:
         instructions: str | None = None,
         follows: str | None = None,
         model: str | None = None,
+        rider: CommitRider | None = None,
     ) -> tuple[OpenTurn, ChatRequest]:
         """Check the input, lock the session and build the model's request.
 
@@ -297,7 +323,7 @@ class TurnService:
         annotate(model=self._policy.model_label(session.model))
         request = ChatRequest(model=session.model, messages=context, params=params, request_id=request_id)
         keyed = functools.partial(self._guard.keyed, idempotent) if idempotent is not None else None
-        return OpenTurn(session, owner, token, content, received_at, keyed), request
+        return OpenTurn(session, owner, token, content, received_at, keyed, rider), request
 
     def _check_turn_input(self, content: str, params: GenerationParams) -> None:
         if not content.strip():

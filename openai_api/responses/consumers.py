@@ -21,6 +21,7 @@ from openai_api.responses import present
 from openai_api.responses.records import ResponseRecord, new_response_id
 from openai_api.responses.request import ResponseRequest, parse_response_request
 from openai_api.responses.service import (
+    RecordRider,
     Target,
     finished,
     missing,
@@ -80,9 +81,10 @@ class ResponsesConsumer(OpenAIConsumer):
     async def _stored(self, turn: Turn, request: ResponseRequest) -> None:
         content = request.stored_content()
         key = self.decoded_header(b"idempotency-key")
-        target = self._target = await get_responses_service().target(
-            owner=self.owner, request=request, idempotency_key=key
-        )
+        service = get_responses_service()
+        target = self._target = await service.target(owner=self.owner, request=request, idempotency_key=key)
+        response_id = response_id_for(self.owner, key)
+        rider = service.rider(owner=self.owner, response_id=response_id, request=request)
         turn_request = TurnRequest(
             owner=self.owner,
             session_id=target.session_id,
@@ -106,15 +108,14 @@ class ResponsesConsumer(OpenAIConsumer):
             message_ids=new_message_ids(),
             follows=target.follows,
             model=request.model,
+            rider=rider,
         )
-        response_id = response_id_for(self.owner, key)
-        service = get_responses_service()
         for resumed in (False, True):
             try:
                 if request.stream:
-                    await _Streamed(self, turn, request, target, response_id).run(turn_request)
+                    await _Streamed(self, turn, request, target, response_id, rider).run(turn_request)
                 else:
-                    await self._reply(turn, request, turn_request, response_id)
+                    await self._reply(turn, request, turn_request, response_id, rider)
                 return
             except SessionNotActive:
                 # Archived or ended: brought back, then the turn once more (an active session,
@@ -172,11 +173,18 @@ class ResponsesConsumer(OpenAIConsumer):
         shown = present.response(done, stored=False, output=completion.content, completed_at=time.time())
         await self.send_json(200, shown, headers={"Server-Timing": turn.server_timing()})
 
-    async def _reply(self, turn: Turn, request: ResponseRequest, turn_request: TurnRequest, response_id: str) -> None:
+    async def _reply(
+        self,
+        turn: Turn,
+        request: ResponseRequest,
+        turn_request: TurnRequest,
+        response_id: str,
+        rider: RecordRider | None,
+    ) -> None:
         outcome = await turn.reply(turn_request)
         turn.observe()
         record = await get_responses_service().keep(
-            owner=self.owner, response_id=response_id, request=request, outcome=outcome
+            owner=self.owner, response_id=response_id, request=request, outcome=outcome, rider=rider
         )
         body = present.response(record, stored=True, output=outcome.message.content, completed_at=time.time())
         await self.send_json(200, body, headers={"Server-Timing": turn.server_timing()})
@@ -192,12 +200,14 @@ class _Streamed:
         request: ResponseRequest,
         target: Target | None,  # None: store false
         response_id: str,
+        rider: RecordRider | None = None,  # the record saved with the turn (`ResponsesService.rider`)
     ) -> None:
         self.consumer = consumer
         self.turn = turn
         self.request = request
         self.target = target
         self.response_id = response_id
+        self.rider = rider
         self.writer = EventWriter(consumer.send_event, stored=target is not None)
         self.record: ResponseRecord | None = None
         self.kept = False
@@ -242,13 +252,15 @@ class _Streamed:
         await self.consumer.open_event_stream([(b"server-timing", self.turn.first_delta_timing().encode())])
 
     async def _relay(self) -> None:
-        """The opening events, then the turn's, until it ends or the client leaves."""
+        """The opening events (written with the first of the turn's), then the turn's, until it ends or
+        the client leaves."""
         assert self.record is not None
-        await self.writer.begin(self.record)
+        self.writer.begin(self.record)
         try:
             await self.consumer.relay_until_gone(self.turn.relay(self.render), self._relay_failed)
         finally:
-            await asyncio.shield(self._keep_cut_short())
+            if not self.kept and self.turn.result is not None:  # a shield is a task: only when needed
+                await asyncio.shield(self._keep_cut_short())
 
     async def _relay_failed(self, exc: Exception) -> None:
         logger.exception("response stream failed")
@@ -286,6 +298,7 @@ class _Streamed:
             request=self.request,
             outcome=outcome,
             failed=failed,
+            rider=self.rider,
         )
         await self.writer.end(self.record, completed_at=time.time())
 
@@ -306,7 +319,11 @@ class _Streamed:
         self.kept = True
         try:
             await get_responses_service().keep(
-                owner=self.consumer.owner, response_id=self.response_id, request=self.request, outcome=stored
+                owner=self.consumer.owner,
+                response_id=self.response_id,
+                request=self.request,
+                outcome=stored,
+                rider=self.rider,
             )
         except GatewayError:
             logger.warning("could not record a cut-short response session_id=%s", stored.session.id)

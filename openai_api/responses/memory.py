@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from openai_api.responses.records import ResponseRecord, described
+from sessions_app.public import SideWrite
 
 
 class MemoryResponseStore:
+    side_write_target = "process"  # a record rides the in-process session store's appends
+
     def __init__(self) -> None:
         self._records: dict[tuple[str, str], tuple[ResponseRecord, float]] = {}
 
@@ -17,6 +21,12 @@ class MemoryResponseStore:
         return [(r, until) for (holder, _), (r, until) in self._records.items() if holder == owner and until > now]
 
     async def save(self, record: ResponseRecord, *, ttl: int) -> None:
+        self._keep(record, ttl)
+
+    def side_write(self, record: ResponseRecord, *, ttl: int) -> SideWrite:
+        return SideWrite(apply=functools.partial(self._keep, record, ttl))
+
+    def _keep(self, record: ResponseRecord, ttl: int) -> None:
         self._records[(record.owner, record.id)] = (record, time.monotonic() + ttl)
 
     async def get(self, response_id: str, *, owner: str) -> ResponseRecord | None:

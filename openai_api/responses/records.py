@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sessions_app.public import SideWrite
+
 _RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")
 
 
@@ -61,8 +63,16 @@ class ResponseStore(Protocol):
     service cannot be reached.
     """
 
+    # Where `side_write`s go: a record rides a turn's append when this equals the session
+    # store's `side_write_target` (None: never, `save` it after the turn).
+    side_write_target: str | None
+
     async def save(self, record: ResponseRecord, *, ttl: int) -> None:
         """Keep `record` for `ttl` seconds (the session keys' safety-net TTL)."""
+        ...
+
+    def side_write(self, record: ResponseRecord, *, ttl: int) -> SideWrite:
+        """`save`'s writes, for the session store to run in the append of `record`'s turn."""
         ...
 
     async def get(self, response_id: str, *, owner: str) -> ResponseRecord | None:

@@ -11,12 +11,16 @@ import orjson
 
 from core.redis_clients import Command, LoopClients, atomically, store_errors
 from openai_api.responses.records import ResponseRecord, described
+from sessions_app.public import SideWrite
 
 
 class RedisResponseStore:
     def __init__(self, *, url: str, prefix: str = "gw", cluster: bool = False) -> None:
         self._prefix = prefix
         self._client = LoopClients(url, cluster=cluster)
+        # As `RedisSessionStore`'s: on one Redis a record rides its turn's append; on a cluster
+        # its keys (the owner's slot) are not the turn's (the session's).
+        self.side_write_target = None if cluster else f"redis {url}"
 
     # Every key of an owner shares the `{owner}` hash tag: one slot, so one script
     # can write them together on a cluster.
@@ -39,14 +43,22 @@ class RedisResponseStore:
 
     @store_errors
     async def save(self, record: ResponseRecord, *, ttl: int) -> None:
+        keys, commands = self._saving(record, ttl)
+        await self._atomically(list(keys), *commands)
+
+    def side_write(self, record: ResponseRecord, *, ttl: int) -> SideWrite:
+        keys, commands = self._saving(record, ttl)
+        return SideWrite(keys=keys, commands=commands)
+
+    def _saving(self, record: ResponseRecord, ttl: int) -> tuple[tuple[str, ...], tuple[Command, ...]]:
+        """The keys and commands that save `record`."""
         owner, now = record.owner, int(time.time())
         key, session_key, index_key = (
             self._record_key(owner, record.id),
             self._session_key(owner, record.session_id),
             self._index_key(owner),
         )
-        await self._atomically(
-            [key, session_key, index_key],
+        return (key, session_key, index_key), (
             ("SET", key, orjson.dumps(record.to_json()), "EX", ttl),
             ("SADD", session_key, record.id),
             ("EXPIRE", session_key, ttl),  # the newest record lasts longest

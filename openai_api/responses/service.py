@@ -25,9 +25,11 @@ from sessions_app.public import (
     MessageStatus,
     ModelMismatch,
     SessionNotFound,
+    SideWrite,
     TurnOutcome,
     UnknownModel,
     get_session_manager,
+    get_session_store,
 )
 
 
@@ -101,6 +103,10 @@ class ResponsesService:
     def records(self) -> ResponseStore:
         return self._records
 
+    @property
+    def ttl(self) -> int:
+        return self._ttl
+
     async def target(self, *, owner: str, request: ResponseRequest, idempotency_key: str | None) -> Target:
         """The session the response runs in. A named one is not looked up here: its turn finds
         it (checking its model, `TurnRequest.model`), and one it finds archived or ended is
@@ -144,18 +150,21 @@ class ResponsesService:
         if target.created:
             await get_session_manager().session_delete(owner=owner, session_id=target.session_id)
 
-    async def keep(
-        self,
-        *,
-        owner: str,
-        response_id: str,
-        request: ResponseRequest,
-        outcome: TurnOutcome,
-        failed: bool = False,
+    def rider(self, *, owner: str, response_id: str, request: ResponseRequest) -> RecordRider | None:
+        """The response's record to ride its turn's append (`TurnRequest.rider`): saved with the
+        turn, in one round trip, where the session store takes this store's writes (one Redis,
+        or both in process); None elsewhere (a Redis Cluster), where `keep` saves it after."""
+        target = self._records.side_write_target
+        if target is None or target != get_session_store().side_write_target:
+            return None
+        return RecordRider(self, owner=owner, response_id=response_id, request=request)
+
+    def record(
+        self, *, owner: str, response_id: str, request: ResponseRequest, outcome: TurnOutcome, failed: bool = False
     ) -> ResponseRecord:
-        """Record the stored turn as the response `response_id`."""
+        """The record of the stored turn as the response `response_id`."""
         status, reason = ending(outcome, failed=failed)
-        record = ResponseRecord(
+        return ResponseRecord(
             id=response_id,
             owner=owner,
             session_id=outcome.session.id,
@@ -173,6 +182,27 @@ class ResponsesService:
             temperature=request.params.temperature,
             max_output_tokens=request.params.max_tokens,
         )
+
+    async def keep(
+        self,
+        *,
+        owner: str,
+        response_id: str,
+        request: ResponseRequest,
+        outcome: TurnOutcome,
+        failed: bool = False,
+        rider: RecordRider | None = None,
+    ) -> ResponseRecord:
+        """Record the stored turn as the response `response_id`: saved now, unless `rider` saved
+        this very record with the turn (not for a repeat's answer, which no append stored)."""
+        ridden = rider.record if rider is not None else None
+        if (
+            ridden is not None
+            and ridden.output_message_id == outcome.message.id
+            and (ridden.status, ridden.incomplete_reason) == ending(outcome, failed=failed)
+        ):
+            return ridden  # the rest of it is the turn's, as committed
+        record = self.record(owner=owner, response_id=response_id, request=request, outcome=outcome, failed=failed)
         await self._records.save(record, ttl=self._ttl)
         return record
 
@@ -194,3 +224,22 @@ class ResponsesService:
     async def delete(self, *, owner: str, response_id: str) -> None:
         if not (is_response_id(response_id) and await self._records.delete(response_id, owner=owner)):
             raise ResponseNotFound()
+
+
+class RecordRider:
+    """A response's record as its turn's `CommitRider`: `record` is the one the turn's append
+    carried (None until the turn is committed)."""
+
+    def __init__(self, service: ResponsesService, *, owner: str, response_id: str, request: ResponseRequest) -> None:
+        self._service = service
+        self._owner = owner
+        self._response_id = response_id
+        self._request = request
+        self.record: ResponseRecord | None = None
+
+    def __call__(self, turn: TurnOutcome) -> SideWrite:
+        service = self._service
+        self.record = service.record(
+            owner=self._owner, response_id=self._response_id, request=self._request, outcome=turn
+        )
+        return service.records.side_write(self.record, ttl=service.ttl)

@@ -5,6 +5,12 @@
 arrives, then `response.output_text.done`, `response.content_part.done`,
 `response.output_item.done` and `response.completed` (or `response.incomplete`); a failure
 after the stream began is an `error` event and `response.failed`.
+
+Fewer writes, the same events: the opening four go out with the first delta (or whatever comes
+first), in one write, and the closing four in one. The opening waits for nothing by that: the
+stream's head is sent only once the model's first delta is in (as the native stream's is), and
+that delta is rendered at once after. Each write is a chunk through the server, about 15 us of
+CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from openai_api.responses.records import ResponseRecord
 
 Write = Callable[[bytes], Awaitable[None]]
 TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplete"}
+# A delta event's bytes around its sequence number, item and text: what `_event` makes of it
+# (the same fields, in the same order), without a dict and its serialisation a delta (4 -> 1 us).
+_DELTA_HEAD = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
+_DELTA_TAIL = b',"logprobs":[]}\n\n'
 
 
 class EventWriter:
@@ -30,40 +40,62 @@ class EventWriter:
         self._stored = stored
         self._sequence = 0
         self._pieces: list[str] = []
+        self._pending: list[bytes] = []  # events numbered, not written yet
+        self._delta_middle: tuple[str, bytes] | None = None  # (output message id, its delta's bytes)
 
     @property
     def text(self) -> str:
         return "".join(self._pieces)
 
-    async def event(self, type_: str, **fields: Any) -> None:
+    def _event(self, type_: str, **fields: Any) -> None:
         data = {"type": type_, "sequence_number": self._sequence, **fields}
         self._sequence += 1
-        await self._write(b"event: " + type_.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+        self._pending.append(b"event: " + type_.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
 
-    async def begin(self, record: ResponseRecord) -> None:
-        """Everything before the first delta, for a response whose record says `in_progress`."""
-        started = present.response(record, stored=self._stored, output=None)
-        await self.event("response.created", response=started)
-        await self.event("response.in_progress", response=started)
+    async def _flush(self) -> None:
+        """Write the events numbered so far, in one write."""
+        pending, self._pending = self._pending, []
+        await self._write(b"".join(pending))
+
+    def begin(self, record: ResponseRecord) -> None:
+        """Everything before the first delta, for a response whose record says `in_progress`:
+        written with the next event."""
+        # Serialised once for its two events.
+        started = orjson.Fragment(orjson.dumps(present.response(record, stored=self._stored, output=None)))
+        self._event("response.created", response=started)
+        self._event("response.in_progress", response=started)
         item = {**present.output_message(item_id(record.output_message_id), "", status="in_progress"), "content": []}
-        await self.event("response.output_item.added", output_index=0, item=item)
-        await self.event("response.content_part.added", **self._part(record), part=present.output_text(""))
+        self._event("response.output_item.added", output_index=0, item=item)
+        self._event("response.content_part.added", **self._part(record), part=present.output_text(""))
 
     async def delta(self, record: ResponseRecord, content: str) -> None:
         self._pieces.append(content)
-        await self.event("response.output_text.delta", **self._part(record), delta=content, logprobs=[])
+        if self._delta_middle is None or self._delta_middle[0] != record.output_message_id:
+            middle = b',"item_id":' + orjson.dumps(item_id(record.output_message_id))
+            self._delta_middle = (record.output_message_id, middle + b',"output_index":0,"content_index":0,"delta":')
+        sequence = str(self._sequence).encode()
+        self._sequence += 1
+        event = _DELTA_HEAD + sequence + self._delta_middle[1] + orjson.dumps(content) + _DELTA_TAIL
+        if self._pending:  # the opening, with the first delta
+            self._pending.append(event)
+            await self._flush()
+        else:
+            await self._write(event)
 
     async def end(self, record: ResponseRecord, *, completed_at: float) -> None:
         """The text's, the part's and the item's ends, then the response's, as `record` says it ended."""
         text = self.text
-        await self.event("response.output_text.done", **self._part(record), text=text, logprobs=[])
-        await self.event("response.content_part.done", **self._part(record), part=present.output_text(text))
+        self._event("response.output_text.done", **self._part(record), text=text, logprobs=[])
+        self._event("response.content_part.done", **self._part(record), part=present.output_text(text))
         final = present.response(record, stored=self._stored, output=text, completed_at=completed_at)
-        await self.event("response.output_item.done", output_index=0, item=final["output"][0])
-        await self.event(TERMINAL.get(record.status, "response.failed"), response=final)
+        item = orjson.Fragment(orjson.dumps(final["output"][0]))  # serialised once for its two events
+        self._event("response.output_item.done", output_index=0, item=item)
+        self._event(TERMINAL.get(record.status, "response.failed"), response={**final, "output": [item]})
+        await self._flush()
 
     async def error(self, code: str, message: str) -> None:
-        await self.event("error", code=code, message=message, param=None)
+        self._event("error", code=code, message=message, param=None)
+        await self._flush()
 
     @staticmethod
     def _part(record: ResponseRecord) -> dict[str, Any]:

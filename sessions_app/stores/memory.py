@@ -34,7 +34,7 @@ from sessions_app.errors import (
     SessionNotFound,
     TurnInProgress,
 )
-from sessions_app.ports import DELETED_IDS_KEPT, KEYED_WRITES_KEPT, SessionLookupError
+from sessions_app.ports import DELETED_IDS_KEPT, KEYED_WRITES_KEPT, SessionLookupError, SideWrite
 from sessions_app.stores.encoding import decode_cursor, encode_cursor, index_member
 
 
@@ -52,6 +52,9 @@ class _Entry:
 
 
 class InMemorySessionStore:
+    # Another in-process store's writes ride its appends (`SideWrite.apply`).
+    side_write_target = "process"
+
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         self._by_owner: dict[str, dict[str, str]] = {}  # owner -> {index member: session id}
@@ -123,6 +126,7 @@ class InMemorySessionStore:
         usage: TokenUsage,
         at: datetime,
         keyed: KeyedWrite | None = None,
+        side: SideWrite | None = None,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         entry = self._owned(session_id, owner)
         if entry is None:
@@ -147,6 +151,8 @@ class InMemorySessionStore:
             ),
         )
         entry.lock_token = None
+        if side is not None and side.apply is not None:
+            side.apply()
         return Ok(entry.session)
 
     async def keyed_write(self, session_id: str, *, owner: str, key: str) -> bytes | None:

@@ -14,9 +14,10 @@ Keys (prefix `P`):
 On Redis Cluster (`cluster=True`) each script keeps to one hash tag (one slot); what touches
 another (the indexes) is a command of its own, sent beside it to that slot's master.
 A turn costs two round trips: one script loads and locks, one script appends and releases
-the lock, sent with the commands that touch the indexes (other hash tags, so not in the
-script); a third when the append's WAIT comes up short (`_replicated`). They go by
-`core.redis_clients`' `run_script` and `round_trip`, not redis-py's per-command machinery.
+the lock (with another app's `SideWrite`, on one Redis), sent with the commands that touch the
+indexes (other hash tags, so not in the script); a third when the append's WAIT comes up short
+(`_replicated`). They go by `core.redis_clients`' `run_script` and `round_trip`, not redis-py's
+per-command machinery.
 Every session key carries a TTL refreshed on each turn, a safety net far longer than the
 archiver's threshold.
 
@@ -74,7 +75,7 @@ from sessions_app.errors import (
     SessionNotFound,
     TurnInProgress,
 )
-from sessions_app.ports import DELETED_IDS_KEPT, SessionLookupError
+from sessions_app.ports import DELETED_IDS_KEPT, SessionLookupError, SideWrite
 from sessions_app.stores import redis_scripts as lua
 from sessions_app.stores.activity import ActivityIndex
 from sessions_app.stores.encoding import (
@@ -134,6 +135,9 @@ class RedisSessionStore:
         self._max_connections = max_connections
         self._release_retry_seconds = release_retry_seconds  # at least the turn lock's lifetime
         self._cluster = cluster
+        # On one Redis a turn's append can carry another app's writes to the same Redis; on a
+        # cluster they are in another slot.
+        self.side_write_target = None if cluster else f"redis {url}"
         # A turn's reply is sent once its writes reached this many replicas (or `wait_ms` passed,
         # and then `wait_retry_ms` more: see `_replicated`): a master lost right after answering
         # then takes no answered turn with it.
@@ -308,14 +312,20 @@ class RedisSessionStore:
         usage: TokenUsage,
         at: datetime,
         keyed: KeyedWrite | None = None,
+        side: SideWrite | None = None,
     ) -> Result[ChatSession, SessionNotFound | TurnInProgress]:
         at_ms = to_ms(at)
         written = _keyed_entry(keyed) if keyed is not None else b""
+        keys: Sequence[str] = self._session_keys(session_id)
+        side_words: list[Any] = []
+        if side is not None:
+            keys = (*keys, *side.keys)
+            side_words = [word for each in side.commands for word in (len(each), *each)]
         replies = await self._resent_until_answered(
             lambda: script_replies(
                 self._client(),
                 lua.APPEND_TURN,
-                self._session_keys(session_id),
+                keys,
                 [
                     token,
                     self._ttl,
@@ -323,6 +333,8 @@ class RedisSessionStore:
                     usage.input_tokens,
                     usage.output_tokens,
                     written,
+                    len(side_words),
+                    *side_words,
                     *map(_unsequenced, messages),
                 ],
                 *self._wait,  # on the script's connection: its writes

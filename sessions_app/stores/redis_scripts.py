@@ -43,20 +43,34 @@ if limit > 0 then messages = redis.call('LRANGE', KEYS[2], -limit, -1) end
 return {{'ok', meta, messages}}
 """)
 
-# KEYS: meta, messages, lock, deleted, keyed. ARGV: token, ttl_seconds, at_ms, input_tokens,
-# output_tokens, keyed write ('' for none), message...
+# KEYS: meta, messages, lock, deleted, keyed, then a side write's keys. ARGV: token, ttl_seconds,
+# at_ms, input_tokens, output_tokens, keyed write ('' for none), the side write's word count, its
+# words (each command: its word count, then its words), message...
 # Each message (a JSON array without its seq) is stored with the next seq written before its `]`.
 # A retry after a lost reply finds its own last message already there and succeeds again. A keyed
-# write goes on the front of the session's list of them, the newest KEYED_WRITES_KEPT kept.
+# write goes on the front of the session's list of them, the newest KEYED_WRITES_KEPT kept. The
+# side write's commands run last, on every `ok` (another app's writes: `ports.SideWrite`).
 APPEND_TURN = Lua(f"""
+local first = 8 + tonumber(ARGV[7])
+local function side_write()
+  local i = 8
+  while i < first do
+    local n = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+  end
+end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {{'not_found'}} end
   local last, sent = redis.call('LINDEX', KEYS[2], -1), ARGV[#ARGV]
-  if last and string.sub(last, 1, #sent) == string.sub(sent, 1, -2) .. ',' then return {{'ok', {_HMGET_META}}} end
+  if last and string.sub(last, 1, #sent) == string.sub(sent, 1, -2) .. ',' then
+    side_write()
+    return {{'ok', {_HMGET_META}}}
+  end
   return {{'lost'}}
 end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'q')) or redis.call('LLEN', KEYS[2])
-for i = 7, #ARGV do
+for i = first, #ARGV do
   redis.call('RPUSH', KEYS[2], string.sub(ARGV[i], 1, -2) .. ',' .. seq .. ']')
   seq = seq + 1
 end
@@ -66,12 +80,13 @@ if ARGV[6] ~= '' then
   redis.call('EXPIRE', KEYS[5], ARGV[2])
 end
 redis.call('HSET', KEYS[1], 'la', ARGV[3], 'q', seq)
-redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 6)
+redis.call('HINCRBY', KEYS[1], 'n', #ARGV - first + 1)
 redis.call('HINCRBY', KEYS[1], 'ti', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'to', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[3])
+side_write()
 return {{'ok', {_HMGET_META}}}
 """)
 
