@@ -283,14 +283,21 @@ class TurnService:
         received_at = self._clock()
         token = secrets.token_urlsafe(16)
         with child_span(tracer, "load history"):
-            begun = await self._store.begin_turn(
-                session_id,
-                owner=owner,
-                token=token,
-                lock_seconds=self._policy.turn_lock_seconds,
-                history_limit=self._policy.context_max_messages,
-                key=idempotent.key_id if idempotent is not None else None,
-            )
+            try:
+                begun = await self._store.begin_turn(
+                    session_id,
+                    owner=owner,
+                    token=token,
+                    lock_seconds=self._policy.turn_lock_seconds,
+                    history_limit=self._policy.context_max_messages,
+                    key=idempotent.key_id if idempotent is not None else None,
+                )
+            except BaseException:
+                # Its reply lost (the connection closed under it: a cluster client reloading
+                # its slot map closes every node's), the lock may be taken all the same: released
+                # by its token now or once Redis is back, as a failed turn's, not left to lapse.
+                await self._store.release_turn(session_id, token=token)
+                raise
         if (
             isinstance(begun, Err)
             and isinstance(begun.error, SessionNotFound)

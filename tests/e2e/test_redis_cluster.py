@@ -120,7 +120,7 @@ def test_a_master_killed_under_load_costs_only_retryable_errors_and_no_turn(
                         return
                     if time.monotonic() > deadline:
                         with lock:
-                            problems.append(f"turn {turn} of client {index} never answered")
+                            problems.append(f"turn {turn} of client {index} never answered: {answer.text}")
                         return
                     time.sleep(0.1)
                 progress[index] = turn + 1

@@ -6,12 +6,14 @@ import asyncio
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from core.errors import StoreUnavailable
 from core.result import Err, Ok
+from llm_backend.fake import FakeChatBackend
 from llm_backend.grpc_client import GrpcChatBackend
 from llm_backend.ports import TokenUsage
 from sessions_app.domain import Role, Transcript
@@ -81,6 +83,45 @@ async def test_a_replayed_append_after_a_lost_reply_is_not_applied_twice(redis_s
     assert isinstance(first, Ok) and isinstance(replay, Ok)
     loaded = await redis_store.load(session.id, owner="o_alice")
     assert isinstance(loaded, Ok) and len(loaded.value.messages) == 2
+
+
+class LockReplyLost:
+    """The Redis store, but `begin_turn`'s reply is lost after Redis ran it: the lock is taken,
+    the caller sees the store unavailable (redis-py's cluster client, reloading the slot map
+    after a master died, closes every node's connections, commands in flight on them too)."""
+
+    def __init__(self, store: RedisSessionStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def begin_turn(self, session_id: str, **kwargs: Any) -> Any:
+        await self._store.begin_turn(session_id, **kwargs)
+        raise StoreUnavailable()
+
+
+async def test_a_turn_whose_lock_was_taken_unanswered_leaves_the_session_free(redis_store: RedisSessionStore) -> None:
+    def manager(store: Any) -> SessionManager:
+        return SessionManager(
+            store=store,
+            backend=FakeChatBackend(),
+            recorder=MemoryRecorder(),
+            archive=InMemorySessionArchive(store),
+            policy=SessionPolicy(),
+        )
+
+    created = await manager(redis_store).session_create(owner="o_alice")
+    assert isinstance(created, Ok)
+
+    lost = await manager(LockReplyLost(redis_store)).turn_send(
+        owner="o_alice", session_id=created.value.id, content="hi"
+    )
+    assert isinstance(lost, Err) and isinstance(lost.error, StoreUnavailable)
+
+    # The retry runs now, not once the lock lapsed (TURN_LOCK_SECONDS).
+    retried = await manager(redis_store).turn_send(owner="o_alice", session_id=created.value.id, content="hi")
+    assert isinstance(retried, Ok) and retried.value.session.message_count == 2
 
 
 async def test_index_entries_of_vanished_sessions_do_not_count_against_the_cap(

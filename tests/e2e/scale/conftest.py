@@ -44,7 +44,8 @@ def nginx_binary() -> str:
 class Fleet:
     """Gateways behind one nginx, sharing Redis, Azurite and the model server: `gateways[0]`
     runs two uvicorn workers writing their metrics to `metrics_dir`, scraped at `metrics_url`
-    (METRICS_BIND); `gateways[1]` is one process."""
+    (METRICS_BIND); `gateways[1]` is one process, whose metrics files are in its own
+    PROMETHEUS_MULTIPROC_DIR."""
 
     nginx: Nginx
     gateways: list[Gateway]
@@ -146,10 +147,13 @@ def fleet(
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "METRICS_BIND": metrics_bind,
         }
+        # The second writes its metrics to files too (one process, but in multiprocess mode): what
+        # it holds open can be read while it is stopped, as the kill test does before its kill.
+        single = {"PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics-single")}
         # Both at once (start_gateway migrates the database once, whichever call comes first).
         with ThreadPoolExecutor(2) as pool:
             starting = [pool.submit(start_gateway, model.target, **env, **workers)]
-            starting.append(pool.submit(start_gateway, model.target, **env))
+            starting.append(pool.submit(start_gateway, model.target, **env, **single))
             gateways.extend(future.result() for future in starting)
         nginx = Nginx(nginx_binary(), workdir, [g.base_url.removeprefix("http://") for g in gateways]).start()
         yield Fleet(nginx, gateways, redis_url, cluster, prefix, model, metrics_dir, f"http://{metrics_bind}")

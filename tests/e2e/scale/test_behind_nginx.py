@@ -8,6 +8,8 @@ are then stored once."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -17,9 +19,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import StartGateway
+from tests.e2e.conftest import Gateway, StartGateway
 from tests.e2e.faults.conftest import contents, deltas, wait_until, words, ws_turn
 from tests.e2e.scale.conftest import RATE_LIMIT, Fleet, nginx_binary
 from tests.e2e.scale.nginx import Nginx
@@ -168,13 +172,47 @@ CLIENTS = 6
 TURNS = 4
 
 
+def stopped(pid: int) -> bool:
+    """Whether every thread of the process is stopped (SIGSTOP takes effect as a thread next
+    runs, not when kill() returns)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+    return all(state == "T" for state in states)
+
+
+def open_streams(metrics_dir: Path) -> float:
+    """The streams a process holds open, from its metrics files: readable while it is stopped."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    return registry.get_sample_value("gateway_open_streams") or 0.0
+
+
+def killed_mid_stream(gateway: Gateway) -> bool:
+    """Stop the process; SIGKILL it if it holds a stream open, else let it go on. True once killed.
+
+    A stopped process finishes nothing, and a stream's slot is given back before its response's
+    last chunk is sent: a process killed while it holds one certainly cuts that response short."""
+    pid = gateway.process.proc.pid
+    streaming = False
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        wait_until(lambda: stopped(pid), timeout=10, message="the process stopped", every=0.001)
+        streaming = open_streams(Path(gateway.env["PROMETHEUS_MULTIPROC_DIR"])) > 0
+    finally:
+        os.kill(pid, signal.SIGKILL if streaming else signal.SIGCONT)
+    return streaming
+
+
 def test_a_process_killed_under_load_costs_only_its_in_flight_requests(
     fleet: Fleet, start_gateway: StartGateway
 ) -> None:
-    """SIGKILL one of the two processes while six clients (JSON and SSE) send turns. nginx sends
-    new requests to the other; the requests the dead one was answering fail (502, or a stream
-    cut short) and are retried with the same Idempotency-Key until answered; afterwards every
-    session holds each turn exactly once, in order."""
+    """SIGKILL one of the two processes, at a moment it is relaying a stream, while six clients
+    send turns (each client JSON and SSE by turns, so whichever process its requests reach serves
+    streams too). nginx sends new requests to the other; the requests the dead one was answering
+    fail (502, or a stream cut short) and are retried with the same Idempotency-Key until
+    answered; afterwards every session holds each turn exactly once, in order."""
     doomed = fleet.gateways[1]
     tokens = [fleet.token(f"scale-kill-{n}") for n in range(CLIENTS)]
     sessions = [new_session(fleet, token) for token in tokens]
@@ -187,7 +225,7 @@ def test_a_process_killed_under_load_costs_only_its_in_flight_requests(
         key = {"Idempotency-Key": f"kill-{n}-{k}"}
         for _ in range(60):
             try:
-                if n % 2:
+                if (n + k) % 2:
                     status, events = sse_turn(fleet, tokens[n], sessions[n], content, **key)
                     if status == 200 and events[-1][0] != "done":
                         status = -1  # the stream ended without its answer
@@ -224,7 +262,9 @@ def test_a_process_killed_under_load_costs_only_its_in_flight_requests(
     for thread in threads:
         thread.start()
     wait_until(lambda: sum(answered.values()) >= CLIENTS, timeout=60, message="the load is under way")
-    doomed.process.proc.kill()
+    # Under load the doomed process may be between requests at any given moment: it is killed
+    # only when it certainly holds one, so that the kill has a request to cut short.
+    wait_until(lambda: killed_mid_stream(doomed), timeout=60, message="the doomed process relaying a stream")
     doomed.process.proc.wait(10)
     for thread in threads:
         thread.join(90)
