@@ -334,7 +334,7 @@ async def leave_while_the_model_thinks(
             await waiting
 
 
-@pytest.mark.parametrize("edge", ["sse"])
+@pytest.mark.parametrize("edge", ["sse", "responses", "chat"])
 def test_a_client_that_leaves_before_the_first_delta_stops_the_model_and_frees_the_session(
     observed_gateway: Gateway, observed: ObservedModel, edge: str
 ) -> None:
