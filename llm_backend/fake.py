@@ -17,7 +17,8 @@ class FakeChatBackend:
     - `fail_with`: calls raise this error (for streams: after `fail_after` deltas);
     - `gate`: each call waits until the test opens it, to hold a turn in flight;
     - `pause_after`: a stream stops after that many deltas until `resume` is set;
-    - `stream_closed_early`: set when a consumer stops reading a stream before its end.
+    - `stream_closed_early`: set when a consumer stops reading a stream before its end;
+    - `open_streams`: streams begun and not yet ended (finished, failed or closed).
     """
 
     fail_with: Exception | None = None  # a BackendError, or any other error for the unexpected
@@ -27,6 +28,7 @@ class FakeChatBackend:
     resume: asyncio.Event = field(default_factory=asyncio.Event)
     requests: list[ChatRequest] = field(default_factory=list)
     stream_closed_early: asyncio.Event = field(default_factory=asyncio.Event)
+    open_streams: int = 0
     _echo: EchoChatBackend = field(default_factory=EchoChatBackend)
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -41,6 +43,7 @@ class FakeChatBackend:
         self.requests.append(request)
         sent = 0
         finished = False
+        self.open_streams += 1
         try:
             if self.gate is not None:
                 await self.gate.wait()
@@ -53,6 +56,7 @@ class FakeChatBackend:
                 sent += isinstance(event, Delta)
             finished = True
         finally:
+            self.open_streams -= 1
             if not finished:
                 self.stream_closed_early.set()
 

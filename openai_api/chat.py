@@ -125,7 +125,7 @@ class ChatCompletionsConsumer(OpenAIConsumer):
     async def _stream(self, turn: Turn, request: StatelessRequest, include_usage: bool) -> None:
         self._include_usage = include_usage
         self._finished = False
-        async with turn.stream_stateless(request, self._render) as running:
+        async with self.unless_gone(turn.stream_stateless(request, self._render)) as running:
             self._created = int(running.created_at)  # a repeat's: the first answer's
             opening = self._choice_chunk({"role": "assistant", "content": ""})
             await self.relay_sse(turn, self._render, opening=opening)

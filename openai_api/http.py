@@ -19,6 +19,7 @@ from opentelemetry import propagate
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import READ_SCOPE, WRITE_SCOPE, Principal
+from core.departure import ClientGone
 from core.errors import InvalidRequest, MethodNotAllowed, UnsupportedMediaType
 from core.http_edge import EdgeHttpConsumer, encode_headers, request_id
 from core.jsonbody import loads_object
@@ -29,10 +30,6 @@ logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 JSON = b"application/json"
-
-
-class ClientGone(Exception):
-    """The client left before its body came whole (or its body was refused with 413, answered)."""
 
 
 class OpenAIConsumer(EdgeHttpConsumer):
@@ -91,7 +88,7 @@ class OpenAIConsumer(EdgeHttpConsumer):
         """The body as a bounded JSON object (`core.jsonbody`); `{}` for an empty optional one."""
         content_type = (self.header(b"content-type") or b"").split(b";")[0].strip().lower()
         body = await self.read_body()
-        if body is None:
+        if body is None:  # the client left before its body came whole (or it was refused with 413, answered)
             raise ClientGone()
         if optional and not body.strip():
             return {}

@@ -40,6 +40,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager, asyn
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from core.departure import ClientGone
 from core.errors import GatewayError
 from core.observability.context import annotate
 from core.observability.context import current as current_request
@@ -282,8 +283,10 @@ class Turn:
     # -- observing ------------------------------------------------------------
 
     def fail(self, exc: BaseException) -> None:
-        """The turn ended with `exc` (before anything was rendered, or instead of it)."""
-        self.outcome = exc.code if isinstance(exc, GatewayError) else "internal_error"
+        """The turn ended with `exc` (before anything was rendered, or instead of it); one whose
+        client left before its stream began stays `cancelled`."""
+        if not isinstance(exc, ClientGone):
+            self.outcome = exc.code if isinstance(exc, GatewayError) else "internal_error"
 
     def observe(self) -> None:
         """Metrics and access-log facts of the finished turn (never its content)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from core.departure import until_departure
 from core.errors import GatewayError
 from core.observability.context import annotate
 from llm_backend.errors import BackendError
@@ -222,10 +223,12 @@ class ReplayStream:
 async def first_event(events: AsyncGenerator[StreamEvent, None]) -> StreamEvent:
     """The model stream's first event, the wait for it annotated as the backend's time. On any
     failure (a stream that ends without answering too) the error is counted and the stream
-    closed before the failure propagates."""
+    closed before the failure propagates. An edge that watches its client stops the wait when
+    it leaves (`core.departure`): cancelled, or `ClientGone` if it had left before the model
+    was asked."""
     started = time.perf_counter()
     try:
-        first = await anext(events, None)
+        first = await until_departure(anext(events, None))
         annotate(backend_seconds=time.perf_counter() - started)
         if first is None:
             raise BackendError("The model server ended the stream without answering.")

@@ -162,15 +162,18 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: Any = None) -> None:
 class ObservedModel:
     """A slow echo model server in a background thread that records what happens to each stream.
 
-    A message containing `FAIL_AFTER_<n>` makes the stream fail after n deltas.
+    A message containing `FAIL_AFTER_<n>` makes the stream fail after n deltas. While `hold` is
+    set, a stream waits before its first delta (until it is cancelled, or `hold` cleared).
     """
 
     def __init__(self, token_delay: float = 0.05) -> None:
         self.token_delay = token_delay
         self.produced = 0
         self.calls = 0  # model calls, whole or streamed
+        self.streaming = 0  # streams begun and not yet ended
         self.cancelled = threading.Event()
         self.started = threading.Event()
+        self.hold = threading.Event()
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -185,6 +188,7 @@ class ObservedModel:
         self.calls = 0
         self.cancelled.clear()
         self.started.clear()
+        self.hold.clear()
 
     def start(self) -> ObservedModel:
         self._thread.start()
@@ -216,7 +220,10 @@ class ObservedModel:
                 observed.started.set()
                 text = request.messages[-1].content
                 fail_after = int(text.split("FAIL_AFTER_")[1].split()[0]) if "FAIL_AFTER_" in text else None
+                observed.streaming += 1
                 try:
+                    while observed.hold.is_set():
+                        await asyncio.sleep(0.01)
                     async for event in super().stream(request):
                         if fail_after is not None and observed.produced >= fail_after:
                             raise BackendError()
@@ -225,6 +232,8 @@ class ObservedModel:
                 except asyncio.CancelledError:
                     observed.cancelled.set()
                     raise
+                finally:
+                    observed.streaming -= 1
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()

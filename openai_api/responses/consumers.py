@@ -215,7 +215,7 @@ class _Streamed:
     async def run(self, turn_request: TurnRequest) -> None:
         consumer = self.consumer
         assert self.target is not None
-        async with self.turn.stream(turn_request, self.render) as running:
+        async with consumer.unless_gone(self.turn.stream(turn_request, self.render)) as running:
             await self._head()
             user_id, reply_id = turn_request.message_ids or ("", "")
             if running.outcome is not None:  # a repeat of an answered Idempotency-Key
@@ -240,7 +240,7 @@ class _Streamed:
         await consumer.send_body(b"", more_body=False)
 
     async def run_stateless(self, request: StatelessRequest, record: ResponseRecord) -> None:
-        async with self.turn.stream_stateless(request, self.render) as running:
+        async with self.consumer.unless_gone(self.turn.stream_stateless(request, self.render)) as running:
             await self._head()
             self.record = dataclasses.replace(record, created_at=running.created_at)  # a repeat's: the first's
             await self._relay()

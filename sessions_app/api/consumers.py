@@ -17,6 +17,7 @@ import orjson
 
 from core.auth import authenticate_authorization, require_scope
 from core.auth.principal import WRITE_SCOPE, Principal
+from core.departure import ClientGone
 from core.errors import MethodNotAllowed, UnsupportedMediaType
 from core.http_edge import EdgeHttpConsumer, encode_headers, request_id
 from core.observability.context import annotate
@@ -75,6 +76,8 @@ class TurnConsumer(HttpEdgeConsumer):
                 await self._stream(turn, request)
             else:
                 await self._reply(turn, request)
+        except ClientGone:
+            turn.observe()  # cancelled before its stream began: nobody to answer
         except Exception as exc:  # noqa: BLE001 - every failure before a response becomes a problem
             turn.fail(exc)
             turn.observe()
@@ -122,7 +125,7 @@ class TurnConsumer(HttpEdgeConsumer):
         await self.send_json(200, presenters.turn(outcome), headers={"Server-Timing": turn.server_timing()})
 
     async def _stream(self, turn: Turn, request: TurnRequest) -> None:
-        async with turn.stream(request, self._render):
+        async with self.unless_gone(turn.stream(request, self._render)):
             # From here on the answer is a 200 event stream; failures become `error` events.
             await self.open_event_stream([(b"server-timing", turn.first_delta_timing().encode())])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -271,7 +273,6 @@ def test_an_sse_client_that_hangs_up_at_once_again_and_again_then_retries_stores
     for _ in range(5):
         with observed_gateway.connect() as raw:
             raw.sendall(head.encode() + body)  # and gone before a byte of the answer
-    wait_until(observed.cancelled.is_set, timeout=5)  # the model was stopped, not left to answer nobody
 
     with observed_gateway.client(token) as http:
         answered: list[tuple[str, Any]] = []
@@ -289,8 +290,93 @@ def test_an_sse_client_that_hangs_up_at_once_again_and_again_then_retries_stores
 
         wait_until(retried, timeout=10)
 
+    # Each hang-up was seen before the model was asked, or stopped its call: none answers nobody.
+    wait_until(lambda: observed.streaming == 0, timeout=5)
     assert answered[-1][0] == "done" and answered[-1][1]["finish_reason"] == "stop"
     assert [(m["content"], m["status"]) for m in stored(observed_gateway, token, session_id)] == [
         ("one two three", "complete"),
         ("Echo: one two three", "complete"),
     ]
+
+
+def streamed_turn(edge: str, session_id: str) -> tuple[str, dict[str, Any]]:
+    """The path and body of a streamed turn on `edge` (in the session, for those that have one)."""
+    if edge == "sse":
+        return f"/api/v1/sessions/{session_id}/messages", {"content": "one two three", "stream": True}
+    if edge == "responses":
+        conversation = "conv_" + session_id.replace("-", "")
+        return "/v1/responses", {
+            "model": "echo",
+            "input": "one two three",
+            "conversation": conversation,
+            "stream": True,
+        }
+    return "/v1/chat/completions", {
+        "model": "echo",
+        "messages": [{"role": "user", "content": "one two"}],
+        "stream": True,
+    }
+
+
+async def leave_while_the_model_thinks(
+    gateway: Gateway, observed: ObservedModel, token: str, path: str, body: dict[str, Any], key: str
+) -> None:
+    """Open the streamed turn with httpx and close the connection once the model has the call,
+    before its first delta (which the model holds back)."""
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+    async with httpx.AsyncClient(base_url=gateway.base_url, headers=headers, timeout=30) as http:
+        waiting = asyncio.create_task(http.post(path, json=body))  # the head never comes
+        while not observed.started.is_set():
+            assert not waiting.done(), waiting.result()
+            await asyncio.sleep(0.01)
+        waiting.cancel()  # httpx closes a connection cut short mid-response
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+
+
+@pytest.mark.parametrize("edge", ["sse", "responses", "chat"])
+def test_a_client_that_leaves_before_the_first_delta_stops_the_model_and_frees_the_session(
+    observed_gateway: Gateway, observed: ObservedModel, edge: str
+) -> None:
+    token = observed_gateway.dev_token(sub=f"early-leaver-{edge}")
+    session_id = new_session(observed_gateway, token)
+    path, body = streamed_turn(edge, session_id)
+    failures = observed_gateway.process.output().count("Exception in ASGI application")
+    observed.reset()
+    observed.hold.set()
+
+    asyncio.run(leave_while_the_model_thinks(observed_gateway, observed, token, path, body, f"{edge}-early"))
+
+    wait_until(observed.cancelled.is_set, timeout=5)  # stopped, not left to think for nobody
+    observed.hold.clear()
+    with observed_gateway.client(token) as http:
+
+        def retried() -> httpx.Response | None:
+            # At once (not when the turn lock or the key's claim lapses, in minutes): the gateway
+            # releases them as the model's call is cancelled, so at most a moment apart.
+            response = http.post(path, json=body, headers={"Idempotency-Key": f"{edge}-early"})
+            if response.status_code == 409:
+                assert response.json()["code"] in ("turn_in_progress", "idempotency_in_progress"), response.text
+                return None
+            return response
+
+        answered = wait_until_returned(retried, timeout=5)
+
+    assert answered.status_code == 200, answered.text
+    assert observed.calls == 2  # the retry asked the model again: nothing was kept for the key
+    assert observed_gateway.process.output().count("Exception in ASGI application") == failures
+    if edge != "chat":
+        assert [(m["content"], m["status"]) for m in stored(observed_gateway, token, session_id)] == [
+            ("one two three", "complete"),
+            ("Echo: one two three", "complete"),
+        ]
+
+
+def wait_until_returned(attempt: Any, timeout: float) -> Any:
+    """What `attempt()` returned first that was not None; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (value := attempt()) is None:
+        if time.monotonic() > deadline:
+            pytest.fail("no answer in time")
+        time.sleep(0.02)
+    return value

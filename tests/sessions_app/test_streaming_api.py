@@ -207,6 +207,29 @@ async def test_heartbeats_flow_while_the_model_is_silent(
     assert event[0] == "done"
 
 
+async def test_nothing_goes_before_the_head_while_the_model_thinks(
+    mint: Mint, backend: FakeChatBackend, api_settings: SettingsWrapper
+) -> None:
+    api_settings.SSE_HEARTBEAT_SECONDS = 0.01
+    token = mint()
+    session_id = await new_session(owner_of(token))
+    backend.gate = asyncio.Event()
+    client = SseClient(token, session_id, {"content": CONTENT, "stream": True})
+    await client.communicator.send_input({"type": "http.request", "body": client.body, "more_body": False})
+    async with asyncio.timeout(5):
+        while not backend.requests:
+            await asyncio.sleep(0.005)
+
+    assert await client.communicator.receive_nothing(timeout=0.2)  # twenty heartbeats' time: no heartbeat
+    backend.gate.set()
+
+    head = await client.communicator.receive_output(timeout=5)
+    assert (head["type"], head["status"]) == ("http.response.start", 200)
+    while (event := await client.next_event())[0] in ("delta", "comment"):
+        pass
+    assert event[0] == "done"
+
+
 async def test_the_per_process_stream_cap_answers_503(
     mint: Mint, backend: FakeChatBackend, api_settings: SettingsWrapper
 ) -> None:
@@ -382,6 +405,27 @@ async def test_disconnecting_mid_stream_keeps_the_partial_and_frees_the_session(
     await asyncio.wait_for(backend.stream_closed_early.wait(), timeout=1)
     assert (await stored(token, session_id))[-1]["status"] == "cancelled"
     backend.pause_after = None
+    result = await get_session_manager().turn_send(owner=owner_of(token), session_id=session_id, content="again")
+    assert result.value.message.content == "Echo: again"  # type: ignore[union-attr]
+
+
+async def test_disconnecting_before_the_first_delta_stops_the_model_and_frees_the_session(
+    mint: Mint, backend: FakeChatBackend
+) -> None:
+    token = mint()
+    session_id = await new_session(owner_of(token))
+    ws, _ = await connect(token, session_id)
+    backend.gate = asyncio.Event()  # shut: the first delta never comes
+    await ws.send_json_to({"type": "message", "content": CONTENT})
+    async with asyncio.timeout(5):
+        while not backend.requests:
+            await asyncio.sleep(0.005)
+
+    await ws.disconnect()
+
+    assert backend.stream_closed_early.is_set() and backend.open_streams == 0
+    assert await stored(token, session_id) == []
+    backend.gate = None
     result = await get_session_manager().turn_send(owner=owner_of(token), session_id=session_id, content="again")
     assert result.value.message.content == "Echo: again"  # type: ignore[union-attr]
 
