@@ -97,7 +97,9 @@ class IdempotencyStore(Protocol):
         self, owner: str, request: IdempotentRequest, *, pending_seconds: int
     ) -> tuple[Claim, dict[str, Any] | None]:
         """Take the key for this request (NEW), or say it is taken (PENDING), taken by another
-        request (MISMATCH) or answered already (DONE, with the recorded result)."""
+        request (MISMATCH) or answered already (DONE, with the recorded result). The request
+        that holds the claim (its `token`) gets NEW again: a claim resent after its reply was
+        lost (redis-py retries a command whose connection failed) meets its own."""
         ...
 
     async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
@@ -153,7 +155,9 @@ class MemoryIdempotencyStore:
             return Claim.NEW, None
         if record.fingerprint != request.fingerprint:
             return Claim.MISMATCH, None
-        return (Claim.PENDING, None) if record.state == "pending" else (Claim.DONE, record.result)
+        if record.state == "pending":
+            return (Claim.NEW, None) if record.by == request.token else (Claim.PENDING, None)
+        return Claim.DONE, record.result
 
     async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
         self._records[(owner, request.key)] = _Kept(request.fingerprint, "done", result, time.monotonic() + ttl)
@@ -182,7 +186,8 @@ class MemoryIdempotencyStore:
 
 
 # KEYS: the record, the owner's index. ARGV: fingerprint, pending seconds, index member, now,
-# the request's token (`by`: whose claim it is).
+# the request's token (`by`: whose claim it is; redis-py resends the script when the connection
+# fails before its reply, and the request then finds its own claim).
 _CLAIM = Lua("""
 local current = redis.call('GET', KEYS[1])
 if not current then
@@ -194,7 +199,10 @@ if not current then
 end
 local record = cjson.decode(current)
 if record.fp ~= ARGV[1] then return {'mismatch'} end
-if record.state == 'pending' then return {'pending'} end
+if record.state == 'pending' then
+  if record.by == ARGV[5] then return {'new'} end
+  return {'pending'}
+end
 return {'done', current}
 """)
 

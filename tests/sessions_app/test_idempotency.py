@@ -189,13 +189,23 @@ async def test_a_repeated_creation_finds_its_session_after_it_was_archived(manag
 
 
 async def test_a_pending_claim_lapses_so_a_crash_does_not_block_the_key(idempotency: IdempotencyStore) -> None:
-    request = key("k", "x")
-    assert (await idempotency.claim("o", request, pending_seconds=1))[0] == Claim.NEW
-    assert (await idempotency.claim("o", request, pending_seconds=1))[0] == Claim.PENDING
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=1))[0] == Claim.NEW
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=1))[0] == Claim.PENDING
 
     await asyncio.sleep(1.1)
 
-    assert (await idempotency.claim("o", request, pending_seconds=1))[0] == Claim.NEW
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=1))[0] == Claim.NEW
+
+
+async def test_a_claim_resent_after_its_reply_was_lost_finds_its_own(idempotency: IdempotencyStore) -> None:
+    request = key("k", "x")
+    assert (await idempotency.claim("o", request, pending_seconds=60))[0] == Claim.NEW
+
+    # redis-py resends a script whose connection failed before its reply: the request is let run.
+    assert (await idempotency.claim("o", request, pending_seconds=60))[0] == Claim.NEW
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=60))[0] == Claim.PENDING
+    await idempotency.complete("o", request, {"session_id": "s"}, ttl=60)
+    assert await idempotency.claim("o", request, pending_seconds=60) == (Claim.DONE, {"session_id": "s"})
 
 
 class ClaimAnswerLost:
@@ -368,8 +378,9 @@ async def test_a_result_recorded_during_an_outage_is_kept_once_redis_is_back(tmp
         await store.complete("o_alice", request, {"session_id": "s1"}, ttl=600)  # no error: deferred
         server.start()
 
+        repeat = key("k-outage", "a turn")  # the client's retry: another request with the key
         async with asyncio.timeout(20):
-            while (answer := await store.claim("o_alice", request, pending_seconds=60))[0] == Claim.PENDING:
+            while (answer := await store.claim("o_alice", repeat, pending_seconds=60))[0] == Claim.PENDING:
                 await asyncio.sleep(0.1)  # a repeat meanwhile is told it is in progress
         assert answer == (Claim.DONE, {"session_id": "s1"})
     finally:
@@ -531,11 +542,14 @@ async def test_a_turn_stored_by_a_process_that_died_before_completing_its_key_is
 ) -> None:
     manager = fake_manager(backend, idempotency=CompletionNeverWritten())
     session_id = await new_session(manager)
-    request = key("k-died", "hello")
-    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
 
-    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
-    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    def request() -> IdempotentRequest:  # each attempt its own request, as each HTTP request is
+        return key("k-died", "hello")
+
+    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
+
+    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
+    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
 
     assert isinstance(first, Ok) and isinstance(again, Ok) and isinstance(streamed, Ok)
     assert again.value.message == first.value.message  # not 409 until the claim lapses
