@@ -16,8 +16,9 @@ import functools
 import hashlib
 import hmac
 import re
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, cast
 
@@ -50,6 +51,9 @@ class IdempotencyKeyReused(GatewayError):
 class IdempotentRequest:
     key: str
     fingerprint: str
+    # This request's own, not what it asks: its claim's owner, so that releasing the claim (a
+    # retry's, or a lost reply's, come late) never drops another request's.
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16), compare=False, repr=False)
 
     @classmethod
     def of(cls, header: str | None, *parts: Any) -> IdempotentRequest | None:
@@ -93,7 +97,9 @@ class IdempotencyStore(Protocol):
         self, owner: str, request: IdempotentRequest, *, pending_seconds: int
     ) -> tuple[Claim, dict[str, Any] | None]:
         """Take the key for this request (NEW), or say it is taken (PENDING), taken by another
-        request (MISMATCH) or answered already (DONE, with the recorded result)."""
+        request (MISMATCH) or answered already (DONE, with the recorded result). The request
+        that holds the claim (its `token`) gets NEW again: a claim resent after its reply was
+        lost (redis-py retries a command whose connection failed) meets its own."""
         ...
 
     async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
@@ -102,7 +108,8 @@ class IdempotencyStore(Protocol):
         ...
 
     async def release(self, owner: str, request: IdempotentRequest) -> None:
-        """Forget a claim whose request failed, so a retry runs it again. Never fails for an
+        """Forget the claim this request took (by its `token`), its request having failed, so a
+        retry runs it again; another request's claim and a result stay. Never fails for an
         unreachable store: it keeps trying in the background (the claim lapses anyway)."""
         ...
 
@@ -124,52 +131,67 @@ def _described(key_id: str, state: str, result: dict[str, Any] | None, expires_i
     return {"key_id": key_id, "state": state, "result": result, "expires_in_seconds": max(0, round(expires_in))}
 
 
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    fingerprint: str
+    state: str
+    result: dict[str, Any] | None
+    until: float  # time.monotonic()
+    by: str = ""  # a pending claim's request token
+
+
 class MemoryIdempotencyStore:
     def __init__(self) -> None:
-        self._records: dict[tuple[str, str], tuple[str, str, dict[str, Any] | None, float]] = {}
+        self._records: dict[tuple[str, str], _Kept] = {}
 
     async def claim(
         self, owner: str, request: IdempotentRequest, *, pending_seconds: int
     ) -> tuple[Claim, dict[str, Any] | None]:
         now = time.monotonic()
         record = self._records.get((owner, request.key))
-        if record is None or record[3] < now:
-            self._records[(owner, request.key)] = (request.fingerprint, "pending", None, now + pending_seconds)
+        if record is None or record.until < now:
+            until = now + pending_seconds
+            self._records[(owner, request.key)] = _Kept(request.fingerprint, "pending", None, until, request.token)
             return Claim.NEW, None
-        fingerprint, state, result, _ = record
-        if fingerprint != request.fingerprint:
+        if record.fingerprint != request.fingerprint:
             return Claim.MISMATCH, None
-        return (Claim.PENDING, None) if state == "pending" else (Claim.DONE, result)
+        if record.state == "pending":
+            return (Claim.NEW, None) if record.by == request.token else (Claim.PENDING, None)
+        return Claim.DONE, record.result
 
     async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
-        self._records[(owner, request.key)] = (request.fingerprint, "done", result, time.monotonic() + ttl)
+        self._records[(owner, request.key)] = _Kept(request.fingerprint, "done", result, time.monotonic() + ttl)
 
     async def release(self, owner: str, request: IdempotentRequest) -> None:
-        self._records.pop((owner, request.key), None)
+        record = self._records.get((owner, request.key))
+        if record is not None and record.state == "pending" and record.by == request.token:
+            del self._records[(owner, request.key)]
 
     async def forget(self, owner: str) -> None:
         for key in [k for k in self._records if k[0] == owner]:
             del self._records[key]
 
     async def forget_session(self, owner: str, session_id: str) -> None:
-        for key, (_, _, result, _) in list(self._records.items()):
-            if key[0] == owner and result is not None and result.get("session_id") == session_id:
-                del self._records[key]
+        for (holder, key), record in list(self._records.items()):
+            if holder == owner and record.result is not None and record.result.get("session_id") == session_id:
+                del self._records[(holder, key)]
 
     async def describe(self, owner: str) -> list[dict[str, Any]]:
         now = time.monotonic()
         return [
-            _described(_key_id(key), state, result, until - now)
-            for (holder, key), (_, state, result, until) in self._records.items()
-            if holder == owner and until > now
+            _described(_key_id(key), record.state, record.result, record.until - now)
+            for (holder, key), record in self._records.items()
+            if holder == owner and record.until > now
         ]
 
 
-# KEYS: the record, the owner's index. ARGV: fingerprint, pending seconds, index member, now.
+# KEYS: the record, the owner's index. ARGV: fingerprint, pending seconds, index member, now,
+# the request's token (`by`: whose claim it is; redis-py resends the script when the connection
+# fails before its reply, and the request then finds its own claim).
 _CLAIM = Lua("""
 local current = redis.call('GET', KEYS[1])
 if not current then
-  redis.call('SET', KEYS[1], cjson.encode({fp = ARGV[1], state = 'pending'}), 'EX', ARGV[2])
+  redis.call('SET', KEYS[1], cjson.encode({fp = ARGV[1], state = 'pending', by = ARGV[5]}), 'EX', ARGV[2])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
   redis.call('ZADD', KEYS[2], ARGV[4] + ARGV[2], ARGV[3])
   if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
@@ -177,8 +199,21 @@ if not current then
 end
 local record = cjson.decode(current)
 if record.fp ~= ARGV[1] then return {'mismatch'} end
-if record.state == 'pending' then return {'pending'} end
+if record.state == 'pending' then
+  if record.by == ARGV[5] then return {'new'} end
+  return {'pending'}
+end
 return {'done', current}
+""")
+
+# KEYS: the record. ARGV: the request's token. Only its own claim: a claim written before claims
+# had a token (no `by`) lapses instead.
+_RELEASE = Lua("""
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local record = cjson.decode(current)
+if record.state == 'pending' and record.by == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """)
 
 
@@ -208,7 +243,7 @@ class RedisIdempotencyStore:
         self, owner: str, request: IdempotentRequest, *, pending_seconds: int
     ) -> tuple[Claim, dict[str, Any] | None]:
         keys = (self._key(owner, request), self._index_key(owner))
-        args = (request.fingerprint, pending_seconds, _key_id(request.key), int(time.time()))
+        args = (request.fingerprint, pending_seconds, _key_id(request.key), int(time.time()), request.token)
         reply = await run_script(self._client(), _CLAIM, keys, args)  # by SHA: not the source each time
         claim = Claim(reply[0].decode())
         return claim, (orjson.loads(reply[1])["result"] if claim == Claim.DONE else None)
@@ -229,12 +264,12 @@ class RedisIdempotencyStore:
 
     async def release(self, owner: str, request: IdempotentRequest) -> None:
         await self._when_back.run(
-            "idempotency claim release", lambda: self._delete(owner, request), give_up_after=self._pending_seconds
+            "idempotency claim release", lambda: self._release(owner, request), give_up_after=self._pending_seconds
         )
 
     @store_errors
-    async def _delete(self, owner: str, request: IdempotentRequest) -> None:
-        await self._client().delete(self._key(owner, request))
+    async def _release(self, owner: str, request: IdempotentRequest) -> None:
+        await run_script(self._client(), _RELEASE, [self._key(owner, request)], [request.token])
 
     @store_errors
     async def forget(self, owner: str) -> None:

@@ -52,16 +52,24 @@ class IdempotencyGuard:
         """`run()`, unless the key was answered before: then `replay(what was recorded)`.
 
         A key still being answered raises `IdempotencyInProgress`; one used with another
-        request, `IdempotencyKeyReused`. Should `run()` fail, the key is released so a retry
-        runs it again. What `run()` returns goes to `then` (not a replay's), which `settle`s the
-        key, now or once what it started has ended. `stored()`: for a key still pending, the
-        `keyed` record the request's own write left, if it was stored (its process died before
-        completing the key, or a failover lost the completion): replayed rather than refused.
+        request, `IdempotencyKeyReused`. Should the claim or `run()` fail, the key is released
+        (this request's claim only) so a retry runs it again. What `run()` returns goes to
+        `then` (not a replay's), which `settle`s the key, now or once what it started has ended.
+        `stored()`: for a key still pending, the `keyed` record the request's own write left, if
+        it was stored (its process died before completing the key, or a failover lost the
+        completion): replayed rather than refused.
         """
         if request is None:
             value = await run()
         else:
-            claim, recorded = await self._store.claim(owner, request, pending_seconds=self._pending_seconds)
+            try:
+                claim, recorded = await self._store.claim(owner, request, pending_seconds=self._pending_seconds)
+            except BaseException:
+                # Its reply lost (the connection closed under it: a cluster client reloading its
+                # slot map closes every node's), the key may be claimed all the same: released by
+                # the request's token now or once Redis is back, as a failed request's.
+                await self._store.release(owner, request)
+                raise
             if claim == Claim.PENDING:
                 record = await stored() if stored is not None else None
                 if record is None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from core.errors import StoreUnavailable
 from core.result import Err, Ok
@@ -188,13 +189,113 @@ async def test_a_repeated_creation_finds_its_session_after_it_was_archived(manag
 
 
 async def test_a_pending_claim_lapses_so_a_crash_does_not_block_the_key(idempotency: IdempotencyStore) -> None:
-    request = key("k", "x")
-    assert (await idempotency.claim("o", request, pending_seconds=1))[0] == Claim.NEW
-    assert (await idempotency.claim("o", request, pending_seconds=1))[0] == Claim.PENDING
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=1))[0] == Claim.NEW
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=1))[0] == Claim.PENDING
 
     await asyncio.sleep(1.1)
 
-    assert (await idempotency.claim("o", request, pending_seconds=1))[0] == Claim.NEW
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=1))[0] == Claim.NEW
+
+
+async def test_a_claim_resent_after_its_reply_was_lost_finds_its_own(idempotency: IdempotencyStore) -> None:
+    request = key("k", "x")
+    assert (await idempotency.claim("o", request, pending_seconds=60))[0] == Claim.NEW
+
+    # redis-py resends a script whose connection failed before its reply: the request is let run.
+    assert (await idempotency.claim("o", request, pending_seconds=60))[0] == Claim.NEW
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=60))[0] == Claim.PENDING
+    await idempotency.complete("o", request, {"session_id": "s"}, ttl=60)
+    assert await idempotency.claim("o", request, pending_seconds=60) == (Claim.DONE, {"session_id": "s"})
+
+
+class ClaimAnswerLost:
+    """An idempotency store whose next claim is taken but reported failed, as when the connection
+    closes after the claim's script ran (a cluster client reloading its slot map closes every
+    node's connections)."""
+
+    def __init__(self, store: IdempotencyStore) -> None:
+        self._store = store
+        self.lose_next_answer = True
+
+    async def claim(
+        self, owner: str, request: IdempotentRequest, *, pending_seconds: int
+    ) -> tuple[Claim, dict[str, Any] | None]:
+        claimed = await self._store.claim(owner, request, pending_seconds=pending_seconds)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise StoreUnavailable()
+        return claimed
+
+    async def complete(self, owner: str, request: IdempotentRequest, result: dict[str, Any], *, ttl: int) -> None:
+        await self._store.complete(owner, request, result, ttl=ttl)
+
+    async def release(self, owner: str, request: IdempotentRequest) -> None:
+        await self._store.release(owner, request)
+
+    async def forget(self, owner: str) -> None:
+        await self._store.forget(owner)
+
+    async def forget_session(self, owner: str, session_id: str) -> None:
+        await self._store.forget_session(owner, session_id)
+
+    async def describe(self, owner: str) -> list[dict[str, Any]]:
+        return await self._store.describe(owner)
+
+
+async def test_a_claim_whose_answer_was_lost_leaves_the_key_free_for_the_retry(
+    backend: FakeChatBackend, idempotency: IdempotencyStore
+) -> None:
+    manager = fake_manager(backend, idempotency=ClaimAnswerLost(idempotency))
+    session_id = await new_session(manager)
+
+    failed = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    retried = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+
+    assert isinstance(failed, Err) and isinstance(failed.error, StoreUnavailable)  # a 503: the client retries
+    # Not 409 until the claim lapses: nothing runs under it.
+    assert isinstance(retried, Ok), retried
+    assert len(backend.requests) == 1
+
+
+async def test_a_late_release_leaves_another_requests_claim(idempotency: IdempotencyStore) -> None:
+    first, retry = key("k", "x"), key("k", "x")
+    assert (await idempotency.claim("o", first, pending_seconds=60))[0] == Claim.NEW
+    await idempotency.forget("o")  # lost (a failover), or lapsed: the retry claims the key anew
+    assert (await idempotency.claim("o", retry, pending_seconds=60))[0] == Claim.NEW
+
+    await idempotency.release("o", first)  # the first request's release, come late
+
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=60))[0] == Claim.PENDING
+    await idempotency.release("o", retry)
+    assert (await idempotency.claim("o", key("k", "x"), pending_seconds=60))[0] == Claim.NEW
+
+
+async def test_a_release_never_drops_a_result(idempotency: IdempotencyStore) -> None:
+    request = key("k", "x")
+    await idempotency.claim("o", request, pending_seconds=60)
+    await idempotency.complete("o", request, {"session_id": "s"}, ttl=60)
+
+    await idempotency.release("o", request)
+
+    assert await idempotency.claim("o", key("k", "x"), pending_seconds=60) == (Claim.DONE, {"session_id": "s"})
+
+
+async def test_a_claim_written_before_claims_had_owners_is_left_to_lapse(redis_url: str, redis_prefix: str) -> None:
+    store = RedisIdempotencyStore(url=redis_url, prefix=redis_prefix)
+    request = key("k", "x")
+    client = Redis.from_url(redis_url)
+    try:
+        # As the previous version wrote it (a rolling deploy): no `by`.
+        old = orjson.dumps({"fp": request.fingerprint, "state": "pending"})
+        await client.set(f"{redis_prefix}:o:{{o}}:idem:{request.key_id}", old, ex=60)
+
+        await store.release("o", request)
+
+        assert (await store.claim("o", request, pending_seconds=60))[0] == Claim.PENDING
+        assert 0 < await client.ttl(f"{redis_prefix}:o:{{o}}:idem:{request.key_id}") <= 60
+    finally:
+        await client.aclose()
+        await store.close()
 
 
 async def test_keys_belong_to_their_owner_and_are_forgotten_with_them(idempotency: IdempotencyStore) -> None:
@@ -277,8 +378,9 @@ async def test_a_result_recorded_during_an_outage_is_kept_once_redis_is_back(tmp
         await store.complete("o_alice", request, {"session_id": "s1"}, ttl=600)  # no error: deferred
         server.start()
 
+        repeat = key("k-outage", "a turn")  # the client's retry: another request with the key
         async with asyncio.timeout(20):
-            while (answer := await store.claim("o_alice", request, pending_seconds=60))[0] == Claim.PENDING:
+            while (answer := await store.claim("o_alice", repeat, pending_seconds=60))[0] == Claim.PENDING:
                 await asyncio.sleep(0.1)  # a repeat meanwhile is told it is in progress
         assert answer == (Claim.DONE, {"session_id": "s1"})
     finally:
@@ -440,11 +542,14 @@ async def test_a_turn_stored_by_a_process_that_died_before_completing_its_key_is
 ) -> None:
     manager = fake_manager(backend, idempotency=CompletionNeverWritten())
     session_id = await new_session(manager)
-    request = key("k-died", "hello")
-    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
 
-    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
-    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    def request() -> IdempotentRequest:  # each attempt its own request, as each HTTP request is
+        return key("k-died", "hello")
+
+    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
+
+    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
+    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
 
     assert isinstance(first, Ok) and isinstance(again, Ok) and isinstance(streamed, Ok)
     assert again.value.message == first.value.message  # not 409 until the claim lapses
