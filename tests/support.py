@@ -27,6 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+def in_one_clock_minute(seconds_needed: float) -> None:
+    """Return once at least `seconds_needed` remain of the current clock minute, waiting for the
+    next one if need be: the owner limiter's windows are clock minutes, so requests meant to use
+    up one minute's budget must not straddle two."""
+    left = 60 - time.time() % 60
+    if left < seconds_needed:
+        time.sleep(left + 0.05)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

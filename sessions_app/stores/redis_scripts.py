@@ -143,7 +143,9 @@ end
 if not found then return {{'no_message'}} end
 redis.call('LPUSH', KEYS[4], string.format('%d', seq) .. ':' .. ARGV[2])
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
-local ttl = redis.call('PTTL', KEYS[1])
+-- A millisecond less: PEXPIRE reads the clock again, up to a millisecond after PTTL did, and the
+-- deleted ids must not outlive the session.
+local ttl = redis.call('PTTL', KEYS[1]) - 1
 if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
 for _, i in ipairs(unsequenced) do
   redis.call('LSET', KEYS[2], i - 1, string.sub(messages[i], 1, -2) .. ',' .. (i - 1) .. ']')
