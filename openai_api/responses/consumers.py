@@ -271,8 +271,7 @@ class _Streamed:
     async def render(self, event: TurnEvent) -> None:
         assert self.record is not None or isinstance(event, TurnFailed)
         if type(event) is Delta:
-            assert self.record is not None
-            await self.writer.delta(self.record, event.content)
+            await self.consumer.send_event(self.writer.delta(event.content))
         elif type(event) is TurnDone:
             await self._end(event.outcome, failed=False)
         elif type(event) is StatelessDone:

@@ -42,26 +42,15 @@ class InputMessage:
 @dataclass(frozen=True, slots=True)
 class ResponseRequest:
     model: str
-    messages: tuple[InputMessage, ...]
-    instructions: str | None
+    # `instructions` and the input's system and developer messages: the turn's system prompt.
+    turn_instructions: str | None
+    conversation_messages: tuple[InputMessage, ...]  # the input's other messages
     session_id: str | None  # of `conversation`
     previous_response_id: str | None
     params: GenerationParams
     metadata: dict[str, str]
     store: bool
     stream: bool
-
-    @property
-    def turn_instructions(self) -> str | None:
-        """`instructions` and the input's system and developer messages: the turn's system prompt."""
-        parts = ([self.instructions] if self.instructions else []) + [
-            m.text for m in self.messages if m.role in INSTRUCTION_ROLES
-        ]
-        return "\n\n".join(parts) if parts else self.instructions
-
-    @property
-    def conversation_messages(self) -> tuple[InputMessage, ...]:
-        return tuple(m for m in self.messages if m.role not in INSTRUCTION_ROLES)
 
     def stored_content(self) -> str:
         """The one user message a stored response appends to its conversation."""
@@ -90,10 +79,13 @@ def parse_response_request(data: dict[str, Any]) -> ResponseRequest:
     store = boolean(data, "store", default=True)
     if not store and (session_id is not None or previous is not None):
         raise InvalidParam("store", "must be true to continue a conversation or a previous response")
+    messages = _input(data.get("input"))
+    # Worked out once here: a stored response reads them three times (its turn, key, record).
+    parts = ([instructions] if instructions else []) + [m.text for m in messages if m.role in INSTRUCTION_ROLES]
     return ResponseRequest(
         model=model,
-        messages=_input(data.get("input")),
-        instructions=instructions,
+        turn_instructions="\n\n".join(parts) if parts else instructions,
+        conversation_messages=tuple(m for m in messages if m.role not in INSTRUCTION_ROLES),
         session_id=session_id,
         previous_response_id=previous,
         params=_params(data),

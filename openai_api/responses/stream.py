@@ -41,7 +41,7 @@ class EventWriter:
         self._sequence = 0
         self._pieces: list[str] = []
         self._pending: list[bytes] = []  # events numbered, not written yet
-        self._delta_middle: tuple[str, bytes] | None = None  # (output message id, its delta's bytes)
+        self._delta_middle = b""  # a delta's bytes between its number and its text (`begin`'s item)
 
     @property
     def text(self) -> str:
@@ -67,20 +67,21 @@ class EventWriter:
         item = {**present.output_message(item_id(record.output_message_id), "", status="in_progress"), "content": []}
         self._event("response.output_item.added", output_index=0, item=item)
         self._event("response.content_part.added", **self._part(record), part=present.output_text(""))
+        quoted_id = orjson.dumps(item_id(record.output_message_id))
+        self._delta_middle = b',"item_id":' + quoted_id + b',"output_index":0,"content_index":0,"delta":'
 
-    async def delta(self, record: ResponseRecord, content: str) -> None:
+    def delta(self, content: str) -> bytes:
+        """A delta event's bytes, after `begin`: for the caller to write (the opening events with the
+        first), so a delta costs no coroutine of the writer's own."""
         self._pieces.append(content)
-        if self._delta_middle is None or self._delta_middle[0] != record.output_message_id:
-            middle = b',"item_id":' + orjson.dumps(item_id(record.output_message_id))
-            self._delta_middle = (record.output_message_id, middle + b',"output_index":0,"content_index":0,"delta":')
         sequence = str(self._sequence).encode()
         self._sequence += 1
-        event = _DELTA_HEAD + sequence + self._delta_middle[1] + orjson.dumps(content) + _DELTA_TAIL
-        if self._pending:  # the opening, with the first delta
-            self._pending.append(event)
-            await self._flush()
-        else:
-            await self._write(event)
+        event = _DELTA_HEAD + sequence + self._delta_middle + orjson.dumps(content) + _DELTA_TAIL
+        if not self._pending:
+            return event
+        self._pending.append(event)  # the opening, with the first delta
+        pending, self._pending = self._pending, []
+        return b"".join(pending)
 
     async def end(self, record: ResponseRecord, *, completed_at: float) -> None:
         """The text's, the part's and the item's ends, then the response's, as `record` says it ended."""

@@ -66,8 +66,8 @@ async def test_the_opening_goes_with_the_first_delta_and_the_closing_in_one_writ
     started = record()
     writer.begin(started)
     assert writes == []  # nothing before the first delta is in
-    await writer.delta(started, "Echo:")
-    await writer.delta(started, " hi")
+    await write(writer.delta("Echo:"))
+    await write(writer.delta(" hi"))
     await writer.end(record("completed"), completed_at=time.time())
 
     assert [[type(e) for e in parsed(w)] for w in writes] == [
@@ -109,7 +109,7 @@ async def test_a_delta_event_is_its_fields_as_json_in_their_order(content: str) 
     writer = EventWriter(write, stored=True)
     started = record()
     writer.begin(started)
-    await writer.delta(started, content)
+    await write(writer.delta(content))
 
     fields = {
         "type": "response.output_text.delta",
