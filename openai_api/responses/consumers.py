@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from core.errors import GatewayError
+from core.observability.context import annotate
 from llm_backend.ports import ContextMessage, Delta, Role
 from openai_api.errors import InvalidParam, error_for_exception
 from openai_api.http import OpenAIConsumer, integer_param
@@ -83,6 +84,7 @@ class ResponsesConsumer(OpenAIConsumer):
         key = self.decoded_header(b"idempotency-key")
         service = get_responses_service()
         target = self._target = await service.target(owner=self.owner, request=request, idempotency_key=key)
+        annotate(session_id=target.session_id)  # the access line's, as a native turn's
         response_id = response_id_for(self.owner, key)
         rider = service.rider(owner=self.owner, response_id=response_id, request=request)
         turn_request = TurnRequest(
