@@ -67,9 +67,20 @@ def sse_turn(fleet: Fleet, token: str, session_id: str, content: str, **headers:
         return 200, list(sse_events(response))
 
 
-def upstreams(fleet: Fleet, path_part: str) -> list[tuple[str, int, str]]:
-    """(method, status, process address) of each request whose path holds `path_part`."""
-    return [(method, status, upstream) for method, path, status, upstream in fleet.nginx.served() if path_part in path]
+def upstreams(fleet: Fleet, path_part: str, count: int) -> list[tuple[str, int, str]]:
+    """(method, status, process address) of the `count` requests whose path holds `path_part`.
+
+    nginx writes a request's line once it has finished it, which can be just after its client
+    read the last byte, so this waits for all `count` lines."""
+
+    def logged() -> list[tuple[str, int, str]]:
+        served = fleet.nginx.served()
+        rows = [(method, status, upstream) for method, path, status, upstream in served if path_part in path]
+        assert len(rows) <= count, rows
+        return rows if len(rows) == count else []
+
+    rows: list[tuple[str, int, str]] = wait_until(logged, timeout=10, message=f"nginx logging {count} requests")
+    return rows
 
 
 def test_a_session_continues_whichever_process_answers(fleet: Fleet) -> None:
@@ -91,7 +102,7 @@ def test_a_session_continues_whichever_process_answers(fleet: Fleet) -> None:
         for role in ("user", "assistant")
     ]
     # Round robin: created on one process, its turns answered by both.
-    served = upstreams(fleet, session_id)
+    served = upstreams(fleet, session_id, 5)  # 3 turns, the socket, the read
     assert {upstream for _, _, upstream in served} == {fleet.address(g) for g in fleet.gateways}
 
 
@@ -124,7 +135,7 @@ def test_concurrent_turns_on_two_processes_run_one_at_a_time(fleet: Fleet) -> No
     assert fleet.model_calls() == calls + 1  # the refused turn never reached the model
     refused = next(body for status, body in outcomes.values() if status == 409)
     assert refused["code"] == "turn_in_progress"
-    turns = [(status, upstream) for method, status, upstream in upstreams(fleet, session_id) if method == "POST"]
+    turns = [(status, upstream) for method, status, upstream in upstreams(fleet, session_id, 2) if method == "POST"]
     assert {upstream for _, upstream in turns[-2:]} == {fleet.address(g) for g in fleet.gateways}, turns
     assert contents(stored(fleet, token, session_id)) == [
         ("user", long_text, "complete"),
@@ -147,7 +158,8 @@ def test_the_rate_limit_is_one_budget_for_every_process(fleet: Fleet) -> None:
     statuses = [answer.status_code for answer in answers]
     assert statuses == [200] * (RATE_LIMIT - 1) + [429] * 3, statuses
     assert answers[-1].json()["code"] == "rate_limited" and int(answers[-1].headers["retry-after"]) >= 1
-    admitted = Counter(upstream for _, status, upstream in upstreams(fleet, session_id) if status in (200, 201))
+    served = upstreams(fleet, session_id, RATE_LIMIT + 2)
+    admitted = Counter(upstream for _, status, upstream in served if status in (200, 201))
     # Each process admitted part of the budget, and together they admitted the budget.
     assert set(admitted) == {fleet.address(g) for g in fleet.gateways}, admitted
     assert min(admitted.values()) >= RATE_LIMIT // 2 - 1
