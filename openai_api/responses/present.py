@@ -7,6 +7,7 @@ from typing import Any
 from openai_api.ids import conversation_id, item_id
 from openai_api.responses.records import ResponseRecord
 
+ITEM_STATUS = {"completed": "completed", "in_progress": "in_progress"}
 FAILED = {"code": "server_error", "message": "The model server failed before the reply was complete."}
 
 
@@ -44,13 +45,17 @@ def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
     }
 
 
+def item_status(status: str) -> str:
+    """The output message's status in a response whose status is `status`."""
+    return ITEM_STATUS.get(status, "incomplete")
+
+
 def response(
     record: ResponseRecord, *, stored: bool, output: str | None, completed_at: float | None = None
 ) -> dict[str, Any]:
     """The response object of `record`; `output`: the reply so far (None while none has come),
     and `status` in_progress until the record says how it ended."""
     status = record.status
-    item_status = {"completed": "completed", "in_progress": "in_progress"}.get(status, "incomplete")
     return {
         "id": record.id,
         "object": "response",
@@ -64,7 +69,7 @@ def response(
         "model": record.model,
         "output": []
         if output is None
-        else [output_message(item_id(record.output_message_id), output, status=item_status)],
+        else [output_message(item_id(record.output_message_id), output, status=item_status(status))],
         "parallel_tool_calls": False,
         "previous_response_id": record.previous_response_id,
         "temperature": record.temperature,

@@ -4,6 +4,7 @@ models read them, unchanged."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from openai.types.responses import (
     ResponseCreatedEvent,
     ResponseErrorEvent,
     ResponseFailedEvent,
+    ResponseIncompleteEvent,
     ResponseInProgressEvent,
     ResponseOutputItemAddedEvent,
     ResponseOutputItemDoneEvent,
@@ -28,6 +30,7 @@ from pydantic import TypeAdapter
 
 from llm_backend.errors import BackendUnavailable
 from llm_backend.fake import FakeChatBackend
+from openai_api.responses import present
 from openai_api.responses.records import ResponseRecord, new_response_id
 from openai_api.responses.stream import EventWriter
 from tests.support import Mint
@@ -121,6 +124,61 @@ async def test_a_delta_event_is_its_fields_as_json_in_their_order(content: str) 
         "logprobs": [],
     }
     assert writes[0].endswith(b"\n\nevent: response.output_text.delta\ndata: " + orjson.dumps(fields) + b"\n\n")
+
+
+@pytest.mark.parametrize("status", ["completed", "incomplete", "failed"])
+@pytest.mark.parametrize("stored", [True, False])
+async def test_the_opening_and_closing_events_are_the_response_objects_fields_in_their_order(
+    status: str, stored: bool
+) -> None:
+    """The opening and closing events are put together as bytes: the same bytes as the dicts
+    of `present` serialised, field for field, in OpenAI's order (an `incomplete` one with its
+    details, a `failed` one with its error)."""
+    writes: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        writes.append(data)
+
+    writer = EventWriter(write, stored=stored)
+    started = record()
+    writer.begin(started)
+    await write(writer.delta('Echo: "hi"'))
+    await write(writer.delta(" \u00e9\n"))
+    ended = dataclasses.replace(
+        started,
+        status=status,
+        incomplete_reason="max_output_tokens" if status == "incomplete" else None,
+        input_tokens=3,
+        output_tokens=2,
+    )
+    completed_at = time.time()
+    await writer.end(ended, completed_at=completed_at)
+
+    text = 'Echo: "hi" \u00e9\n'
+    item_id, part = "msg_a", {"item_id": "msg_a", "output_index": 0, "content_index": 0}
+    final = present.response(ended, stored=stored, output=text, completed_at=completed_at)
+    expected = [
+        ("response.created", {"response": present.response(started, stored=stored, output=None)}),
+        ("response.in_progress", {"response": present.response(started, stored=stored, output=None)}),
+        (
+            "response.output_item.added",
+            {"output_index": 0, "item": {**present.output_message(item_id, "", status="in_progress"), "content": []}},
+        ),
+        ("response.content_part.added", {**part, "part": present.output_text("")}),
+        ("response.output_text.delta", {**part, "delta": 'Echo: "hi"', "logprobs": []}),
+        ("response.output_text.delta", {**part, "delta": " \u00e9\n", "logprobs": []}),
+        ("response.output_text.done", {**part, "text": text, "logprobs": []}),
+        ("response.content_part.done", {**part, "part": present.output_text(text)}),
+        ("response.output_item.done", {"output_index": 0, "item": final["output"][0]}),
+        (f"response.{status}", {"response": final}),
+    ]
+    events = [block + b"\n\n" for w in writes for block in w.split(b"\n\n") if block]
+    assert events == [
+        b"event: %b\ndata: %b\n\n" % (type_.encode(), orjson.dumps({"type": type_, "sequence_number": n, **fields}))
+        for n, (type_, fields) in enumerate(expected)
+    ]
+    terminal = {"completed": ResponseCompletedEvent, "incomplete": ResponseIncompleteEvent}.get(status)
+    assert type(parsed(events[-1])[0]) is (terminal or ResponseFailedEvent)
 
 
 # -- through the consumer ---------------------------------------------------------------
