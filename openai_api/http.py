@@ -41,13 +41,15 @@ class OpenAIConsumer(EdgeHttpConsumer):
     turn: ClassVar[bool] = False
 
     principal: Principal
+    owner: str  # the principal's, once authenticated
 
     async def handle(self) -> None:
         try:
             handler = self._handler()
             self.principal = await authenticate_authorization(self.decoded_header(b"authorization"))
+            self.owner = self.principal.owner
             require_scope(self.principal, READ_SCOPE if self.scope["method"] in SAFE_METHODS else WRITE_SCOPE)
-            await admit(self.principal.owner)
+            await admit(self.owner)
             await handler()
         except ClientGone:
             return
@@ -64,10 +66,6 @@ class OpenAIConsumer(EdgeHttpConsumer):
         return handler
 
     # -- the request ----------------------------------------------------------
-
-    @property
-    def owner(self) -> str:
-        return self.principal.owner
 
     def route_kwarg(self, name: str) -> str:
         return str(self.scope["url_route"]["kwargs"][name])
