@@ -14,12 +14,14 @@ rounds of the /v1 layer's cost at one client: p50 and CPU per turn over the nati
 Issue 14's goal: at most 0.2 ms at one client. Figures, not assertions.
 
 `--paired` measures that goal request by request instead: one client sends a native turn, a
-`/v1/responses` turn and a `/v1/chat/completions` turn, whole and streamed, in a rotating
-order, `--turns` times, so all six share every moment of the run's noise. The gateway's CPU
-is read (its process CPU clock, all threads, in ns) after each request and a short pause, so
-what a request leaves running (its tokens charged off the reply's path) counts for it. It
-prints each kind's p50, p99 and CPU per turn, and each /v1 path's added p50 and CPU over the
-native turn; `--rounds` repeats it, with the medians over the rounds.
+`/v1/responses` turn and a `/v1/chat/completions` turn, whole and streamed, in a shuffled
+order (seeded: a rotation had each kind always follow the same other, and so charged it what
+that one left running), `--turns` times, so all six share every moment of the run's noise.
+The gateway's CPU is read (its process CPU clock, all threads, in ns) after each request and a
+short pause, so what a request leaves running (its tokens charged off the reply's path) counts
+for it. It prints each kind's p50, p99 and CPU per turn, and each /v1 path's added p50 and CPU
+over the native turn (and the load generator's added CPU: its share of the added p50, reading
+larger answers); `--rounds` repeats it, with the medians over the rounds.
 
     python bench/chat_completions.py [--turns 400] [--concurrency 1,16] [--rounds 3]
     python bench/chat_completions.py --paired [--turns 600] [--rounds 3]
@@ -32,10 +34,11 @@ import asyncio
 import ctypes
 import logging
 import os
+import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import orjson
@@ -204,12 +207,14 @@ def process_cpu_clock(pid: int) -> int:
 
 @dataclass
 class Paired:
-    """One kind of request in a paired run: its latencies and the gateway CPU each took."""
+    """One kind of request in a paired run: its latencies, the gateway CPU each took, and the
+    load generator's own (sending it and reading its answer)."""
 
     api: str
     stream: bool
     latencies: list[float]
     cpu: list[float]
+    client_cpu: list[float] = field(default_factory=list)
     errors: int = 0
 
     @property
@@ -220,12 +225,16 @@ class Paired:
     def cpu_ms(self) -> float:
         return statistics.fmean(self.cpu) * 1000 if self.cpu else float("nan")
 
+    @property
+    def client_cpu_ms(self) -> float:
+        return statistics.fmean(self.client_cpu) * 1000 if self.client_cpu else float("nan")
+
     def line(self) -> str:
         kind = "streamed" if self.stream else "whole"
         return (
             f"{self.api:<17}{kind:<9} n={len(self.latencies):<5} p50 {self.p50:6.2f} ms"
             f"   p99 {percentile(self.latencies, 0.99) * 1000:7.2f} ms   CPU {self.cpu_ms:5.2f} ms/turn"
-            + (f"   errors {self.errors}" if self.errors else "")
+            f"   client CPU {self.client_cpu_ms:5.2f} ms" + (f"   errors {self.errors}" if self.errors else "")
         )
 
 
@@ -239,17 +248,20 @@ async def run_paired(base_url: str, token: str, pid: int, apis: list[str], turns
             for stream in (False, True):
                 send = chat_worker(http, stream) if api == CHAT else await session_worker(http, api, stream, turns)
                 kinds.append((Paired(api, stream, [], []), send))
-        for i in range(turns):
-            shift = i % len(kinds)
-            for paired, send in kinds[shift:] + kinds[:shift]:
+        shuffle = random.Random(turns)  # the same orders each run
+        for _ in range(turns):
+            order = list(kinds)
+            shuffle.shuffle(order)  # none always follows another: what one leaves running is spread over all
+            for paired, send in order:
                 cpu_before = time.clock_gettime(clock)
-                started = time.perf_counter()
+                started, client_before = time.perf_counter(), time.thread_time()
                 ok = await send()
-                latency = time.perf_counter() - started
+                latency, client = time.perf_counter() - started, time.thread_time() - client_before
                 await asyncio.sleep(SETTLE_SECONDS)
                 if ok:
                     paired.latencies.append(latency)
                     paired.cpu.append(time.clock_gettime(clock) - cpu_before)
+                    paired.client_cpu.append(client)
                 else:
                     paired.errors += 1
     return [paired for paired, _ in kinds]
@@ -270,11 +282,13 @@ def paired_summary(rounds: list[list[Paired]]) -> list[str]:
                 continue
             added_p50 = [r[api].p50 - r[NATIVE].p50 for r in per_round]
             added_cpu = [r[api].cpu_ms - r[NATIVE].cpu_ms for r in per_round]
+            added_client = [r[api].client_cpu_ms - r[NATIVE].client_cpu_ms for r in per_round]
             lines.append(
                 f"{api:<17}{kind:<9} p50 {statistics.median(r[api].p50 for r in per_round):6.2f} ms"
                 f" ({statistics.median(added_p50):+6.2f}: {min(added_p50):+.2f}..{max(added_p50):+.2f})"
                 f"   CPU {statistics.median(r[api].cpu_ms for r in per_round):5.2f} ms/turn"
                 f" ({statistics.median(added_cpu):+5.2f}: {min(added_cpu):+.2f}..{max(added_cpu):+.2f})"
+                f"   client CPU {statistics.median(added_client):+5.2f}"
             )
     return lines
 
