@@ -51,10 +51,10 @@ from sessions_app import metrics
 from sessions_app.admission import admit, owner_stream, refuse_if_draining, slots
 from sessions_app.domain import TurnOutcome
 from sessions_app.idempotency import IdempotentRequest
-from sessions_app.ports import CommitRider
 from sessions_app.stateless import StatelessAnswer, StatelessDone, StatelessReplay, StatelessStream
 from sessions_app.telemetry import count_tokens
 from sessions_app.turn_stream import RunningTurn, TurnDone
+from sessions_app.turns import TurnRequest
 from sessions_app.wiring import get_session_manager
 
 __all__ = [
@@ -70,23 +70,6 @@ __all__ = [
     "admit",
     "refuse_if_draining",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRequest:
-    """A turn as an edge parsed it."""
-
-    owner: str
-    session_id: str
-    content: str
-    params: GenerationParams
-    request_id: str  # passed to the model server, so its logs line up with ours
-    idempotent: IdempotentRequest | None = None
-    instructions: str | None = None  # the system prompt for this turn only, in place of the session's
-    message_ids: tuple[str, str] | None = None  # the question's and the answer's ids, when the edge names them
-    follows: str | None = None  # the message the turn must come right after (checked under the turn lock)
-    model: str | None = None  # the session's model, as the edge expects it (checked as the turn loads it)
-    rider: CommitRider | None = None  # the edge's writes stored with the turn, where the store takes them
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,19 +121,7 @@ class Turn:
     async def reply(self, request: TurnRequest) -> TurnOutcome:
         """Run the turn whole: the stored outcome, or the failure raised."""
         with _whole_turn():
-            result = await get_session_manager().turns.turn_send(
-                owner=request.owner,
-                session_id=request.session_id,
-                content=request.content,
-                params=request.params,
-                request_id=request.request_id,
-                idempotent=request.idempotent,
-                instructions=request.instructions,
-                message_ids=request.message_ids,
-                follows=request.follows,
-                model=request.model,
-                rider=request.rider,
-            )
+            result = await get_session_manager().turns.turn_send(request)
         self._reply = unwrap(result)
         self.outcome = "ok"
         return self._reply
@@ -184,21 +155,7 @@ class Turn:
         the turn lock and the Idempotency-Key released, nothing stored, as for a turn that failed
         before its first delta. `span`: the edge's span around the turn.
         """
-        manager = get_session_manager()
-        start = functools.partial(
-            manager.turns.turn_stream,
-            owner=request.owner,
-            session_id=request.session_id,
-            content=request.content,
-            params=request.params,
-            request_id=request.request_id,
-            idempotent=request.idempotent,
-            instructions=request.instructions,
-            message_ids=request.message_ids,
-            follows=request.follows,
-            model=request.model,
-            rider=request.rider,
-        )
+        start = functools.partial(get_session_manager().turns.turn_stream, request)
         # The holds' own context manager, handed over as it is: one that only re-entered it
         # would be one more generator and frame held by every open stream.
         return self._held(request.owner, start, render, span)

@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from core.errors import InvalidRequest, StoreUnavailable
@@ -37,6 +38,29 @@ from sessions_app.turn_commit import OpenTurn, turn_record
 from sessions_app.turn_stream import ReplayStream, TurnStream, first_event
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """One turn, as an edge parsed it."""
+
+    owner: str
+    session_id: str
+    content: str
+    params: GenerationParams = field(default_factory=GenerationParams)
+    request_id: str = ""  # passed to the model server, so its logs line up with ours
+    # With an Idempotency-Key, a repeat gets the first answer without asking the model or storing
+    # anything again (kept for the key's TTL).
+    idempotent: IdempotentRequest | None = None
+    instructions: str | None = None  # the system prompt for this turn only, in place of the session's
+    # The question's and the answer's ids, when the edge names the reply before it exists; new ones otherwise.
+    message_ids: tuple[str, str] | None = None
+    # The message the turn must come right after, checked under the turn lock (`HistoryMovedOn` when
+    # the session's newest message is another).
+    follows: str | None = None
+    model: str | None = None  # the session's model, as the edge expects it (`ModelMismatch` otherwise)
+    # The edge's writes stored with the turn (`OpenTurn.rider`), where the store takes them.
+    rider: CommitRider | None = None
 
 
 class TurnService:
@@ -69,49 +93,15 @@ class TurnService:
         return self._policy
 
     @returns_result
-    async def turn_send(
-        self,
-        *,
-        owner: str,
-        session_id: str,
-        content: str,
-        params: GenerationParams | None = None,
-        request_id: str = "",
-        idempotent: IdempotentRequest | None = None,
-        instructions: str | None = None,
-        message_ids: tuple[str, str] | None = None,
-        follows: str | None = None,
-        model: str | None = None,
-        rider: CommitRider | None = None,
-    ) -> TurnOutcome:
+    async def turn_send(self, request: TurnRequest) -> TurnOutcome:
         """One turn: lock and load, ask the model, store question and answer together.
 
         Nothing is stored unless the answer is: a failed or cancelled turn
         releases its lock and leaves the session as it was, so the client can
         simply retry. With an Idempotency-Key, a repeat returns the first answer
-        without asking the model or storing anything again. `instructions`: the system
-        prompt for this turn only, in place of the session's; `message_ids`: the ids the
-        question and the answer get (an edge that names the reply before it exists), new
-        ones otherwise. `follows`: the id of the message this turn must come right after, checked
-        under the turn lock (`HistoryMovedOn` when the session's newest message is another);
-        `model`: the model the turn expects its session to have (`ModelMismatch` otherwise);
-        `rider`: the edge's writes to store with the turn (`OpenTurn.rider`), when the store takes them.
+        without asking the model or storing anything again.
         """
-
-        async def send() -> TurnOutcome:
-            return await self._send(
-                owner,
-                session_id,
-                content,
-                params,
-                request_id,
-                idempotent,
-                instructions,
-                message_ids,
-                follows,
-                model,
-                rider,
-            )
+        owner, idempotent = request.owner, request.idempotent
 
         async def settled(outcome: TurnOutcome) -> None:
             await self._turn_settled(owner, idempotent, outcome)
@@ -119,28 +109,14 @@ class TurnService:
         return await self._guard.once(
             owner,
             idempotent,
-            send,
+            functools.partial(self._send, request),
             replay=functools.partial(self._replay, owner),
             then=settled,
-            stored=self._stored(owner, session_id, idempotent),
+            stored=self._stored(request),
         )
 
     @returns_result
-    async def turn_stream(
-        self,
-        *,
-        owner: str,
-        session_id: str,
-        content: str,
-        params: GenerationParams | None = None,
-        request_id: str = "",
-        idempotent: IdempotentRequest | None = None,
-        instructions: str | None = None,
-        message_ids: tuple[str, str] | None = None,
-        follows: str | None = None,
-        model: str | None = None,
-        rider: CommitRider | None = None,
-    ) -> TurnStream | ReplayStream:
+    async def turn_stream(self, request: TurnRequest) -> TurnStream | ReplayStream:
         """Start a streamed turn; returns once the model's first delta has arrived.
 
         Failures up to then (not found, turn in progress, model server down)
@@ -149,53 +125,27 @@ class TurnService:
         Idempotency-Key streams the first answer back at once.
         """
 
-        async def start() -> TurnStream | ReplayStream:
-            return await self._start_stream(
-                owner,
-                session_id,
-                content,
-                params,
-                request_id,
-                idempotent,
-                instructions,
-                message_ids,
-                follows,
-                model,
-                rider,
-            )
-
         async def replay(recorded: Recorded) -> TurnStream | ReplayStream:
-            return ReplayStream(await self._replay(owner, recorded))
+            return ReplayStream(await self._replay(request.owner, recorded))
 
         return await self._guard.once(
-            owner, idempotent, start, replay=replay, stored=self._stored(owner, session_id, idempotent)
+            request.owner,
+            request.idempotent,
+            functools.partial(self._start_stream, request),
+            replay=replay,
+            stored=self._stored(request),
         )
 
-    def _stored(
-        self, owner: str, session_id: str, idempotent: IdempotentRequest | None
-    ) -> Callable[[], Awaitable[bytes | None]] | None:
+    def _stored(self, request: TurnRequest) -> Callable[[], Awaitable[bytes | None]] | None:
         """The guard's look at the session for a turn stored under a key still pending."""
-        if idempotent is None:
+        if request.idempotent is None:
             return None
-        return functools.partial(self._store.keyed_write, session_id, owner=owner, key=idempotent.key_id)
-
-    async def _send(
-        self,
-        owner: str,
-        session_id: str,
-        content: str,
-        params: GenerationParams | None,
-        request_id: str,
-        idempotent: IdempotentRequest | None,
-        instructions: str | None,
-        message_ids: tuple[str, str] | None,
-        follows: str | None,
-        model: str | None,
-        rider: CommitRider | None,
-    ) -> TurnOutcome:
-        turn, request = await self._open_turn(
-            owner, session_id, content, params, request_id, idempotent, instructions, follows, model, rider
+        return functools.partial(
+            self._store.keyed_write, request.session_id, owner=request.owner, key=request.idempotent.key_id
         )
+
+    async def _send(self, turn_request: TurnRequest) -> TurnOutcome:
+        turn, request = await self._open_turn(turn_request)
         try:
             with chat_span(self._policy.model_label(request.model)) as span:
                 started = time.perf_counter()
@@ -206,7 +156,7 @@ class TurnService:
                 record_completion(span, completion.usage, completion.finish_reason)
         except BaseException as exc:
             count_backend_error(exc)
-            await self._store.release_turn(session_id, token=turn.token)
+            await self._store.release_turn(turn_request.session_id, token=turn.token)
             raise
         return await turn.commit(
             self._store,
@@ -214,32 +164,18 @@ class TurnService:
             usage=completion.usage,
             finish_reason=completion.finish_reason,
             at=self._clock(),
-            new_id=_id_source(message_ids),
+            new_id=_id_source(turn_request.message_ids),
         )
 
-    async def _start_stream(
-        self,
-        owner: str,
-        session_id: str,
-        content: str,
-        params: GenerationParams | None,
-        request_id: str,
-        idempotent: IdempotentRequest | None,
-        instructions: str | None,
-        message_ids: tuple[str, str] | None,
-        follows: str | None,
-        model: str | None,
-        rider: CommitRider | None,
-    ) -> TurnStream:
-        turn, request = await self._open_turn(
-            owner, session_id, content, params, request_id, idempotent, instructions, follows, model, rider
-        )
+    async def _start_stream(self, turn_request: TurnRequest) -> TurnStream:
+        owner = turn_request.owner
+        turn, request = await self._open_turn(turn_request)
         with chat_span(self._policy.model_label(request.model), streaming=True):
             events = self._backend.stream(request)
             try:
                 first = await first_event(events)
             except BaseException as exc:
-                await self._store.release_turn(session_id, token=turn.token)
+                await self._store.release_turn(turn_request.session_id, token=turn.token)
                 if isinstance(exc, asyncio.CancelledError):  # the client left; the model had the prompt
                     self._charge_sent(owner, estimate_input_tokens(request.messages))
                 raise
@@ -249,32 +185,21 @@ class TurnService:
             first=first,
             events=events,
             clock=self._clock,
-            new_id=_id_source(message_ids),
+            new_id=_id_source(turn_request.message_ids),
             lock_seconds=self._policy.turn_lock_seconds,
-            settled=functools.partial(self._turn_settled, owner, idempotent),
+            settled=functools.partial(self._turn_settled, owner, turn_request.idempotent),
             sent_tokens=estimate_input_tokens(request.messages),
             charge_sent=functools.partial(self._charge_sent, owner),
         )
 
-    async def _open_turn(
-        self,
-        owner: str,
-        session_id: str,
-        content: str,
-        params: GenerationParams | None,
-        request_id: str,
-        idempotent: IdempotentRequest | None = None,
-        instructions: str | None = None,
-        follows: str | None = None,
-        model: str | None = None,
-        rider: CommitRider | None = None,
-    ) -> tuple[OpenTurn, ChatRequest]:
+    async def _open_turn(self, turn: TurnRequest) -> tuple[OpenTurn, ChatRequest]:
         """Check the input, lock the session and build the model's request.
 
         With an Idempotency-Key the session already holds a turn of (stored, though the key's
         own record was lost or its answer never reached the client): `AnsweredBefore`, raised
         for the guard to replay that turn, nothing locked."""
-        params = params or GenerationParams()
+        owner, session_id, content, params = turn.owner, turn.session_id, turn.content, turn.params
+        instructions, idempotent = turn.instructions, turn.idempotent
         self._check_turn_input(content, params)
         if instructions is not None and len(instructions) > self._policy.max_system_prompt_chars:
             raise ContentTooLarge(
@@ -308,10 +233,10 @@ class TurnService:
         if history.answered is not None and idempotent is not None:
             raise self._guard.answered(idempotent, history.answered)
         session = history.session
-        if model is not None and session.model != model:
+        if turn.model is not None and session.model != turn.model:
             await self._store.release_turn(session_id, token=token)
             raise ModelMismatch(session.model)
-        if follows is not None and history.last_message_id != follows:
+        if turn.follows is not None and history.last_message_id != turn.follows:
             # Under the lock, on the history loaded with it: no turn can slip in between.
             await self._store.release_turn(session_id, token=token)
             raise HistoryMovedOn()
@@ -328,9 +253,9 @@ class TurnService:
             )
             span.set_attribute("gateway.context.messages", len(context))
         annotate(model=self._policy.model_label(session.model))
-        request = ChatRequest(model=session.model, messages=context, params=params, request_id=request_id)
+        request = ChatRequest(model=session.model, messages=context, params=params, request_id=turn.request_id)
         keyed = functools.partial(self._guard.keyed, idempotent) if idempotent is not None else None
-        return OpenTurn(session, owner, token, content, received_at, keyed, rider), request
+        return OpenTurn(session, owner, token, content, received_at, keyed, turn.rider), request
 
     def _check_turn_input(self, content: str, params: GenerationParams) -> None:
         if not content.strip():

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from archive.wiring import get_privacy_service
+from sessions_app.turns import TurnRequest
 from sessions_app.wiring import get_session_manager
 
 SECRET_WORDS = "the transcripts secret words"
@@ -34,7 +35,7 @@ def a_session(owner: str = "o_alice", *, content: str = SECRET_WORDS, model: str
     async def make() -> str:
         manager = get_session_manager()
         created = (await manager.session_create(owner=owner, model=model, system_prompt="sys")).value  # type: ignore[union-attr]
-        await manager.turn_send(owner=owner, session_id=created.id, content=content)
+        await manager.turn_send(TurnRequest(owner=owner, session_id=created.id, content=content))
         return created.id
 
     return async_to_sync(make)()

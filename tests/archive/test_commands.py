@@ -27,6 +27,7 @@ from core.auth.principal import owner_pseudonym
 from core.observability.gauges import refresh_gauges
 from core.result import Ok
 from sessions_app.models import SessionRecord
+from sessions_app.turns import TurnRequest
 from sessions_app.wiring import get_session_manager, get_session_store
 from tests.archive.conftest import b64, kek
 from tests.support import redis_caches
@@ -71,7 +72,7 @@ def new_session(owner: str, turns: int = 1) -> str:
         created = await manager.session_create(owner=owner)
         assert isinstance(created, Ok)
         for n in range(turns):
-            await manager.turn_send(owner=owner, session_id=created.value.id, content=f"hello {n}")
+            await manager.turn_send(TurnRequest(owner=owner, session_id=created.value.id, content=f"hello {n}"))
         return created.value.id
 
     return run(make())  # type: ignore[no-any-return]

@@ -24,6 +24,7 @@ from sessions_app.models import SessionRecord
 from sessions_app.recording import DatabaseRecorder
 from sessions_app.services import SessionManager, SessionPolicy, utc_now_ms_precision
 from sessions_app.stores.redis import RedisSessionStore
+from sessions_app.turns import TurnRequest
 from tests.archive.test_services import CANARY, manager_for, session_with_turns
 from tests.conftest import SessionStorePorts
 from tests.redis_cluster import RedisClusterNodes
@@ -194,10 +195,12 @@ def any_privacy(
 async def keyed_turn(manager: SessionManager, session_id: str, key: str, owner: str = "o_alice") -> TurnOutcome:
     """A turn sent with an Idempotency-Key, as the API sends one."""
     outcome = await manager.turn_send(
-        owner=owner,
-        session_id=session_id,
-        content=f"{CANARY} {key}",
-        idempotent=IdempotentRequest(key, fingerprint=f"fp-of-{key}"),
+        TurnRequest(
+            owner=owner,
+            session_id=session_id,
+            content=f"{CANARY} {key}",
+            idempotent=IdempotentRequest(key, fingerprint=f"fp-of-{key}"),
+        ),
     )
     assert isinstance(outcome, Ok)
     return outcome.value

@@ -26,6 +26,7 @@ from sessions_app.models import SessionRecord
 from sessions_app.recording import DatabaseRecorder
 from sessions_app.services import SessionManager, SessionPolicy, utc_now_ms_precision
 from sessions_app.stores.redis import RedisSessionStore
+from sessions_app.turns import TurnRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CANARY = "canary-3f9d-secret-words"
@@ -48,7 +49,7 @@ async def session_with_turns(manager: SessionManager, owner: str = "o_alice", tu
     assert isinstance(created, Ok)
     for n in range(turns):
         assert isinstance(
-            await manager.turn_send(owner=owner, session_id=created.value.id, content=f"{CANARY} {n}"), Ok
+            await manager.turn_send(TurnRequest(owner=owner, session_id=created.value.id, content=f"{CANARY} {n}")), Ok
         )
     return created.value.id
 
@@ -90,7 +91,7 @@ async def test_ending_archives_at_once_and_a_message_then_is_refused(
 
     ended = await manager.session_end(owner="o_alice", session_id=session_id)
     again = await manager.session_end(owner="o_alice", session_id=session_id)
-    turn = await manager.turn_send(owner="o_alice", session_id=session_id, content="more")
+    turn = await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="more"))
 
     assert isinstance(ended, Ok) and ended.value.status == SessionStatus.ARCHIVED
     assert isinstance(again, Ok) and again.value.status == SessionStatus.ARCHIVED
@@ -109,7 +110,7 @@ async def test_resume_brings_the_whole_history_back_and_the_conversation_continu
     await manager.session_end(owner="o_alice", session_id=session_id)
 
     resumed = await manager.session_resume(owner="o_alice", session_id=session_id)
-    turn = await manager.turn_send(owner="o_alice", session_id=session_id, content="and now?")
+    turn = await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="and now?"))
 
     assert isinstance(resumed, Ok) and resumed.value.status == SessionStatus.ACTIVE
     assert isinstance(turn, Ok) and turn.value.session.message_count == 6
@@ -197,7 +198,10 @@ async def test_a_failure_before_the_delete_keeps_the_session_and_a_rerun_finishe
     assert (await SessionRecord.objects.aget(id=session_id)).status == "active"
     # The lock was released: the session takes turns, and the next pass archives it.
     assert isinstance(
-        await manager_for(redis_store, good).turn_send(owner="o_alice", session_id=session_id, content="x"), Ok
+        await manager_for(redis_store, good).turn_send(
+            TurnRequest(owner="o_alice", session_id=session_id, content="x")
+        ),
+        Ok,
     )
     assert isinstance(await good.archive(session_id, actor="scheduler"), Ok)
     await assert_archived_exactly_once(redis_store, blob_store, session_id, messages=6)
@@ -237,7 +241,7 @@ async def test_a_session_mid_turn_is_not_archived(redis_store: RedisSessionStore
     backend = FakeChatBackend(gate=asyncio.Event())
     manager = manager_for(redis_store, service, backend)
     session_id = await session_with_turns(manager, turns=0)
-    turn = asyncio.create_task(manager.turn_send(owner="o_alice", session_id=session_id, content="slow"))
+    turn = asyncio.create_task(manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="slow")))
     await asyncio.sleep(0.05)
 
     refused = await service.archive(session_id, actor="scheduler")

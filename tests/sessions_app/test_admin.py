@@ -25,6 +25,7 @@ from audit.models import AuditEvent
 from core.admin_auth import AUDITOR_GROUP
 from core.models import OIDCIdentity
 from sessions_app.models import SessionRecord
+from sessions_app.turns import TurnRequest
 from sessions_app.wiring import get_session_manager
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("api_settings")]
@@ -44,7 +45,7 @@ def a_session() -> str:
     async def make() -> str:
         manager = get_session_manager()
         created = (await manager.session_create(owner="o_alice", system_prompt="sys")).value  # type: ignore[union-attr]
-        await manager.turn_send(owner="o_alice", session_id=created.id, content=SECRET_WORDS)
+        await manager.turn_send(TurnRequest(owner="o_alice", session_id=created.id, content=SECRET_WORDS))
         return created.id
 
     return async_to_sync(make)()
@@ -115,7 +116,9 @@ def test_a_long_transcript_is_read_a_page_at_a_time_each_page_audited(settings: 
 
     async def more_turns() -> None:
         for n in range(60):
-            await get_session_manager().turn_send(owner="o_alice", session_id=session_id, content=f"turn {n}")
+            await get_session_manager().turn_send(
+                TurnRequest(owner="o_alice", session_id=session_id, content=f"turn {n}")
+            )
 
     async_to_sync(more_turns)()
     auditor = staff("dora", "view_sessionrecord", "view_transcript")

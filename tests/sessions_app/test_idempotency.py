@@ -30,6 +30,7 @@ from sessions_app.idempotency import (
 from sessions_app.services import SessionManager
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.turn_stream import TurnDone
+from sessions_app.turns import TurnRequest
 from tests.redis_cluster import on_cluster_or
 from tests.sessions_app.builders import fake_manager
 from tests.support import RedisServer
@@ -76,8 +77,12 @@ async def test_a_repeated_turn_returns_the_first_answer_without_asking_again(
     session_id = await new_session(manager)
     request = key("k-1", "hello")
 
-    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
-    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    first = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    )
+    again = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    )
 
     assert isinstance(first, Ok) and isinstance(again, Ok)
     assert again.value.message == first.value.message and again.value.user_message == first.value.user_message
@@ -89,9 +94,13 @@ async def test_a_repeated_turn_returns_the_first_answer_without_asking_again(
 
 async def test_the_same_key_with_another_request_is_refused(manager: SessionManager) -> None:
     session_id = await new_session(manager)
-    await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=key("k", "hello"))
+    await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=key("k", "hello"))
+    )
 
-    other = await manager.turn_send(owner="o_alice", session_id=session_id, content="bye", idempotent=key("k", "bye"))
+    other = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="bye", idempotent=key("k", "bye"))
+    )
 
     assert isinstance(other, Err) and isinstance(other.error, IdempotencyKeyReused) and other.error.status == 422
 
@@ -100,11 +109,13 @@ async def test_a_repeat_while_the_first_is_running_is_409(manager: SessionManage
     session_id = await new_session(manager)
     backend.gate = asyncio.Event()
     first = asyncio.create_task(
-        manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+        manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi")))
     )
     await asyncio.sleep(0.02)
 
-    repeat = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    repeat = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    )
     backend.gate.set()
 
     assert isinstance(repeat, Err) and isinstance(repeat.error, IdempotencyInProgress) and repeat.error.status == 409
@@ -116,10 +127,14 @@ async def test_a_failed_first_attempt_can_be_retried_with_its_key(
 ) -> None:
     session_id = await new_session(manager)
     backend.fail_with = BackendUnavailable()
-    failed = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    failed = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    )
     backend.fail_with = None
 
-    retried = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    retried = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    )
 
     assert isinstance(failed, Err) and isinstance(retried, Ok)
     assert len(backend.requests) == 2
@@ -128,12 +143,18 @@ async def test_a_failed_first_attempt_can_be_retried_with_its_key(
 async def test_a_repeated_stream_replays_the_first_answer(manager: SessionManager, backend: FakeChatBackend) -> None:
     session_id = await new_session(manager)
     request = key("k", "tell me")
-    first = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    first = await manager.turn_stream(
+        TurnRequest(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    )
     assert isinstance(first, Ok)
     first_events = [e async for e in first.value.events()]
 
-    again = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
-    as_json = await manager.turn_send(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    again = await manager.turn_stream(
+        TurnRequest(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    )
+    as_json = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    )
 
     assert isinstance(again, Ok) and isinstance(as_json, Ok)
     replayed = [e async for e in again.value.events()]
@@ -149,14 +170,18 @@ async def test_a_stream_broken_by_an_unexpected_error_settles_its_key(
     session_id = await new_session(manager)
     request = key("k", "tell me")
     backend.fail_with, backend.fail_after = RuntimeError("not a BackendError"), 2
-    first = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    first = await manager.turn_stream(
+        TurnRequest(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    )
     assert isinstance(first, Ok)
     with pytest.raises(RuntimeError):
         async for _ in first.value.events():
             pass
     backend.fail_with = None
 
-    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    again = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    )
 
     # Not 409 for a key left pending: a cut-short turn's key is released, so the retry runs.
     assert isinstance(again, Ok), again
@@ -248,8 +273,12 @@ async def test_a_claim_whose_answer_was_lost_leaves_the_key_free_for_the_retry(
     manager = fake_manager(backend, idempotency=ClaimAnswerLost(idempotency))
     session_id = await new_session(manager)
 
-    failed = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
-    retried = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    failed = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    )
+    retried = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))
+    )
 
     assert isinstance(failed, Err) and isinstance(failed.error, StoreUnavailable)  # a 503: the client retries
     # Not 409 until the claim lapses: nothing runs under it.
@@ -328,10 +357,10 @@ async def test_deleting_a_session_forgets_the_records_that_name_it(
     first = await manager.session_create(owner="o_alice", idempotent=created)
     assert isinstance(first, Ok)
     turn = key("t-1", "hello")
-    await manager.turn_send(owner="o_alice", session_id=first.value.id, content="hello", idempotent=turn)
+    await manager.turn_send(TurnRequest(owner="o_alice", session_id=first.value.id, content="hello", idempotent=turn))
     other = await new_session(manager)
     kept = key("t-2", "hi")
-    await manager.turn_send(owner="o_alice", session_id=other, content="hi", idempotent=kept)
+    await manager.turn_send(TurnRequest(owner="o_alice", session_id=other, content="hi", idempotent=kept))
 
     assert isinstance(await manager.session_delete(owner="o_alice", session_id=first.value.id), Ok)
 
@@ -413,11 +442,17 @@ async def test_a_turn_whose_key_record_a_failover_lost_is_replayed_not_run_again
 ) -> None:
     session_id = await new_session(manager)
     request = key("k-lost", "hello")
-    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    first = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    )
     await idempotency.forget("o_alice")  # the key's master failed over before replicating its records
 
-    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
-    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    again = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    )
+    streamed = await manager.turn_stream(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    )
 
     assert isinstance(first, Ok) and isinstance(again, Ok) and isinstance(streamed, Ok)
     assert again.value.message == first.value.message and again.value.user_message == first.value.user_message
@@ -436,13 +471,17 @@ async def test_a_streamed_turn_whose_key_record_was_lost_is_replayed(
 ) -> None:
     session_id = await new_session(manager)
     request = key("k-lost-stream", "tell me")
-    first = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    first = await manager.turn_stream(
+        TurnRequest(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    )
     assert isinstance(first, Ok)
     done = [e async for e in first.value.events()][-1]
     assert isinstance(done, TurnDone)
     await idempotency.forget("o_alice")
 
-    again = await manager.turn_stream(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    again = await manager.turn_stream(
+        TurnRequest(owner="o_alice", session_id=session_id, content="tell me", idempotent=request)
+    )
 
     assert isinstance(again, Ok)
     replayed = [e async for e in again.value.events()]
@@ -455,10 +494,14 @@ async def test_a_lost_key_record_reused_with_another_request_is_still_refused(
     manager: SessionManager, idempotency: IdempotencyStore
 ) -> None:
     session_id = await new_session(manager)
-    await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=key("k", "hello"))
+    await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=key("k", "hello"))
+    )
     await idempotency.forget("o_alice")
 
-    other = await manager.turn_send(owner="o_alice", session_id=session_id, content="bye", idempotent=key("k", "bye"))
+    other = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="bye", idempotent=key("k", "bye"))
+    )
 
     assert isinstance(other, Err) and isinstance(other.error, IdempotencyKeyReused)
     loaded = await manager.session_get(owner="o_alice", session_id=session_id)
@@ -473,8 +516,12 @@ async def test_a_turn_stored_but_reported_failed_is_not_stored_twice_by_its_retr
     session_id = await new_session(manager)
     request = key("k-unknown", "hello")
 
-    failed = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
-    retried = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    failed = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    )
+    retried = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request)
+    )
 
     assert isinstance(failed, Err) and isinstance(failed.error, StoreUnavailable)  # a 503: the client retries
     assert isinstance(retried, Ok)
@@ -493,7 +540,7 @@ async def test_a_cut_short_stream_is_not_remembered_so_its_retry_runs(
     request = key("k-cut", "tell me a long story")
     backend.pause_after = 1
     first = await manager.turn_stream(
-        owner="o_alice", session_id=session_id, content="tell me a long story", idempotent=request
+        TurnRequest(owner="o_alice", session_id=session_id, content="tell me a long story", idempotent=request)
     )
     assert isinstance(first, Ok)
     events = first.value.events()
@@ -503,7 +550,7 @@ async def test_a_cut_short_stream_is_not_remembered_so_its_retry_runs(
     await idempotency.forget("o_alice")
 
     again = await manager.turn_send(
-        owner="o_alice", session_id=session_id, content="tell me a long story", idempotent=request
+        TurnRequest(owner="o_alice", session_id=session_id, content="tell me a long story", idempotent=request)
     )
 
     assert isinstance(again, Ok) and again.value.finish_reason is not None
@@ -546,10 +593,16 @@ async def test_a_turn_stored_by_a_process_that_died_before_completing_its_key_is
     def request() -> IdempotentRequest:  # each attempt its own request, as each HTTP request is
         return key("k-died", "hello")
 
-    first = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
+    first = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
+    )
 
-    again = await manager.turn_send(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
-    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
+    again = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
+    )
+    streamed = await manager.turn_stream(
+        TurnRequest(owner="o_alice", session_id=session_id, content="hello", idempotent=request())
+    )
 
     assert isinstance(first, Ok) and isinstance(again, Ok) and isinstance(streamed, Ok)
     assert again.value.message == first.value.message  # not 409 until the claim lapses

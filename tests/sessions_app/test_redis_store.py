@@ -22,6 +22,7 @@ from sessions_app.fake_archive import InMemorySessionArchive
 from sessions_app.recording import MemoryRecorder
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.redis import RedisSessionStore
+from sessions_app.turns import TurnRequest
 from tests.factories import BASE_TIME, make_session, make_turn
 from tests.support import RedisServer, free_port
 
@@ -115,12 +116,14 @@ async def test_a_turn_whose_lock_was_taken_unanswered_leaves_the_session_free(re
     assert isinstance(created, Ok)
 
     lost = await manager(LockReplyLost(redis_store)).turn_send(
-        owner="o_alice", session_id=created.value.id, content="hi"
+        TurnRequest(owner="o_alice", session_id=created.value.id, content="hi")
     )
     assert isinstance(lost, Err) and isinstance(lost.error, StoreUnavailable)
 
     # The retry runs now, not once the lock lapsed (TURN_LOCK_SECONDS).
-    retried = await manager(redis_store).turn_send(owner="o_alice", session_id=created.value.id, content="hi")
+    retried = await manager(redis_store).turn_send(
+        TurnRequest(owner="o_alice", session_id=created.value.id, content="hi")
+    )
     assert isinstance(retried, Ok) and retried.value.session.message_count == 2
 
 
@@ -244,7 +247,9 @@ async def test_concurrent_turns_never_lose_or_interleave_messages(
     async def client(n: int) -> None:
         nonlocal refused
         for i in range(15):
-            result = await manager.turn_send(owner="o_alice", session_id=session_id, content=f"client {n} says {i}")
+            result = await manager.turn_send(
+                TurnRequest(owner="o_alice", session_id=session_id, content=f"client {n} says {i}")
+            )
             if isinstance(result, Ok):
                 accepted.append(result.value.user_message.content)
             else:

@@ -25,6 +25,7 @@ from sessions_app.errors import (
 )
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore
+from sessions_app.turns import TurnRequest
 from tests.sessions_app.builders import fake_manager
 
 
@@ -103,7 +104,7 @@ async def test_sessions_per_owner_limit(store, backend) -> None:  # type: ignore
 async def test_a_turn_stores_question_and_answer_and_counts_usage(manager: SessionManager, backend) -> None:  # type: ignore[no-untyped-def]
     session_id = await new_session(manager, system_prompt="Be brief.")
 
-    result = await manager.turn_send(owner="o_alice", session_id=session_id, content="Hello")
+    result = await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="Hello"))
 
     assert isinstance(result, Ok)
     outcome = result.value
@@ -121,10 +122,16 @@ async def test_a_turn_stores_question_and_answer_and_counts_usage(manager: Sessi
 async def test_the_backend_sees_the_history_model_and_params(store, backend) -> None:  # type: ignore[no-untyped-def]
     manager = manager_with(store, backend, known_models=frozenset({"tiny"}))
     session_id = await new_session(manager, system_prompt="Be brief.", model="tiny")
-    await manager.turn_send(owner="o_alice", session_id=session_id, content="one")
+    await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="one"))
 
     await manager.turn_send(
-        owner="o_alice", session_id=session_id, content="two", params=GenerationParams(max_tokens=7), request_id="r-2"
+        TurnRequest(
+            owner="o_alice",
+            session_id=session_id,
+            content="two",
+            params=GenerationParams(max_tokens=7),
+            request_id="r-2",
+        )
     )
 
     request = backend.requests[-1]
@@ -141,10 +148,14 @@ async def test_instructions_replace_the_system_prompt_for_one_turn_only(store, b
     manager = manager_with(store, backend, max_system_prompt_chars=20)
     session_id = await new_session(manager, system_prompt="Be brief.")
 
-    await manager.turn_send(owner="o_alice", session_id=session_id, content="one", instructions="Be French.")
+    await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="one", instructions="Be French.")
+    )
     with_instructions = backend.requests[-1].messages
-    await manager.turn_send(owner="o_alice", session_id=session_id, content="two")
-    refused = await manager.turn_stream(owner="o_alice", session_id=session_id, content="3", instructions="x" * 21)
+    await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="two"))
+    refused = await manager.turn_stream(
+        TurnRequest(owner="o_alice", session_id=session_id, content="3", instructions="x" * 21)
+    )
 
     assert (with_instructions[0].role, with_instructions[0].content) == (Role.SYSTEM, "Be French.")
     assert (backend.requests[-1].messages[0].role, backend.requests[-1].messages[0].content) == (
@@ -159,8 +170,12 @@ async def test_instructions_replace_the_system_prompt_for_one_turn_only(store, b
 async def test_an_edge_may_name_the_turns_message_ids(manager: SessionManager) -> None:
     session_id = await new_session(manager)
 
-    sent = await manager.turn_send(owner="o_alice", session_id=session_id, content="a", message_ids=("q1", "a1"))
-    streamed = await manager.turn_stream(owner="o_alice", session_id=session_id, content="b", message_ids=("q2", "a2"))
+    sent = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="a", message_ids=("q1", "a1"))
+    )
+    streamed = await manager.turn_stream(
+        TurnRequest(owner="o_alice", session_id=session_id, content="b", message_ids=("q2", "a2"))
+    )
     assert isinstance(sent, Ok) and isinstance(streamed, Ok)
     async for _ in streamed.value.events():
         pass
@@ -174,9 +189,9 @@ async def test_context_limits_trim_the_history_sent(store, backend) -> None:  # 
     manager = manager_with(store, backend, context_max_messages=3)
     session_id = await new_session(manager, system_prompt="")
     for word in ("a", "b", "c"):
-        await manager.turn_send(owner="o_alice", session_id=session_id, content=word)
+        await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content=word))
 
-    await manager.turn_send(owner="o_alice", session_id=session_id, content="d")
+    await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="d"))
 
     assert [m.content for m in backend.requests[-1].messages] == ["c", "Echo: c", "d"]
 
@@ -186,7 +201,8 @@ async def test_empty_content_is_invalid(manager: SessionManager, content: str) -
     session_id = await new_session(manager)
 
     assert isinstance(
-        error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content=content)), InvalidRequest
+        error_of(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content=content))),
+        InvalidRequest,
     )
 
 
@@ -194,7 +210,7 @@ async def test_content_over_the_limit_is_payload_too_large(store, backend) -> No
     manager = manager_with(store, backend, max_content_chars=10)
     session_id = await new_session(manager)
 
-    error = error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="x" * 11))
+    error = error_of(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="x" * 11)))
 
     assert isinstance(error, ContentTooLarge) and error.status == 413
     assert backend.requests == []
@@ -206,7 +222,7 @@ async def test_max_tokens_outside_the_policy_is_invalid(store, backend) -> None:
 
     error = error_of(
         await manager.turn_send(
-            owner="o_alice", session_id=session_id, content="x", params=GenerationParams(max_tokens=101)
+            TurnRequest(owner="o_alice", session_id=session_id, content="x", params=GenerationParams(max_tokens=101))
         )
     )
 
@@ -218,27 +234,36 @@ async def test_a_backend_failure_stores_nothing_and_frees_the_session(manager: S
     backend.fail_with = BackendUnavailable()
 
     assert isinstance(
-        error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="hi")), BackendUnavailable
+        error_of(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="hi"))),
+        BackendUnavailable,
     )
 
     backend.fail_with = None
-    retry = await manager.turn_send(owner="o_alice", session_id=session_id, content="hi")
+    retry = await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="hi"))
     assert isinstance(retry, Ok) and retry.value.session.message_count == 2
 
 
 async def test_a_turn_that_follows_a_message_runs_only_while_it_is_the_newest(manager: SessionManager) -> None:
     session_id = await new_session(manager)
-    await manager.turn_send(owner="o_alice", session_id=session_id, content="a", message_ids=("q1", "a1"))
+    await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="a", message_ids=("q1", "a1")))
 
     # Two turns follow a1: the first runs, the second finds the history moved on, both ways.
-    assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="b", follows="a1"), Ok)
-    refused = error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="c", follows="a1"))
-    streamed = error_of(await manager.turn_stream(owner="o_alice", session_id=session_id, content="c", follows="a1"))
+    assert isinstance(
+        await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="b", follows="a1")), Ok
+    )
+    refused = error_of(
+        await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="c", follows="a1"))
+    )
+    streamed = error_of(
+        await manager.turn_stream(TurnRequest(owner="o_alice", session_id=session_id, content="c", follows="a1"))
+    )
 
     assert isinstance(refused, HistoryMovedOn) and isinstance(streamed, HistoryMovedOn)
     loaded = await manager.session_get(owner="o_alice", session_id=session_id)
     assert isinstance(loaded, Ok) and [m.content for m in loaded.value.messages][2:] == ["b", "Echo: b"]
-    assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="d"), Ok)  # lock freed
+    assert isinstance(
+        await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="d")), Ok
+    )  # lock freed
 
 
 async def test_a_turn_that_expects_another_model_is_refused_and_stores_nothing(manager: SessionManager) -> None:
@@ -247,21 +272,27 @@ async def test_a_turn_that_expects_another_model_is_refused_and_stores_nothing(m
     assert isinstance(got, Ok)
     model = got.value.session.model
 
-    refused = error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="a", model="other"))
-    streamed = error_of(await manager.turn_stream(owner="o_alice", session_id=session_id, content="a", model="other"))
+    refused = error_of(
+        await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="a", model="other"))
+    )
+    streamed = error_of(
+        await manager.turn_stream(TurnRequest(owner="o_alice", session_id=session_id, content="a", model="other"))
+    )
 
     assert isinstance(refused, ModelMismatch) and isinstance(streamed, ModelMismatch) and refused.model == model
-    loaded = await manager.turn_send(owner="o_alice", session_id=session_id, content="b", model=model)  # lock freed
+    loaded = await manager.turn_send(
+        TurnRequest(owner="o_alice", session_id=session_id, content="b", model=model)
+    )  # lock freed
     assert isinstance(loaded, Ok) and loaded.value.session.message_count == 2
 
 
 async def test_a_second_message_while_one_is_answered_is_turn_in_progress(manager: SessionManager, backend) -> None:  # type: ignore[no-untyped-def]
     session_id = await new_session(manager)
     backend.gate = asyncio.Event()
-    first = asyncio.create_task(manager.turn_send(owner="o_alice", session_id=session_id, content="first"))
+    first = asyncio.create_task(manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="first")))
     await asyncio.sleep(0.01)
 
-    second = await manager.turn_send(owner="o_alice", session_id=session_id, content="second")
+    second = await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="second"))
     backend.gate.set()
 
     assert isinstance(error_of(second), TurnInProgress)
@@ -271,7 +302,7 @@ async def test_a_second_message_while_one_is_answered_is_turn_in_progress(manage
 async def test_a_cancelled_turn_releases_the_lock_and_stores_nothing(manager: SessionManager, backend) -> None:  # type: ignore[no-untyped-def]
     session_id = await new_session(manager)
     backend.gate = asyncio.Event()
-    turn = asyncio.create_task(manager.turn_send(owner="o_alice", session_id=session_id, content="first"))
+    turn = asyncio.create_task(manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="first")))
     await asyncio.sleep(0.01)
 
     turn.cancel()
@@ -279,21 +310,23 @@ async def test_a_cancelled_turn_releases_the_lock_and_stores_nothing(manager: Se
         await turn
 
     backend.gate.set()
-    after = await manager.turn_send(owner="o_alice", session_id=session_id, content="again")
+    after = await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="again"))
     assert isinstance(after, Ok) and after.value.session.message_count == 2
 
 
 async def test_the_message_limit_stops_turns_and_frees_the_lock(store, backend) -> None:  # type: ignore[no-untyped-def]
     manager = manager_with(store, backend, max_messages_per_session=2)
     session_id = await new_session(manager)
-    assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="one"), Ok)
+    assert isinstance(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="one")), Ok)
 
     assert isinstance(
-        error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="two")), MessageLimitReached
+        error_of(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="two"))),
+        MessageLimitReached,
     )
     # Still refused for the same reason, not a leftover lock.
     assert isinstance(
-        error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="two")), MessageLimitReached
+        error_of(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="two"))),
+        MessageLimitReached,
     )
 
 
@@ -306,7 +339,8 @@ async def test_an_ended_session_takes_no_more_messages(manager: SessionManager) 
     assert isinstance(ended, Ok) and ended.value.status == SessionStatus.ARCHIVED
     assert isinstance(again, Ok)
     assert isinstance(
-        error_of(await manager.turn_send(owner="o_alice", session_id=session_id, content="hi")), SessionNotActive
+        error_of(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="hi"))),
+        SessionNotActive,
     )
 
 
@@ -315,7 +349,7 @@ async def test_another_owner_gets_not_found_everywhere(manager: SessionManager, 
 
     for result in (
         await manager.session_get(owner="o_bob", session_id=session_id),
-        await manager.turn_send(owner="o_bob", session_id=session_id, content="hi"),
+        await manager.turn_send(TurnRequest(owner="o_bob", session_id=session_id, content="hi")),
         await manager.session_end(owner="o_bob", session_id=session_id),
         await manager.session_delete(owner="o_bob", session_id=session_id),
     ):
@@ -326,7 +360,7 @@ async def test_another_owner_gets_not_found_everywhere(manager: SessionManager, 
 
 async def test_delete_makes_the_session_not_found(manager: SessionManager) -> None:
     session_id = await new_session(manager)
-    await manager.turn_send(owner="o_alice", session_id=session_id, content="hi")
+    await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="hi"))
 
     assert await manager.session_delete(owner="o_alice", session_id=session_id) == Ok(None)
 

@@ -13,6 +13,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from limits.memory import MemoryLimiter
 from llm_backend.errors import BackendError, BackendUnavailable
 from llm_backend.fake import FakeChatBackend
+from sessions_app.turns import TurnRequest
 from sessions_app.wiring import get_session_manager
 from tests.support import Mint
 
@@ -405,7 +406,9 @@ async def test_disconnecting_mid_stream_keeps_the_partial_and_frees_the_session(
     await asyncio.wait_for(backend.stream_closed_early.wait(), timeout=1)
     assert (await stored(token, session_id))[-1]["status"] == "cancelled"
     backend.pause_after = None
-    result = await get_session_manager().turn_send(owner=owner_of(token), session_id=session_id, content="again")
+    result = await get_session_manager().turn_send(
+        TurnRequest(owner=owner_of(token), session_id=session_id, content="again")
+    )
     assert result.value.message.content == "Echo: again"  # type: ignore[union-attr]
 
 
@@ -426,7 +429,9 @@ async def test_disconnecting_before_the_first_delta_stops_the_model_and_frees_th
     assert backend.stream_closed_early.is_set() and backend.open_streams == 0
     assert await stored(token, session_id) == []
     backend.gate = None
-    result = await get_session_manager().turn_send(owner=owner_of(token), session_id=session_id, content="again")
+    result = await get_session_manager().turn_send(
+        TurnRequest(owner=owner_of(token), session_id=session_id, content="again")
+    )
     assert result.value.message.content == "Echo: again"  # type: ignore[union-attr]
 
 

@@ -14,6 +14,7 @@ from llm_backend.fake import FakeChatBackend
 from llm_backend.ports import ContextMessage, Delta, Role
 from sessions_app.context import estimate_input_tokens
 from sessions_app.services import SessionManager
+from sessions_app.turns import TurnRequest
 from tests.sessions_app.builders import fake_manager
 
 PROMPT = "a long system prompt the model must read before it answers anything " * 20
@@ -59,7 +60,7 @@ async def test_cancelling_after_one_delta_is_charged_the_input(
     manager: SessionManager, backend: FakeChatBackend, limiter: MemoryLimiter
 ) -> None:
     session_id = await new_session(manager)
-    result = await manager.turn_stream(owner="o_alice", session_id=session_id, content=CONTENT)
+    result = await manager.turn_stream(TurnRequest(owner="o_alice", session_id=session_id, content=CONTENT))
     assert isinstance(result, Ok)
     events = result.value.events()
     assert isinstance(await anext(events), Delta)
@@ -82,7 +83,7 @@ async def test_cancelling_before_the_first_delta_is_charged_the_input(
     backend.gate = asyncio.Event()  # the model is still reading the prompt
 
     async def open_stream() -> object:
-        return await manager.turn_stream(owner="o_alice", session_id=session_id, content=CONTENT)
+        return await manager.turn_stream(TurnRequest(owner="o_alice", session_id=session_id, content=CONTENT))
 
     waiting = asyncio.create_task(open_stream())
     while not backend.requests:

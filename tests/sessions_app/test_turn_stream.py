@@ -15,6 +15,7 @@ from sessions_app.errors import TurnInProgress
 from sessions_app.services import SessionManager, SessionPolicy
 from sessions_app.stores.memory import InMemorySessionStore
 from sessions_app.turn_stream import TurnDone, TurnStream
+from sessions_app.turns import TurnRequest
 from tests.sessions_app.builders import fake_manager
 
 CONTENT = 'one two "three"\nfour five'
@@ -43,7 +44,7 @@ async def session_id(manager: SessionManager) -> str:
 
 
 async def start(manager: SessionManager, session_id: str, content: str = CONTENT) -> TurnStream:
-    result = await manager.turn_stream(owner="o_alice", session_id=session_id, content=content)
+    result = await manager.turn_stream(TurnRequest(owner="o_alice", session_id=session_id, content=content))
     assert isinstance(result, Ok), result
     return result.value
 
@@ -85,12 +86,12 @@ async def test_a_failure_before_the_first_delta_keeps_nothing(
 ) -> None:
     backend.fail_with = BackendUnavailable()
 
-    result = await manager.turn_stream(owner="o_alice", session_id=session_id, content="hi")
+    result = await manager.turn_stream(TurnRequest(owner="o_alice", session_id=session_id, content="hi"))
 
     assert isinstance(result, Err) and isinstance(result.error, BackendUnavailable)
     assert await history(manager, session_id) == []
     backend.fail_with = None
-    assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="retry"), Ok)
+    assert isinstance(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="retry")), Ok)
 
 
 async def test_closing_the_stream_early_keeps_the_partial_reply_as_cancelled(
@@ -109,7 +110,7 @@ async def test_closing_the_stream_early_keeps_the_partial_reply_as_cancelled(
         ("assistant", partial, MessageStatus.CANCELLED),
     ]
     assert stream.outcome is not None and stream.outcome.finish_reason is None
-    assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="next"), Ok)
+    assert isinstance(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="next")), Ok)
 
 
 async def test_cancelling_the_reading_task_keeps_the_partial_reply(
@@ -165,7 +166,7 @@ async def test_an_unexpected_error_mid_stream_keeps_the_partial_reply_and_frees_
         ("assistant", "Echo: one ", MessageStatus.INCOMPLETE),
     ]
     backend.fail_with = None  # the turn lock went with it: the next turn runs
-    assert isinstance(await manager.turn_send(owner="o_alice", session_id=session_id, content="next"), Ok)
+    assert isinstance(await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="next")), Ok)
 
 
 async def test_a_stream_holds_the_session_and_keeps_its_lock_alive(
@@ -181,7 +182,7 @@ async def test_a_stream_holds_the_session_and_keeps_its_lock_alive(
     for _ in range(6):  # slower than the lock's lifetime, in all
         await anext(events)
         await asyncio.sleep(0.05)
-        other = await manager.turn_send(owner="o_alice", session_id=session_id, content="me too")
+        other = await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="me too"))
         assert isinstance(other, Err) and isinstance(other.error, TurnInProgress)
 
     rest = [e async for e in events]
