@@ -372,6 +372,45 @@ def test_a_client_that_leaves_before_the_first_delta_stops_the_model_and_frees_t
         ]
 
 
+def test_a_websocket_client_that_leaves_before_the_first_delta_stops_the_model_and_frees_the_session(
+    observed_gateway: Gateway, observed: ObservedModel
+) -> None:
+    """The socket closed while the model thinks (its first delta held back): the call is
+    cancelled, nothing is stored, and the session's next turn runs at once, not when the turn
+    lock lapses."""
+    token = observed_gateway.dev_token(sub="ws-early-leaver")
+    session_id = new_session(observed_gateway, token)
+    failures = observed_gateway.process.output().count("Exception in ASGI application")
+    observed.reset()
+    observed.hold.set()
+
+    with connect(ws_url(observed_gateway, session_id), subprotocols=["bearer", token]) as ws:  # type: ignore[list-item]
+        ws.send(orjson.dumps({"type": "message", "content": "one two three"}).decode())
+        wait_until(observed.started.is_set, timeout=5)
+    # Leaving the block closed the socket before any frame came.
+
+    wait_until(observed.cancelled.is_set, timeout=5)
+    observed.hold.clear()
+    with observed_gateway.client(token) as http:
+
+        def next_turn() -> httpx.Response | None:
+            response = http.post(f"/api/v1/sessions/{session_id}/messages", json={"content": "four five"})
+            if response.status_code == 409:  # at most a moment: the lock goes as the call is cancelled
+                assert response.json()["code"] == "turn_in_progress", response.text
+                return None
+            return response
+
+        answered = wait_until_returned(next_turn, timeout=5)
+
+    assert answered.status_code == 200, answered.text
+    assert observed.calls == 2
+    assert [(m["content"], m["status"]) for m in stored(observed_gateway, token, session_id)] == [
+        ("four five", "complete"),
+        ("Echo: four five", "complete"),
+    ]
+    assert observed_gateway.process.output().count("Exception in ASGI application") == failures
+
+
 def wait_until_returned(attempt: Any, timeout: float) -> Any:
     """What `attempt()` returned first that was not None; fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
