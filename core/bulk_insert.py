@@ -27,7 +27,16 @@ def insert_new(objs: Sequence[Model], *, ignore_conflicts: bool = False) -> None
     model = type(objs[0])
     connection = connections[router.db_for_write(model)]
     if connection.vendor != "postgresql":
-        model._default_manager.bulk_create(objs, ignore_conflicts=ignore_conflicts)
+        if ignore_conflicts:
+            # Not bulk_create's own: on SQLite it is INSERT OR IGNORE, which skips a row breaking
+            # any constraint (a NOT NULL one too) without a word. Only a row already there is
+            # skipped, as ON CONFLICT DO NOTHING does on PostgreSQL (the caller's transaction
+            # holds SQLite's one writer lock, so none comes in between).
+            pk = model._meta.pk
+            assert pk is not None
+            taken = set(model._default_manager.filter(pk__in=[o.pk for o in objs]).values_list("pk", flat=True))
+            objs = [o for o in objs if pk.to_python(o.pk) not in taken]
+        model._default_manager.bulk_create(objs)
         return
     # What bulk_create writes: every concrete column but those the database fills (an auto id).
     fields = [(f, cast(str, f.column)) for f in model._meta.concrete_fields if not f.db_returning]

@@ -62,3 +62,12 @@ def test_a_conflict_is_skipped_when_asked_and_refused_otherwise() -> None:
     assert SessionRecord.objects.filter(id=other.id).exists()
     with pytest.raises(IntegrityError):
         insert_new([record(id=first.id)])
+
+
+def test_a_row_that_breaks_another_constraint_is_refused_even_when_conflicts_are_skipped() -> None:
+    """Skipping conflicts skips only a row already there: on every database (SQLite's INSERT OR
+    IGNORE would have dropped this one without a word)."""
+    good, bad = record(), record(model=None)
+
+    with pytest.raises(IntegrityError):
+        insert_new([good, bad], ignore_conflicts=True)
