@@ -14,6 +14,9 @@ ask for, in this process, several ways, each at 1 and 16 concurrent streams:
   (`loop.call_soon_threadsafe` once per batch, not per message);
 - `sync 1-thr in thr`: the same with `grpc.experimental.single_threaded_unary_stream` (the
   reading thread polls the call's queue itself, no channel spin thread in between);
+- `grpclib`: the same call from grpclib, a gRPC client written on asyncio itself (HTTP/2 by
+  the `h2` library, on the loop: no C-core, no thread handing messages to the loop), measured
+  as the alternative to grpc.aio's per-message cost;
 - `GrpcChatBackend`: the gateway's adapter (codec, client span, silence watchdog);
 - `gateway backend`: the backend the gateway builds from settings (routing and the circuit
   breaker around the adapter).
@@ -22,16 +25,17 @@ ask for, in this process, several ways, each at 1 and 16 concurrent streams:
 
 With `--open N`, it then holds N streams open at once (a model that pauses after its first
 word) from the client `--open-way` names (`aio`, the default; `sync-thread`: a synchronous
-call per thread, as above) and prints this process's memory per open call (run it again with
-`--no-retries` for the same without gRPC's retry support: memory is measured as growth of
-this process's RSS, so each variant needs a process of its own).
+call per thread, as above; `grpclib`: a grpclib call, with the task that reads it) and prints
+this process's memory per open call (run it again with `--no-retries` for the same without
+gRPC's retry support: memory is measured as growth of this process's RSS, so each variant
+needs a process of its own).
 
 It prints this process's CPU (user+system) per stream and per message, and the rate. The
 client's CPU is the figure to compare with the gateway's CPU per stream (`gateway_cpu.py
 --stream`): a gateway that relays a stream is at least such a client.
 
     python bench/stream_floor.py [--streams 2000] [--open 5000] [--no-retries] [--loop uvloop]
-                                 [--open-way aio|sync-thread]
+                                 [--open-way aio|sync-thread|grpclib]
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from typing import Any
 import grpc
 from common import commit, raise_fd_limit, rss_kib, stack
 from grpc import aio
+from grpclib.client import Channel as GrpclibChannel
+from grpclib.const import Cardinality
 from stream_overhead import WORDS
 
 from llm_backend.grpc_client import GrpcChatBackend
@@ -58,6 +64,7 @@ from proto.llm.v1 import chat_backend_pb2 as pb
 from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
 
 MESSAGES_PER_STREAM = 51  # 50 deltas and the final message
+STREAM_PATH = "/llm.v1.ChatBackendService/StreamComplete"
 _END = object()
 
 
@@ -185,6 +192,46 @@ async def hold_open_threaded(target: str, count: int, pb_request: pb.CompleteReq
     channel.close()
 
 
+async def hold_open_grpclib(target: str, count: int, pb_request: pb.CompleteRequest, *, retries: bool) -> None:
+    """`hold_open` for grpclib: each call read by a task of its own (as a gateway stream would
+    be), its first message read, then held. grpclib has no retry support to turn off."""
+    host, port = target.rsplit(":", 1)
+    channel = GrpclibChannel(host, int(port))
+
+    async def held(opened: asyncio.Semaphore, release: asyncio.Event) -> None:
+        async with channel.request(
+            STREAM_PATH, Cardinality.UNARY_STREAM, pb.CompleteRequest, pb.StreamCompleteResponse, timeout=600
+        ) as stream:
+            await stream.send_message(pb_request, end=True)
+            await stream.recv_message()
+            opened.release()
+            await release.wait()
+            await stream.cancel()
+
+    async def hold(n: int, opened: asyncio.Semaphore, release: asyncio.Event) -> list[asyncio.Task[None]]:
+        tasks = []
+        for batch in range(0, n, 500):
+            new = [asyncio.create_task(held(opened, release)) for _ in range(min(500, n - batch))]
+            for _ in new:
+                await opened.acquire()
+            tasks.extend(new)
+        return tasks
+
+    warm_release = asyncio.Event()
+    warm = await hold(8, asyncio.Semaphore(0), warm_release)  # connected, every code path warm
+    warm_release.set()
+    await asyncio.gather(*warm)
+    await asyncio.sleep(0.5)
+    baseline = rss_kib(os.getpid())
+    release = asyncio.Event()
+    tasks = await hold(count, asyncio.Semaphore(0), release)
+    await asyncio.sleep(1.0)
+    _print_held("grpclib (with its task)", len(tasks), baseline, rss_kib(os.getpid()))
+    release.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    channel.close()
+
+
 def _print_held(label: str, count: int, baseline: int, held: int) -> None:
     print(
         f"{label}: {count} streams open at once, RSS {baseline / 1024:.0f} MiB before, "
@@ -202,7 +249,7 @@ def arguments() -> argparse.Namespace:
         "--no-retries", action="store_true", help="hold the streams on a channel without gRPC's retry support"
     )
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
-    parser.add_argument("--open-way", choices=["aio", "sync-thread"], default="aio")
+    parser.add_argument("--open-way", choices=["aio", "sync-thread", "grpclib"], default="aio")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     return parser.parse_args()
 
@@ -242,6 +289,17 @@ async def main(args: argparse.Namespace) -> None:
         async def unary_once() -> AsyncIterator[object]:
             yield await stub.Complete(pb_request, timeout=60)
 
+        host, port = target.rsplit(":", 1)
+        grpclib_channel = GrpclibChannel(host, int(port))
+
+        async def grpclib_stream() -> AsyncIterator[object]:
+            async with grpclib_channel.request(
+                STREAM_PATH, Cardinality.UNARY_STREAM, pb.CompleteRequest, pb.StreamCompleteResponse, timeout=60
+            ) as stream:
+                await stream.send_message(pb_request, end=True)
+                async for message in stream:
+                    yield message
+
         ways: list[tuple[str, Callable[[], AsyncIterator[object]]]] = [
             ("bare grpc.aio", bare),
             ("aio read()", read_loop),
@@ -252,6 +310,7 @@ async def main(args: argparse.Namespace) -> None:
                 "sync 1-thr in thr",
                 lambda: aiter(ThreadedStream(single_stub.StreamComplete(pb_request, timeout=60), pool)),
             ),
+            ("grpclib", grpclib_stream),
             ("GrpcChatBackend", lambda: adapter.stream(request)),
             ("gateway backend", lambda: routed.stream(request)),
         ]
@@ -261,6 +320,7 @@ async def main(args: argparse.Namespace) -> None:
             for label, one in ways:
                 await measure(label, c, args.streams, one)
             await measure("bare unary call", c, args.streams, unary_once)
+        grpclib_channel.close()
         await adapter.close()
         await routed.close()
         await channel.close()
@@ -269,7 +329,7 @@ async def main(args: argparse.Namespace) -> None:
         single_channel.close()
     if args.open:
         raise_fd_limit()
-        hold = hold_open_threaded if args.open_way == "sync-thread" else hold_open
+        hold = {"sync-thread": hold_open_threaded, "grpclib": hold_open_grpclib}.get(args.open_way, hold_open)
         # A model that answers its first word at once, then pauses for a minute: streams stay open.
         with stack(redis_url=args.redis_url, token_delay=60) as run:
             await hold(f"127.0.0.1:{run.backend_port}", args.open, pb_request, retries=not args.no_retries)
