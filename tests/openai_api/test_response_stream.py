@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -59,13 +60,18 @@ def record(status: str = "in_progress") -> ResponseRecord:
     )
 
 
-async def test_the_opening_goes_with_the_first_delta_and_the_closing_in_one_write() -> None:
+def recording_writer(*, stored: bool) -> tuple[EventWriter, list[bytes], Callable[[bytes], Awaitable[None]]]:
+    """A writer whose writes are kept in the list, and the write it makes them with."""
     writes: list[bytes] = []
 
     async def write(data: bytes) -> None:
         writes.append(data)
 
-    writer = EventWriter(write, stored=True)
+    return EventWriter(write, stored=stored), writes, write
+
+
+async def test_the_opening_goes_with_the_first_delta_and_the_closing_in_one_write() -> None:
+    writer, writes, write = recording_writer(stored=True)
     started = record()
     writer.begin(started)
     assert writes == []  # nothing before the first delta is in
@@ -84,12 +90,7 @@ async def test_the_opening_goes_with_the_first_delta_and_the_closing_in_one_writ
 
 
 async def test_a_failure_before_the_first_delta_writes_the_opening_with_the_error() -> None:
-    writes: list[bytes] = []
-
-    async def write(data: bytes) -> None:
-        writes.append(data)
-
-    writer = EventWriter(write, stored=True)
+    writer, writes, _ = recording_writer(stored=True)
     writer.begin(record())
     await writer.error("shutting_down", "The gateway is shutting down.")
     await writer.end(record("failed"), completed_at=time.time())
@@ -104,12 +105,7 @@ async def test_a_failure_before_the_first_delta_writes_the_opening_with_the_erro
 @pytest.mark.parametrize("content", ["Echo:", ' "quoted"\n', "é ☃ \u2028", "back\\slash", ""])
 async def test_a_delta_event_is_its_fields_as_json_in_their_order(content: str) -> None:
     """A delta's bytes are written without a dict: the same bytes as its fields serialised."""
-    writes: list[bytes] = []
-
-    async def write(data: bytes) -> None:
-        writes.append(data)
-
-    writer = EventWriter(write, stored=True)
+    writer, writes, write = recording_writer(stored=True)
     started = record()
     writer.begin(started)
     await write(writer.delta(content))
@@ -134,12 +130,7 @@ async def test_the_opening_and_closing_events_are_the_response_objects_fields_in
     """The opening and closing events are put together as bytes: the same bytes as the dicts
     of `present` serialised, field for field, in OpenAI's order (an `incomplete` one with its
     details, a `failed` one with its error)."""
-    writes: list[bytes] = []
-
-    async def write(data: bytes) -> None:
-        writes.append(data)
-
-    writer = EventWriter(write, stored=stored)
+    writer, writes, write = recording_writer(stored=stored)
     started = record()
     writer.begin(started)
     await write(writer.delta('Echo: "hi"'))
