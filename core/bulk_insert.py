@@ -8,6 +8,7 @@ from typing import cast
 
 import orjson
 from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 
 
@@ -28,15 +29,9 @@ def insert_new(objs: Sequence[Model], *, ignore_conflicts: bool = False) -> None
     connection = connections[router.db_for_write(model)]
     if connection.vendor != "postgresql":
         if ignore_conflicts:
-            # Not bulk_create's own: on SQLite it is INSERT OR IGNORE, which skips a row breaking
-            # any constraint (a NOT NULL one too) without a word. Only a row already there is
-            # skipped, as ON CONFLICT DO NOTHING does on PostgreSQL (the caller's transaction
-            # holds SQLite's one writer lock, so none comes in between).
-            pk = model._meta.pk
-            assert pk is not None
-            taken = set(model._default_manager.filter(pk__in=[o.pk for o in objs]).values_list("pk", flat=True))
-            objs = [o for o in objs if pk.to_python(o.pk) not in taken]
-        model._default_manager.bulk_create(objs)
+            _insert_skipping_conflicts(connection, model, objs)
+        else:
+            model._default_manager.bulk_create(objs)
         return
     # What bulk_create writes: every concrete column but those the database fills (an auto id).
     fields = [(f, cast(str, f.column)) for f in model._meta.concrete_fields if not f.db_returning]
@@ -49,4 +44,24 @@ def insert_new(objs: Sequence[Model], *, ignore_conflicts: bool = False) -> None
             f"INSERT INTO {table} ({columns}) SELECT {columns} "  # noqa: S608 - names from the model
             f"FROM json_populate_recordset(NULL::{table}, %s::json){conflicts}",
             [orjson.dumps(rows).decode()],
+        )
+
+
+def _insert_skipping_conflicts(connection: BaseDatabaseWrapper, model: type[Model], objs: Sequence[Model]) -> None:
+    """Elsewhere (SQLite), what ON CONFLICT DO NOTHING does on PostgreSQL: a row whose primary key
+    is there already is skipped, and any other refusal (a NOT NULL column left empty) raised.
+    Not bulk_create's ignore_conflicts, which is INSERT OR IGNORE there: a row breaking any
+    constraint would be skipped without a word."""
+    pk = model._meta.pk
+    assert pk is not None
+    fields = [f for f in model._meta.concrete_fields if not f.db_returning]
+    quote = connection.ops.quote_name
+    table, columns = quote(model._meta.db_table), ", ".join(quote(cast(str, f.column)) for f in fields)
+    values = ", ".join(["%s"] * len(fields))
+    rows = [[f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields] for obj in objs]
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES ({values}) "  # noqa: S608 - names from the model
+            f"ON CONFLICT ({quote(cast(str, pk.column))}) DO NOTHING",
+            rows,
         )

@@ -59,7 +59,8 @@ def test_a_conflict_is_skipped_when_asked_and_refused_otherwise() -> None:
     insert_new([again, other], ignore_conflicts=True)
 
     assert SessionRecord.objects.get(id=first.id).owner == "o_alice"  # kept
-    assert SessionRecord.objects.filter(id=other.id).exists()
+    stored = SessionRecord.objects.get(id=other.id)  # written whole, every column as given
+    assert model_to_dict(stored) == model_to_dict(other) | {"id": uuid.UUID(other.id)}
     with pytest.raises(IntegrityError):
         insert_new([record(id=first.id)])
 
