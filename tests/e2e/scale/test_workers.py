@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -82,10 +83,15 @@ def test_a_scrape_sums_the_counts_of_every_worker(fleet: Fleet, tmp_path: Path) 
     # count for ever); its counts stay in the sum, so no counter goes back.
     dead = next(iter(workers))
     os.kill(int(dead), signal.SIGKILL)
-    wait_until(
-        lambda: not (fleet.metrics_dir / f"gauge_livesum_{dead}.db").exists(),
-        timeout=30,
-        message="the supervisor forgets the dead worker's live gauges",
-    )
+    live = fleet.metrics_dir / f"gauge_livesum_{dead}.db"
+    deadline = time.monotonic() + 30
+    while live.exists():
+        if time.monotonic() > deadline:  # what the supervisor said, for the cause
+            pytest.fail(
+                f"the supervisor kept the dead worker's live gauges; the metrics directory holds "
+                f"{sorted(p.name for p in fleet.metrics_dir.iterdir())}; the gateway's log ends:\n"
+                f"{gateway.process.output()}"
+            )
+        time.sleep(0.05)
     assert (fleet.metrics_dir / f"histogram_{dead}.db").exists()
     assert scrape(fleet.metrics_url) >= total
