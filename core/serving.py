@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -18,6 +19,8 @@ from typing import Any
 from uvicorn.supervisors import Multiprocess
 
 from core.observability import multiprocess
+
+logger = logging.getLogger(__name__)
 
 APPLICATION = "config.asgi:application"
 STARTUP_FAILURE = 3  # uvicorn's own exit code when the server did not start
@@ -138,11 +141,16 @@ def serve_metrics_listener() -> None:
 
 class Workers(Multiprocess):
     """uvicorn's supervisor (it replaces a worker that dies), which also tells the metrics that
-    the worker is gone: its live gauges (open streams, breakers) leave the scrape."""
+    the worker is gone: its live gauges (open streams, breakers) leave the scrape. A replacement
+    that fails to start (no memory, no process slot) does not end the supervisor, as it would
+    uvicorn's own: the next round, half a second on, finds the place empty and tries again."""
 
     def keep_subprocess_alive(self) -> None:
         before = {process.pid for process in self.processes}
-        super().keep_subprocess_alive()
+        try:
+            super().keep_subprocess_alive()
+        except Exception:
+            logger.exception("could not replace a worker; trying again")
         self._forget(before)
 
     def handle_signals(self) -> None:  # SIGHUP replaces every worker, SIGTTOU retires one
@@ -151,7 +159,9 @@ class Workers(Multiprocess):
         self._forget(before)
 
     def _forget(self, before: set[int | None]) -> None:
-        for pid in before - {process.pid for process in self.processes}:
+        # Replaced, or dead and not replaced yet (forgetting one twice is harmless).
+        running = {process.pid for process in self.processes if process.process.is_alive()}
+        for pid in before - running:
             if pid is not None:
                 multiprocess.worker_died(pid)
 

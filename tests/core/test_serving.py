@@ -6,14 +6,17 @@ import os
 import shlex
 import shutil
 import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
+from uvicorn.supervisors import multiprocess as uvicorn_multiprocess
 
 from core.http_protocol import GatewayHttpProtocol
 from core.observability import multiprocess
-from core.serving import read_limits, server_command, uvicorn_options
+from core.serving import Workers, read_limits, server_command, uvicorn_options
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,3 +100,53 @@ def test_several_workers_over_redis_or_one_without_it_may_start(settings: Settin
     assert shared_state_problem(1) is None
     settings.REDIS_URL = "redis://127.0.0.1:6379/0"
     assert shared_state_problem(4) is None
+
+
+class Child:
+    """A worker as uvicorn's supervisor sees it (its `Process`): a pid, alive or not."""
+
+    pids = iter(range(200, 300))
+    starts: list[int] = []
+
+    def __init__(self, config: object = None, sockets: object = None, *, pid: int | None = None) -> None:
+        self.pid = pid if pid is not None else next(Child.pids)
+        self.alive = True
+        self.process = self  # uvicorn's Process wraps a multiprocessing one, asked is_alive() too
+        self.exitcode: int | None = None
+
+    def is_alive(self, timeout: float | None = None) -> bool:
+        return self.alive
+
+    def kill(self) -> None:
+        self.alive, self.exitcode = False, -9
+
+    def join(self) -> None:
+        pass
+
+    def start(self) -> None:
+        Child.starts.append(self.pid)
+        if len(Child.starts) == 1:
+            raise OSError(11, "Resource temporarily unavailable")  # fork refused, once
+
+
+def test_a_worker_that_cannot_be_replaced_leaves_the_supervisor_running_and_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forgotten: list[int] = []
+    monkeypatch.setattr(multiprocess, "worker_died", forgotten.append)
+    monkeypatch.setattr(uvicorn_multiprocess, "Process", Child)
+    supervisor = object.__new__(Workers)  # its state only: no signal handlers, no sockets
+    supervisor.config = SimpleNamespace(timeout_worker_healthcheck=1)  # type: ignore[assignment]
+    supervisor.sockets, supervisor.should_exit = [], threading.Event()
+    supervisor.processes = [Child(pid=101), Child(pid=102)]  # type: ignore[list-item]
+    supervisor.processes[1].kill()  # a worker dies
+
+    supervisor.keep_subprocess_alive()  # its replacement fails to start: no exception escapes
+
+    assert [p.pid for p in supervisor.processes] == [101, 102]
+    assert forgotten == [102]  # its live gauges leave the scrape all the same
+
+    supervisor.keep_subprocess_alive()  # the next round
+
+    assert [p.pid for p in supervisor.processes] == [101, Child.starts[-1]] and len(Child.starts) == 2
+    assert supervisor.processes[1].is_alive()
