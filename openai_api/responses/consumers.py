@@ -93,7 +93,19 @@ class ResponsesConsumer(OpenAIConsumer):
             content=content,
             params=request.params,
             request_id=self.request_id(),
-            idempotent=None if key is None else _idempotent(key, request, target, content),
+            idempotent=IdempotentRequest.of(
+                key,
+                "v1.responses",
+                target.session_id,
+                content,
+                request.turn_instructions,
+                request.params.max_tokens,
+                request.params.temperature,
+                list(request.params.stop),
+                request.metadata,
+                target.follows,
+                request.model,  # a repeat naming another model is refused, as before, not replayed
+            ),
             instructions=request.turn_instructions,
             message_ids=new_message_ids(),
             follows=target.follows,
@@ -316,23 +328,6 @@ class _Streamed:
             )
         except GatewayError:
             logger.warning("could not record a cut-short response session_id=%s", stored.session.id)
-
-
-def _idempotent(key: str, request: ResponseRequest, target: Target, content: str) -> IdempotentRequest | None:
-    """A stored response's Idempotency-Key, with what makes the request what it is."""
-    return IdempotentRequest.of(
-        key,
-        "v1.responses",
-        target.session_id,
-        content,
-        request.turn_instructions,
-        request.params.max_tokens,
-        request.params.temperature,
-        list(request.params.stop),
-        request.metadata,
-        target.follows,
-        request.model,  # a repeat naming another model is refused, as before, not replayed
-    )
 
 
 def _unstored(owner: str, request: ResponseRequest, idempotency_key: str | None) -> ResponseRecord:
