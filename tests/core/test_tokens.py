@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -207,10 +208,12 @@ def test_symmetric_or_none_algorithms_cannot_be_configured() -> None:
 
 def test_a_remembered_token_still_expires(fresh_issuer: TestIssuer) -> None:
     verifier = verifier_for(fresh_issuer)
-    token = fresh_issuer.token(ttl=1)
+    # Claims are whole seconds: a one-second token could expire at once; this one has a second left.
+    token = fresh_issuer.token(ttl=2)
     verifier.verify(token)
 
-    time.sleep(1.2)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expires - time.time()) + 0.2)
 
     assert "expired" in rejection(verifier, token)
 
