@@ -34,11 +34,6 @@ _DELTA = b'event: response.output_text.delta\ndata: {"type":"response.output_tex
 _EMPTY_PART = orjson.dumps(present.output_text(""))
 
 
-def _frame(type_: bytes, sequence: int, rest: bytes) -> bytes:
-    """One event: `rest` is its members after `type` and `sequence_number`, each after a comma."""
-    return _EVENT % (type_, type_, sequence, rest)
-
-
 class EventWriter:
     """Numbers and writes the events of one streamed response."""
 
@@ -56,7 +51,9 @@ class EventWriter:
         return "".join(self._pieces)
 
     def _event(self, type_: bytes, rest: bytes) -> None:
-        self._pending.append(_frame(type_, self._sequence, rest))
+        """Number an event and hold it for the next write: `rest` is its members after `type` and
+        `sequence_number`, each after a comma."""
+        self._pending.append(_EVENT % (type_, type_, self._sequence, rest))
         self._sequence += 1
 
     async def _flush(self) -> None:
