@@ -206,13 +206,17 @@ end
 return {'done', current}
 """)
 
-# KEYS: the record. ARGV: the request's token. Only its own claim: a claim written before claims
-# had a token (no `by`) lapses instead.
+# KEYS: the record, the owner's index. ARGV: the request's token, index member. Only its own
+# claim, and its index entry with it: a claim written before claims had a token (no `by`) lapses
+# instead.
 _RELEASE = Lua("""
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 local record = cjson.decode(current)
-if record.state == 'pending' and record.by == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if record.state == 'pending' and record.by == ARGV[1] then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return redis.call('DEL', KEYS[1])
+end
 return 0
 """)
 
@@ -269,7 +273,8 @@ class RedisIdempotencyStore:
 
     @store_errors
     async def _release(self, owner: str, request: IdempotentRequest) -> None:
-        await run_script(self._client(), _RELEASE, [self._key(owner, request)], [request.token])
+        keys = (self._key(owner, request), self._index_key(owner))
+        await run_script(self._client(), _RELEASE, keys, (request.token, _key_id(request.key)))
 
     @store_errors
     async def forget(self, owner: str) -> None:

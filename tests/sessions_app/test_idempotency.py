@@ -309,6 +309,25 @@ async def test_a_release_never_drops_a_result(idempotency: IdempotencyStore) -> 
     assert await idempotency.claim("o", key("k", "x"), pending_seconds=60) == (Claim.DONE, {"session_id": "s"})
 
 
+async def test_a_released_claim_leaves_no_index_entry(redis_url: str, redis_prefix: str) -> None:
+    store = RedisIdempotencyStore(url=redis_url, prefix=redis_prefix)
+    kept, released = key("kept", "x"), key("released", "x")
+    client = Redis.from_url(redis_url)
+    index = f"{redis_prefix}:o:{{o}}:idemidx"
+    try:
+        await store.claim("o", kept, pending_seconds=60)
+        await store.claim("o", released, pending_seconds=60)
+
+        await store.release("o", released)
+
+        assert await client.zrange(index, 0, -1) == [kept.key_id.encode()]
+        assert not await client.exists(f"{redis_prefix}:o:{{o}}:idem:{released.key_id}")
+    finally:
+        await client.delete(index, f"{redis_prefix}:o:{{o}}:idem:{kept.key_id}")
+        await client.aclose()
+        await store.close()
+
+
 async def test_a_claim_written_before_claims_had_owners_is_left_to_lapse(redis_url: str, redis_prefix: str) -> None:
     store = RedisIdempotencyStore(url=redis_url, prefix=redis_prefix)
     request = key("k", "x")
