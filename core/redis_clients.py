@@ -55,16 +55,20 @@ def is_transient(exc: BaseException) -> bool:
 
     Besides `TRANSIENT`: redis-py's cluster client, reloading the slot map after a node failed,
     closes every connection of the client, the ones other commands are using included; those
-    then fail inside redis-py with an AttributeError (their reader or writer gone). Raised from
-    redis-py's own connection code, that is a lost connection, not a bug of ours."""
+    then fail inside redis-py's connection code with an AttributeError (their reader or writer
+    gone), or in the transport it writes on: uvloop's RuntimeError ("the handler is closed"),
+    a TypeError on later Pythons (redis-py issue 4287). Raised from redis-py's connection code
+    or below it (asyncio, uvloop: no code of ours runs there), that is a lost connection, not a
+    bug of ours."""
     if isinstance(exc, TRANSIENT):
         return True
-    if isinstance(exc, AttributeError) and exc.__traceback__ is not None:
-        last = exc.__traceback__
-        while last.tb_next is not None:
-            last = last.tb_next
-        where = last.tb_frame.f_code.co_filename
-        return where.endswith(_REDIS_CONNECTION) or _REDIS_PARSERS in where
+    if isinstance(exc, AttributeError | RuntimeError | TypeError):
+        frame = exc.__traceback__
+        while frame is not None:
+            where = frame.tb_frame.f_code.co_filename
+            if where.endswith(_REDIS_CONNECTION) or _REDIS_PARSERS in where:
+                return True
+            frame = frame.tb_next
     return False
 
 

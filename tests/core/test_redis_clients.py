@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import redis
+import uvloop
 from opentelemetry import trace
-from redis.asyncio import Connection, Redis
+from redis.asyncio import Connection, ConnectionPool, Redis
 
 from core.redis_clients import (
     Lua,
@@ -109,6 +110,29 @@ async def test_a_connection_torn_down_under_a_command_is_transient_and_a_bug_of_
         None.upper()  # type: ignore[attr-defined]
     assert not is_transient(ours.value)
     assert is_transient(redis.ConnectionError()) and not is_transient(redis.ResponseError())
+
+
+def test_a_write_on_a_transport_uvloop_closed_is_transient(redis_url: str) -> None:
+    """The gateway runs on uvloop, whose transports refuse a write once closed with a
+    RuntimeError: a cluster client's slot-map reload closing a connection that another command
+    had just opened fails it that way, inside redis-py's connection code (a 500, before)."""
+
+    async def write_on_closed() -> BaseException:
+        pool = ConnectionPool.from_url(redis_url)
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            connection._writer.transport.close()  # as the reload closes it
+            await asyncio.sleep(0)
+            with pytest.raises(RuntimeError) as closed:
+                await connection._send_packed_command([b"PING\r\n"])
+            return closed.value
+        finally:
+            await pool.disconnect()
+
+    assert is_transient(uvloop.run(write_on_closed()))
+    with pytest.raises(RuntimeError) as ours:
+        raise RuntimeError("a bug of ours")
+    assert not is_transient(ours.value)
 
 
 async def test_a_round_trip_out_of_time_fails_and_its_late_reply_never_reaches_the_next(
