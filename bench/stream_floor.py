@@ -19,7 +19,9 @@ ask for, in this process, several ways, each at 1 and 16 concurrent streams:
   as the alternative to grpc.aio's per-message cost;
 - `GrpcChatBackend`: the gateway's adapter (codec, client span, silence watchdog);
 - `gateway backend`: the backend the gateway builds from settings (routing and the circuit
-  breaker around the adapter).
+  breaker around the adapter);
+- and, for a native turn's one call, `bare unary call` (grpc.aio's `Complete`) beside
+  `grpclib unary call` (the same from grpclib).
 
 `--loop uvloop` runs it all on uvloop, the loop the gateway runs on.
 
@@ -65,6 +67,7 @@ from proto.llm.v1 import chat_backend_pb2_grpc as pb_grpc
 
 MESSAGES_PER_STREAM = 51  # 50 deltas and the final message
 STREAM_PATH = "/llm.v1.ChatBackendService/StreamComplete"
+UNARY_PATH = "/llm.v1.ChatBackendService/Complete"
 _END = object()
 
 
@@ -300,6 +303,13 @@ async def main(args: argparse.Namespace) -> None:
                 async for message in stream:
                     yield message
 
+        async def grpclib_unary() -> AsyncIterator[object]:
+            async with grpclib_channel.request(
+                UNARY_PATH, Cardinality.UNARY_UNARY, pb.CompleteRequest, pb.CompleteResponse, timeout=60
+            ) as stream:
+                await stream.send_message(pb_request, end=True)
+                yield await stream.recv_message()
+
         ways: list[tuple[str, Callable[[], AsyncIterator[object]]]] = [
             ("bare grpc.aio", bare),
             ("aio read()", read_loop),
@@ -320,6 +330,7 @@ async def main(args: argparse.Namespace) -> None:
             for label, one in ways:
                 await measure(label, c, args.streams, one)
             await measure("bare unary call", c, args.streams, unary_once)
+            await measure("grpclib unary call", c, args.streams, grpclib_unary)
         grpclib_channel.close()
         await adapter.close()
         await routed.close()
