@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -111,14 +111,20 @@ def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     return body
 
 
-def new_session(gateway: Gateway, token: str) -> str:
+class Reachable(Protocol):
+    """A gateway, or several behind a load balancer: what clients reach."""
+
+    def client(self, token: str) -> httpx.Client: ...
+
+
+def new_session(gateway: Reachable, token: str) -> str:
     with gateway.client(token) as http:
         response = http.post("/api/v1/sessions")
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
 
 
-def session(gateway: Gateway, token: str, session_id: str) -> dict[str, Any]:
+def session(gateway: Reachable, token: str, session_id: str) -> dict[str, Any]:
     """The session as its owner reads it back, with its messages."""
     with gateway.client(token) as http:
         response = http.get(f"/api/v1/sessions/{session_id}")

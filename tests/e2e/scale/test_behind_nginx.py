@@ -24,29 +24,13 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from websockets.sync.client import connect
 
 from tests.e2e.conftest import Gateway, StartGateway
-from tests.e2e.faults.conftest import contents, deltas, wait_until, words, ws_turn
+from tests.e2e.faults.conftest import contents, deltas, new_session, session, wait_until, words, ws_turn
 from tests.e2e.scale.conftest import RATE_LIMIT, Fleet, nginx_binary
 from tests.e2e.scale.nginx import Nginx
 from tests.e2e.test_streaming import sse_events
 from tests.support import free_port, in_one_clock_minute
 
 pytestmark = pytest.mark.e2e
-
-
-def new_session(fleet: Fleet, token: str) -> str:
-    with fleet.client(token) as http:
-        response = http.post("/api/v1/sessions")
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def stored(fleet: Fleet, token: str, session_id: str) -> dict[str, Any]:
-    with fleet.client(token) as http:
-        response = http.get(f"/api/v1/sessions/{session_id}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    assert body["message_count"] == len(body["messages"])
-    return body
 
 
 def sse_turn(fleet: Fleet, token: str, session_id: str, content: str, **headers: str) -> tuple[int, Any]:
@@ -96,7 +80,7 @@ def test_a_session_continues_whichever_process_answers(fleet: Fleet) -> None:
     with connect(f"{ws_base}/ws/v1/sessions/{session_id}", subprotocols=["bearer", token]) as ws:  # type: ignore[list-item]
         assert ws_turn(ws, "socket")[-1]["type"] == "done"
 
-    assert contents(stored(fleet, token, session_id)) == [
+    assert contents(session(fleet, token, session_id)) == [
         (role, text if role == "user" else f"Echo: {text}", "complete")
         for text in ("json 0", "json 1", "streamed", "socket")
         for role in ("user", "assistant")
@@ -137,7 +121,7 @@ def test_concurrent_turns_on_two_processes_run_one_at_a_time(fleet: Fleet) -> No
     assert refused["code"] == "turn_in_progress"
     turns = [(status, upstream) for method, status, upstream in upstreams(fleet, session_id, 2) if method == "POST"]
     assert {upstream for _, upstream in turns[-2:]} == {fleet.address(g) for g in fleet.gateways}, turns
-    assert contents(stored(fleet, token, session_id)) == [
+    assert contents(session(fleet, token, session_id)) == [
         ("user", long_text, "complete"),
         ("assistant", f"Echo: {long_text}", "complete"),
     ]
@@ -176,7 +160,7 @@ def test_on_the_cluster_the_fleets_sessions_land_on_every_master(fleet: Fleet) -
         with fleet.client(tokens[n % 3]) as http:
             answer = http.post(f"/api/v1/sessions/{session_id}/messages", json={"content": f"t{n}"})
             assert answer.status_code == 200, answer.text
-        assert len(stored(fleet, tokens[n % 3], session_id)["messages"]) == 2
+        assert len(session(fleet, tokens[n % 3], session_id)["messages"]) == 2
     per_master = fleet.cluster.keys_per_master(f"{fleet.prefix}:*")
     assert len(per_master) == 3 and all(per_master.values()), per_master
 
@@ -286,7 +270,7 @@ def test_a_process_killed_under_load_costs_only_its_in_flight_requests(
         assert failures, "the kill cut no request short: it proves nothing"
         assert set(failures) <= {"-1", "409", "503"}, failures
         for n, session_id in enumerate(sessions):
-            body = stored(fleet, tokens[n], session_id)
+            body = session(fleet, tokens[n], session_id)
             texts = [f"client {n} turn {k} " + words(100) for k in range(TURNS)]
             assert body["message_count"] == 2 * TURNS
             assert contents(body) == [
