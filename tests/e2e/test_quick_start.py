@@ -176,13 +176,21 @@ def _session_turns(run: QuickStart, turns: int) -> str:
     return session_id
 
 
+def _wait_for_workers(run: QuickStart, count: int) -> None:
+    """The supervisor listens before its workers are up (connections wait in the backlog)."""
+    deadline = time.monotonic() + 30
+    while len(workers := run.workers()) != count:
+        assert time.monotonic() < deadline, (workers, run.output()[-3000:])
+        time.sleep(0.2)
+
+
 def test_web_concurrency_runs_workers_over_shared_redis(
     run_quick_start: StartQuickStart, redis_url: str, redis_prefix: str
 ) -> None:
     run = run_quick_start(WEB_CONCURRENCY="2", REDIS_URL=redis_url, REDIS_KEY_PREFIX=redis_prefix)
 
-    assert len(run.workers()) == 2
     session_id = _session_turns(run, 6)
+    _wait_for_workers(run, 2)
 
     client = redis.Redis.from_url(redis_url)
     try:
@@ -199,7 +207,7 @@ def test_redis_cluster_1_runs_the_quick_start_on_a_cluster(
         WEB_CONCURRENCY="2", REDIS_URL=redis_cluster.url, REDIS_CLUSTER="1", REDIS_KEY_PREFIX=cluster_prefix
     )
 
-    assert len(run.workers()) == 2
     session_id = _session_turns(run, 4)
+    _wait_for_workers(run, 2)
 
     assert sum(redis_cluster.keys_per_master(f"{cluster_prefix}:*{session_id}*").values()), "not on the cluster"
