@@ -58,9 +58,15 @@ class Stack:
 
 @contextmanager
 def stack(
-    *, redis_url: str, token_delay: float = 0.0, extra_env: dict[str, str] | None = None, adapter: str = "echo"
+    *,
+    redis_url: str,
+    token_delay: float = 0.0,
+    extra_env: dict[str, str] | None = None,
+    adapter: str = "echo",
+    keep_keys: bool = False,
 ) -> Iterator[Stack]:
-    """Start the echo model server (and later gateways) against the real Redis; clean up after."""
+    """Start the echo model server (and later gateways) against the real Redis; clean up after
+    (its keys too, unless `keep_keys`: a Redis thrown away afterwards)."""
     WORKDIR.mkdir(parents=True, exist_ok=True)
     prefix = f"gwbench:{uuid.uuid4().hex[:8]}"
     backend_port = free_port()
@@ -103,10 +109,11 @@ def stack(
             if child.poll() is None:
                 child.terminate()
                 child.wait()
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
+        if not keep_keys:
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
 
 
 def spawn_model_server(

@@ -8,10 +8,13 @@ SSE streams/s at 16 clients, all through nginx, and the CPU each part used meanw
 with whatever else runs on the machine, so its figure is the whole server's). The model server
 alone at 64 clients is the ceiling. Figures, not assertions; compare rows of one run only.
 
-    python bench/scale.py [--seconds 3] [--workers 1 2 4] [--server uvicorn|gunicorn]
+    python bench/scale.py [--seconds 3] [--workers 1 2 4] [--server uvicorn|gunicorn] [--cluster]
 
 `--server gunicorn` runs gunicorn with uvicorn's worker class instead of uvicorn's own
 supervisor (gunicorn is not a dependency: install it to compare, `pip install gunicorn`).
+`--cluster` puts the gateway on a Redis Cluster of its own instead (`REDIS_CLUSTER=1`: three
+masters with a replica each, started from redis-server as the tests start theirs), and the Redis
+figure is then all six nodes' CPU.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from turn_overhead import bench_direct, bench_gateway
 
 from core.serving import APPLICATION, server_command
 from tests.e2e.scale.nginx import Nginx, installed_nginx
+from tests.redis_cluster import start_cluster
 from tests.support import free_port
 
 
@@ -106,13 +110,16 @@ def start_gateway(run: Stack, workers: int, server: str) -> tuple[int, subproces
     return port, child
 
 
-def redis_cpu(url: str) -> Callable[[], float]:
-    """The Redis server's own CPU count (all of it: other clients' work included)."""
+def redis_cpu(urls: list[str]) -> Callable[[], float]:
+    """The Redis servers' own CPU count (all of it: other clients' work included)."""
 
     def read() -> float:
-        with redis.Redis.from_url(url) as client:
-            cpu: dict[str, Any] = client.info("cpu")  # type: ignore[assignment]
-        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+        used = 0.0
+        for url in urls:
+            with redis.Redis.from_url(url) as client:
+                cpu: dict[str, Any] = client.info("cpu")  # type: ignore[assignment]
+            used += float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+        return used
 
     return read
 
@@ -123,21 +130,37 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--server", choices=["uvicorn", "gunicorn"], default="uvicorn")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--cluster", action="store_true", help="on a Redis Cluster of its own (REDIS_CLUSTER=1)")
     args = parser.parse_args()
     binary = installed_nginx()
     if binary is None:
         raise SystemExit("nginx is not installed: `make nginx`")
     raise_fd_limit()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe otherwise
+    with contextlib.ExitStack() as cleanup:
+        if args.cluster:
+            nodes = start_cluster(Path(tempfile.mkdtemp(prefix="bench-cluster-", dir=WORKDIR)))
+            cleanup.callback(nodes.stop)
+            await scale(args, binary, nodes.url, nodes.urls, {"REDIS_CLUSTER": "1"})
+        else:
+            await scale(args, binary, args.redis_url, [args.redis_url], {})
+
+
+async def scale(
+    args: argparse.Namespace, binary: str, redis_url: str, redis_urls: list[str], redis_env: dict[str, str]
+) -> None:
     rows = []
-    with stack(redis_url=args.redis_url, extra_env={"SCHEDULER_EMBEDDED": "0"}) as run:
+    # A cluster is dropped whole afterwards: the stack's cleanup of its keys is for a shared Redis.
+    keep_keys = bool(redis_env)
+    with stack(redis_url=redis_url, extra_env={"SCHEDULER_EMBEDDED": "0", **redis_env}, keep_keys=keep_keys) as run:
         target = f"127.0.0.1:{run.backend_port}"
         model_pid = run.children[0].pid
         ceiling, model_used, _ = await CpuMeter({"model": lambda: cpu_seconds(model_pid)}).measure(
             bench_direct(target, 64, args.seconds)
         )
         print(f"# bench/scale.py, commit {commit()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} cores")
-        print(f"# {args.server} workers behind nginx; model server alone at c=64: {ceiling.rate:.0f} turns/s")
+        on = "a Redis Cluster (3 masters, 3 replicas)" if redis_env else "one Redis"
+        print(f"# {args.server} workers behind nginx, on {on}; model server alone at c=64: {ceiling.rate:.0f} turns/s")
         for workers in args.workers:
             port, gateway = start_gateway(run, workers, args.server)
             workdir = Path(tempfile.mkdtemp(prefix="bench-nginx-", dir=WORKDIR))
@@ -149,7 +172,7 @@ async def main() -> None:
                     "gateway": lambda pid=gateway.pid: tree_cpu(pid),  # type: ignore[misc]
                     "nginx": lambda pid=nginx_pid: tree_cpu(pid),  # type: ignore[misc]
                     "model": lambda: cpu_seconds(model_pid),
-                    "redis": redis_cpu(args.redis_url),
+                    "redis": redis_cpu(redis_urls),
                     "client": own_cpu,
                 }
             )
