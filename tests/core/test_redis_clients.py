@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,19 +12,23 @@ import redis
 import uvloop
 from opentelemetry import trace
 from redis.asyncio import Connection, ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 
 from core.redis_clients import (
     Lua,
     atomically,
     bounded_pool,
+    cluster_client,
     command,
     is_transient,
     on_each_key,
     round_trip,
     run_script,
+    script_replies,
 )
 from core.redis_clients import _pack as pack
 from core.redis_clients import _send as send
+from tests.redis_cluster import RedisClusterNodes
 
 SECRET = "canary-argument-7c1e"
 
@@ -166,3 +171,47 @@ async def test_a_write_on_a_lost_connection_is_a_transient_error_and_the_connect
         assert await command(client, "ECHO", "again") == b"again"
     finally:
         await client.aclose()
+
+
+_INCR = Lua("return redis.call('INCR', KEYS[1])")
+
+
+@pytest.fixture
+async def cluster(redis_cluster: RedisClusterNodes) -> AsyncIterator[RedisCluster]:
+    client = cluster_client(redis_cluster.url, max_connections=8, timeout=5.0, retries=3)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.cluster
+async def test_a_script_goes_to_its_slots_master_without_the_cluster_pipeline(
+    cluster: RedisCluster, cluster_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = f"{cluster_prefix}:{{s}}:n"
+    assert await run_script(cluster, _INCR, [key], []) == 1  # the slot map is read on first use
+
+    def no_pipeline(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("sent by the cluster pipeline")
+
+    monkeypatch.setattr(RedisCluster, "pipeline", no_pipeline)
+    replies = await script_replies(cluster, _INCR, [key], [], ("WAIT", 1, 2000))
+
+    assert replies == [2, 1]  # the script's reply, then its one replica's acknowledgment of it
+
+
+@pytest.mark.cluster
+async def test_a_stale_slot_map_sends_the_script_where_the_cluster_says_and_runs_it_once(
+    cluster: RedisCluster, cluster_prefix: str, redis_cluster: RedisClusterNodes
+) -> None:
+    key = f"{cluster_prefix}:{{s}}:n"
+    assert await run_script(cluster, _INCR, [key], []) == 1
+    slot = cluster.keyslot(key)
+    owner = cluster.nodes_manager.slots_cache[slot][0]
+    other = next(n for n in cluster.get_primaries() if n.name != owner.name)
+    cluster.nodes_manager.slots_cache[slot] = [other]  # as after a failover the client missed
+
+    assert await run_script(cluster, _INCR, [key], []) == 2  # answered MOVED there, then run once
+
+    assert cluster.nodes_manager.slots_cache[slot][0].name == owner.name
+    with contextlib.closing(redis_cluster.client(owner.port)) as direct:
+        assert direct.get(key) == b"2"
