@@ -143,7 +143,16 @@ class Workers(Multiprocess):
     """uvicorn's supervisor (it replaces a worker that dies), which also tells the metrics that
     the worker is gone: its live gauges (open streams, breakers) leave the scrape. A replacement
     that fails to start (no memory, no process slot) does not end the supervisor, as it would
-    uvicorn's own: the next round, half a second on, finds the place empty and tries again."""
+    uvicorn's own: the next round, half a second on, finds the place empty and tries again.
+
+    It checks a worker by a ping over a pipe, and keeps only its own end of it once the worker
+    has started: with the worker's end open here too, the pipe never closed when the worker
+    died, so a check in flight then waited out its whole timeout (30 s), nothing replaced or
+    checked meanwhile (uvicorn keeps both)."""
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        self._keep_own_ends()
 
     def keep_subprocess_alive(self) -> None:
         before = {process.pid for process in self.processes}
@@ -151,12 +160,19 @@ class Workers(Multiprocess):
             super().keep_subprocess_alive()
         except Exception:
             logger.exception("could not replace a worker; trying again")
+        self._keep_own_ends()
         self._forget(before)
 
-    def handle_signals(self) -> None:  # SIGHUP replaces every worker, SIGTTOU retires one
+    def handle_signals(self) -> None:  # SIGHUP replaces every worker, SIGTTIN adds, SIGTTOU retires one
         before = {process.pid for process in self.processes}
         super().handle_signals()
+        self._keep_own_ends()
         self._forget(before)
+
+    def _keep_own_ends(self) -> None:
+        for process in self.processes:
+            if process.pid is not None and not process.child_conn.closed:  # started: it has its copy
+                process.child_conn.close()
 
     def _forget(self, before: set[int | None]) -> None:
         # Replaced, or dead and not replaced yet (forgetting one twice is harmless).

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shlex
 import shutil
 import sys
 import threading
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -113,6 +115,7 @@ class Child:
         self.alive = True
         self.process = self  # uvicorn's Process wraps a multiprocessing one, asked is_alive() too
         self.exitcode: int | None = None
+        self.child_conn = multiprocessing.Pipe()[1]  # the worker's end of its health-check pipe
 
     def is_alive(self, timeout: float | None = None) -> bool:
         return self.alive
@@ -150,3 +153,41 @@ def test_a_worker_that_cannot_be_replaced_leaves_the_supervisor_running_and_is_t
 
     assert [p.pid for p in supervisor.processes] == [101, Child.starts[-1]] and len(Child.starts) == 2
     assert supervisor.processes[1].is_alive()
+
+
+def _die_at_the_first_ping(conn: Connection) -> None:  # in a spawned worker
+    conn.recv()
+    os._exit(17)  # gone without an answer, as a worker killed during the check
+
+
+class SpawnedWorker(uvicorn_multiprocess.Process):
+    """uvicorn's worker with its real health-check pipe, in a real spawned process that dies
+    at its first ping instead of serving."""
+
+    def __init__(self, config: object = None, sockets: object = None) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.parent_conn, self.child_conn = context.Pipe()
+        self.process = context.Process(target=_die_at_the_first_ping, args=(self.child_conn,), daemon=True)
+
+
+def test_a_worker_that_dies_during_its_health_check_is_seen_dead_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn's supervisor kept the worker's end of the pipe open too: a worker dying during a
+    check left the pipe open, and the check waited out its whole timeout (30 s) before the worker
+    was replaced, nothing else checked meanwhile."""
+    monkeypatch.setattr(uvicorn_multiprocess, "Process", SpawnedWorker)
+    supervisor = object.__new__(Workers)
+    supervisor.config = SimpleNamespace(timeout_worker_healthcheck=30)  # type: ignore[assignment]
+    supervisor.sockets, supervisor.processes, supervisor.processes_num = [], [], 1
+    supervisor.init_processes()
+    worker = supervisor.processes[0]
+    try:
+        worker.parent_conn.send(b"ping")  # the check the worker dies during
+
+        # The pipe closes with the worker: readable at once (its end of file), where with the
+        # supervisor's copy of the worker's end still open nothing would come for 30 s.
+        assert worker.parent_conn.poll(20)
+        assert worker.ping(timeout=20) is False
+        worker.process.join(10)
+        assert worker.process.exitcode == 17  # it got the ping: it died of it, not of anything else
+    finally:
+        worker.process.join(10)
