@@ -111,7 +111,9 @@ async def test_a_repeat_while_the_first_is_running_is_409(manager: SessionManage
     first = asyncio.create_task(
         manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi")))
     )
-    await asyncio.sleep(0.02)
+    async with asyncio.timeout(10):  # the first holds the key (the model is asked): a sleep raced it
+        while not backend.requests:
+            await asyncio.sleep(0.005)
 
     repeat = await manager.turn_send(
         TurnRequest(owner="o_alice", session_id=session_id, content="hi", idempotent=key("k", "hi"))

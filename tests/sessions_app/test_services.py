@@ -290,7 +290,9 @@ async def test_a_second_message_while_one_is_answered_is_turn_in_progress(manage
     session_id = await new_session(manager)
     backend.gate = asyncio.Event()
     first = asyncio.create_task(manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="first")))
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):  # the first holds the lock (the model is asked): a sleep raced it
+        while not backend.requests:
+            await asyncio.sleep(0.005)
 
     second = await manager.turn_send(TurnRequest(owner="o_alice", session_id=session_id, content="second"))
     backend.gate.set()
