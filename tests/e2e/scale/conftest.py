@@ -150,6 +150,7 @@ def fleet(
         # The second writes its metrics to files too (one process, but in multiprocess mode): what
         # it holds open can be read while it is stopped, as the kill test does before its kill.
         single = {"PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics-single")}
+        (workdir / "metrics-single").mkdir()  # the migration may run in its environment, before its launcher
         # Both at once (start_gateway migrates the database once, whichever call comes first).
         with ThreadPoolExecutor(2) as pool:
             starting = [pool.submit(start_gateway, model.target, **env, **workers)]
